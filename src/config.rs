@@ -1,0 +1,278 @@
+//! The experiment config: one TOML file per experiment, with `--set key=value` overrides.
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default), and the resolved
+//! config is written into every run folder so a run can be reproduced from its folder alone.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{RblError, Result};
+
+/// A whole experiment: data, model, training and evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExperimentConfig {
+    /// Name of the experiment; the default run folder is `runs/<name>`.
+    pub name: String,
+    /// Seed for weights, frame, data order and augmentation.
+    pub seed: u64,
+    /// `cpu` (burn flex) or `gpu` (burn wgpu, needs the `gpu` feature).
+    pub device: String,
+    /// Dataset and long-tail construction.
+    pub data: DataConfig,
+    /// Backbone and head.
+    pub model: ModelConfig,
+    /// Optimiser and schedule.
+    pub train: TrainConfig,
+    /// Evaluation options.
+    pub eval: EvalConfig,
+}
+
+/// Which images, how imbalanced, how augmented.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// `fashion-mnist` or `mnist` (IDX files).
+    pub dataset: String,
+    /// Folder with the IDX files (gzipped or not).
+    pub root: String,
+    /// Imbalance ratio n_max / n_min (1 … 500).
+    pub imbalance_ratio: f64,
+    /// Images of the head class; 0 means the per-class count of the training pool.
+    pub n_max: usize,
+    /// Balanced validation images per class, set aside before the long-tail subsampling (0 = none).
+    pub val_per_class: usize,
+    /// Test images per class to evaluate on (0 = the whole balanced test set).
+    pub test_per_class: usize,
+    /// Zero padding for the random crop (0 disables the crop).
+    pub crop_padding: usize,
+    /// Random horizontal flip during training.
+    pub flip: bool,
+    /// Classes with more than this many training images are "many-shot".
+    pub many_threshold: usize,
+    /// Classes with fewer than this many training images are "few-shot".
+    pub few_threshold: usize,
+}
+
+/// Backbone and classifier head.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Backbone name: `resnet32`.
+    pub backbone: String,
+    /// Channel widths of the three stages.
+    pub widths: [usize; 3],
+    /// Linear projection to this feature dimension (0 = none, the feature is the last width).
+    pub feature_dim: usize,
+    /// `linear` (learned), `etf` (fixed simplex ETF, "Fixed") or `rbl` (ETF + learned rotation).
+    pub head: String,
+}
+
+/// Optimiser and learning-rate schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// L2 weight decay on every parameter.
+    pub weight_decay: f64,
+    /// Linear warm-up epochs before the cosine decay.
+    pub warmup_epochs: usize,
+    /// Warm-up starts at this fraction of `lr`.
+    pub warmup_start_factor: f64,
+    /// Drop the last incomplete batch of each epoch.
+    pub drop_last: bool,
+    /// Evaluate on the test set every this many epochs (and always at the last).
+    pub eval_every: usize,
+}
+
+/// Evaluation options.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Post-hoc logit-adjustment strength τ.
+    pub tau: f64,
+    /// Images per evaluation batch.
+    pub batch_size: usize,
+}
+
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        Self {
+            name: "experiment".into(),
+            seed: 0,
+            device: "cpu".into(),
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+            eval: EvalConfig::default(),
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dataset: "fashion-mnist".into(),
+            root: "/usr/share/datasets/fashion-mnist".into(),
+            imbalance_ratio: 100.0,
+            n_max: 0,
+            val_per_class: 0,
+            test_per_class: 0,
+            crop_padding: 4,
+            flip: true,
+            many_threshold: 100,
+            few_threshold: 20,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self { backbone: "resnet32".into(), widths: [16, 32, 64], feature_dim: 256, head: "rbl".into() }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 128,
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            warmup_epochs: 1,
+            warmup_start_factor: 0.5,
+            drop_last: true,
+            eval_every: 1,
+        }
+    }
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self { tau: 1.0, batch_size: 256 }
+    }
+}
+
+impl ExperimentConfig {
+    /// Reads a TOML file and applies `key=value` overrides (dotted keys, TOML values).
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| RblError::io(path, e))?;
+        Self::from_toml_str(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Parses TOML text (named `origin` in errors) and applies overrides.
+    pub fn from_toml_str(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let mut value: toml::Value = toml::from_str(text)
+            .map_err(|e| RblError::Config { origin: origin.into(), msg: e.to_string() })?;
+        for ov in overrides {
+            apply_override(&mut value, ov)?;
+        }
+        let cfg: ExperimentConfig = value
+            .try_into()
+            .map_err(|e: toml::de::Error| RblError::Config { origin: origin.into(), msg: e.to_string() })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    /// The config as TOML text, as written into the run folder.
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// Rejects values that parse but cannot work, naming the key.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let bad = |key: &str, msg: String| Err(RblError::Config { origin: origin.into(), msg: format!("{key}: {msg}") });
+        if !(1.0..=500.0).contains(&self.data.imbalance_ratio) {
+            return bad("data.imbalance_ratio", format!("{} is outside 1 … 500", self.data.imbalance_ratio));
+        }
+        if !["fashion-mnist", "mnist"].contains(&self.data.dataset.as_str()) {
+            return bad("data.dataset", format!("unknown dataset '{}' (fashion-mnist, mnist)", self.data.dataset));
+        }
+        if !["linear", "etf", "rbl"].contains(&self.model.head.as_str()) {
+            return bad("model.head", format!("unknown head '{}' (linear, etf, rbl)", self.model.head));
+        }
+        if self.model.backbone != "resnet32" {
+            return bad("model.backbone", format!("unknown backbone '{}' (resnet32)", self.model.backbone));
+        }
+        if !["cpu", "gpu"].contains(&self.device.as_str()) {
+            return bad("device", format!("unknown device '{}' (cpu, gpu)", self.device));
+        }
+        if self.train.epochs == 0 {
+            return bad("train.epochs", "must be at least 1".into());
+        }
+        if self.train.batch_size == 0 || self.eval.batch_size == 0 {
+            return bad("train.batch_size", "must be at least 1".into());
+        }
+        if !(self.train.lr.is_finite() && self.train.lr > 0.0) {
+            return bad("train.lr", format!("{} is not a positive number", self.train.lr));
+        }
+        if self.train.eval_every == 0 {
+            return bad("train.eval_every", "must be at least 1".into());
+        }
+        if self.data.few_threshold > self.data.many_threshold {
+            return bad("data.few_threshold", "must not exceed data.many_threshold".into());
+        }
+        Ok(())
+    }
+}
+
+/// Sets `a.b.c=value` in a TOML tree; the value is parsed as TOML, else taken as a string.
+fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
+    let origin = format!("--set {assignment}");
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| RblError::Config { origin: origin.clone(), msg: "expected key=value".into() })?;
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let mut node = root;
+    for (i, part) in parts.iter().enumerate() {
+        let table = node
+            .as_table_mut()
+            .ok_or_else(|| RblError::Config { origin: origin.clone(), msg: format!("'{key}' is not a table") })?;
+        if i + 1 == parts.len() {
+            table.insert(part.to_string(), value);
+            return Ok(());
+        }
+        node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_apply_and_unknown_keys_are_named() {
+        let cfg = ExperimentConfig::from_toml_str("name = \"x\"\n[train]\nepochs = 3\n", "t", &["train.lr=0.05".into(), "model.head=etf".into()]).unwrap();
+        assert_eq!(cfg.train.epochs, 3);
+        assert_eq!(cfg.train.lr, 0.05);
+        assert_eq!(cfg.model.head, "etf");
+        let err = ExperimentConfig::from_toml_str("", "t", &["train.learning_rate=0.1".into()]).unwrap_err();
+        assert!(err.to_string().contains("learning_rate"), "{err}");
+        let err = ExperimentConfig::from_toml_str("[data]\nimbalance_ratio = 1000\n", "t", &[]).unwrap_err();
+        assert!(err.to_string().contains("data.imbalance_ratio"), "{err}");
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let cfg = ExperimentConfig::default();
+        let back = ExperimentConfig::from_toml_str(&cfg.to_toml_string(), "t", &[]).unwrap();
+        assert_eq!(cfg, back);
+    }
+}

@@ -1,0 +1,158 @@
+//! A batch loader that shuffles, augments and normalises the next batch on its own thread
+//! while the model trains on the current one.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::ImageSet;
+use crate::data::augment::Augmenter;
+
+/// One batch as flat host memory, ready to become tensors.
+#[derive(Debug, Clone)]
+pub struct HostBatch {
+    /// Normalised images, B × C × H × W.
+    pub images: Vec<f32>,
+    /// Labels, B.
+    pub labels: Vec<i64>,
+}
+
+impl HostBatch {
+    /// Number of images in the batch.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True for an empty batch.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// How one pass over a set is ordered and transformed.
+#[derive(Debug, Clone)]
+pub struct LoaderPlan {
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Shuffle and augment with this seed; `None` keeps set order, no augmentation.
+    pub seed: Option<u64>,
+    /// Drop the last incomplete batch.
+    pub drop_last: bool,
+}
+
+/// The seed of epoch `epoch` of a run seeded `seed`: every epoch's order and augmentation
+/// depend only on these two numbers, which is what makes resumed runs match.
+pub fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(epoch as u64 + 1)
+}
+
+/// Iterates over batches produced by a background thread; records how long the consumer
+/// waited, so a slow loader shows up in the log.
+pub struct Loader {
+    rx: Receiver<HostBatch>,
+    handle: Option<JoinHandle<()>>,
+    waited: Duration,
+    batches: usize,
+}
+
+impl Loader {
+    /// Starts producing the batches of one pass over `set`.
+    pub fn start(set: Arc<ImageSet>, aug: Arc<Augmenter>, plan: LoaderPlan) -> Loader {
+        let batches = batch_count(set.len(), plan.batch_size, plan.drop_last);
+        let (tx, rx) = sync_channel(2);
+        let handle = std::thread::spawn(move || {
+            let mut order: Vec<usize> = (0..set.len()).collect();
+            let mut rng = plan.seed.map(ChaCha8Rng::seed_from_u64);
+            if let Some(rng) = rng.as_mut() {
+                order.shuffle(rng);
+            }
+            let (c, h, w) = (set.channels, set.height, set.width);
+            let n = set.image_len();
+            for b in 0..batches {
+                let idx = &order[b * plan.batch_size..((b + 1) * plan.batch_size).min(order.len())];
+                let mut images = vec![0f32; idx.len() * n];
+                for (k, &i) in idx.iter().enumerate() {
+                    aug.apply(set.image(i), c, h, w, rng.as_mut(), &mut images[k * n..(k + 1) * n]);
+                }
+                let labels = idx.iter().map(|&i| set.labels[i] as i64).collect();
+                if tx.send(HostBatch { images, labels }).is_err() {
+                    return;
+                }
+            }
+        });
+        Loader { rx, handle: Some(handle), waited: Duration::ZERO, batches }
+    }
+
+    /// Number of batches this pass yields.
+    pub fn len(&self) -> usize {
+        self.batches
+    }
+
+    /// True when the pass yields no batch.
+    pub fn is_empty(&self) -> bool {
+        self.batches == 0
+    }
+
+    /// Total time the consumer spent waiting for batches.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+}
+
+impl Iterator for Loader {
+    type Item = HostBatch;
+
+    fn next(&mut self) -> Option<HostBatch> {
+        let t = Instant::now();
+        let batch = self.rx.recv().ok();
+        self.waited += t.elapsed();
+        batch
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Drain so the producer is not blocked on a full channel, then join it.
+        while self.rx.try_recv().is_ok() {}
+        let rx = std::mem::replace(&mut self.rx, sync_channel(0).1);
+        drop(rx);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Batches in one pass over `n` images.
+pub fn batch_count(n: usize, batch_size: usize, drop_last: bool) -> usize {
+    if drop_last { n / batch_size } else { n.div_ceil(batch_size) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yields_every_image_once_in_a_seeded_order() {
+        let set = Arc::new(ImageSet { pixels: (0..10u8).collect(), labels: (0..10).collect(), num_classes: 10, channels: 1, height: 1, width: 1 });
+        let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false });
+        let run = |seed, drop_last| {
+            let plan = LoaderPlan { batch_size: 4, seed, drop_last };
+            Loader::start(set.clone(), aug.clone(), plan).flat_map(|b| b.labels).collect::<Vec<_>>()
+        };
+        assert_eq!(run(None, false), (0..10).collect::<Vec<i64>>());
+        let a = run(Some(5), false);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<i64>>());
+        assert_eq!(a, run(Some(5), false));
+        assert_ne!(a, run(Some(6), false));
+        assert_eq!(run(Some(5), true).len(), 8);
+        assert_eq!(batch_count(10, 4, true), 2);
+        assert_eq!(batch_count(10, 4, false), 3);
+    }
+}

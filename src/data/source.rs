@@ -1,0 +1,110 @@
+//! Finds a dataset's files on disk and builds the long-tailed training set, the optional
+//! validation set and the balanced test set described by a config.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::DataConfig;
+use crate::data::ImageSet;
+use crate::data::idx::read_idx;
+use crate::data::long_tail::{first_per_class, long_tail_counts, sample_long_tail, split_validation};
+use crate::error::{RblError, Result};
+
+/// The three sets an experiment uses, plus what the model needs to know about them.
+#[derive(Debug, Clone)]
+pub struct PreparedData {
+    /// Long-tailed training set.
+    pub train: ImageSet,
+    /// Balanced validation set (empty when `val_per_class` is 0).
+    pub val: ImageSet,
+    /// Balanced test set.
+    pub test: ImageSet,
+    /// Training images per class (the prior for logit adjustment and the shot buckets).
+    pub train_counts: Vec<usize>,
+    /// Per-channel mean of the training pixels (0–1 scale).
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation of the training pixels (0–1 scale).
+    pub std: Vec<f32>,
+}
+
+/// Reads an IDX image file and its label file into an [`ImageSet`] of `num_classes` classes.
+pub fn read_idx_pair(images: &Path, labels: &Path, num_classes: usize) -> Result<ImageSet> {
+    let img = read_idx(images)?;
+    let lab = read_idx(labels)?;
+    if img.dims.len() != 3 {
+        return Err(RblError::format(images, format!("expected 3 dimensions (N, H, W), found {:?}", img.dims)));
+    }
+    if lab.dims.len() != 1 {
+        return Err(RblError::format(labels, format!("expected 1 dimension (N), found {:?}", lab.dims)));
+    }
+    if img.dims[0] != lab.dims[0] {
+        return Err(RblError::format(labels, format!("{} labels for {} images in {}", lab.dims[0], img.dims[0], images.display())));
+    }
+    if let Some((index, &label)) = lab.data.iter().enumerate().find(|(_, l)| **l as usize >= num_classes) {
+        return Err(RblError::LabelRange { path: labels.into(), label: label as u32, index, classes: num_classes });
+    }
+    Ok(ImageSet {
+        pixels: img.data,
+        labels: lab.data.iter().map(|&l| l as u32).collect(),
+        num_classes,
+        channels: 1,
+        height: img.dims[1],
+        width: img.dims[2],
+    })
+}
+
+/// `root/name`, or `root/name.gz` if only that exists.
+fn find_file(root: &Path, name: &str) -> Result<PathBuf> {
+    for candidate in [root.join(name), root.join(format!("{name}.gz"))] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(RblError::io(
+        root.join(format!("{name}[.gz]")),
+        std::io::Error::new(std::io::ErrorKind::NotFound, "file not found (is the dataset installed? see README)"),
+    ))
+}
+
+/// Loads the raw (balanced) train and test sets of an IDX dataset.
+pub fn load_idx_dataset(root: &Path) -> Result<(ImageSet, ImageSet)> {
+    let train = read_idx_pair(&find_file(root, "train-images-idx3-ubyte")?, &find_file(root, "train-labels-idx1-ubyte")?, 10)?;
+    let test = read_idx_pair(&find_file(root, "t10k-images-idx3-ubyte")?, &find_file(root, "t10k-labels-idx1-ubyte")?, 10)?;
+    Ok((train, test))
+}
+
+/// Builds the experiment's sets from the config: validation split first, then the long tail.
+pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<PreparedData> {
+    let (pool, test) = load_idx_dataset(Path::new(&cfg.root))?;
+    prepare_from(pool, test, cfg, seed)
+}
+
+/// As [`prepare`], from sets already in memory.
+pub fn prepare_from(pool: ImageSet, test: ImageSet, cfg: &DataConfig, seed: u64) -> Result<PreparedData> {
+    for (class, &n) in pool.class_counts().iter().enumerate() {
+        if n == 0 {
+            return Err(RblError::Dataset(format!("class {class} has no training image")));
+        }
+    }
+    let (val, pool) = if cfg.val_per_class > 0 {
+        let (v, rest) = split_validation(&pool, cfg.val_per_class, seed)?;
+        (pool.subset(&v), pool.subset(&rest))
+    } else {
+        (pool.subset(&[]), pool)
+    };
+    let available = *pool.class_counts().iter().min().unwrap_or(&0);
+    let n_max = if cfg.n_max == 0 { available } else { cfg.n_max };
+    let counts = long_tail_counts(n_max, cfg.imbalance_ratio, pool.num_classes);
+    if let Some(c) = counts.iter().position(|&n| n == 0) {
+        return Err(RblError::Dataset(format!(
+            "class {c} would get 0 images (n_max {n_max}, imbalance ratio {}): raise data.n_max",
+            cfg.imbalance_ratio
+        )));
+    }
+    let train = pool.subset(&sample_long_tail(&pool, &counts, seed)?);
+    let test = if cfg.test_per_class > 0 { test.subset(&first_per_class(&test, cfg.test_per_class)) } else { test };
+    if let Some(c) = test.class_counts().iter().position(|&n| n == 0) {
+        return Err(RblError::Dataset(format!("class {c} has no test image")));
+    }
+    let (mean, std) = train.channel_stats();
+    Ok(PreparedData { train_counts: train.class_counts(), train, val, test, mean, std })
+}

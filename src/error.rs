@@ -1,0 +1,87 @@
+//! Typed errors for everything a user can get wrong: files, configs, numbers.
+
+use std::path::PathBuf;
+
+/// Every way rbl can refuse to go on. Each variant names the file, key or step at fault,
+/// because a training toolkit that says only "invalid data" costs its user an hour.
+#[derive(Debug, thiserror::Error)]
+pub enum RblError {
+    /// A file could not be opened, read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A data file does not follow its format (bad magic, truncated, wrong sizes).
+    #[error("{path}: {msg}")]
+    Format {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// A label is outside the class range the dataset declares.
+    #[error("{path}: label {label} at record {index} is outside 0..{classes}")]
+    LabelRange {
+        /// The label file.
+        path: PathBuf,
+        /// The offending label.
+        label: u32,
+        /// Its record index.
+        index: usize,
+        /// The number of classes.
+        classes: usize,
+    },
+    /// The config file or an override is wrong.
+    #[error("config {origin}: {msg}")]
+    Config {
+        /// The file or `--set` argument at fault.
+        origin: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A dataset as configured cannot be built (missing class, too few images, ...).
+    #[error("dataset: {0}")]
+    Dataset(String),
+    /// Training diverged: a loss or weight became NaN or infinite.
+    #[error(
+        "training diverged at epoch {epoch}, step {step}: loss is {loss}. The last good checkpoint is kept; \
+         try a lower lr (--set train.lr=...) or a longer warm-up (--set train.warmup_epochs=...)"
+    )]
+    Diverged {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 0-based step within the epoch.
+        step: usize,
+        /// The loss value seen.
+        loss: f32,
+    },
+    /// A checkpoint cannot be used.
+    #[error("checkpoint {path}: {msg}")]
+    Checkpoint {
+        /// The checkpoint folder or file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A model shape or option is impossible (e.g. an ETF with too few dimensions).
+    #[error("model: {0}")]
+    Model(String),
+}
+
+/// Result with [`RblError`].
+pub type Result<T> = std::result::Result<T, RblError>;
+
+impl RblError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        RblError::Io { path: path.into(), source }
+    }
+
+    /// A format error for `path`.
+    pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        RblError::Format { path: path.into(), msg: msg.into() }
+    }
+}

@@ -1,0 +1,136 @@
+//! Classifier heads: features `[B, d]` to logits `[B, C]`.
+//!
+//! - `linear`: a learned affine classifier, the cross-entropy baseline.
+//! - `etf`: the fixed simplex ETF, the "Fixed" method of Yang et al. (2022).
+//! - `rbl`: the ETF behind a learned rotation R = B0 · exp(A − Aᵀ) (Gao et al., 2023).
+
+pub mod etf;
+pub mod expm;
+pub mod host_linalg;
+pub mod rotation;
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::error::Result;
+pub use rotation::Rotation;
+
+/// Which classifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadKind {
+    /// Learned linear classifier.
+    Linear,
+    /// Fixed simplex ETF.
+    Etf,
+    /// Simplex ETF with a learned rotation.
+    Rbl,
+}
+
+impl HeadKind {
+    /// Parses the config name (`linear`, `etf`, `rbl`).
+    pub fn parse(name: &str) -> Option<HeadKind> {
+        match name {
+            "linear" => Some(HeadKind::Linear),
+            "etf" => Some(HeadKind::Etf),
+            "rbl" => Some(HeadKind::Rbl),
+            _ => None,
+        }
+    }
+}
+
+/// The classifier. Exactly one of `linear` / `frame` is set; `rotation` only for RBL.
+#[derive(Module, Debug)]
+pub struct Head {
+    linear: Option<Linear>,
+    /// The fixed frame M (d × C); rebuilt from the seed, so not stored in checkpoints.
+    frame: Option<Tensor<2>>,
+    rotation: Option<Rotation>,
+}
+
+impl Head {
+    /// Builds a head for `dim`-d features and `classes` classes; the frame and rotation base
+    /// come from `seed`.
+    pub fn new(kind: HeadKind, dim: usize, classes: usize, seed: u64, device: &Device) -> Result<Head> {
+        let frame = |device: &Device| -> Result<Tensor<2>> {
+            let m = etf::simplex_etf(dim, classes, seed ^ 0xE7F)?;
+            Ok(Tensor::from_data(TensorData::new(m.to_f32(), [dim, classes]), device))
+        };
+        Ok(match kind {
+            HeadKind::Linear => Head { linear: Some(LinearConfig::new(dim, classes).init(device)), frame: None, rotation: None },
+            HeadKind::Etf => Head { linear: None, frame: Some(frame(device)?), rotation: None },
+            HeadKind::Rbl => Head { linear: None, frame: Some(frame(device)?), rotation: Some(Rotation::new(dim, seed ^ 0xB0, device)) },
+        })
+    }
+
+    /// Logits `[B, C]` = fᵀ W for the linear head, Mᵀ f for Fixed, Mᵀ R f for RBL.
+    pub fn forward(&self, features: Tensor<2>) -> Tensor<2> {
+        if let Some(linear) = &self.linear {
+            return linear.forward(features);
+        }
+        let frame = self.frame.clone().expect("ETF head has a frame");
+        match &self.rotation {
+            // Mᵀ R f for every row f: F · Rᵀ · M.
+            Some(r) => features.matmul(r.matrix().transpose().matmul(frame)),
+            None => features.matmul(frame),
+        }
+    }
+
+    /// The rotation, for RBL heads.
+    pub fn rotation(&self) -> Option<&Rotation> {
+        self.rotation.as_ref()
+    }
+
+    /// The classifier as a `d × C` matrix of class directions (after R for RBL), without bias.
+    pub fn class_directions(&self) -> Tensor<2> {
+        if let Some(linear) = &self.linear {
+            return linear.weight.val();
+        }
+        let frame = self.frame.clone().expect("ETF head has a frame");
+        match &self.rotation {
+            Some(r) => r.matrix().transpose().matmul(frame),
+            None => frame,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn heads_give_logit_shapes_and_gradients_reach_a() {
+        let device = Device::flex().autodiff();
+        device.seed(1);
+        for kind in [HeadKind::Linear, HeadKind::Etf, HeadKind::Rbl] {
+            let head = Head::new(kind, 16, 10, 4, &device).unwrap();
+            let f = Tensor::<2>::random([5, 16], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let logits = head.forward(f);
+            assert_eq!(logits.dims(), [5, 10]);
+            let grads = logits.powi_scalar(2).sum().backward();
+            if let Some(r) = head.rotation() {
+                let g = r.generator_param().grad(&grads).expect("gradient reaches A");
+                let gsum: f32 = g.abs().sum().into_scalar();
+                assert!(gsum > 0.0, "zero gradient on A");
+            }
+        }
+        // The ETF head's logits are exactly F·M: nothing is learned.
+        let head = Head::new(HeadKind::Etf, 9, 10, 4, &Device::flex()).unwrap();
+        assert_eq!(head.num_params(), 0);
+    }
+
+    #[test]
+    fn fixed_frame_and_rbl_at_init_differ_only_by_the_base_rotation() {
+        let device = Device::flex();
+        let rbl = Head::new(HeadKind::Rbl, 12, 10, 4, &device).unwrap();
+        let r = rbl.rotation().unwrap().matrix();
+        let rtr: Vec<f32> = r.clone().transpose().matmul(r).into_data().try_to_vec().unwrap();
+        for i in 0..12 {
+            for j in 0..12 {
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((rtr[i * 12 + j] - want).abs() < 1e-5);
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! rbl: long-tailed image classification with Rotated Balanced Learning (Gao et al., ICML 2023)
+//! and the baselines it is measured against, on burn.
+//!
+//! Data flows one way: [`data`] (formats, long-tail sampling, augmentation, loader) →
+//! [`model`] (backbones) → [`head`] (linear, ETF, rotated ETF) → [`loss`] / [`metrics`] →
+//! [`report`] (logs, results), driven by [`train`].
+
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod head;
+pub mod loss;
+pub mod metrics;
+pub mod model;
+pub mod network;
+pub mod report;
+pub mod train;
+
+pub use config::ExperimentConfig;
+pub use error::{RblError, Result};

@@ -1,0 +1,125 @@
+//! The `rbl` command line: train, resume and evaluate long-tailed classifiers.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use rbl::ExperimentConfig;
+use rbl::train::checkpoint::resolve_checkpoint;
+use rbl::train::run::eval_checkpoint;
+use rbl::train::{RunOptions, train_run};
+
+/// Long-tailed image classification with Rotated Balanced Learning.
+#[derive(Parser)]
+#[command(name = "rbl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from a config file, or resume an interrupted run.
+    Train {
+        /// Experiment config (TOML).
+        #[arg(long, required_unless_present = "resume")]
+        config: Option<PathBuf>,
+        /// Override a config key, e.g. --set train.epochs=5 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Run folder (default runs/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue the run in this folder from its latest checkpoint.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "out"])]
+        resume: Option<PathBuf>,
+        /// Replace an existing run folder.
+        #[arg(long)]
+        force: bool,
+        /// Stop after this many epochs in total, as an interruption would (for testing resume).
+        #[arg(long, hide = true)]
+        stop_after_epoch: Option<usize>,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Evaluate a saved checkpoint (a checkpoint folder or a run folder).
+    Eval {
+        /// Checkpoint or run folder.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Logit-adjustment τ (default: the run's).
+        #[arg(long)]
+        tau: Option<f64>,
+        /// Evaluate on the validation split instead of the test set.
+        #[arg(long)]
+        val: bool,
+        /// Device override (cpu, gpu).
+        #[arg(long)]
+        device: Option<String>,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train { config, overrides, out, resume, force, stop_after_epoch, quiet } => {
+            let (cfg, run_dir, resuming) = match resume {
+                Some(dir) => {
+                    let cfg_path = dir.join("config.toml");
+                    if !cfg_path.is_file() {
+                        bail!("{}: not a run folder (no config.toml)", dir.display());
+                    }
+                    (ExperimentConfig::load(&cfg_path, &overrides)?, dir, true)
+                }
+                None => {
+                    let path = config.expect("clap requires --config");
+                    let cfg = ExperimentConfig::load(&path, &overrides)?;
+                    let dir = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
+                    if dir.join("config.toml").exists() {
+                        if !force {
+                            bail!("{} already holds a run: continue it with --resume {}, or pass --force to start over", dir.display(), dir.display());
+                        }
+                        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+                    }
+                    (cfg, dir, false)
+                }
+            };
+            let opts = RunOptions { run_dir: run_dir.clone(), resume: resuming, stop_after_epoch, quiet };
+            match train_run(cfg, &opts)? {
+                Some(m) => {
+                    println!(
+                        "{}: top-1 {:.2}% (adjusted τ={} {:.2}%: many {} / medium {} / few {}), {:.0}s — {}",
+                        m.name,
+                        m.test.raw.top1,
+                        m.test.tau,
+                        m.test.adjusted.top1,
+                        fmt(m.test.adjusted.many),
+                        fmt(m.test.adjusted.medium),
+                        fmt(m.test.adjusted.few),
+                        m.wall_seconds,
+                        run_dir.join("metrics.json").display()
+                    );
+                }
+                None => println!("stopped early; continue with: rbl train --resume {}", run_dir.display()),
+            }
+        }
+        Command::Eval { checkpoint, tau, val, device } => {
+            let dir = resolve_checkpoint(&checkpoint)?;
+            let summary = eval_checkpoint(&dir, tau, val, device.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+    }
+    Ok(())
+}
+
+fn fmt(x: Option<f64>) -> String {
+    x.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+}

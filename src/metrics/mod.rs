@@ -1,0 +1,7 @@
+//! Evaluation metrics: top-1 accuracy raw and logit-adjusted, per class and per shot bucket.
+
+pub mod accuracy;
+pub mod logit_adjust;
+
+pub use accuracy::{ClassificationReport, ShotBuckets};
+pub use logit_adjust::{adjust_logits, log_prior};

@@ -1,0 +1,155 @@
+//! The CIFAR ResNet of He et al. (2016, §4.2): a 3×3 stem, three stages of basic blocks with
+//! option-A (parameter-free) shortcuts, global average pooling. Five blocks per stage is
+//! ResNet-32, the backbone of the RBL paper's CIFAR experiments.
+
+use burn::config::Config;
+use burn::module::{Initializer, Module};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor, s};
+
+/// Shape of a CIFAR-style ResNet.
+#[derive(Config, Debug)]
+pub struct ResNetCifarConfig {
+    /// Input channels (1 for grey, 3 for colour).
+    pub in_channels: usize,
+    /// Channel widths of the three stages (16/32/64 in He et al.).
+    pub widths: [usize; 3],
+    /// Basic blocks per stage (5 gives ResNet-32).
+    #[config(default = 5)]
+    pub blocks_per_stage: usize,
+    /// Linear projection of the pooled feature to this size; 0 for none.
+    #[config(default = 0)]
+    pub feature_dim: usize,
+}
+
+/// Conv–BN–ReLU–Conv–BN with an identity or option-A shortcut.
+#[derive(Module, Debug)]
+pub struct BasicBlock {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    /// Stride of the first convolution (2 where the stage halves the resolution).
+    stride: usize,
+    /// Zero channels added on each side by the shortcut.
+    pad_channels: usize,
+}
+
+/// The whole backbone.
+#[derive(Module, Debug)]
+pub struct ResNetCifar {
+    stem: Conv2d,
+    stem_bn: BatchNorm,
+    blocks: Vec<BasicBlock>,
+    projection: Option<Linear>,
+}
+
+/// He-normal initialisation (fan-in, gain √2), as the paper's code applies to every conv and linear.
+fn he_normal() -> Initializer {
+    Initializer::KaimingNormal { gain: std::f64::consts::SQRT_2, fan_out_only: false }
+}
+
+fn conv3x3(cin: usize, cout: usize, stride: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([cin, cout], [3, 3])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .with_initializer(he_normal())
+        .init(device)
+}
+
+impl BasicBlock {
+    fn new(cin: usize, cout: usize, stride: usize, device: &Device) -> Self {
+        BasicBlock {
+            conv1: conv3x3(cin, cout, stride, device),
+            bn1: BatchNormConfig::new(cout).init(device),
+            conv2: conv3x3(cout, cout, 1, device),
+            bn2: BatchNormConfig::new(cout).init(device),
+            stride,
+            pad_channels: (cout - cin) / 2,
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
+        let out = self.bn2.forward(self.conv2.forward(out));
+        let shortcut = if self.stride == 1 && self.pad_channels == 0 {
+            x
+        } else {
+            // Option A: subsample spatially, pad the new channels with zeros.
+            let x = if self.stride > 1 { x.slice(s![.., .., 0..;2, 0..;2]) } else { x };
+            let [b, c, h, w] = x.dims();
+            let zeros = Tensor::zeros([b, self.pad_channels, h, w], &x.device());
+            let _ = c;
+            Tensor::cat(vec![zeros.clone(), x, zeros], 1)
+        };
+        relu(out + shortcut)
+    }
+}
+
+impl ResNetCifarConfig {
+    /// Builds the network with freshly initialised weights (seed the device first).
+    pub fn init(&self, device: &Device) -> ResNetCifar {
+        let mut blocks = Vec::new();
+        let mut cin = self.widths[0];
+        for (stage, &width) in self.widths.iter().enumerate() {
+            for b in 0..self.blocks_per_stage {
+                let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+                blocks.push(BasicBlock::new(cin, width, stride, device));
+                cin = width;
+            }
+        }
+        let projection = (self.feature_dim > 0)
+            .then(|| LinearConfig::new(self.widths[2], self.feature_dim).with_initializer(he_normal()).init(device));
+        ResNetCifar {
+            stem: conv3x3(self.in_channels, self.widths[0], 1, device),
+            stem_bn: BatchNormConfig::new(self.widths[0]).init(device),
+            blocks,
+            projection,
+        }
+    }
+
+    /// Size of the feature the backbone outputs.
+    pub fn output_dim(&self) -> usize {
+        if self.feature_dim > 0 { self.feature_dim } else { self.widths[2] }
+    }
+}
+
+impl ResNetCifar {
+    /// Images `[B, C, H, W]` to features `[B, d]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut x = relu(self.stem_bn.forward(self.stem.forward(images)));
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        let [b, c, _, _] = x.dims();
+        let pooled = x.mean_dim(3).mean_dim(2).reshape([b, c]);
+        match &self.projection {
+            Some(p) => p.forward(pooled),
+            None => pooled,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resnet32_shapes_and_parameter_count() {
+        let device = Device::flex();
+        let cfg = ResNetCifarConfig::new(3, [16, 32, 64]);
+        let net = cfg.init(&device);
+        // He et al.'s ResNet-32 has 464,154 parameters (0.46 M) with its 10-way classifier
+        // (650 of them). burn's count also includes the BN running mean and variance:
+        // 2 × 1,136 BN channels.
+        let n = net.num_params();
+        assert_eq!(n + 650 - 2 * 1136, 464_154);
+        let y = net.forward(Tensor::zeros([2, 3, 32, 32], &device));
+        assert_eq!(y.dims(), [2, 64]);
+        let grey = ResNetCifarConfig::new(1, [16, 32, 64]).with_feature_dim(256).init(&device);
+        assert_eq!(grey.forward(Tensor::zeros([3, 1, 28, 28], &device)).dims(), [3, 256]);
+    }
+}

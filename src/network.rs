@@ -1,0 +1,38 @@
+//! The classifier a run trains: backbone then head.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use crate::config::ExperimentConfig;
+use crate::error::{RblError, Result};
+use crate::head::{Head, HeadKind};
+use crate::model::{ResNetCifar, ResNetCifarConfig};
+
+/// Backbone + head: images to logits.
+#[derive(Module, Debug)]
+pub struct Network {
+    /// Feature extractor.
+    pub backbone: ResNetCifar,
+    /// Classifier.
+    pub head: Head,
+}
+
+impl Network {
+    /// Builds a freshly initialised network for `cfg` (the caller seeds the device).
+    pub fn from_config(cfg: &ExperimentConfig, in_channels: usize, classes: usize, device: &Device) -> Result<Network> {
+        let kind = HeadKind::parse(&cfg.model.head).ok_or_else(|| RblError::Model(format!("unknown head '{}'", cfg.model.head)))?;
+        let backbone_cfg = ResNetCifarConfig::new(in_channels, cfg.model.widths).with_feature_dim(cfg.model.feature_dim);
+        let head = Head::new(kind, backbone_cfg.output_dim(), classes, cfg.seed, device)?;
+        Ok(Network { backbone: backbone_cfg.init(device), head })
+    }
+
+    /// Images `[B, C, H, W]` to logits `[B, classes]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.head.forward(self.backbone.forward(images))
+    }
+
+    /// Images to penultimate features `[B, d]`.
+    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        self.backbone.forward(images)
+    }
+}

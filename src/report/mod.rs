@@ -1,0 +1,8 @@
+//! What a run leaves behind: the per-epoch log, the final metrics, written so that a crash
+//! never leaves a half-written file.
+
+pub mod atomic;
+pub mod records;
+
+pub use atomic::write_atomic;
+pub use records::{EpochRecord, EvalSummary, FinalMetrics};

@@ -1,0 +1,74 @@
+//! The records a run writes: one JSON line per epoch, and the final metrics.
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::ClassificationReport;
+
+/// Accuracy and loss on one evaluation set, raw and logit-adjusted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSummary {
+    /// Mean cross-entropy of the raw logits.
+    pub loss: f64,
+    /// Scores of the raw logits.
+    pub raw: ClassificationReport,
+    /// Scores after subtracting τ·log π.
+    pub adjusted: ClassificationReport,
+    /// The τ used.
+    pub tau: f64,
+    /// Images evaluated.
+    pub images: usize,
+}
+
+/// One line of `epochs.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Learning rate used in this epoch.
+    pub lr: f64,
+    /// Mean training loss over the epoch's steps.
+    pub train_loss: f64,
+    /// Training accuracy (%) on the augmented batches seen.
+    pub train_acc: f64,
+    /// Test loss (raw logits), when evaluated this epoch.
+    pub test_loss: Option<f64>,
+    /// Test top-1 (%) of the raw logits.
+    pub test_acc: Option<f64>,
+    /// Test top-1 (%) after logit adjustment.
+    pub test_acc_adjusted: Option<f64>,
+    /// Many / medium / few test accuracy (%) of the raw logits.
+    pub test_shots: Option<[Option<f64>; 3]>,
+    /// Many / medium / few test accuracy (%) after logit adjustment.
+    pub test_shots_adjusted: Option<[Option<f64>; 3]>,
+    /// Validation top-1 (%) after logit adjustment, when a validation split exists.
+    pub val_acc_adjusted: Option<f64>,
+    /// Wall-clock seconds of the epoch (training and evaluation).
+    pub seconds: f64,
+    /// Seconds the training loop waited for the data loader.
+    pub loader_wait_seconds: f64,
+    /// Training images per second.
+    pub train_images_per_second: f64,
+    /// max |RᵀR − I| of the RBL rotation after the epoch.
+    pub rotation_orthogonality_error: Option<f64>,
+}
+
+/// `metrics.json`: the final numbers of a finished run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalMetrics {
+    /// Experiment name.
+    pub name: String,
+    /// Head (`linear`, `etf`, `rbl`).
+    pub head: String,
+    /// Which epoch the numbers come from (the last; no selection on the test set).
+    pub epoch: usize,
+    /// Training images per class.
+    pub train_counts: Vec<usize>,
+    /// Test-set evaluation of the final model.
+    pub test: EvalSummary,
+    /// Validation-set evaluation, when a validation split exists.
+    pub val: Option<EvalSummary>,
+    /// Total wall-clock seconds of training over all sessions of the run.
+    pub wall_seconds: f64,
+    /// max |RᵀR − I| of the final RBL rotation.
+    pub rotation_orthogonality_error: Option<f64>,
+}

@@ -1,0 +1,128 @@
+//! Checkpoints: model weights, optimiser state, the epoch log and the config they belong to.
+//!
+//! A checkpoint is a folder `checkpoint-NNNNNN` written under a temporary name and renamed
+//! into place; the file `latest` (itself replaced atomically) names the newest complete one.
+//! Every payload carries a CRC-32 in `state.json`, so a corrupt or foreign checkpoint is
+//! refused with a message instead of loading garbage.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ExperimentConfig;
+use crate::error::{RblError, Result};
+use crate::network::Network;
+use crate::report::{EpochRecord, write_atomic};
+
+/// `state.json` of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// The resolved config of the run, as TOML.
+    pub config_toml: String,
+    /// The epoch log up to `epoch`.
+    pub history: Vec<EpochRecord>,
+    /// Training wall-clock seconds so far.
+    pub wall_seconds: f64,
+    /// CRC-32 of `model.bpk`.
+    pub model_crc32: u32,
+    /// CRC-32 of `optimizer.bpk`.
+    pub optimizer_crc32: u32,
+}
+
+/// A checkpoint read back from disk.
+pub struct LoadedCheckpoint {
+    /// Its folder.
+    pub dir: PathBuf,
+    /// Its state.
+    pub state: CheckpointState,
+    /// The config it belongs to.
+    pub config: ExperimentConfig,
+    /// The model weights.
+    pub model: ModuleRecord,
+    /// The optimiser state bytes.
+    pub optimizer: Bytes,
+}
+
+const LATEST: &str = "latest";
+
+/// Writes a checkpoint of `net` and `optim` after `state.epoch` epochs into `run_dir`, then
+/// points `latest` at it and removes older checkpoints.
+pub fn save_checkpoint(run_dir: &Path, net: &Network, optim: &ModuleOptimizer, mut state: CheckpointState) -> Result<PathBuf> {
+    let name = format!("checkpoint-{:06}", state.epoch);
+    let final_dir = run_dir.join(&name);
+    let tmp_dir = run_dir.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp_dir);
+    std::fs::create_dir_all(&tmp_dir).map_err(|e| RblError::io(&tmp_dir, e))?;
+    let model = net.clone().into_record().into_bytes().map_err(|e| RblError::Checkpoint { path: tmp_dir.clone(), msg: e.to_string() })?;
+    let opt = optim.into_bytes().map_err(|e| RblError::Checkpoint { path: tmp_dir.clone(), msg: e.to_string() })?;
+    state.model_crc32 = crc32fast::hash(&model);
+    state.optimizer_crc32 = crc32fast::hash(&opt);
+    write_atomic(&tmp_dir.join("model.bpk"), &model)?;
+    write_atomic(&tmp_dir.join("optimizer.bpk"), &opt)?;
+    write_atomic(&tmp_dir.join("state.json"), serde_json::to_string_pretty(&state).expect("state serialises").as_bytes())?;
+    let _ = std::fs::remove_dir_all(&final_dir);
+    std::fs::rename(&tmp_dir, &final_dir).map_err(|e| RblError::io(&final_dir, e))?;
+    write_atomic(&run_dir.join(LATEST), name.as_bytes())?;
+    // Older checkpoints are no longer needed once `latest` names the new one.
+    if let Ok(entries) = std::fs::read_dir(run_dir) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("checkpoint-") && n != name {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(final_dir)
+}
+
+/// The checkpoint folder `latest` names in `run_dir`, if any.
+pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
+    let p = run_dir.join(LATEST);
+    match std::fs::read_to_string(&p) {
+        Ok(name) => Ok(Some(run_dir.join(name.trim()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RblError::io(p, e)),
+    }
+}
+
+/// Resolves a user-given path: a checkpoint folder, or a run folder (its latest checkpoint).
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    if path.join("state.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    latest_checkpoint(path)?.ok_or_else(|| RblError::Checkpoint { path: path.into(), msg: "no checkpoint here (no state.json, no 'latest')".into() })
+}
+
+/// Reads and verifies a checkpoint folder.
+pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint> {
+    let bad = |msg: String| RblError::Checkpoint { path: dir.into(), msg };
+    let state_path = dir.join("state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(|e| RblError::io(&state_path, e))?;
+    let state: CheckpointState = serde_json::from_str(&text).map_err(|e| bad(format!("state.json is corrupt: {e}")))?;
+    let read = |name: &str, crc: u32| -> Result<Vec<u8>> {
+        let p = dir.join(name);
+        let bytes = std::fs::read(&p).map_err(|e| RblError::io(&p, e))?;
+        if crc32fast::hash(&bytes) != crc {
+            return Err(bad(format!("{name} fails its checksum: the file is corrupt or from another checkpoint")));
+        }
+        Ok(bytes)
+    };
+    let model_bytes = read("model.bpk", state.model_crc32)?;
+    let optimizer = Bytes::from_bytes_vec(read("optimizer.bpk", state.optimizer_crc32)?);
+    let model = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model_bytes)).map_err(|e| bad(format!("model.bpk: {e}")))?;
+    let config = ExperimentConfig::from_toml_str(&state.config_toml, &format!("{}", state_path.display()), &[])?;
+    Ok(LoadedCheckpoint { dir: dir.into(), state, config, model, optimizer })
+}
+
+/// Applies checkpoint weights to a network built from the same config.
+pub fn apply_weights(net: Network, ckpt: &LoadedCheckpoint) -> Result<Network> {
+    let record = ckpt.model.clone();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| net.load_record(record)))
+        .map_err(|_| RblError::Checkpoint { path: ckpt.dir.clone(), msg: "weights do not fit the model this config builds".into() })
+}

@@ -1,0 +1,58 @@
+//! Evaluation of a network on a set: logits, loss, raw and adjusted accuracy.
+
+use std::sync::Arc;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::data::ImageSet;
+use crate::data::augment::Augmenter;
+use crate::data::loader::{Loader, LoaderPlan};
+use crate::loss::cross_entropy;
+use crate::metrics::accuracy::argmax_rows;
+use crate::metrics::{ClassificationReport, ShotBuckets, adjust_logits, log_prior};
+use crate::network::Network;
+use crate::report::EvalSummary;
+
+/// Logits of every image of `set`, row-major `[N, C]`, and the mean cross-entropy.
+/// `net` must be in eval mode (`Module::valid`), `device` the matching plain device.
+pub fn predict(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, batch_size: usize, device: &Device) -> (Vec<f32>, f64) {
+    let loader = Loader::start(set.clone(), aug.clone(), LoaderPlan { batch_size, seed: None, drop_last: false });
+    let (c, h, w) = (set.channels, set.height, set.width);
+    let mut logits = Vec::with_capacity(set.len() * set.num_classes);
+    let mut loss_sum = 0.0;
+    for batch in loader {
+        let b = batch.len();
+        let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [b]), device);
+        let out = net.forward(x);
+        let loss: f32 = cross_entropy(out.clone(), y).into_scalar();
+        loss_sum += loss as f64 * b as f64;
+        logits.extend(out.into_data().try_to_vec::<f32>().expect("f32 logits"));
+    }
+    (logits, loss_sum / set.len().max(1) as f64)
+}
+
+/// Scores logits against the set's labels, raw and adjusted by τ·log π (π from `train_counts`).
+pub fn summarize(mut logits: Vec<f32>, loss: f64, set: &ImageSet, train_counts: &[usize], tau: f64, buckets: ShotBuckets) -> EvalSummary {
+    let labels: Vec<usize> = set.labels.iter().map(|&l| l as usize).collect();
+    let classes = train_counts.len();
+    let raw = ClassificationReport::new(&argmax_rows(&logits, classes), &labels, train_counts, buckets);
+    adjust_logits(&mut logits, &log_prior(train_counts), tau);
+    let adjusted = ClassificationReport::new(&argmax_rows(&logits, classes), &labels, train_counts, buckets);
+    EvalSummary { loss, raw, adjusted, tau, images: set.len() }
+}
+
+/// [`predict`] then [`summarize`].
+pub fn evaluate(
+    net: &Network,
+    set: &Arc<ImageSet>,
+    aug: &Arc<Augmenter>,
+    batch_size: usize,
+    device: &Device,
+    train_counts: &[usize],
+    tau: f64,
+    buckets: ShotBuckets,
+) -> EvalSummary {
+    let (logits, loss) = predict(net, set, aug, batch_size, device);
+    summarize(logits, loss, set, train_counts, tau, buckets)
+}

@@ -1,0 +1,11 @@
+//! Training: the schedule, the optimiser, evaluation, checkpoints, progress and the run loop.
+
+pub mod checkpoint;
+pub mod device;
+pub mod evaluate;
+pub mod optimizer;
+pub mod progress;
+pub mod run;
+pub mod schedule;
+
+pub use run::{RunOptions, train_run};

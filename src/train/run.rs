@@ -1,0 +1,302 @@
+//! The training run: build data and model, train epoch by epoch, evaluate, checkpoint, log.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::ExperimentConfig;
+use crate::data::ImageSet;
+use crate::data::augment::Augmenter;
+use crate::data::loader::{Loader, LoaderPlan, epoch_seed};
+use crate::data::source::{PreparedData, prepare};
+use crate::error::{RblError, Result};
+use crate::loss::cross_entropy;
+use crate::metrics::ShotBuckets;
+use crate::metrics::accuracy::argmax_rows;
+use crate::network::Network;
+use crate::report::{EpochRecord, EvalSummary, FinalMetrics, write_atomic};
+use crate::train::checkpoint::{CheckpointState, apply_weights, latest_checkpoint, load_checkpoint, save_checkpoint};
+use crate::train::device::device_from_name;
+use crate::train::evaluate::evaluate;
+use crate::train::optimizer::build_optimizer;
+use crate::train::progress::Progress;
+use crate::train::schedule::learning_rate;
+
+/// How to run: where, and whether to stop early (to test resuming).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// Continue from the latest checkpoint in `run_dir`.
+    pub resume: bool,
+    /// Stop (as if interrupted) after this many epochs in total.
+    pub stop_after_epoch: Option<usize>,
+    /// No progress output.
+    pub quiet: bool,
+}
+
+/// Everything the epoch loop needs besides the model.
+struct Context {
+    cfg: ExperimentConfig,
+    data: PreparedData,
+    train: Arc<ImageSet>,
+    test: Arc<ImageSet>,
+    val: Option<Arc<ImageSet>>,
+    train_aug: Arc<Augmenter>,
+    eval_aug: Arc<Augmenter>,
+    buckets: ShotBuckets,
+    device: Device,
+}
+
+/// Builds the augmenters and shared sets of a prepared dataset.
+fn context(cfg: ExperimentConfig, data: PreparedData, device: Device) -> Context {
+    let train_aug = Augmenter { mean: data.mean.clone(), std: data.std.clone(), crop_padding: cfg.data.crop_padding, flip: cfg.data.flip };
+    let eval_aug = Augmenter { crop_padding: 0, flip: false, ..train_aug.clone() };
+    Context {
+        buckets: ShotBuckets { many: cfg.data.many_threshold, few: cfg.data.few_threshold },
+        train: Arc::new(data.train.clone()),
+        test: Arc::new(data.test.clone()),
+        val: (!data.val.is_empty()).then(|| Arc::new(data.val.clone())),
+        train_aug: Arc::new(train_aug),
+        eval_aug: Arc::new(eval_aug),
+        cfg,
+        data,
+        device,
+    }
+}
+
+/// Trains (or resumes) the run in `opts.run_dir` for `cfg`. Returns the final metrics, or
+/// `None` when stopped early by `stop_after_epoch`.
+pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<FinalMetrics>> {
+    let run_dir = &opts.run_dir;
+    std::fs::create_dir_all(run_dir).map_err(|e| RblError::io(run_dir, e))?;
+    let device = device_from_name(&cfg.device)?;
+    let train_device = device.clone().autodiff();
+    train_device.seed(cfg.seed);
+
+    let data = prepare(&cfg.data, cfg.seed)?;
+    let ctx = context(cfg.clone(), data, device);
+    let mut net = Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &train_device)?;
+    let mut optim = build_optimizer(&cfg.train);
+    let mut history: Vec<EpochRecord> = Vec::new();
+    let mut wall_seconds = 0.0;
+    let mut start_epoch = 0;
+
+    if opts.resume {
+        if let Some(dir) = latest_checkpoint(run_dir)? {
+            let ckpt = load_checkpoint(&dir)?;
+            if ckpt.config != cfg {
+                return Err(RblError::Checkpoint { path: dir, msg: "belongs to a different config than this run's config.toml".into() });
+            }
+            net = apply_weights(net, &ckpt)?;
+            optim = optim.from_bytes(ckpt.optimizer.clone()).map_err(|e| RblError::Checkpoint { path: dir.clone(), msg: e.to_string() })?;
+            start_epoch = ckpt.state.epoch;
+            history = ckpt.state.history;
+            wall_seconds = ckpt.state.wall_seconds;
+            if !opts.quiet {
+                eprintln!("resuming {} after epoch {start_epoch}", run_dir.display());
+            }
+        }
+    } else {
+        write_atomic(&run_dir.join("config.toml"), cfg.to_toml_string().as_bytes())?;
+    }
+    write_log(run_dir, &history)?;
+    if !opts.quiet {
+        eprintln!(
+            "{}: {} training images {:?}, {} test images, head {}, {} epochs",
+            cfg.name,
+            ctx.train.len(),
+            ctx.data.train_counts,
+            ctx.test.len(),
+            cfg.model.head,
+            cfg.train.epochs
+        );
+    }
+
+    let epochs = cfg.train.epochs;
+    for epoch in start_epoch..epochs {
+        if opts.stop_after_epoch.is_some_and(|s| epoch >= s) {
+            return Ok(None);
+        }
+        let t0 = Instant::now();
+        let lr = learning_rate(&cfg.train, epoch);
+        let (trained, stats) = train_epoch(net, &mut optim, &ctx, &train_device, epoch, lr, opts.quiet)?;
+        net = trained;
+        let is_last = epoch + 1 == epochs;
+        let eval_now = is_last || (epoch + 1) % cfg.train.eval_every == 0;
+        let eval_net = net.valid();
+        let test = eval_now.then(|| evaluate(&eval_net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, &ctx.device, &ctx.data.train_counts, cfg.eval.tau, ctx.buckets));
+        let val = match (&ctx.val, eval_now) {
+            (Some(v), true) => Some(evaluate(&eval_net, v, &ctx.eval_aug, cfg.eval.batch_size, &ctx.device, &ctx.data.train_counts, cfg.eval.tau, ctx.buckets)),
+            _ => None,
+        };
+        if let Some(t) = &test {
+            if !t.loss.is_finite() {
+                return Err(RblError::Diverged { epoch: epoch + 1, step: stats.steps, loss: t.loss as f32 });
+            }
+        }
+        let ortho = net.head.rotation().map(|r| r.orthogonality_error() as f64);
+        let seconds = t0.elapsed().as_secs_f64();
+        wall_seconds += seconds;
+        let shots = |r: &crate::metrics::ClassificationReport| [r.many, r.medium, r.few];
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            lr,
+            train_loss: stats.loss,
+            train_acc: stats.acc,
+            test_loss: test.as_ref().map(|t| t.loss),
+            test_acc: test.as_ref().map(|t| t.raw.top1),
+            test_acc_adjusted: test.as_ref().map(|t| t.adjusted.top1),
+            test_shots: test.as_ref().map(|t| shots(&t.raw)),
+            test_shots_adjusted: test.as_ref().map(|t| shots(&t.adjusted)),
+            val_acc_adjusted: val.as_ref().map(|v| v.adjusted.top1),
+            seconds,
+            loader_wait_seconds: stats.loader_wait,
+            train_images_per_second: stats.images as f64 / stats.train_seconds,
+            rotation_orthogonality_error: ortho,
+        };
+        if !opts.quiet {
+            eprintln!("{}", format_epoch(&record, epochs));
+        }
+        history.push(record);
+        let state = CheckpointState {
+            epoch: epoch + 1,
+            config_toml: cfg.to_toml_string(),
+            history: history.clone(),
+            wall_seconds,
+            model_crc32: 0,
+            optimizer_crc32: 0,
+        };
+        save_checkpoint(run_dir, &net, &optim, state)?;
+        write_log(run_dir, &history)?;
+        if is_last {
+            let metrics = FinalMetrics {
+                name: cfg.name.clone(),
+                head: cfg.model.head.clone(),
+                epoch: epoch + 1,
+                train_counts: ctx.data.train_counts.clone(),
+                test: test.expect("last epoch is evaluated"),
+                val,
+                wall_seconds,
+                rotation_orthogonality_error: ortho,
+            };
+            write_atomic(&run_dir.join("metrics.json"), serde_json::to_string_pretty(&metrics).expect("serialises").as_bytes())?;
+            return Ok(Some(metrics));
+        }
+    }
+    // Resumed after the last epoch had already finished: the metrics file is there.
+    let p = run_dir.join("metrics.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| RblError::io(&p, e))?;
+    Ok(Some(serde_json::from_str(&text).map_err(|e| RblError::format(&p, e.to_string()))?))
+}
+
+/// Figures of one training epoch.
+struct EpochStats {
+    loss: f64,
+    acc: f64,
+    steps: usize,
+    images: usize,
+    train_seconds: f64,
+    loader_wait: f64,
+}
+
+fn train_epoch(
+    mut net: Network,
+    optim: &mut burn::optim::ModuleOptimizer,
+    ctx: &Context,
+    device: &Device,
+    epoch: usize,
+    lr: f64,
+    quiet: bool,
+) -> Result<(Network, EpochStats)> {
+    let cfg = &ctx.cfg;
+    let plan = LoaderPlan { batch_size: cfg.train.batch_size, seed: Some(epoch_seed(cfg.seed, epoch)), drop_last: cfg.train.drop_last };
+    let mut loader = Loader::start(ctx.train.clone(), ctx.train_aug.clone(), plan);
+    let progress = Progress::new(epoch + 1, cfg.train.epochs, loader.len(), quiet);
+    let (c, h, w) = (ctx.train.channels, ctx.train.height, ctx.train.width);
+    let classes = ctx.train.num_classes;
+    let t0 = Instant::now();
+    let (mut loss_sum, mut hits, mut images, mut steps) = (0.0, 0usize, 0usize, 0usize);
+    for batch in loader.by_ref() {
+        let b = batch.len();
+        let labels = batch.labels.clone();
+        let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [b]), device);
+        let logits = net.forward(x);
+        let loss = cross_entropy(logits.clone(), y);
+        let loss_value: f32 = loss.clone().detach().into_scalar();
+        if !loss_value.is_finite() {
+            progress.finish();
+            return Err(RblError::Diverged { epoch: epoch + 1, step: steps, loss: loss_value });
+        }
+        let host_logits = logits.detach().into_data().try_to_vec::<f32>().expect("f32 logits");
+        hits += argmax_rows(&host_logits, classes).iter().zip(&labels).filter(|(p, y)| **p as i64 == **y).count();
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optim.step(lr, net, grads);
+        loss_sum += loss_value as f64 * b as f64;
+        images += b;
+        steps += 1;
+        progress.step(steps, loss_sum / images as f64, 100.0 * hits as f64 / images as f64, images as f64 / t0.elapsed().as_secs_f64());
+    }
+    progress.finish();
+    let n = images.max(1) as f64;
+    Ok((
+        net,
+        EpochStats {
+            loss: loss_sum / n,
+            acc: 100.0 * hits as f64 / n,
+            steps,
+            images,
+            train_seconds: t0.elapsed().as_secs_f64().max(1e-9),
+            loader_wait: loader.waited().as_secs_f64(),
+        },
+    ))
+}
+
+fn format_epoch(r: &EpochRecord, epochs: usize) -> String {
+    let mut s = format!(
+        "epoch {}/{} lr {:.4} train loss {:.4} acc {:.2}% | {:.0} img/s, {:.1}s (loader wait {:.2}s)",
+        r.epoch, epochs, r.lr, r.train_loss, r.train_acc, r.train_images_per_second, r.seconds, r.loader_wait_seconds
+    );
+    if let (Some(l), Some(a), Some(aa)) = (r.test_loss, r.test_acc, r.test_acc_adjusted) {
+        s += &format!(" | test loss {l:.4} acc {a:.2}% adjusted {aa:.2}%");
+    }
+    if let Some(e) = r.rotation_orthogonality_error {
+        s += &format!(" | |RᵀR−I| {e:.1e}");
+    }
+    s
+}
+
+/// Rewrites `epochs.jsonl` from the in-memory history (atomically).
+fn write_log(run_dir: &Path, history: &[EpochRecord]) -> Result<()> {
+    let mut text = String::new();
+    for r in history {
+        text += &serde_json::to_string(r).expect("record serialises");
+        text.push('\n');
+    }
+    write_atomic(&run_dir.join("epochs.jsonl"), text.as_bytes())
+}
+
+/// Evaluates a saved checkpoint on the test (or validation) set of its config.
+pub fn eval_checkpoint(dir: &Path, tau: Option<f64>, on_val: bool, device_name: Option<&str>) -> Result<EvalSummary> {
+    let ckpt = load_checkpoint(dir)?;
+    let mut cfg = ckpt.config.clone();
+    if let Some(d) = device_name {
+        cfg.device = d.into();
+    }
+    let device = device_from_name(&cfg.device)?;
+    let data = prepare(&cfg.data, cfg.seed)?;
+    let ctx = context(cfg.clone(), data, device.clone());
+    let net = Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &device)?;
+    let net = apply_weights(net, &ckpt)?.valid();
+    let set = if on_val {
+        ctx.val.clone().ok_or_else(|| RblError::Config { origin: "data.val_per_class".into(), msg: "this run has no validation split".into() })?
+    } else {
+        ctx.test.clone()
+    };
+    Ok(evaluate(&net, &set, &ctx.eval_aug, cfg.eval.batch_size, &device, &ctx.data.train_counts, tau.unwrap_or(cfg.eval.tau), ctx.buckets))
+}

@@ -1,0 +1,32 @@
+//! The paper's learning-rate schedule: linear warm-up, then cosine decay to zero.
+
+use crate::config::TrainConfig;
+
+/// Learning rate of 0-based `epoch`: from `start·lr` rising linearly to `lr` over the warm-up
+/// epochs, then lr·½(1 + cos(π·t/T)) over the remaining T epochs.
+pub fn learning_rate(cfg: &TrainConfig, epoch: usize) -> f64 {
+    let w = cfg.warmup_epochs;
+    if epoch < w {
+        return cfg.lr * (cfg.warmup_start_factor + (1.0 - cfg.warmup_start_factor) * epoch as f64 / w as f64);
+    }
+    let total = cfg.epochs.saturating_sub(w).max(1) as f64;
+    let t = (epoch - w) as f64;
+    cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_up_then_cosine() {
+        let cfg = TrainConfig { lr: 0.1, epochs: 10, warmup_epochs: 2, warmup_start_factor: 0.5, ..Default::default() };
+        let lrs: Vec<f64> = (0..10).map(|e| learning_rate(&cfg, e)).collect();
+        assert!((lrs[0] - 0.05).abs() < 1e-12);
+        assert!((lrs[1] - 0.075).abs() < 1e-12);
+        assert!((lrs[2] - 0.1).abs() < 1e-12);
+        assert!((lrs[6] - 0.05).abs() < 1e-12); // halfway through the cosine
+        assert!(lrs.windows(2).skip(2).all(|w| w[1] < w[0]));
+        assert!(lrs[9] > 0.0);
+    }
+}
