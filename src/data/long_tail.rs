@@ -14,9 +14,11 @@ pub fn long_tail_counts(n_max: usize, imbalance_ratio: f64, num_classes: usize) 
     }
     (0..num_classes)
         .map(|i| {
-            let f = imbalance_ratio.powf(-(i as f64) / (num_classes - 1) as f64);
-            // The 1e-9 guards against 0.9999999 · n where the rule meant n exactly.
-            (n_max as f64 * f + 1e-9).floor() as usize
+            // The same floating-point expression as the reference code (LDAM-DRW's
+            // `img_max * (imb_factor ** (cls_idx / (cls_num - 1.0)))`, imb_factor = 1/IR),
+            // so int() truncates exactly where it does.
+            let f = (1.0 / imbalance_ratio).powf(i as f64 / (num_classes as f64 - 1.0));
+            (n_max as f64 * f) as usize
         })
         .collect()
 }

@@ -50,8 +50,8 @@ pub struct Head {
 
 impl Head {
     /// Builds a head for `dim`-d features and `classes` classes; the frame and rotation base
-    /// come from `seed`.
-    pub fn new(kind: HeadKind, dim: usize, classes: usize, seed: u64, device: &Device) -> Result<Head> {
+    /// come from `seed`. `wide` computes RBL's exponential in f64 (CPU).
+    pub fn new(kind: HeadKind, dim: usize, classes: usize, seed: u64, wide: bool, device: &Device) -> Result<Head> {
         let frame = |device: &Device| -> Result<Tensor<2>> {
             let m = etf::simplex_etf(dim, classes, seed ^ 0xE7F)?;
             Ok(Tensor::from_data(TensorData::new(m.to_f32(), [dim, classes]), device))
@@ -59,7 +59,7 @@ impl Head {
         Ok(match kind {
             HeadKind::Linear => Head { linear: Some(LinearConfig::new(dim, classes).init(device)), frame: None, rotation: None },
             HeadKind::Etf => Head { linear: None, frame: Some(frame(device)?), rotation: None },
-            HeadKind::Rbl => Head { linear: None, frame: Some(frame(device)?), rotation: Some(Rotation::new(dim, seed ^ 0xB0, device)) },
+            HeadKind::Rbl => Head { linear: None, frame: Some(frame(device)?), rotation: Some(Rotation::new(dim, seed ^ 0xB0, wide, device)) },
         })
     }
 
@@ -104,7 +104,7 @@ mod tests {
         let device = Device::flex().autodiff();
         device.seed(1);
         for kind in [HeadKind::Linear, HeadKind::Etf, HeadKind::Rbl] {
-            let head = Head::new(kind, 16, 10, 4, &device).unwrap();
+            let head = Head::new(kind, 16, 10, 4, true, &device).unwrap();
             let f = Tensor::<2>::random([5, 16], Distribution::Normal(0.0, 1.0), &device).require_grad();
             let logits = head.forward(f);
             assert_eq!(logits.dims(), [5, 10]);
@@ -116,14 +116,14 @@ mod tests {
             }
         }
         // The ETF head's logits are exactly F·M: nothing is learned.
-        let head = Head::new(HeadKind::Etf, 9, 10, 4, &Device::flex()).unwrap();
+        let head = Head::new(HeadKind::Etf, 9, 10, 4, true, &Device::flex()).unwrap();
         assert_eq!(head.num_params(), 0);
     }
 
     #[test]
     fn fixed_frame_and_rbl_at_init_differ_only_by_the_base_rotation() {
         let device = Device::flex();
-        let rbl = Head::new(HeadKind::Rbl, 12, 10, 4, &device).unwrap();
+        let rbl = Head::new(HeadKind::Rbl, 12, 10, 4, true, &device).unwrap();
         let r = rbl.rotation().unwrap().matrix();
         let rtr: Vec<f32> = r.clone().transpose().matmul(r).into_data().try_to_vec().unwrap();
         for i in 0..12 {

@@ -8,8 +8,8 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::head::expm::expm;
-use crate::head::host_linalg::random_orthonormal;
+use crate::head::expm::{expm, expm_f64};
+use crate::head::host_linalg::{Mat, random_orthonormal};
 
 /// R = B0 · exp(A − Aᵀ).
 #[derive(Module, Debug)]
@@ -18,15 +18,19 @@ pub struct Rotation {
     a: Param<Tensor<2>>,
     /// The fixed base B0 (d × d); rebuilt from the seed.
     base: Tensor<2>,
+    /// Compute exp in f64 (backends that have it) rather than f32.
+    wide: bool,
 }
 
 impl Rotation {
-    /// A rotation of R^dim with A = 0 and a base drawn from `seed`.
-    pub fn new(dim: usize, seed: u64, device: &Device) -> Rotation {
+    /// A rotation of R^dim with A = 0 and a base drawn from `seed`; `wide` computes the
+    /// exponential in f64 (use it where the backend has f64).
+    pub fn new(dim: usize, seed: u64, wide: bool, device: &Device) -> Rotation {
         let b0 = random_orthonormal(dim, dim, seed);
         Rotation {
             a: Param::from_tensor(Tensor::zeros([dim, dim], device)),
             base: Tensor::from_data(TensorData::new(b0.to_f32(), [dim, dim]), device),
+            wide,
         }
     }
 
@@ -34,7 +38,8 @@ impl Rotation {
     pub fn matrix(&self) -> Tensor<2> {
         let a = self.a.val();
         let skew = a.clone() - a.transpose();
-        self.base.clone().matmul(expm(skew))
+        let e = if self.wide { expm_f64(skew) } else { expm(skew) };
+        self.base.clone().matmul(e)
     }
 
     /// The parameter A, to read its gradient.
@@ -42,11 +47,13 @@ impl Rotation {
         self.a.val()
     }
 
-    /// max |RᵀR − I|: how far R is from orthogonal (should stay at f32 rounding).
-    pub fn orthogonality_error(&self) -> f32 {
+    /// max |RᵀR − I| of R as stored in f32, computed in f64 on the host so the check itself
+    /// adds no rounding: how far R is from orthogonal.
+    pub fn orthogonality_error(&self) -> f64 {
         let r = self.matrix().detach();
         let d = r.dims()[0];
-        let err = r.clone().transpose().matmul(r) - Tensor::eye(d, &self.base.device());
-        err.abs().max().into_scalar()
+        let data: Vec<f32> = r.into_data().try_to_vec().expect("f32 rotation");
+        let r = Mat { rows: d, cols: d, data: data.into_iter().map(f64::from).collect() };
+        r.t().matmul(&r).add_scaled(&Mat::eye(d), -1.0).data.iter().fold(0.0, |m, x| m.max(x.abs()))
     }
 }

@@ -33,6 +33,23 @@ pub struct CheckpointState {
     pub model_crc32: u32,
     /// CRC-32 of `optimizer.bpk`.
     pub optimizer_crc32: u32,
+    /// CRC-32 of the weight values alone (the record files also hold random parameter ids,
+    /// so two identical models give different files): equal digests mean bitwise-equal weights.
+    #[serde(default)]
+    pub weights_crc32: u32,
+}
+
+/// CRC-32 over the values of every float parameter and running statistic, in module order.
+pub fn weights_digest(net: &Network) -> u32 {
+    struct Digest(crc32fast::Hasher);
+    impl burn::module::ModuleVisitor for Digest {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
+            self.0.update(param.val().into_data().as_bytes());
+        }
+    }
+    let mut d = Digest(crc32fast::Hasher::new());
+    net.visit(&mut d);
+    d.0.finalize()
 }
 
 /// A checkpoint read back from disk.
@@ -63,6 +80,7 @@ pub fn save_checkpoint(run_dir: &Path, net: &Network, optim: &ModuleOptimizer, m
     let opt = optim.into_bytes().map_err(|e| RblError::Checkpoint { path: tmp_dir.clone(), msg: e.to_string() })?;
     state.model_crc32 = crc32fast::hash(&model);
     state.optimizer_crc32 = crc32fast::hash(&opt);
+    state.weights_crc32 = weights_digest(net);
     write_atomic(&tmp_dir.join("model.bpk"), &model)?;
     write_atomic(&tmp_dir.join("optimizer.bpk"), &opt)?;
     write_atomic(&tmp_dir.join("state.json"), serde_json::to_string_pretty(&state).expect("state serialises").as_bytes())?;
@@ -125,4 +143,64 @@ pub fn apply_weights(net: Network, ckpt: &LoadedCheckpoint) -> Result<Network> {
     let record = ckpt.model.clone();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| net.load_record(record)))
         .map_err(|_| RblError::Checkpoint { path: ckpt.dir.clone(), msg: "weights do not fit the model this config builds".into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tensor};
+
+    fn small_config() -> ExperimentConfig {
+        let mut cfg = ExperimentConfig::default();
+        cfg.model.widths = [4, 8, 16];
+        cfg.model.feature_dim = 12;
+        cfg
+    }
+
+    #[test]
+    fn save_then_load_gives_identical_predictions() {
+        let device = burn::tensor::Device::flex();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = small_config();
+        device.seed(11);
+        let net = Network::from_config(&cfg, 1, 10, &device).unwrap();
+        // Perturb A so the rotation is not the identity and the weights differ from a fresh init.
+        let x = Tensor::<4>::random([3, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+        let optim = crate::train::optimizer::build_optimizer(&cfg.train);
+        let state = CheckpointState { epoch: 4, config_toml: cfg.to_toml_string(), history: vec![], wall_seconds: 1.5, model_crc32: 0, optimizer_crc32: 0, weights_crc32: 0 };
+        let saved = save_checkpoint(dir.path(), &net, &optim, state).unwrap();
+        assert_eq!(latest_checkpoint(dir.path()).unwrap(), Some(saved.clone()));
+
+        device.seed(999); // a different init, overwritten by the load
+        let fresh = Network::from_config(&cfg, 1, 10, &device).unwrap();
+        let ckpt = load_checkpoint(&saved).unwrap();
+        assert_eq!(ckpt.state.epoch, 4);
+        assert_eq!(ckpt.config, cfg);
+        let loaded = apply_weights(fresh, &ckpt).unwrap();
+        let a: Vec<f32> = net.valid().forward(x.clone()).into_data().try_to_vec().unwrap();
+        let b: Vec<f32> = loaded.valid().forward(x).into_data().try_to_vec().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(ckpt.state.weights_crc32, weights_digest(&loaded));
+    }
+
+    #[test]
+    fn mismatched_or_corrupt_checkpoints_are_refused() {
+        let device = burn::tensor::Device::flex();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = small_config();
+        let net = Network::from_config(&cfg, 1, 10, &device).unwrap();
+        let optim = crate::train::optimizer::build_optimizer(&cfg.train);
+        let state = CheckpointState { epoch: 1, config_toml: cfg.to_toml_string(), history: vec![], wall_seconds: 0.0, model_crc32: 0, optimizer_crc32: 0, weights_crc32: 0 };
+        let saved = save_checkpoint(dir.path(), &net, &optim, state).unwrap();
+        // Weights of another architecture do not fit.
+        let mut other = cfg.clone();
+        other.model.widths = [8, 16, 32];
+        let ckpt = load_checkpoint(&saved).unwrap();
+        let wrong = Network::from_config(&other, 1, 10, &device).unwrap();
+        assert!(apply_weights(wrong, &ckpt).is_err());
+        // A damaged state file is named.
+        std::fs::write(saved.join("state.json"), "{").unwrap();
+        let e = load_checkpoint(&saved).err().unwrap().to_string();
+        assert!(e.contains("state.json"), "{e}");
+    }
 }

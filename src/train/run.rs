@@ -139,7 +139,7 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
                 return Err(RblError::Diverged { epoch: epoch + 1, step: stats.steps, loss: t.loss as f32 });
             }
         }
-        let ortho = net.head.rotation().map(|r| r.orthogonality_error() as f64);
+        let ortho = net.head.rotation().map(|r| r.orthogonality_error());
         let seconds = t0.elapsed().as_secs_f64();
         wall_seconds += seconds;
         let shots = |r: &crate::metrics::ClassificationReport| [r.many, r.medium, r.few];
@@ -170,6 +170,7 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
             wall_seconds,
             model_crc32: 0,
             optimizer_crc32: 0,
+            weights_crc32: 0,
         };
         save_checkpoint(run_dir, &net, &optim, state)?;
         write_log(run_dir, &history)?;

@@ -1,0 +1,94 @@
+//! Bad input gives a clear error naming the file or key, a non-zero exit, no panic, and no
+//! half-written results.
+
+mod common;
+
+use common::*;
+
+fn assert_clean_failure(out: &std::process::Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected failure, got success: {err}");
+    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
+    for n in needles {
+        assert!(err.contains(n), "error should mention {n:?}: {err}");
+    }
+}
+
+#[test]
+fn unknown_config_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &tiny_config("rbl", 1));
+    let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", "train.learning_rate=0.1", "--out", dir.path().join("r").to_str().unwrap()]);
+    assert_clean_failure(&out, &["learning_rate"]);
+    let bad = write(dir.path(), "bad.toml", "[model]\nhead = \"rbl\"\ndepth = 32\n");
+    assert_clean_failure(&rbl(&["train", "--config", bad.to_str().unwrap()]), &["bad.toml", "depth"]);
+    assert_clean_failure(&rbl(&["train", "--config", dir.path().join("none.toml").to_str().unwrap()]), &["none.toml"]);
+}
+
+#[test]
+fn missing_truncated_and_mislabelled_data_files_are_named() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for f in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+        std::fs::copy(std::path::Path::new(FMNIST).join(f), data.join(f)).unwrap();
+    }
+    let cfg = write(dir.path(), "c.toml", &tiny_config("etf", 1));
+    let train = |run: &str| rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", &format!("data.root=\"{}\"", data.display()), "--out", dir.path().join(run).to_str().unwrap()]);
+
+    // Truncated: the label file cut short.
+    let labels = data.join("t10k-labels-idx1-ubyte.gz");
+    let full = std::fs::read(&labels).unwrap();
+    std::fs::write(&labels, &full[..full.len() / 2]).unwrap();
+    assert_clean_failure(&train("r1"), &["t10k-labels-idx1-ubyte.gz"]);
+
+    // Wrong label range: a label 10 in a 10-class file.
+    let mut raw = rbl::data::idx::encode_idx(&[10000], &vec![0u8; 10000]);
+    *raw.last_mut().unwrap() = 10;
+    std::fs::remove_file(&labels).unwrap();
+    let plain = data.join("t10k-labels-idx1-ubyte");
+    std::fs::write(&plain, &raw).unwrap();
+    assert_clean_failure(&train("r2"), &["t10k-labels-idx1-ubyte", "label 10", "outside 0..10"]);
+
+    // Wrong magic number.
+    raw[2] = 0x0d;
+    std::fs::write(&plain, &raw).unwrap();
+    assert_clean_failure(&train("r3"), &["t10k-labels-idx1-ubyte", "0x0d"]);
+
+    // Missing.
+    std::fs::remove_file(&plain).unwrap();
+    assert_clean_failure(&train("r4"), &["t10k-labels-idx1-ubyte", "not found"]);
+    for r in ["r1", "r2", "r3", "r4"] {
+        assert!(!dir.path().join(r).join("metrics.json").exists());
+        assert!(!dir.path().join(r).join("latest").exists());
+    }
+}
+
+#[test]
+fn nan_loss_stops_with_epoch_step_and_advice() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &tiny_config("linear", 2));
+    let run = dir.path().join("run");
+    let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", "train.lr=1e30", "--set", "train.warmup_epochs=0", "--out", run.to_str().unwrap()]);
+    assert_clean_failure(&out, &["diverged", "epoch 1", "step", "train.lr"]);
+    assert!(!run.join("metrics.json").exists(), "no result from a diverged run");
+    assert!(!run.join("latest").exists(), "no checkpoint of diverged weights");
+}
+
+#[test]
+fn corrupt_checkpoint_is_refused() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &tiny_config("etf", 1));
+    let run = dir.path().join("run");
+    let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", "data.n_max=20", "--out", run.to_str().unwrap(), "-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let model = run.join("checkpoint-000001/model.bpk");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&model, bytes).unwrap();
+    assert_clean_failure(&rbl(&["eval", "--checkpoint", run.to_str().unwrap()]), &["model.bpk", "checksum"]);
+}

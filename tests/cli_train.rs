@@ -1,0 +1,63 @@
+//! End-to-end: the `rbl` binary trains on a small real slice of Fashion-MNIST, writes its run
+//! folder, and `rbl eval` reproduces the final numbers from the checkpoint.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn train_writes_the_run_folder_and_eval_reproduces_it() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "tiny.toml", &tiny_config("rbl", 1));
+    let run = dir.path().join("run");
+    let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The resolved config, loadable as it is.
+    let resolved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(resolved.contains("head = \"rbl\"") && resolved.contains("epochs = 1"), "{resolved}");
+
+    // One JSON line per epoch with the documented fields.
+    let log = std::fs::read_to_string(run.join("epochs.jsonl")).unwrap();
+    let lines: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1);
+    let e = &lines[0];
+    for key in ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "test_acc_adjusted", "test_shots", "test_shots_adjusted", "seconds", "loader_wait_seconds"] {
+        assert!(!e[key].is_null(), "epoch record lacks {key}: {e}");
+    }
+    assert_eq!(e["epoch"], 1);
+    assert!((e["lr"].as_f64().unwrap() - 0.05).abs() < 1e-12, "warm-up starts at lr/2");
+    let ortho = e["rotation_orthogonality_error"].as_f64().unwrap();
+    assert!(ortho < 1e-5, "R drifted from orthogonal: {ortho}");
+
+    // Final metrics: the test set is balanced 10 per class; counts follow the rule for n_max 40, IR 10.
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let counts: Vec<u64> = m["train_counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(counts, vec![40, 30, 23, 18, 14, 11, 8, 6, 5, 4]);
+    assert_eq!(m["test"]["images"], 100);
+    // On a balanced test set, top-1 is the mean of the per-class accuracies.
+    let top1 = m["test"]["raw"]["top1"].as_f64().unwrap();
+    let per_class: Vec<f64> = m["test"]["raw"]["per_class"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(per_class.len(), 10);
+    assert!((top1 - per_class.iter().sum::<f64>() / 10.0).abs() < 1e-9, "{top1} vs {per_class:?}");
+    assert!(m["test"]["loss"].as_f64().unwrap().is_finite());
+    assert!(m["test"]["adjusted"]["few"].is_number(), "few-shot bucket (< 8 images) is non-empty");
+
+    // A checkpoint that loads back: eval gives exactly the numbers the run reported.
+    assert!(run.join("latest").is_file());
+    let ev = rbl(&["eval", "--checkpoint", run.to_str().unwrap()]);
+    assert!(ev.status.success(), "{}", stderr(&ev));
+    let ev: Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(ev, m["test"], "eval of the saved checkpoint differs from the run's own final evaluation");
+
+    // τ = 0 turns the adjustment off.
+    let ev0 = rbl(&["eval", "--checkpoint", run.to_str().unwrap(), "--tau", "0"]);
+    let ev0: Value = serde_json::from_slice(&ev0.stdout).unwrap();
+    assert_eq!(ev0["raw"], ev0["adjusted"]);
+
+    // Training into an existing run folder is refused unless --force.
+    let again = rbl(&["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    assert!(!again.status.success() && stderr(&again).contains("--resume"), "{}", stderr(&again));
+}

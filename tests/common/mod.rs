@@ -1,0 +1,61 @@
+//! Helpers shared by the end-to-end tests: a tiny real Fashion-MNIST-LT experiment.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Where the Debian package `dataset-fashion-mnist` installs the data (`.ci/run` installs it).
+pub const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Fails loudly (rather than skipping) when the real data is missing.
+pub fn require_fmnist() {
+    assert!(
+        Path::new(FMNIST).join("train-images-idx3-ubyte.gz").is_file(),
+        "Fashion-MNIST is not installed at {FMNIST}: apt-get install dataset-fashion-mnist"
+    );
+}
+
+/// A config for a small real slice: 40 … 4 images per class (IR 10), 10 test images per class,
+/// batch 16; `head` and `epochs` chosen by the test.
+pub fn tiny_config(head: &str, epochs: usize) -> String {
+    format!(
+        r#"name = "tiny_{head}"
+seed = 3
+[data]
+root = "{FMNIST}"
+imbalance_ratio = 10.0
+n_max = 40
+test_per_class = 10
+many_threshold = 20
+few_threshold = 8
+[model]
+head = "{head}"
+widths = [8, 16, 32]
+feature_dim = 32
+[train]
+epochs = {epochs}
+batch_size = 16
+warmup_epochs = 1
+[eval]
+batch_size = 64
+"#
+    )
+}
+
+/// Writes `text` as `name` in `dir` and returns its path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Runs the `rbl` binary.
+pub fn rbl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rbl")).args(args).output().expect("rbl runs")
+}
+
+/// Stderr of an output, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
