@@ -8,8 +8,18 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::head::expm::{expm, expm_f64};
+use crate::head::expm::expm_f64;
 use crate::head::host_linalg::{Mat, random_orthonormal};
+
+/// exp(X) in f64 on the CPU (burn flex), for backends without f64 (wgpu): the d×d generator
+/// crosses to the CPU and back inside the autodiff graph. For d = 256 that is ~0.7 GFLOP per
+/// step, small beside a batch of ResNet-32; in f32 on the GPU the squarings would leave R
+/// orthogonal only to ~1e-4.
+fn expm_f64_on_cpu(x: Tensor<2>) -> Tensor<2> {
+    let device = x.device();
+    let cpu = if device.is_autodiff() { Device::flex().autodiff() } else { Device::flex() };
+    expm_f64(x.to_device(&cpu)).to_device(&device)
+}
 
 /// R = B0 · exp(A − Aᵀ).
 #[derive(Module, Debug)]
@@ -18,13 +28,14 @@ pub struct Rotation {
     a: Param<Tensor<2>>,
     /// The fixed base B0 (d × d); rebuilt from the seed.
     base: Tensor<2>,
-    /// Compute exp in f64 (backends that have it) rather than f32.
+    /// Compute exp in f64 on this device (backends that have f64); otherwise in f64 on the CPU.
     wide: bool,
 }
 
 impl Rotation {
     /// A rotation of R^dim with A = 0 and a base drawn from `seed`; `wide` computes the
-    /// exponential in f64 (use it where the backend has f64).
+    /// exponential in f64 on the tensors' own device (use it where the backend has f64),
+    /// otherwise it goes to the CPU for it.
     pub fn new(dim: usize, seed: u64, wide: bool, device: &Device) -> Rotation {
         let b0 = random_orthonormal(dim, dim, seed);
         Rotation {
@@ -38,7 +49,7 @@ impl Rotation {
     pub fn matrix(&self) -> Tensor<2> {
         let a = self.a.val();
         let skew = a.clone() - a.transpose();
-        let e = if self.wide { expm_f64(skew) } else { expm(skew) };
+        let e = if self.wide { expm_f64(skew) } else { expm_f64_on_cpu(skew) };
         self.base.clone().matmul(e)
     }
 
