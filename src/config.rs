@@ -7,7 +7,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::sampler::Sampler;
 use crate::error::{RblError, Result};
+use crate::loss::{LOSS_NAMES, LossConfig};
 
 /// A whole experiment: data, model, training and evaluation.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -25,6 +27,8 @@ pub struct ExperimentConfig {
     pub model: ModelConfig,
     /// Optimiser and schedule.
     pub train: TrainConfig,
+    /// Training loss.
+    pub loss: LossConfig,
     /// Evaluation options.
     pub eval: EvalConfig,
 }
@@ -49,6 +53,8 @@ pub struct DataConfig {
     pub crop_padding: usize,
     /// Random horizontal flip during training.
     pub flip: bool,
+    /// How epochs sample the training set: `instance`, `class_balanced` or `sqrt`.
+    pub sampler: Sampler,
     /// Classes with more than this many training images are "many-shot".
     pub many_threshold: usize,
     /// Classes with fewer than this many training images are "few-shot".
@@ -67,6 +73,8 @@ pub struct ModelConfig {
     pub feature_dim: usize,
     /// `linear` (learned), `etf` (fixed simplex ETF, "Fixed") or `rbl` (ETF + learned rotation).
     pub head: String,
+    /// Cosine logits (normalised features and class directions); LDAM's scale assumes them.
+    pub cosine: bool,
 }
 
 /// Optimiser and learning-rate schedule.
@@ -114,6 +122,7 @@ impl Default for ExperimentConfig {
             data: DataConfig::default(),
             model: ModelConfig::default(),
             train: TrainConfig::default(),
+            loss: LossConfig::default(),
             eval: EvalConfig::default(),
         }
     }
@@ -130,6 +139,7 @@ impl Default for DataConfig {
             test_per_class: 0,
             crop_padding: 4,
             flip: true,
+            sampler: Sampler::Instance,
             many_threshold: 100,
             few_threshold: 20,
         }
@@ -138,7 +148,7 @@ impl Default for DataConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { backbone: "resnet32".into(), widths: [16, 32, 64], feature_dim: 256, head: "rbl".into() }
+        Self { backbone: "resnet32".into(), widths: [16, 32, 64], feature_dim: 256, head: "rbl".into(), cosine: false }
     }
 }
 
@@ -205,6 +215,9 @@ impl ExperimentConfig {
         }
         if self.model.backbone != "resnet32" {
             return bad("model.backbone", format!("unknown backbone '{}' (resnet32)", self.model.backbone));
+        }
+        if !LOSS_NAMES.contains(&self.loss.name.as_str()) {
+            return bad("loss.name", format!("unknown loss '{}' ({})", self.loss.name, LOSS_NAMES.join(", ")));
         }
         if !["cpu", "gpu"].contains(&self.device.as_str()) {
             return bad("device", format!("unknown device '{}' (cpu, gpu)", self.device));

@@ -22,7 +22,7 @@ impl Network {
     pub fn from_config(cfg: &ExperimentConfig, in_channels: usize, classes: usize, device: &Device) -> Result<Network> {
         let kind = HeadKind::parse(&cfg.model.head).ok_or_else(|| RblError::Model(format!("unknown head '{}'", cfg.model.head)))?;
         let backbone_cfg = ResNetCifarConfig::new(in_channels, cfg.model.widths).with_feature_dim(cfg.model.feature_dim);
-        let head = Head::new(kind, backbone_cfg.output_dim(), classes, cfg.seed, cfg.device == "cpu", device)?;
+        let head = Head::new(kind, backbone_cfg.output_dim(), classes, cfg.seed, cfg.device == "cpu", device)?.with_cosine(cfg.model.cosine);
         Ok(Network { backbone: backbone_cfg.init(device), head })
     }
 

@@ -61,3 +61,33 @@ fn train_writes_the_run_folder_and_eval_reproduces_it() {
     let again = rbl(&["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap()]);
     assert!(!again.status.success() && stderr(&again).contains("--resume"), "{}", stderr(&again));
 }
+
+#[test]
+fn every_loss_and_sampler_trains_through_the_binary() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "tiny.toml", &tiny_config("linear", 1));
+    let runs: [(&str, &str); 8] = [
+        ("loss.name=\"logit_adjusted\"", "data.sampler=\"instance\""),
+        ("loss.name=\"balanced_softmax\"", "data.sampler=\"class_balanced\""),
+        ("loss.name=\"cb_ce\"", "data.sampler=\"sqrt\""),
+        ("loss.name=\"cb_focal\"", "loss.gamma=2.0"),
+        ("loss.name=\"ldam\"", "model.cosine=true"),
+        ("loss.name=\"lade\"", "loss.lade_alpha=0.1"),
+        ("loss.name=\"ce\"", "data.sampler=\"class_balanced\""),
+        ("model.cosine=true", "loss.name=\"cb_focal\""),
+    ];
+    for (i, (a, b)) in runs.iter().enumerate() {
+        let run = dir.path().join(format!("r{i}"));
+        let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", a, "--set", b, "--set", "data.n_max=20", "--out", run.to_str().unwrap(), "-q"]);
+        assert!(out.status.success(), "{a} {b}: {}", stderr(&out));
+        let log = std::fs::read_to_string(run.join("epochs.jsonl")).unwrap();
+        let e: Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+        assert!(e["train_loss"].as_f64().unwrap().is_finite(), "{a} {b}: {e}");
+        let resolved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+        let key = a.split('=').nth(1).unwrap();
+        assert!(resolved.contains(key), "{key} not in the resolved config: {resolved}");
+    }
+    let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", "data.sampler=\"balanced\"", "--out", dir.path().join("bad").to_str().unwrap()]);
+    assert!(!out.status.success() && stderr(&out).contains("sampler"), "{}", stderr(&out));
+}

@@ -7,11 +7,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::ImageSet;
 use crate::data::augment::Augmenter;
+use crate::data::sampler::Sampler;
 
 /// One batch as flat host memory, ready to become tensors.
 #[derive(Debug, Clone)]
@@ -43,6 +43,8 @@ pub struct LoaderPlan {
     pub seed: Option<u64>,
     /// Drop the last incomplete batch.
     pub drop_last: bool,
+    /// Which images the pass visits (with a seed; without one, every image in set order).
+    pub sampler: Sampler,
 }
 
 /// The seed of epoch `epoch` of a run seeded `seed`: every epoch's order and augmentation
@@ -66,11 +68,11 @@ impl Loader {
         let batches = batch_count(set.len(), plan.batch_size, plan.drop_last);
         let (tx, rx) = sync_channel(2);
         let handle = std::thread::spawn(move || {
-            let mut order: Vec<usize> = (0..set.len()).collect();
             let mut rng = plan.seed.map(ChaCha8Rng::seed_from_u64);
-            if let Some(rng) = rng.as_mut() {
-                order.shuffle(rng);
-            }
+            let order: Vec<usize> = match rng.as_mut() {
+                Some(rng) => plan.sampler.epoch_order(&set, rng),
+                None => (0..set.len()).collect(),
+            };
             let (c, h, w) = (set.channels, set.height, set.width);
             let n = set.image_len();
             for b in 0..batches {
@@ -141,7 +143,7 @@ mod tests {
         let set = Arc::new(ImageSet { pixels: (0..10u8).collect(), labels: (0..10).collect(), num_classes: 10, channels: 1, height: 1, width: 1 });
         let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false });
         let run = |seed, drop_last| {
-            let plan = LoaderPlan { batch_size: 4, seed, drop_last };
+            let plan = LoaderPlan { batch_size: 4, seed, drop_last, sampler: Sampler::Instance };
             Loader::start(set.clone(), aug.clone(), plan).flat_map(|b| b.labels).collect::<Vec<_>>()
         };
         assert_eq!(run(None, false), (0..10).collect::<Vec<i64>>());

@@ -5,6 +5,7 @@ pub mod image_set;
 pub mod idx;
 pub mod loader;
 pub mod long_tail;
+pub mod sampler;
 pub mod source;
 
 pub use image_set::ImageSet;

@@ -42,6 +42,8 @@ impl HeadKind {
 /// The classifier. Exactly one of `linear` / `frame` is set; `rotation` only for RBL.
 #[derive(Module, Debug)]
 pub struct Head {
+    /// Cosine logits: features and class directions L2-normalised (LDAM's "normed linear").
+    cosine: bool,
     linear: Option<Linear>,
     /// The fixed frame M (d × C); rebuilt from the seed, so not stored in checkpoints.
     frame: Option<Tensor<2>>,
@@ -57,15 +59,28 @@ impl Head {
             Ok(Tensor::from_data(TensorData::new(m.to_f32(), [dim, classes]), device))
         };
         Ok(match kind {
-            HeadKind::Linear => Head { linear: Some(LinearConfig::new(dim, classes).init(device)), frame: None, rotation: None },
-            HeadKind::Etf => Head { linear: None, frame: Some(frame(device)?), rotation: None },
-            HeadKind::Rbl => Head { linear: None, frame: Some(frame(device)?), rotation: Some(Rotation::new(dim, seed ^ 0xB0, wide, device)) },
+            HeadKind::Linear => Head { cosine: false, linear: Some(LinearConfig::new(dim, classes).init(device)), frame: None, rotation: None },
+            HeadKind::Etf => Head { cosine: false, linear: None, frame: Some(frame(device)?), rotation: None },
+            HeadKind::Rbl => {
+                Head { cosine: false, linear: None, frame: Some(frame(device)?), rotation: Some(Rotation::new(dim, seed ^ 0xB0, wide, device)) }
+            }
         })
+    }
+
+    /// Makes the logits cosines: features and class directions are L2-normalised (the linear
+    /// head loses its bias). The ETF's columns already have unit norm.
+    pub fn with_cosine(mut self, cosine: bool) -> Head {
+        self.cosine = cosine;
+        self
     }
 
     /// Logits `[B, C]` = fᵀ W for the linear head, Mᵀ f for Fixed, Mᵀ R f for RBL.
     pub fn forward(&self, features: Tensor<2>) -> Tensor<2> {
+        let features = if self.cosine { l2_normalize(features, 1) } else { features };
         if let Some(linear) = &self.linear {
+            if self.cosine {
+                return features.matmul(l2_normalize(linear.weight.val(), 0));
+            }
             return linear.forward(features);
         }
         let frame = self.frame.clone().expect("ETF head has a frame");
@@ -94,10 +109,27 @@ impl Head {
     }
 }
 
+/// x / max(‖x‖₂, 1e-12) along `dim`.
+fn l2_normalize(x: Tensor<2>, dim: usize) -> Tensor<2> {
+    let norm = x.clone().powi_scalar(2).sum_dim(dim).sqrt().clamp_min(1e-12);
+    x / norm
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::tensor::Distribution;
+
+    #[test]
+    fn cosine_logits_are_bounded_by_one() {
+        let device = Device::flex();
+        for kind in [HeadKind::Linear, HeadKind::Etf, HeadKind::Rbl] {
+            let head = Head::new(kind, 16, 10, 4, true, &device).unwrap().with_cosine(true);
+            let f = Tensor::<2>::random([6, 16], Distribution::Normal(0.0, 5.0), &device);
+            let max: f32 = head.forward(f).abs().max().into_scalar();
+            assert!(max <= 1.0 + 1e-5 && max > 0.1, "{kind:?}: {max}");
+        }
+    }
 
     #[test]
     fn heads_give_logit_shapes_and_gradients_reach_a() {

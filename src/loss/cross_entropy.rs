@@ -1,4 +1,4 @@
-//! Softmax cross-entropy, the loss RBL trains with.
+//! Softmax cross-entropy, the loss RBL trains with, and its class-weighted form.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
@@ -8,6 +8,18 @@ pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
     let [b, _] = logits.dims();
     let logp = log_softmax(logits, 1);
     logp.gather(1, labels.reshape([b, 1])).mean().neg()
+}
+
+/// Per-image −log softmax(logits)[y], shape `[B]`.
+pub fn cross_entropy_per_image(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
+    let [b, _] = logits.dims();
+    log_softmax(logits, 1).gather(1, labels.reshape([b, 1])).reshape([b]).neg()
+}
+
+/// Σ w_i·ℓ_i / Σ w_i: PyTorch's `cross_entropy(weight=...)` reduction, with `weights` the
+/// per-image weight w_{y_i}.
+pub fn weighted_mean(per_image: Tensor<1>, weights: Tensor<1>) -> Tensor<1> {
+    (per_image * weights.clone()).sum() / weights.sum()
 }
 
 #[cfg(test)]
@@ -20,9 +32,12 @@ mod tests {
         let device = Device::flex();
         let logits = Tensor::<2>::from_data(TensorData::new(vec![2.0f32, 0.0, 0.0, 1.0, 1.0, 1.0], [2, 3]), &device);
         let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2], [2]), &device);
-        let got: f32 = cross_entropy(logits, labels).into_scalar();
-        let l0 = -(2f64.exp() / (2f64.exp() + 2.0)).ln();
-        let l1 = 3f64.ln();
+        let got: f32 = cross_entropy(logits.clone(), labels.clone()).into_scalar();
+        let l0 = -(2f64.exp() / (2f64.exp() + 2.0)).ln(); // 0.2395
+        let l1 = 3f64.ln(); // 1.0986
         assert!((got as f64 - (l0 + l1) / 2.0).abs() < 1e-6, "{got}");
+        let w = Tensor::<1>::from_data(TensorData::new(vec![3.0f32, 1.0], [2]), &device);
+        let got: f32 = weighted_mean(cross_entropy_per_image(logits, labels), w).into_scalar();
+        assert!((got as f64 - (3.0 * l0 + l1) / 4.0).abs() < 1e-6, "{got}");
     }
 }

@@ -1,5 +1,231 @@
-//! Training losses.
+//! Training losses: cross-entropy (RBL's) and the long-tail losses rbl compares it with.
 
+pub mod class_balanced;
 pub mod cross_entropy;
+pub mod lade;
+pub mod ldam;
+pub mod logit_adjusted;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
 
 pub use cross_entropy::cross_entropy;
+
+use crate::error::{RblError, Result};
+use cross_entropy::{cross_entropy_per_image, weighted_mean};
+use logit_adjusted::shift_by_prior;
+
+/// The `[loss]` section of a config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossConfig {
+    /// `ce`, `logit_adjusted`, `balanced_softmax`, `cb_ce`, `cb_focal`, `ldam` or `lade`.
+    pub name: String,
+    /// τ of the logit-adjusted loss.
+    pub tau: f64,
+    /// β of the effective number (class-balanced weights; LDAM's deferred re-weighting).
+    pub beta: f64,
+    /// γ of the focal loss.
+    pub gamma: f64,
+    /// LDAM's largest margin.
+    pub ldam_max_margin: f64,
+    /// LDAM's logit scale s (30 in Cao et al., for cosine logits: set `model.cosine = true`).
+    pub ldam_scale: f64,
+    /// From this 0-based epoch on, weight by effective number (LDAM-DRW; 0 = never).
+    pub drw_epoch: usize,
+    /// LADE's weight α of the regulariser.
+    pub lade_alpha: f64,
+    /// LADE's ReMINE penalty λ.
+    pub lade_lambda: f64,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        LossConfig {
+            name: "ce".into(),
+            tau: 1.0,
+            beta: 0.9999,
+            gamma: 1.0,
+            ldam_max_margin: 0.5,
+            ldam_scale: 30.0,
+            drw_epoch: 0,
+            lade_alpha: 0.1,
+            lade_lambda: 0.1,
+        }
+    }
+}
+
+/// A loss bound to a training set's class counts.
+#[derive(Debug, Clone)]
+pub struct Criterion {
+    cfg: LossConfig,
+    log_prior: Vec<f32>,
+    cb_weights: Vec<f32>,
+    margins: Vec<f32>,
+}
+
+/// The loss names a config may use.
+pub const LOSS_NAMES: [&str; 7] = ["ce", "logit_adjusted", "balanced_softmax", "cb_ce", "cb_focal", "ldam", "lade"];
+
+impl Criterion {
+    /// Binds `cfg` to the training counts.
+    pub fn new(cfg: &LossConfig, counts: &[usize]) -> Result<Criterion> {
+        if !LOSS_NAMES.contains(&cfg.name.as_str()) {
+            return Err(RblError::Config { origin: "loss.name".into(), msg: format!("unknown loss '{}' ({})", cfg.name, LOSS_NAMES.join(", ")) });
+        }
+        let total: usize = counts.iter().sum();
+        Ok(Criterion {
+            cfg: cfg.clone(),
+            log_prior: counts.iter().map(|&n| (n as f64 / total as f64).ln() as f32).collect(),
+            cb_weights: class_balanced::effective_number_weights(counts, cfg.beta).into_iter().map(|w| w as f32).collect(),
+            margins: ldam::ldam_margins(counts, cfg.ldam_max_margin).into_iter().map(|m| m as f32).collect(),
+        })
+    }
+
+    /// The mean loss of a batch at 0-based `epoch`; `labels` also given on the host.
+    pub fn forward(&self, logits: Tensor<2>, labels: &[i64], epoch: usize) -> Tensor<1> {
+        let device = logits.device();
+        let [b, c] = logits.dims();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), &device);
+        let vec1 = |v: Vec<f32>, d: &Device| Tensor::<1>::from_data(TensorData::new(v, [c]), d);
+        let per_image_weights = |w: &[f32]| Tensor::<1>::from_data(TensorData::new(labels.iter().map(|&l| w[l as usize]).collect::<Vec<f32>>(), [b]), &device);
+        match self.cfg.name.as_str() {
+            "ce" => cross_entropy(logits, y),
+            "logit_adjusted" => cross_entropy(shift_by_prior(logits, vec1(self.log_prior.clone(), &device), self.cfg.tau), y),
+            "balanced_softmax" => cross_entropy(shift_by_prior(logits, vec1(self.log_prior.clone(), &device), 1.0), y),
+            "cb_ce" => weighted_mean(cross_entropy_per_image(logits, y), per_image_weights(&self.cb_weights)),
+            "cb_focal" => {
+                let ce = cross_entropy_per_image(logits, y);
+                let focal = ce.clone().neg().exp().neg().add_scalar(1.0).powf_scalar(self.cfg.gamma) * ce;
+                weighted_mean(focal, per_image_weights(&self.cb_weights))
+            }
+            "ldam" => {
+                let shift: Vec<f32> = (0..b * c).map(|k| if labels[k / c] as usize == k % c { self.margins[k % c] } else { 0.0 }).collect();
+                let shifted = (logits - Tensor::<2>::from_data(TensorData::new(shift, [b, c]), &device)).mul_scalar(self.cfg.ldam_scale);
+                let per_image = cross_entropy_per_image(shifted, y);
+                if self.cfg.drw_epoch > 0 && epoch >= self.cfg.drw_epoch {
+                    weighted_mean(per_image, per_image_weights(&self.cb_weights))
+                } else {
+                    per_image.mean()
+                }
+            }
+            "lade" => {
+                let log_prior = vec1(self.log_prior.clone(), &device);
+                let one_hot: Vec<f32> = (0..b * c).map(|k| (labels[k / c] as usize == k % c) as u8 as f32).collect();
+                let one_hot = Tensor::<2>::from_data(TensorData::new(one_hot, [b, c]), &device);
+                let pc = cross_entropy(shift_by_prior(logits.clone(), log_prior.clone(), 1.0), y);
+                pc + lade::lade_regularizer(logits, one_hot, log_prior, self.cfg.lade_lambda).mul_scalar(self.cfg.lade_alpha)
+            }
+            other => unreachable!("loss '{other}' was validated in Criterion::new"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOGITS: [f32; 6] = [2.0, 0.0, -1.0, 0.5, 0.5, 1.0];
+    const LABELS: [i64; 2] = [0, 2];
+    const COUNTS: [usize; 3] = [60, 30, 10];
+
+    fn loss(cfg: LossConfig, counts: &[usize], epoch: usize) -> f64 {
+        let device = Device::flex();
+        let logits = Tensor::<2>::from_data(TensorData::new(LOGITS.to_vec(), [2, 3]), &device);
+        let v: f32 = Criterion::new(&cfg, counts).unwrap().forward(logits, &LABELS, epoch).into_scalar();
+        v as f64
+    }
+
+    fn named(name: &str) -> LossConfig {
+        LossConfig { name: name.into(), ..Default::default() }
+    }
+
+    /// −log softmax(z)[y] in f64.
+    fn ce_row(z: &[f64], y: usize) -> f64 {
+        let lse = z.iter().map(|v| v.exp()).sum::<f64>().ln();
+        lse - z[y]
+    }
+
+    fn rows() -> [Vec<f64>; 2] {
+        [LOGITS[..3].iter().map(|&v| v as f64).collect(), LOGITS[3..].iter().map(|&v| v as f64).collect()]
+    }
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+
+    #[test]
+    fn cross_entropy_and_its_limits() {
+        let [r0, r1] = rows();
+        let ce = (ce_row(&r0, 0) + ce_row(&r1, 2)) / 2.0;
+        close(loss(named("ce"), &COUNTS, 0), ce);
+        // τ = 0 is plain cross-entropy; Balanced Softmax with equal counts is too.
+        close(loss(LossConfig { tau: 0.0, ..named("logit_adjusted") }, &COUNTS, 0), ce);
+        close(loss(named("balanced_softmax"), &[7, 7, 7], 0), ce);
+        // CB with β = 0 weights every class 1; focal with γ = 0 is CB-CE.
+        close(loss(LossConfig { beta: 0.0, ..named("cb_ce") }, &COUNTS, 0), ce);
+        close(loss(LossConfig { gamma: 0.0, ..named("cb_focal") }, &COUNTS, 0), loss(named("cb_ce"), &COUNTS, 0));
+    }
+
+    #[test]
+    fn logit_adjusted_and_balanced_softmax_by_hand() {
+        let [r0, r1] = rows();
+        let lp: Vec<f64> = COUNTS.iter().map(|&n| (n as f64 / 100.0).ln()).collect();
+        let shift = |r: &[f64], t: f64| r.iter().zip(&lp).map(|(z, p)| z + t * p).collect::<Vec<_>>();
+        let la = |t: f64| (ce_row(&shift(&r0, t), 0) + ce_row(&shift(&r1, t), 2)) / 2.0;
+        close(loss(LossConfig { tau: 0.5, ..named("logit_adjusted") }, &COUNTS, 0), la(0.5));
+        close(loss(named("balanced_softmax"), &COUNTS, 0), la(1.0));
+    }
+
+    #[test]
+    fn class_balanced_and_focal_by_hand() {
+        let [r0, r1] = rows();
+        let w = class_balanced::effective_number_weights(&COUNTS, 0.9999);
+        let (l0, l1) = (ce_row(&r0, 0), ce_row(&r1, 2));
+        close(loss(named("cb_ce"), &COUNTS, 0), (w[0] * l0 + w[2] * l1) / (w[0] + w[2]));
+        let f = |l: f64, g: f64| (1.0 - (-l).exp()).powf(g) * l;
+        close(loss(LossConfig { gamma: 2.0, ..named("cb_focal") }, &COUNTS, 0), (w[0] * f(l0, 2.0) + w[2] * f(l1, 2.0)) / (w[0] + w[2]));
+    }
+
+    #[test]
+    fn ldam_and_deferred_reweighting_by_hand() {
+        let [mut r0, mut r1] = rows();
+        let m = ldam::ldam_margins(&COUNTS, 0.5);
+        r0[0] -= m[0];
+        r1[2] -= m[2];
+        let s = 30.0;
+        let sc = |r: &[f64]| r.iter().map(|v| v * s).collect::<Vec<_>>();
+        let (l0, l1) = (ce_row(&sc(&r0), 0), ce_row(&sc(&r1), 2));
+        let cfg = LossConfig { drw_epoch: 5, ..named("ldam") };
+        close(loss(cfg.clone(), &COUNTS, 4), (l0 + l1) / 2.0);
+        let w = class_balanced::effective_number_weights(&COUNTS, 0.9999);
+        close(loss(cfg, &COUNTS, 5), (w[0] * l0 + w[2] * l1) / (w[0] + w[2]));
+    }
+
+    #[test]
+    fn lade_by_hand() {
+        let [r0, r1] = rows();
+        let n = 100.0;
+        let prior: Vec<f64> = COUNTS.iter().map(|&c| c as f64 / n).collect();
+        let shifted = |r: &[f64]| r.iter().zip(&prior).map(|(z, p)| z + p.ln()).collect::<Vec<_>>();
+        let pc = (ce_row(&shifted(&r0), 0) + ce_row(&shifted(&r1), 2)) / 2.0;
+        let rows = [r0, r1];
+        let labels = [0usize, 2];
+        let (lambda, alpha, c) = (0.1, 0.1, 3.0f64);
+        let mut reg = 0.0;
+        for k in 0..3 {
+            let count = labels.iter().filter(|&&y| y == k).count() as f64;
+            let first: f64 = rows.iter().zip(&labels).filter(|(_, y)| **y == k).map(|(r, _)| r[k]).sum::<f64>() / (count + 1e-8);
+            let lse = rows.iter().map(|r| (r[k] - prior[k].ln() - c.ln()).exp()).sum::<f64>().ln();
+            let second = lse - 2f64.ln();
+            reg -= prior[k] * (first - second - lambda * second * second);
+        }
+        close(loss(named("lade"), &COUNTS, 0), pc + alpha * reg);
+    }
+
+    #[test]
+    fn unknown_loss_is_named() {
+        let e = Criterion::new(&named("hinge"), &COUNTS).unwrap_err().to_string();
+        assert!(e.contains("loss.name") && e.contains("hinge"), "{e}");
+    }
+}

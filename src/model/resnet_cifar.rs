@@ -80,9 +80,8 @@ impl BasicBlock {
         } else {
             // Option A: subsample spatially, pad the new channels with zeros.
             let x = if self.stride > 1 { x.slice(s![.., .., 0..;2, 0..;2]) } else { x };
-            let [b, c, h, w] = x.dims();
+            let [b, _, h, w] = x.dims();
             let zeros = Tensor::zeros([b, self.pad_channels, h, w], &x.device());
-            let _ = c;
             Tensor::cat(vec![zeros.clone(), x, zeros], 1)
         };
         relu(out + shortcut)

@@ -16,7 +16,7 @@ use crate::report::EvalSummary;
 /// Logits of every image of `set`, row-major `[N, C]`, and the mean cross-entropy.
 /// `net` must be in eval mode (`Module::valid`), `device` the matching plain device.
 pub fn predict(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, batch_size: usize, device: &Device) -> (Vec<f32>, f64) {
-    let loader = Loader::start(set.clone(), aug.clone(), LoaderPlan { batch_size, seed: None, drop_last: false });
+    let loader = Loader::start(set.clone(), aug.clone(), LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Default::default() });
     let (c, h, w) = (set.channels, set.height, set.width);
     let mut logits = Vec::with_capacity(set.len() * set.num_classes);
     let mut loss_sum = 0.0;

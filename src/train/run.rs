@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::ExperimentConfig;
 use crate::data::ImageSet;
@@ -14,7 +14,7 @@ use crate::data::augment::Augmenter;
 use crate::data::loader::{Loader, LoaderPlan, epoch_seed};
 use crate::data::source::{PreparedData, prepare};
 use crate::error::{RblError, Result};
-use crate::loss::cross_entropy;
+use crate::loss::Criterion;
 use crate::metrics::ShotBuckets;
 use crate::metrics::accuracy::argmax_rows;
 use crate::network::Network;
@@ -215,7 +215,13 @@ fn train_epoch(
     quiet: bool,
 ) -> Result<(Network, EpochStats)> {
     let cfg = &ctx.cfg;
-    let plan = LoaderPlan { batch_size: cfg.train.batch_size, seed: Some(epoch_seed(cfg.seed, epoch)), drop_last: cfg.train.drop_last };
+    let plan = LoaderPlan {
+        batch_size: cfg.train.batch_size,
+        seed: Some(epoch_seed(cfg.seed, epoch)),
+        drop_last: cfg.train.drop_last,
+        sampler: cfg.data.sampler,
+    };
+    let criterion = Criterion::new(&cfg.loss, &ctx.data.train_counts)?;
     let mut loader = Loader::start(ctx.train.clone(), ctx.train_aug.clone(), plan);
     let progress = Progress::new(epoch + 1, cfg.train.epochs, loader.len(), quiet);
     let (c, h, w) = (ctx.train.channels, ctx.train.height, ctx.train.width);
@@ -224,11 +230,10 @@ fn train_epoch(
     let (mut loss_sum, mut hits, mut images, mut steps) = (0.0, 0usize, 0usize, 0usize);
     for batch in loader.by_ref() {
         let b = batch.len();
-        let labels = batch.labels.clone();
+        let labels = batch.labels;
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [b]), device);
         let logits = net.forward(x);
-        let loss = cross_entropy(logits.clone(), y);
+        let loss = criterion.forward(logits.clone(), &labels, epoch);
         let loss_value: f32 = loss.clone().detach().into_scalar();
         if !loss_value.is_finite() {
             progress.finish();
