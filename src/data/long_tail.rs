@@ -47,7 +47,7 @@ pub fn sample_long_tail(set: &ImageSet, counts: &[usize], seed: u64) -> Result<V
 /// Splits a balanced validation set of `per_class` images per class off the training pool,
 /// before any long-tail subsampling. Returns (validation indices, remaining pool indices).
 pub fn split_validation(set: &ImageSet, per_class: usize, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_7a11);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f7a_11d0);
     let (mut val, mut rest) = (Vec::new(), Vec::new());
     for (class, mut idx) in set.indices_by_class().into_iter().enumerate() {
         if idx.len() <= per_class {

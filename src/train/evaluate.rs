@@ -42,17 +42,26 @@ pub fn summarize(mut logits: Vec<f32>, loss: f64, set: &ImageSet, train_counts: 
     EvalSummary { loss, raw, adjusted, tau, images: set.len() }
 }
 
-/// [`predict`] then [`summarize`].
-pub fn evaluate(
-    net: &Network,
-    set: &Arc<ImageSet>,
-    aug: &Arc<Augmenter>,
-    batch_size: usize,
-    device: &Device,
-    train_counts: &[usize],
-    tau: f64,
-    buckets: ShotBuckets,
-) -> EvalSummary {
-    let (logits, loss) = predict(net, set, aug, batch_size, device);
-    summarize(logits, loss, set, train_counts, tau, buckets)
+/// Everything an evaluation needs besides the network and the set.
+pub struct Evaluator<'a> {
+    /// Normalisation (no augmentation).
+    pub aug: &'a Arc<Augmenter>,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// The plain device the eval-mode network lives on.
+    pub device: &'a Device,
+    /// Training images per class: the prior and the shot buckets.
+    pub train_counts: &'a [usize],
+    /// Logit-adjustment strength.
+    pub tau: f64,
+    /// Shot thresholds.
+    pub buckets: ShotBuckets,
+}
+
+impl Evaluator<'_> {
+    /// [`predict`] then [`summarize`].
+    pub fn evaluate(&self, net: &Network, set: &Arc<ImageSet>) -> EvalSummary {
+        let (logits, loss) = predict(net, set, self.aug, self.batch_size, self.device);
+        summarize(logits, loss, set, self.train_counts, self.tau, self.buckets)
+    }
 }

@@ -8,7 +8,7 @@ use crate::config::TrainConfig;
 
 /// The optimiser of a run. Dampening is 0 (PyTorch's default; burn's default is 0.1).
 pub fn build_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
-    let momentum = (cfg.momentum > 0.0).then(|| MomentumConfig { momentum: cfg.momentum, dampening: 0.0, nesterov: cfg.nesterov });
-    let decay = (cfg.weight_decay > 0.0).then(|| WeightDecayConfig { penalty: cfg.weight_decay as f32 });
+    let momentum = (cfg.momentum > 0.0).then_some(MomentumConfig { momentum: cfg.momentum, dampening: 0.0, nesterov: cfg.nesterov });
+    let decay = (cfg.weight_decay > 0.0).then_some(WeightDecayConfig { penalty: cfg.weight_decay as f32 });
     SgdConfig::new().with_momentum(momentum).with_weight_decay(decay).init()
 }

@@ -37,7 +37,7 @@ impl Progress {
             }
             None if !self.quiet => {
                 let every = (self.total / 4).max(1);
-                if step % every == 0 && step != self.total {
+                if step.is_multiple_of(every) && step != self.total {
                     eprintln!("  step {step}/{} {msg}", self.total);
                 }
             }

@@ -21,7 +21,7 @@ use crate::network::Network;
 use crate::report::{EpochRecord, EvalSummary, FinalMetrics, write_atomic};
 use crate::train::checkpoint::{CheckpointState, apply_weights, latest_checkpoint, load_checkpoint, save_checkpoint};
 use crate::train::device::device_from_name;
-use crate::train::evaluate::evaluate;
+use crate::train::evaluate::Evaluator;
 use crate::train::optimizer::build_optimizer;
 use crate::train::progress::Progress;
 use crate::train::schedule::learning_rate;
@@ -50,6 +50,20 @@ struct Context {
     eval_aug: Arc<Augmenter>,
     buckets: ShotBuckets,
     device: Device,
+}
+
+impl Context {
+    /// How this run evaluates, at logit-adjustment strength `tau`.
+    fn evaluator(&self, tau: f64) -> Evaluator<'_> {
+        Evaluator {
+            aug: &self.eval_aug,
+            batch_size: self.cfg.eval.batch_size,
+            device: &self.device,
+            train_counts: &self.data.train_counts,
+            tau,
+            buckets: self.buckets,
+        }
+    }
 }
 
 /// Builds the augmenters and shared sets of a prepared dataset.
@@ -129,15 +143,11 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
         let is_last = epoch + 1 == epochs;
         let eval_now = is_last || (epoch + 1) % cfg.train.eval_every == 0;
         let eval_net = net.valid();
-        let test = eval_now.then(|| evaluate(&eval_net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, &ctx.device, &ctx.data.train_counts, cfg.eval.tau, ctx.buckets));
-        let val = match (&ctx.val, eval_now) {
-            (Some(v), true) => Some(evaluate(&eval_net, v, &ctx.eval_aug, cfg.eval.batch_size, &ctx.device, &ctx.data.train_counts, cfg.eval.tau, ctx.buckets)),
-            _ => None,
-        };
-        if let Some(t) = &test {
-            if !t.loss.is_finite() {
-                return Err(RblError::Diverged { epoch: epoch + 1, step: stats.steps, loss: t.loss as f32 });
-            }
+        let evaluator = ctx.evaluator(cfg.eval.tau);
+        let test = eval_now.then(|| evaluator.evaluate(&eval_net, &ctx.test));
+        let val = ctx.val.as_ref().filter(|_| eval_now).map(|v| evaluator.evaluate(&eval_net, v));
+        if let Some(t) = test.as_ref().filter(|t| !t.loss.is_finite()) {
+            return Err(RblError::Diverged { epoch: epoch + 1, step: stats.steps, loss: t.loss as f32 });
         }
         let ortho = net.head.rotation().map(|r| r.orthogonality_error());
         let seconds = t0.elapsed().as_secs_f64();
@@ -304,5 +314,5 @@ pub fn eval_checkpoint(dir: &Path, tau: Option<f64>, on_val: bool, device_name: 
     } else {
         ctx.test.clone()
     };
-    Ok(evaluate(&net, &set, &ctx.eval_aug, cfg.eval.batch_size, &device, &ctx.data.train_counts, tau.unwrap_or(cfg.eval.tau), ctx.buckets))
+    Ok(ctx.evaluator(tau.unwrap_or(cfg.eval.tau)).evaluate(&net, &set))
 }
