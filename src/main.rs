@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use rbl::ExperimentConfig;
 use rbl::train::checkpoint::resolve_checkpoint;
+use rbl::train::posthoc::{PostHoc, tune_posthoc};
 use rbl::train::run::eval_checkpoint;
 use rbl::train::{RunOptions, train_run};
 
@@ -58,6 +59,18 @@ enum Command {
         /// Device override (cpu, gpu).
         #[arg(long)]
         device: Option<String>,
+    },
+    /// Post-hoc correction of a trained model, its τ chosen on the validation split.
+    Posthoc {
+        /// Checkpoint or run folder (the run needs data.val_per_class > 0).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// logit-adjust (any head) or tau-norm (linear heads).
+        #[arg(long, value_enum)]
+        method: PostHoc,
+        /// τ values to try, comma-separated (default 0, 0.1, …, 2).
+        #[arg(long, value_delimiter = ',')]
+        grid: Vec<f64>,
     },
 }
 
@@ -115,6 +128,12 @@ fn run(cli: Cli) -> Result<()> {
             let dir = resolve_checkpoint(&checkpoint)?;
             let summary = eval_checkpoint(&dir, tau, val, device.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Command::Posthoc { checkpoint, method, grid } => {
+            let dir = resolve_checkpoint(&checkpoint)?;
+            let grid = if grid.is_empty() { (0..=20).map(|i| i as f64 / 10.0).collect() } else { grid };
+            let result = tune_posthoc(&dir, method, &grid)?;
+            println!("{}", serde_json::to_string_pretty(&result)?);
         }
     }
     Ok(())

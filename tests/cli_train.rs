@@ -91,3 +91,41 @@ fn every_loss_and_sampler_trains_through_the_binary() {
     let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", "data.sampler=\"balanced\"", "--out", dir.path().join("bad").to_str().unwrap()]);
     assert!(!out.status.success() && stderr(&out).contains("sampler"), "{}", stderr(&out));
 }
+
+#[test]
+fn posthoc_tau_is_chosen_on_validation() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "tiny.toml", &tiny_config("linear", 1));
+    let run = dir.path().join("run");
+    let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", "data.val_per_class=5", "--out", run.to_str().unwrap(), "-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["val"]["images"], 50, "balanced validation split of 5 per class");
+    for method in ["logit-adjust", "tau-norm"] {
+        let out = rbl(&["posthoc", "--checkpoint", run.to_str().unwrap(), "--method", method, "--grid", "0,0.5,1,1.5"]);
+        assert!(out.status.success(), "{method}: {}", stderr(&out));
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let val = r["validation"].as_array().unwrap();
+        assert_eq!(val.len(), 4);
+        let chosen = r["chosen_tau"].as_f64().unwrap();
+        let best = val.iter().map(|p| p[1].as_f64().unwrap()).fold(f64::NEG_INFINITY, f64::max);
+        let at_chosen = val.iter().find(|p| p[0].as_f64().unwrap() == chosen).unwrap()[1].as_f64().unwrap();
+        assert_eq!(at_chosen, best, "{method}: chosen τ is not the validation optimum");
+        assert_eq!(r["test"]["images"], 100);
+        assert!(r["test"]["loss"].as_f64().unwrap().is_finite());
+    }
+    // Logit adjustment at the chosen τ gives exactly what `rbl eval --tau` gives.
+    let la = rbl(&["posthoc", "--checkpoint", run.to_str().unwrap(), "--method", "logit-adjust", "--grid", "0,0.5,1,1.5"]);
+    let la: Value = serde_json::from_slice(&la.stdout).unwrap();
+    let tau = la["chosen_tau"].as_f64().unwrap().to_string();
+    let ev: Value = serde_json::from_slice(&rbl(&["eval", "--checkpoint", run.to_str().unwrap(), "--tau", &tau]).stdout).unwrap();
+    assert_eq!(ev["adjusted"], la["test"]["adjusted"]);
+
+    // τ-norm needs a linear head; post-hoc needs a validation split.
+    let etf = dir.path().join("etf");
+    let cfg_etf = write(dir.path(), "etf.toml", &tiny_config("etf", 1));
+    assert!(rbl(&["train", "--config", cfg_etf.to_str().unwrap(), "--set", "data.n_max=20", "--out", etf.to_str().unwrap(), "-q"]).status.success());
+    let e = rbl(&["posthoc", "--checkpoint", etf.to_str().unwrap(), "--method", "logit-adjust"]);
+    assert!(!e.status.success() && stderr(&e).contains("val_per_class"), "{}", stderr(&e));
+}

@@ -91,6 +91,11 @@ impl Head {
         }
     }
 
+    /// The learned weight `[d, C]` of a linear head.
+    pub fn linear_weight(&self) -> Option<Tensor<2>> {
+        self.linear.as_ref().map(|l| l.weight.val())
+    }
+
     /// The rotation, for RBL heads.
     pub fn rotation(&self) -> Option<&Rotation> {
         self.rotation.as_ref()

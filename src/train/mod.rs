@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod evaluate;
 pub mod optimizer;
+pub mod posthoc;
 pub mod progress;
 pub mod run;
 pub mod schedule;

@@ -40,21 +40,21 @@ pub struct RunOptions {
 }
 
 /// Everything the epoch loop needs besides the model.
-struct Context {
-    cfg: ExperimentConfig,
-    data: PreparedData,
-    train: Arc<ImageSet>,
-    test: Arc<ImageSet>,
-    val: Option<Arc<ImageSet>>,
-    train_aug: Arc<Augmenter>,
-    eval_aug: Arc<Augmenter>,
-    buckets: ShotBuckets,
-    device: Device,
+pub(crate) struct Context {
+    pub(crate) cfg: ExperimentConfig,
+    pub(crate) data: PreparedData,
+    pub(crate) train: Arc<ImageSet>,
+    pub(crate) test: Arc<ImageSet>,
+    pub(crate) val: Option<Arc<ImageSet>>,
+    pub(crate) train_aug: Arc<Augmenter>,
+    pub(crate) eval_aug: Arc<Augmenter>,
+    pub(crate) buckets: ShotBuckets,
+    pub(crate) device: Device,
 }
 
 impl Context {
     /// How this run evaluates, at logit-adjustment strength `tau`.
-    fn evaluator(&self, tau: f64) -> Evaluator<'_> {
+    pub(crate) fn evaluator(&self, tau: f64) -> Evaluator<'_> {
         Evaluator {
             aug: &self.eval_aug,
             batch_size: self.cfg.eval.batch_size,
@@ -64,6 +64,12 @@ impl Context {
             buckets: self.buckets,
         }
     }
+}
+
+/// Prepares the data of `cfg` and the evaluation context around it.
+pub(crate) fn context_for(cfg: &ExperimentConfig, device: Device) -> Result<Context> {
+    let data = prepare(&cfg.data, cfg.seed)?;
+    Ok(context(cfg.clone(), data, device))
 }
 
 /// Builds the augmenters and shared sets of a prepared dataset.

@@ -1,0 +1,142 @@
+//! Post-hoc corrections of a trained model with their τ chosen on the balanced validation
+//! split (never on the test set): logit adjustment (Menon et al. 2021) and τ-normalisation of
+//! a linear classifier (Kang et al., ICLR 2020). The test set is scored once, at the chosen τ.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::data::ImageSet;
+use crate::data::augment::Augmenter;
+use crate::data::loader::{Loader, LoaderPlan};
+use crate::error::{RblError, Result};
+use crate::network::Network;
+use crate::report::EvalSummary;
+use crate::train::checkpoint::{apply_weights, load_checkpoint};
+use crate::train::device::device_from_name;
+use crate::train::evaluate::{predict, summarize};
+use crate::train::run::context_for;
+
+/// Which correction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostHoc {
+    /// argmax(z − τ·log π).
+    LogitAdjust,
+    /// Class directions w_j / ‖w_j‖^τ (linear heads; bias dropped, as in Kang et al.).
+    TauNorm,
+}
+
+/// The outcome: validation accuracy for every τ tried, the chosen τ, the test scores there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PostHocResult {
+    /// The correction.
+    pub method: PostHoc,
+    /// (τ, validation top-1 %) for each τ of the grid.
+    pub validation: Vec<(f64, f64)>,
+    /// The τ with the best validation top-1 (the smallest on ties).
+    pub chosen_tau: f64,
+    /// Test scores at the chosen τ (for τ-norm, `raw` is the corrected classifier).
+    pub test: EvalSummary,
+}
+
+/// Runs `method` on the checkpoint in `dir` over `grid`.
+pub fn tune_posthoc(dir: &Path, method: PostHoc, grid: &[f64]) -> Result<PostHocResult> {
+    if grid.is_empty() {
+        return Err(RblError::Config { origin: "--grid".into(), msg: "no τ to try".into() });
+    }
+    let ckpt = load_checkpoint(dir)?;
+    let cfg = ckpt.config.clone();
+    let device = device_from_name(&cfg.device)?;
+    let ctx = context_for(&cfg, device.clone())?;
+    let val = ctx.val.clone().ok_or_else(|| RblError::Config {
+        origin: "data.val_per_class".into(),
+        msg: "post-hoc τ is chosen on the validation split, and this run has none: train with --set data.val_per_class=K".into(),
+    })?;
+    let net = apply_weights(Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &device)?, &ckpt)?.valid();
+    let counts = ctx.data.train_counts.clone();
+    let score = |logits: Vec<f32>, set: &ImageSet, tau_la: f64| summarize(logits, f64::NAN, set, &counts, tau_la, ctx.buckets);
+
+    let (validation, test) = match method {
+        PostHoc::LogitAdjust => {
+            let (val_logits, _) = predict(&net, &val, &ctx.eval_aug, cfg.eval.batch_size, &device);
+            let validation: Vec<(f64, f64)> = grid.iter().map(|&t| (t, score(val_logits.clone(), &val, t).adjusted.top1)).collect();
+            let chosen = best(&validation);
+            let (test_logits, loss) = predict(&net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, &device);
+            (validation, summarize(test_logits, loss, &ctx.test, &counts, chosen, ctx.buckets))
+        }
+        PostHoc::TauNorm => {
+            let weights = net.head.linear_weight().ok_or_else(|| RblError::Model(
+                "τ-normalisation needs a linear head: the ETF's class directions already have equal norms".into(),
+            ))?;
+            let [d, c] = weights.dims();
+            let w: Vec<f32> = weights.into_data().try_to_vec().expect("f32 weights");
+            let norms: Vec<f32> = (0..c).map(|j| (0..d).map(|i| w[i * c + j].powi(2)).sum::<f32>().sqrt()).collect();
+            let val_f = features(&net, &val, &ctx.eval_aug, cfg.eval.batch_size, &device);
+            let logits = |f: &[f32], tau: f64| -> Vec<f32> {
+                let scale: Vec<f32> = norms.iter().map(|n| n.powf(tau as f32).max(1e-12)).collect();
+                f.chunks_exact(d).flat_map(|row| (0..c).map(|j| (0..d).map(|i| row[i] * w[i * c + j]).sum::<f32>() / scale[j]).collect::<Vec<_>>()).collect()
+            };
+            let validation: Vec<(f64, f64)> = grid.iter().map(|&t| (t, score(logits(&val_f, t), &val, 0.0).raw.top1)).collect();
+            let chosen = best(&validation);
+            let test_f = features(&net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, &device);
+            let test_logits = logits(&test_f, chosen);
+            let loss = host_cross_entropy(&test_logits, &ctx.test.labels, c);
+            (validation, summarize(test_logits, loss, &ctx.test, &counts, 0.0, ctx.buckets))
+        }
+    };
+    Ok(PostHocResult { method, chosen_tau: best(&validation), validation, test })
+}
+
+/// Mean −log softmax(z)[y] of row-major logits, in f64.
+fn host_cross_entropy(logits: &[f32], labels: &[u32], classes: usize) -> f64 {
+    let total: f64 = logits
+        .chunks_exact(classes)
+        .zip(labels)
+        .map(|(row, &y)| {
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+            lse - row[y as usize] as f64
+        })
+        .sum();
+    total / labels.len().max(1) as f64
+}
+
+/// The τ of the best validation accuracy; the first (smallest) on ties.
+fn best(scores: &[(f64, f64)]) -> f64 {
+    scores.iter().fold((scores[0].0, f64::NEG_INFINITY), |b, &(t, a)| if a > b.1 { (t, a) } else { b }).0
+}
+
+/// Penultimate features of every image of `set`, row-major `[N, d]`.
+fn features(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, batch_size: usize, device: &Device) -> Vec<f32> {
+    let loader = Loader::start(set.clone(), aug.clone(), LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Default::default() });
+    let (c, h, w) = (set.channels, set.height, set.width);
+    let mut out = Vec::new();
+    for batch in loader {
+        let b = batch.len();
+        let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
+        out.extend(net.features(x).into_data().try_to_vec::<f32>().expect("f32 features"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_prefers_the_smallest_tau_on_ties() {
+        assert_eq!(best(&[(0.0, 50.0), (0.5, 70.0), (1.0, 70.0), (1.5, 60.0)]), 0.5);
+        assert_eq!(best(&[(0.0, 10.0)]), 0.0);
+    }
+
+    #[test]
+    fn host_cross_entropy_by_hand() {
+        let l = host_cross_entropy(&[0.0, 0.0, 2.0, 0.0], &[1, 0], 2);
+        let want = (2f64.ln() + (1.0 + (-2f64).exp()).ln()) / 2.0;
+        assert!((l - want).abs() < 1e-12);
+    }
+}
