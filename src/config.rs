@@ -75,6 +75,8 @@ pub struct ModelConfig {
     pub head: String,
     /// Cosine logits (normalised features and class directions); LDAM's scale assumes them.
     pub cosine: bool,
+    /// BatchNorm1d then L2 normalisation of the feature (the "Fixed" paper's dot-regression setup).
+    pub feature_bn_l2: bool,
 }
 
 /// Optimiser and learning-rate schedule.
@@ -148,7 +150,7 @@ impl Default for DataConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { backbone: "resnet32".into(), widths: [16, 32, 64], feature_dim: 256, head: "rbl".into(), cosine: false }
+        Self { backbone: "resnet32".into(), widths: [16, 32, 64], feature_dim: 256, head: "rbl".into(), cosine: false, feature_bn_l2: false }
     }
 }
 
@@ -218,6 +220,9 @@ impl ExperimentConfig {
         }
         if !LOSS_NAMES.contains(&self.loss.name.as_str()) {
             return bad("loss.name", format!("unknown loss '{}' ({})", self.loss.name, LOSS_NAMES.join(", ")));
+        }
+        if self.loss.name == "dot_regression" && self.model.head == "linear" {
+            return bad("loss.name", "dot_regression pulls features onto fixed class directions: use model.head = \"etf\" or \"rbl\" (a learned linear head would shrink to zero)".into());
         }
         if !["cpu", "gpu"].contains(&self.device.as_str()) {
             return bad("device", format!("unknown device '{}' (cpu, gpu)", self.device));

@@ -67,7 +67,9 @@ fn every_loss_and_sampler_trains_through_the_binary() {
     require_fmnist();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(dir.path(), "tiny.toml", &tiny_config("linear", 1));
-    let runs: [(&str, &str); 8] = [
+    let runs: [(&str, &str); 10] = [
+        ("loss.name=\"dot_regression\"", "model.head=\"etf\""),
+        ("model.feature_bn_l2=true", "loss.name=\"lade\""),
         ("loss.name=\"logit_adjusted\"", "data.sampler=\"instance\""),
         ("loss.name=\"balanced_softmax\"", "data.sampler=\"class_balanced\""),
         ("loss.name=\"cb_ce\"", "data.sampler=\"sqrt\""),

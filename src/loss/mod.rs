@@ -2,6 +2,7 @@
 
 pub mod class_balanced;
 pub mod cross_entropy;
+pub mod dot_regression;
 pub mod lade;
 pub mod ldam;
 pub mod logit_adjusted;
@@ -19,7 +20,8 @@ use logit_adjusted::shift_by_prior;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LossConfig {
-    /// `ce`, `logit_adjusted`, `balanced_softmax`, `cb_ce`, `cb_focal`, `ldam` or `lade`.
+    /// `ce`, `logit_adjusted`, `balanced_softmax`, `cb_ce`, `cb_focal`, `ldam`, `lade` or
+    /// `dot_regression` (features vs. class directions; use with `model.feature_bn_l2`).
     pub name: String,
     /// τ of the logit-adjusted loss.
     pub tau: f64,
@@ -65,7 +67,7 @@ pub struct Criterion {
 }
 
 /// The loss names a config may use.
-pub const LOSS_NAMES: [&str; 7] = ["ce", "logit_adjusted", "balanced_softmax", "cb_ce", "cb_focal", "ldam", "lade"];
+pub const LOSS_NAMES: [&str; 8] = ["ce", "logit_adjusted", "balanced_softmax", "cb_ce", "cb_focal", "ldam", "lade", "dot_regression"];
 
 impl Criterion {
     /// Binds `cfg` to the training counts.
@@ -80,6 +82,18 @@ impl Criterion {
             cb_weights: class_balanced::effective_number_weights(counts, cfg.beta).into_iter().map(|w| w as f32).collect(),
             margins: ldam::ldam_margins(counts, cfg.ldam_max_margin).into_iter().map(|m| m as f32).collect(),
         })
+    }
+
+    /// True when the loss needs the features and class directions ([`Self::forward_features`]).
+    pub fn needs_features(&self) -> bool {
+        self.cfg.name == "dot_regression"
+    }
+
+    /// The loss from features `[B, d]` and class directions `[d, C]` (dot regression).
+    pub fn forward_features(&self, features: Tensor<2>, directions: Tensor<2>, labels: &[i64]) -> Tensor<1> {
+        let device = features.device();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [labels.len()]), &device);
+        dot_regression::dot_regression(features, directions, y)
     }
 
     /// The mean loss of a batch at 0-based `epoch`; `labels` also given on the host.
@@ -116,7 +130,7 @@ impl Criterion {
                 let pc = cross_entropy(shift_by_prior(logits.clone(), log_prior.clone(), 1.0), y);
                 pc + lade::lade_regularizer(logits, one_hot, log_prior, self.cfg.lade_lambda).mul_scalar(self.cfg.lade_alpha)
             }
-            other => unreachable!("loss '{other}' was validated in Criterion::new"),
+            other => unreachable!("loss '{other}' takes features, or was refused by Criterion::new"),
         }
     }
 }

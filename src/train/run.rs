@@ -248,8 +248,16 @@ fn train_epoch(
         let b = batch.len();
         let labels = batch.labels;
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
-        let logits = net.forward(x);
-        let loss = criterion.forward(logits.clone(), &labels, epoch);
+        let (logits, loss) = if criterion.needs_features() {
+            let features = net.features(x);
+            let logits = net.head.forward(features.clone());
+            let loss = criterion.forward_features(features, net.head.class_directions(), &labels);
+            (logits, loss)
+        } else {
+            let logits = net.forward(x);
+            let loss = criterion.forward(logits.clone(), &labels, epoch);
+            (logits, loss)
+        };
         let loss_value: f32 = loss.clone().detach().into_scalar();
         if !loss_value.is_finite() {
             progress.finish();
