@@ -17,6 +17,8 @@ use crate::loss::{LOSS_NAMES, LossConfig};
 pub struct ExperimentConfig {
     /// Name of the experiment; the default run folder is `runs/<name>`.
     pub name: String,
+    /// Row label in `rbl table` (default: head and loss, e.g. `rbl` or `linear+lade`).
+    pub method: String,
     /// Seed for weights, frame, data order and augmentation.
     pub seed: u64,
     /// `cpu` (burn flex) or `gpu` (burn wgpu, needs the `gpu` feature).
@@ -119,6 +121,7 @@ impl Default for ExperimentConfig {
     fn default() -> Self {
         Self {
             name: "experiment".into(),
+            method: String::new(),
             seed: 0,
             device: "cpu".into(),
             data: DataConfig::default(),
@@ -196,6 +199,19 @@ impl ExperimentConfig {
             .map_err(|e: toml::de::Error| RblError::Config { origin: origin.into(), msg: e.to_string() })?;
         cfg.validate(origin)?;
         Ok(cfg)
+    }
+
+    /// The row label of `rbl table`.
+    pub fn method_label(&self) -> String {
+        if !self.method.is_empty() {
+            return self.method.clone();
+        }
+        if self.loss.name == "ce" { self.model.head.clone() } else { format!("{}+{}", self.model.head, self.loss.name) }
+    }
+
+    /// The column label of `rbl table`: dataset and imbalance ratio.
+    pub fn column_label(&self) -> String {
+        format!("{} IR{}", self.data.dataset, self.data.imbalance_ratio)
     }
 
     /// The config as TOML text, as written into the run folder.

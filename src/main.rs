@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use rbl::ExperimentConfig;
 use rbl::train::checkpoint::resolve_checkpoint;
+use rbl::report::table::{TableEntry, TableOptions, render_table};
 use rbl::train::posthoc::{PostHoc, tune_posthoc};
 use rbl::train::run::eval_checkpoint;
 use rbl::train::{RunOptions, train_run};
@@ -59,6 +60,24 @@ enum Command {
         /// Device override (cpu, gpu).
         #[arg(long)]
         device: Option<String>,
+    },
+    /// A Markdown table of finished runs: rows = methods, columns = dataset / imbalance ratio.
+    Table {
+        /// Experiment configs (each run is looked up in runs/<name>, or under --runs).
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
+        /// Folder holding the run folders.
+        #[arg(long, default_value = "runs")]
+        runs: PathBuf,
+        /// Train the configs whose run has not finished (resuming interrupted ones) first.
+        #[arg(long)]
+        train: bool,
+        /// Show many / medium / few under each cell.
+        #[arg(long)]
+        shots: bool,
+        /// Raw rather than logit-adjusted accuracy.
+        #[arg(long)]
+        raw: bool,
     },
     /// Post-hoc correction of a trained model, its τ chosen on the validation split.
     Posthoc {
@@ -128,6 +147,24 @@ fn run(cli: Cli) -> Result<()> {
             let dir = resolve_checkpoint(&checkpoint)?;
             let summary = eval_checkpoint(&dir, tau, val, device.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Command::Table { configs, runs, train, shots, raw } => {
+            let mut entries = Vec::new();
+            for path in configs {
+                let cfg = ExperimentConfig::load(&path, &[])?;
+                let run_dir = runs.join(&cfg.name);
+                let metrics_path = run_dir.join("metrics.json");
+                if train && !metrics_path.is_file() {
+                    let resume = run_dir.join("config.toml").is_file();
+                    train_run(cfg.clone(), &RunOptions { run_dir: run_dir.clone(), resume, stop_after_epoch: None, quiet: false })?;
+                }
+                let metrics = match std::fs::read_to_string(&metrics_path) {
+                    Ok(text) => Some(serde_json::from_str(&text).with_context(|| format!("{}", metrics_path.display()))?),
+                    Err(_) => None,
+                };
+                entries.push(TableEntry { method: cfg.method_label(), column: cfg.column_label(), source: path.display().to_string(), metrics });
+            }
+            print!("{}", render_table(&entries, TableOptions { adjusted: !raw, shots }));
         }
         Command::Posthoc { checkpoint, method, grid } => {
             let dir = resolve_checkpoint(&checkpoint)?;

@@ -131,3 +131,27 @@ fn posthoc_tau_is_chosen_on_validation() {
     let e = rbl(&["posthoc", "--checkpoint", etf.to_str().unwrap(), "--method", "logit-adjust"]);
     assert!(!e.status.success() && stderr(&e).contains("val_per_class"), "{}", stderr(&e));
 }
+
+#[test]
+fn table_on_two_tiny_runs_names_the_missing_cell() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let etf = write(dir.path(), "etf.toml", &tiny_config("etf", 1).replace("[data]", "method = \"Fixed\"\n[data]"));
+    let rbl_cfg = write(dir.path(), "rbl.toml", &tiny_config("rbl", 1));
+    let other_ir = write(dir.path(), "rbl_ir5.toml", &tiny_config("rbl", 1).replace("imbalance_ratio = 10.0", "imbalance_ratio = 5.0").replace("name = \"tiny_rbl\"", "name = \"tiny_rbl_ir5\""));
+    let r = runs.to_str().unwrap();
+    // Train two of the three; the third stays missing.
+    let out = rbl(&["table", etf.to_str().unwrap(), rbl_cfg.to_str().unwrap(), "--runs", r, "--train", "--raw"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = rbl(&["table", etf.to_str().unwrap(), rbl_cfg.to_str().unwrap(), other_ir.to_str().unwrap(), "--runs", r, "--shots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("| method | fashion-mnist IR10 | fashion-mnist IR5 |"), "{table}");
+    let fixed = table.lines().find(|l| l.starts_with("| Fixed |")).expect("a Fixed row");
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(runs.join("tiny_etf/metrics.json")).unwrap()).unwrap();
+    assert!(fixed.contains(&format!("{:.2}", m["test"]["adjusted"]["top1"].as_f64().unwrap())), "{fixed}");
+    let rbl_row = table.lines().find(|l| l.starts_with("| rbl |")).expect("an rbl row");
+    assert!(rbl_row.ends_with("| — |"), "the IR5 cell has no run: {rbl_row}");
+    assert!(table.contains("Missing (1 run(s)") && table.contains("rbl_ir5.toml"), "{table}");
+}

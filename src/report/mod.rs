@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod records;
+pub mod table;
 
 pub use atomic::write_atomic;
 pub use records::{EpochRecord, EvalSummary, FinalMetrics};
