@@ -9,6 +9,7 @@ use rbl::ExperimentConfig;
 use rbl::train::checkpoint::resolve_checkpoint;
 use rbl::report::table::{TableEntry, TableOptions, render_table};
 use rbl::train::posthoc::{PostHoc, tune_posthoc};
+use rbl::train::stage2::{Stage2, Stage2Options, run_stage2};
 use rbl::train::run::eval_checkpoint;
 use rbl::train::{RunOptions, train_run};
 
@@ -60,6 +61,25 @@ enum Command {
         /// Device override (cpu, gpu).
         #[arg(long)]
         device: Option<String>,
+    },
+    /// Two-stage methods on a trained run (frozen backbone): cRT, LWS, MARC. Writes
+    /// stage2-<method>.json into the run folder.
+    Stage2 {
+        /// Checkpoint or run folder.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// crt, lws or marc.
+        #[arg(long, value_enum)]
+        method: Stage2,
+        /// Stage-2 epochs.
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        /// Stage-2 batch size.
+        #[arg(long, default_value_t = 128)]
+        batch_size: usize,
+        /// Stage-2 peak learning rate (cosine to 0).
+        #[arg(long, default_value_t = 0.1)]
+        lr: f64,
     },
     /// A Markdown table of finished runs: rows = methods, columns = dataset / imbalance ratio.
     Table {
@@ -147,6 +167,15 @@ fn run(cli: Cli) -> Result<()> {
             let dir = resolve_checkpoint(&checkpoint)?;
             let summary = eval_checkpoint(&dir, tau, val, device.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Command::Stage2 { checkpoint, method, epochs, batch_size, lr } => {
+            let dir = resolve_checkpoint(&checkpoint)?;
+            let result = run_stage2(&dir, method, &Stage2Options { epochs, batch_size, lr })?;
+            let text = serde_json::to_string_pretty(&result)?;
+            let run_dir = dir.parent().map(PathBuf::from).unwrap_or_default();
+            let name = format!("stage2-{}.json", serde_json::to_value(method)?.as_str().unwrap_or("method"));
+            rbl::report::write_atomic(&run_dir.join(&name), text.as_bytes())?;
+            println!("{text}");
         }
         Command::Table { configs, runs, train, shots, raw } => {
             let mut entries = Vec::new();

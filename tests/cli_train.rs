@@ -155,3 +155,37 @@ fn table_on_two_tiny_runs_names_the_missing_cell() {
     assert!(rbl_row.ends_with("| — |"), "the IR5 cell has no run: {rbl_row}");
     assert!(table.contains("Missing (1 run(s)") && table.contains("rbl_ir5.toml"), "{table}");
 }
+
+#[test]
+fn two_stage_methods_change_only_the_classifier_side() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "tiny.toml", &tiny_config("linear", 1));
+    let run = dir.path().join("run");
+    assert!(rbl(&["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]).status.success());
+    let ckpt = run.join("checkpoint-000001");
+    let model_before = std::fs::read(ckpt.join("model.bpk")).unwrap();
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(ckpt.join("state.json")).unwrap()).unwrap();
+    for method in ["crt", "lws", "marc"] {
+        let out = rbl(&["stage2", "--checkpoint", run.to_str().unwrap(), "--method", method, "--epochs", "2", "--batch-size", "32"]);
+        assert!(out.status.success(), "{method}: {}", stderr(&out));
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        // The frozen network is bitwise the trained one, and its checkpoint is untouched.
+        assert_eq!(r["backbone_crc32"], state["weights_crc32"], "{method}");
+        assert_eq!(std::fs::read(ckpt.join("model.bpk")).unwrap(), model_before);
+        assert_eq!(r["test"]["images"], 100);
+        assert!(r["test"]["loss"].as_f64().unwrap().is_finite(), "{method}");
+        let written: Value = serde_json::from_str(&std::fs::read_to_string(run.join(format!("stage2-{method}.json"))).unwrap()).unwrap();
+        assert_eq!(written, r);
+        let per_class = r["per_class"].as_array().unwrap();
+        match method {
+            "crt" => assert!(per_class.is_empty()),
+            "lws" => assert_eq!(per_class.len(), 1),
+            _ => assert_eq!(per_class.len(), 2),
+        }
+        // Learned: the LWS scales and MARC's ω start at 1 and moved.
+        if method != "crt" {
+            assert!(per_class[0].as_array().unwrap().iter().any(|v| (v.as_f64().unwrap() - 1.0).abs() > 1e-6), "{method}: {r}");
+        }
+    }
+}

@@ -8,5 +8,6 @@ pub mod posthoc;
 pub mod progress;
 pub mod run;
 pub mod schedule;
+pub mod stage2;
 
 pub use run::{RunOptions, train_run};

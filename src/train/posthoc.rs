@@ -92,7 +92,7 @@ pub fn tune_posthoc(dir: &Path, method: PostHoc, grid: &[f64]) -> Result<PostHoc
 }
 
 /// Mean −log softmax(z)[y] of row-major logits, in f64.
-fn host_cross_entropy(logits: &[f32], labels: &[u32], classes: usize) -> f64 {
+pub(crate) fn host_cross_entropy(logits: &[f32], labels: &[u32], classes: usize) -> f64 {
     let total: f64 = logits
         .chunks_exact(classes)
         .zip(labels)
