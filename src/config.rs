@@ -115,6 +115,8 @@ pub struct EvalConfig {
     pub tau: f64,
     /// Images per evaluation batch.
     pub batch_size: usize,
+    /// Neural-collapse metrics of the training features every this many epochs (0 = never).
+    pub nc_every: usize,
 }
 
 impl Default for ExperimentConfig {
@@ -176,7 +178,7 @@ impl Default for TrainConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { tau: 1.0, batch_size: 256 }
+        Self { tau: 1.0, batch_size: 256, nc_every: 0 }
     }
 }
 

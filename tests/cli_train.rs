@@ -12,7 +12,7 @@ fn train_writes_the_run_folder_and_eval_reproduces_it() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(dir.path(), "tiny.toml", &tiny_config("rbl", 1));
     let run = dir.path().join("run");
-    let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "--set", "eval.nc_every=1"]);
     assert!(out.status.success(), "{}", stderr(&out));
 
     // The resolved config, loadable as it is.
@@ -29,6 +29,9 @@ fn train_writes_the_run_folder_and_eval_reproduces_it() {
     }
     assert_eq!(e["epoch"], 1);
     assert!((e["lr"].as_f64().unwrap() - 0.05).abs() < 1e-12, "warm-up starts at lr/2");
+    for key in ["nc1", "equinorm", "equiangularity", "max_angle_distance", "self_duality", "ncc_agreement"] {
+        assert!(e["neural_collapse"][key].as_f64().unwrap().is_finite(), "NC metric {key}: {e}");
+    }
     let ortho = e["rotation_orthogonality_error"].as_f64().unwrap();
     assert!(ortho < 1e-5, "R drifted from orthogonal: {ortho}");
 

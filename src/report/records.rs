@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::ClassificationReport;
+use crate::metrics::neural_collapse::NeuralCollapse;
 
 /// Accuracy and loss on one evaluation set, raw and logit-adjusted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +51,9 @@ pub struct EpochRecord {
     pub train_images_per_second: f64,
     /// max |RᵀR − I| of the RBL rotation after the epoch.
     pub rotation_orthogonality_error: Option<f64>,
+    /// Neural-collapse metrics of the (un-augmented) training features, every `eval.nc_every` epochs.
+    #[serde(default)]
+    pub neural_collapse: Option<NeuralCollapse>,
 }
 
 /// `metrics.json`: the final numbers of a finished run.

@@ -13,23 +13,43 @@ use crate::metrics::{ClassificationReport, ShotBuckets, adjust_logits, log_prior
 use crate::network::Network;
 use crate::report::EvalSummary;
 
-/// Logits of every image of `set`, row-major `[N, C]`, and the mean cross-entropy.
-/// `net` must be in eval mode (`Module::valid`), `device` the matching plain device.
-pub fn predict(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, batch_size: usize, device: &Device) -> (Vec<f32>, f64) {
+/// One pass of a frozen network over a set, in set order.
+pub struct ForwardPass {
+    /// Features the head sees, row-major `[N, d]` (empty unless asked for).
+    pub features: Vec<f32>,
+    /// Logits, row-major `[N, C]`.
+    pub logits: Vec<f32>,
+    /// Mean cross-entropy of the logits.
+    pub loss: f64,
+}
+
+/// Runs `net` (in eval mode, `Module::valid`, on the plain `device`) over every image of `set`
+/// without augmentation; keeps the features when `keep_features`.
+pub fn forward_all(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, batch_size: usize, device: &Device, keep_features: bool) -> ForwardPass {
     let loader = Loader::start(set.clone(), aug.clone(), LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Default::default() });
     let (c, h, w) = (set.channels, set.height, set.width);
-    let mut logits = Vec::with_capacity(set.len() * set.num_classes);
-    let mut loss_sum = 0.0;
+    let mut pass = ForwardPass { features: Vec::new(), logits: Vec::with_capacity(set.len() * set.num_classes), loss: 0.0 };
     for batch in loader {
         let b = batch.len();
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
         let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [b]), device);
-        let out = net.forward(x);
+        let features = net.features(x);
+        let out = net.head.forward(features.clone());
         let loss: f32 = cross_entropy(out.clone(), y).into_scalar();
-        loss_sum += loss as f64 * b as f64;
-        logits.extend(out.into_data().try_to_vec::<f32>().expect("f32 logits"));
+        pass.loss += loss as f64 * b as f64;
+        pass.logits.extend(out.into_data().try_to_vec::<f32>().expect("f32 logits"));
+        if keep_features {
+            pass.features.extend(features.into_data().try_to_vec::<f32>().expect("f32 features"));
+        }
     }
-    (logits, loss_sum / set.len().max(1) as f64)
+    pass.loss /= set.len().max(1) as f64;
+    pass
+}
+
+/// Logits of every image of `set`, row-major `[N, C]`, and the mean cross-entropy.
+pub fn predict(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, batch_size: usize, device: &Device) -> (Vec<f32>, f64) {
+    let pass = forward_all(net, set, aug, batch_size, device, false);
+    (pass.logits, pass.loss)
 }
 
 /// Scores logits against the set's labels, raw and adjusted by τ·log π (π from `train_counts`).

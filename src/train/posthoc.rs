@@ -3,21 +3,17 @@
 //! a linear classifier (Kang et al., ICLR 2020). The test set is scored once, at the chosen τ.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::data::ImageSet;
-use crate::data::augment::Augmenter;
-use crate::data::loader::{Loader, LoaderPlan};
 use crate::error::{RblError, Result};
 use crate::network::Network;
 use crate::report::EvalSummary;
 use crate::train::checkpoint::{apply_weights, load_checkpoint};
 use crate::train::device::device_from_name;
-use crate::train::evaluate::{predict, summarize};
+use crate::train::evaluate::{forward_all, predict, summarize};
 use crate::train::run::context_for;
 
 /// Which correction.
@@ -75,14 +71,14 @@ pub fn tune_posthoc(dir: &Path, method: PostHoc, grid: &[f64]) -> Result<PostHoc
             let [d, c] = weights.dims();
             let w: Vec<f32> = weights.into_data().try_to_vec().expect("f32 weights");
             let norms: Vec<f32> = (0..c).map(|j| (0..d).map(|i| w[i * c + j].powi(2)).sum::<f32>().sqrt()).collect();
-            let val_f = features(&net, &val, &ctx.eval_aug, cfg.eval.batch_size, &device);
+            let val_f = forward_all(&net, &val, &ctx.eval_aug, cfg.eval.batch_size, &device, true).features;
             let logits = |f: &[f32], tau: f64| -> Vec<f32> {
                 let scale: Vec<f32> = norms.iter().map(|n| n.powf(tau as f32).max(1e-12)).collect();
                 f.chunks_exact(d).flat_map(|row| (0..c).map(|j| (0..d).map(|i| row[i] * w[i * c + j]).sum::<f32>() / scale[j]).collect::<Vec<_>>()).collect()
             };
             let validation: Vec<(f64, f64)> = grid.iter().map(|&t| (t, score(logits(&val_f, t), &val, 0.0).raw.top1)).collect();
             let chosen = best(&validation);
-            let test_f = features(&net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, &device);
+            let test_f = forward_all(&net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, &device, true).features;
             let test_logits = logits(&test_f, chosen);
             let loss = host_cross_entropy(&test_logits, &ctx.test.labels, c);
             (validation, summarize(test_logits, loss, &ctx.test, &counts, 0.0, ctx.buckets))
@@ -108,19 +104,6 @@ pub(crate) fn host_cross_entropy(logits: &[f32], labels: &[u32], classes: usize)
 /// The τ of the best validation accuracy; the first (smallest) on ties.
 fn best(scores: &[(f64, f64)]) -> f64 {
     scores.iter().fold((scores[0].0, f64::NEG_INFINITY), |b, &(t, a)| if a > b.1 { (t, a) } else { b }).0
-}
-
-/// Penultimate features of every image of `set`, row-major `[N, d]`.
-fn features(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, batch_size: usize, device: &Device) -> Vec<f32> {
-    let loader = Loader::start(set.clone(), aug.clone(), LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Default::default() });
-    let (c, h, w) = (set.channels, set.height, set.width);
-    let mut out = Vec::new();
-    for batch in loader {
-        let b = batch.len();
-        let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
-        out.extend(net.features(x).into_data().try_to_vec::<f32>().expect("f32 features"));
-    }
-    out
 }
 
 #[cfg(test)]

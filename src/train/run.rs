@@ -21,7 +21,9 @@ use crate::network::Network;
 use crate::report::{EpochRecord, EvalSummary, FinalMetrics, write_atomic};
 use crate::train::checkpoint::{CheckpointState, apply_weights, latest_checkpoint, load_checkpoint, save_checkpoint};
 use crate::train::device::device_from_name;
-use crate::train::evaluate::Evaluator;
+use crate::head::host_linalg::Mat;
+use crate::metrics::neural_collapse::{NeuralCollapse, neural_collapse};
+use crate::train::evaluate::{Evaluator, forward_all};
 use crate::train::optimizer::build_optimizer;
 use crate::train::progress::Progress;
 use crate::train::schedule::learning_rate;
@@ -156,6 +158,8 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
             return Err(RblError::Diverged { epoch: epoch + 1, step: stats.steps, loss: t.loss as f32 });
         }
         let ortho = net.head.rotation().map(|r| r.orthogonality_error());
+        let nc_now = cfg.eval.nc_every > 0 && ((epoch + 1) % cfg.eval.nc_every == 0 || is_last);
+        let neural_collapse = nc_now.then(|| collapse_metrics(&eval_net, &ctx));
         let seconds = t0.elapsed().as_secs_f64();
         wall_seconds += seconds;
         let shots = |r: &crate::metrics::ClassificationReport| [r.many, r.medium, r.few];
@@ -174,6 +178,7 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
             loader_wait_seconds: stats.loader_wait,
             train_images_per_second: stats.images as f64 / stats.train_seconds,
             rotation_orthogonality_error: ortho,
+            neural_collapse,
         };
         if !opts.quiet {
             eprintln!("{}", format_epoch(&record, epochs));
@@ -209,6 +214,17 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
     let p = run_dir.join("metrics.json");
     let text = std::fs::read_to_string(&p).map_err(|e| RblError::io(&p, e))?;
     Ok(Some(serde_json::from_str(&text).map_err(|e| RblError::format(&p, e.to_string()))?))
+}
+
+/// Neural-collapse metrics of the eval-mode network on the un-augmented training set.
+fn collapse_metrics(net: &Network, ctx: &Context) -> NeuralCollapse {
+    let pass = forward_all(net, &ctx.train, &ctx.eval_aug, ctx.cfg.eval.batch_size, &ctx.device, true);
+    let dirs = net.head.class_directions();
+    let [d, c] = dirs.dims();
+    let data: Vec<f32> = dirs.into_data().try_to_vec().expect("f32 directions");
+    let directions = Mat { rows: d, cols: c, data: data.into_iter().map(f64::from).collect() };
+    let labels: Vec<usize> = ctx.train.labels.iter().map(|&l| l as usize).collect();
+    neural_collapse(&pass.features, &labels, &directions, &pass.logits)
 }
 
 /// Figures of one training epoch.

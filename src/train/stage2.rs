@@ -22,8 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::ImageSet;
-use crate::data::augment::Augmenter;
-use crate::data::loader::{Loader, LoaderPlan, epoch_seed};
+use crate::data::loader::epoch_seed;
 use crate::data::sampler::Sampler;
 use crate::error::{RblError, Result};
 use crate::loss::{Criterion, LossConfig};
@@ -31,7 +30,7 @@ use crate::network::Network;
 use crate::report::EvalSummary;
 use crate::train::checkpoint::{apply_weights, load_checkpoint, weights_digest};
 use crate::train::device::device_from_name;
-use crate::train::evaluate::summarize;
+use crate::train::evaluate::{forward_all, summarize};
 use crate::train::optimizer::build_optimizer;
 use crate::train::run::context_for;
 use crate::train::schedule::learning_rate;
@@ -97,8 +96,11 @@ pub fn run_stage2(dir: &Path, method: Stage2, opts: &Stage2Options) -> Result<St
     let c = counts.len();
 
     // Frozen network outputs, once: features for cRT, logits for LWS / MARC.
-    let train_out = outputs(&net, &ctx.train, &ctx.eval_aug, cfg.eval.batch_size, &device, method);
-    let test_out = outputs(&net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, &device, method);
+    let outputs = |set: &Arc<ImageSet>| {
+        let pass = forward_all(&net, set, &ctx.eval_aug, cfg.eval.batch_size, &device, method == Stage2::Crt);
+        if method == Stage2::Crt { pass.features } else { pass.logits }
+    };
+    let (train_out, test_out) = (outputs(&ctx.train), outputs(&ctx.test));
     let width = train_out.len() / ctx.train.len();
     let ad = device.clone().autodiff();
     let to_tensor = |rows: &[f32], n: usize| Tensor::<2>::from_data(TensorData::new(rows.to_vec(), [n, width]), &ad);
@@ -172,18 +174,4 @@ pub fn run_stage2(dir: &Path, method: Stage2, opts: &Stage2Options) -> Result<St
 
 fn vec_of(t: Tensor<1>) -> Vec<f32> {
     t.into_data().try_to_vec().expect("f32 values")
-}
-
-/// Row-major frozen outputs of `set`: features (cRT) or logits (LWS, MARC).
-fn outputs(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, batch_size: usize, device: &Device, method: Stage2) -> Vec<f32> {
-    let loader = Loader::start(set.clone(), aug.clone(), LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Sampler::Instance });
-    let (c, h, w) = (set.channels, set.height, set.width);
-    let mut out = Vec::new();
-    for batch in loader {
-        let b = batch.len();
-        let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
-        let y = if method == Stage2::Crt { net.features(x) } else { net.forward(x) };
-        out.extend(y.into_data().try_to_vec::<f32>().expect("f32 outputs"));
-    }
-    out
 }
