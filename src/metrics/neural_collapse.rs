@@ -51,16 +51,16 @@ pub fn neural_collapse(features: &[f32], labels: &[usize], directions: &Mat, log
             means.data[k * c + y] += features[i * d + k] as f64;
         }
     }
-    for k in 0..d {
-        for y in 0..c {
-            means.data[k * c + y] /= counts[y].max(1) as f64;
+    for row in means.data.chunks_exact_mut(c) {
+        for (m, &n) in row.iter_mut().zip(&counts) {
+            *m /= n.max(1) as f64;
         }
     }
     let global: Vec<f64> = (0..d).map(|k| (0..c).map(|y| means.at(k, y)).sum::<f64>() / c as f64).collect();
     let mut centred = means.clone();
-    for k in 0..d {
-        for y in 0..c {
-            centred.data[k * c + y] -= global[k];
+    for (row, g) in centred.data.chunks_exact_mut(c).zip(&global) {
+        for m in row.iter_mut() {
+            *m -= g;
         }
     }
 
