@@ -81,6 +81,21 @@ enum Command {
         #[arg(long, default_value_t = 0.1)]
         lr: f64,
     },
+    /// Plots of a run (learning curves, per-class accuracy, neural-collapse metrics when
+    /// logged) as PNG and SVG into RUN_DIR/plots.
+    Plot {
+        /// Run folder.
+        run: PathBuf,
+    },
+    /// Overlays runs (e.g. Fixed vs RBL): train/test accuracy and cross-entropy per epoch.
+    Compare {
+        /// Run folders.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Output file stem (.png and .svg are added).
+        #[arg(long, default_value = "compare")]
+        out: PathBuf,
+    },
     /// A Markdown table of finished runs: rows = methods, columns = dataset / imbalance ratio.
     Table {
         /// Experiment configs (each run is looked up in runs/<name>, or under --runs).
@@ -176,6 +191,23 @@ fn run(cli: Cli) -> Result<()> {
             let name = format!("stage2-{}.json", serde_json::to_value(method)?.as_str().unwrap_or("method"));
             rbl::report::write_atomic(&run_dir.join(&name), text.as_bytes())?;
             println!("{text}");
+        }
+        Command::Plot { run } => {
+            let log = rbl::report::plots::read_log(&run)?;
+            let metrics: Option<rbl::report::FinalMetrics> = std::fs::read_to_string(run.join("metrics.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+            for f in rbl::report::plots::plot_run(&log, metrics.as_ref(), &run.join("plots"))? {
+                println!("{}", f.display());
+            }
+        }
+        Command::Compare { runs, out } => {
+            let mut logs = Vec::new();
+            for r in &runs {
+                let name = r.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| r.display().to_string());
+                logs.push((name, rbl::report::plots::read_log(r)?));
+            }
+            for f in rbl::report::plots::plot_comparison(&logs, &out)? {
+                println!("{}", f.display());
+            }
         }
         Command::Table { configs, runs, train, shots, raw } => {
             let mut entries = Vec::new();

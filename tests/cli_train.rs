@@ -192,3 +192,31 @@ fn two_stage_methods_change_only_the_classifier_side() {
         }
     }
 }
+
+#[test]
+fn plot_and_compare_write_png_and_svg() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for head in ["etf", "rbl"] {
+        let cfg = write(dir.path(), &format!("{head}.toml"), &tiny_config(head, 2));
+        let run = dir.path().join(head);
+        let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", "data.n_max=20", "--set", "eval.nc_every=1", "--out", run.to_str().unwrap(), "-q"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        runs.push(run);
+    }
+    let out = rbl(&["plot", runs[1].to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in ["curves", "per_class", "neural_collapse"] {
+        for ext in ["png", "svg"] {
+            let f = runs[1].join("plots").join(format!("{name}.{ext}"));
+            assert!(std::fs::metadata(&f).map(|m| m.len() > 1000).unwrap_or(false), "{} missing or empty", f.display());
+        }
+    }
+    let stem = dir.path().join("fixed_vs_rbl");
+    let out = rbl(&["compare", runs[0].to_str().unwrap(), runs[1].to_str().unwrap(), "--out", stem.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
+    assert!(svg.lines().any(|l| l.trim() == "etf") && svg.lines().any(|l| l.trim() == "rbl"), "both runs in the legend");
+    assert!(std::fs::metadata(stem.with_extension("png")).unwrap().len() > 1000);
+}

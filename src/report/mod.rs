@@ -2,6 +2,7 @@
 //! never leaves a half-written file.
 
 pub mod atomic;
+pub mod plots;
 pub mod records;
 pub mod table;
 
