@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install Fashion-MNIST (Debian package) if missing, build rbl,
 # and train RBL on Fashion-MNIST-LT (imbalance ratio 100). Extra arguments go to `rbl train`,
-# e.g. scripts/main.sh --set train.epochs=2
+# e.g. scripts/main.sh --set train.epochs=2 --out runs/short. Run again, it resumes runs/fmnist_lt100_rbl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
@@ -10,4 +10,10 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   $SUDO apt-get install -y -qq dataset-fashion-mnist
 fi
 cargo build --release
-./target/release/rbl train --config configs/fmnist_lt100_rbl.toml --force "$@"
+RUN=runs/fmnist_lt100_rbl
+if [ -f "$RUN/config.toml" ] && [ $# -eq 0 ]; then
+  # An earlier run exists: continue it (a finished run just prints its result). Nothing is deleted.
+  ./target/release/rbl train --resume "$RUN"
+else
+  ./target/release/rbl train --config configs/fmnist_lt100_rbl.toml "$@"
+fi
