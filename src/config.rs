@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::long_tail::CountRule;
 use crate::data::sampler::Sampler;
 use crate::error::{RblError, Result};
 use crate::loss::{LOSS_NAMES, LossConfig};
@@ -39,7 +40,7 @@ pub struct ExperimentConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// `fashion-mnist` or `mnist` (IDX files).
+    /// `fashion-mnist` or `mnist` (IDX files), `cifar10` or `cifar100` (binary distributions).
     pub dataset: String,
     /// Folder with the IDX files (gzipped or not).
     pub root: String,
@@ -47,6 +48,8 @@ pub struct DataConfig {
     pub imbalance_ratio: f64,
     /// Images of the head class; 0 means the per-class count of the training pool.
     pub n_max: usize,
+    /// Rounding of the long-tail counts: `standard` (int) or `official-rbl` (ceil, the paper's code).
+    pub counts: CountRule,
     /// Balanced validation images per class, set aside before the long-tail subsampling (0 = none).
     pub val_per_class: usize,
     /// Test images per class to evaluate on (0 = the whole balanced test set).
@@ -142,6 +145,7 @@ impl Default for DataConfig {
             root: "/usr/share/datasets/fashion-mnist".into(),
             imbalance_ratio: 100.0,
             n_max: 0,
+            counts: CountRule::Standard,
             val_per_class: 0,
             test_per_class: 0,
             crop_padding: 4,
@@ -227,8 +231,8 @@ impl ExperimentConfig {
         if !(1.0..=500.0).contains(&self.data.imbalance_ratio) {
             return bad("data.imbalance_ratio", format!("{} is outside 1 … 500", self.data.imbalance_ratio));
         }
-        if !["fashion-mnist", "mnist"].contains(&self.data.dataset.as_str()) {
-            return bad("data.dataset", format!("unknown dataset '{}' (fashion-mnist, mnist)", self.data.dataset));
+        if !["fashion-mnist", "mnist", "cifar10", "cifar100"].contains(&self.data.dataset.as_str()) {
+            return bad("data.dataset", format!("unknown dataset '{}' (fashion-mnist, mnist, cifar10, cifar100)", self.data.dataset));
         }
         if !["linear", "etf", "rbl"].contains(&self.model.head.as_str()) {
             return bad("model.head", format!("unknown head '{}' (linear, etf, rbl)", self.model.head));

@@ -220,3 +220,31 @@ fn plot_and_compare_write_png_and_svg() {
     assert!(svg.lines().any(|l| l.trim() == "etf") && svg.lines().any(|l| l.trim() == "rbl"), "both runs in the legend");
     assert!(std::fs::metadata(stem.with_extension("png")).unwrap().len() > 1000);
 }
+
+#[test]
+fn trains_on_cifar10_binary_files() {
+    // CIFAR is not installable offline: the test writes the exact binary format itself.
+    use rbl::data::cifar::{Cifar, encode_cifar};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cifar-10-batches-bin");
+    std::fs::create_dir(&data).unwrap();
+    let image = |k: usize| (0..3072).map(|i| ((i * 31 + k * 17) % 256) as u8).collect::<Vec<u8>>();
+    let (train, test) = Cifar::Ten.files(&data);
+    for (b, p) in train.iter().enumerate() {
+        let imgs: Vec<Vec<u8>> = (0..40).map(|k| image(b * 40 + k)).collect();
+        let labels: Vec<(u8, u8)> = (0..40).map(|k| ((k % 10) as u8, 0)).collect();
+        std::fs::write(p, encode_cifar(&imgs, &labels, Cifar::Ten)).unwrap();
+    }
+    let imgs: Vec<Vec<u8>> = (0..20).map(|k| image(1000 + k)).collect();
+    let labels: Vec<(u8, u8)> = (0..20).map(|k| ((k % 10) as u8, 0)).collect();
+    std::fs::write(&test[0], encode_cifar(&imgs, &labels, Cifar::Ten)).unwrap();
+    let cfg = write(dir.path(), "c.toml", &tiny_config("rbl", 1).replace("[data]", &format!("[data]\ndataset = \"cifar10\"\ncounts = \"official-rbl\"")).replace(&format!("root = \"{FMNIST}\""), &format!("root = \"{}\"", data.display())).replace("n_max = 40", "n_max = 20"));
+    let run = dir.path().join("run");
+    let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    // ceil(20 · 10^(−i/9)): the official-rbl rounding.
+    let counts: Vec<u64> = m["train_counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(counts, vec![20, 16, 12, 10, 8, 6, 5, 4, 3, 2]);
+    assert_eq!(m["test"]["images"], 20);
+}

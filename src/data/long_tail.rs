@@ -7,8 +7,24 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::ImageSet;
 use crate::error::{RblError, Result};
 
+/// How the per-class count is rounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CountRule {
+    /// `int()` (truncation): the standard benchmark (LDAM-DRW), CIFAR-100 IR100 = 10,847.
+    #[default]
+    Standard,
+    /// `ceil()`: the RBL paper's released code, CIFAR-100 IR100 = 10,945.
+    OfficialRbl,
+}
+
 /// Images kept for each class: `int(n_max · IR^(−i/(C−1)))` for class i.
 pub fn long_tail_counts(n_max: usize, imbalance_ratio: f64, num_classes: usize) -> Vec<usize> {
+    long_tail_counts_with(n_max, imbalance_ratio, num_classes, CountRule::Standard)
+}
+
+/// As [`long_tail_counts`], rounding by `rule`.
+pub fn long_tail_counts_with(n_max: usize, imbalance_ratio: f64, num_classes: usize, rule: CountRule) -> Vec<usize> {
     if num_classes == 1 {
         return vec![n_max];
     }
@@ -18,7 +34,10 @@ pub fn long_tail_counts(n_max: usize, imbalance_ratio: f64, num_classes: usize) 
             // `img_max * (imb_factor ** (cls_idx / (cls_num - 1.0)))`, imb_factor = 1/IR),
             // so int() truncates exactly where it does.
             let f = (1.0 / imbalance_ratio).powf(i as f64 / (num_classes as f64 - 1.0));
-            (n_max as f64 * f) as usize
+            match rule {
+                CountRule::Standard => (n_max as f64 * f) as usize,
+                CountRule::OfficialRbl => (n_max as f64 * f).ceil() as usize,
+            }
         })
         .collect()
 }
@@ -84,6 +103,10 @@ mod tests {
         assert_eq!(long_tail_counts(5000, 100.0, 10).iter().sum::<usize>(), 12_406);
         assert_eq!(long_tail_counts(500, 100.0, 100).iter().sum::<usize>(), 10_847);
         assert_eq!(long_tail_counts(50, 1.0, 4), vec![50; 4]);
+        let official = |n, ir, c| long_tail_counts_with(n, ir, c, CountRule::OfficialRbl).iter().sum::<usize>();
+        assert_eq!(official(500, 100.0, 100), 10_945);
+        assert_eq!(long_tail_counts(500, 50.0, 100).iter().sum::<usize>(), 12_608);
+        assert_eq!(long_tail_counts(500, 200.0, 100).iter().sum::<usize>(), 9_502);
     }
 
     fn toy(per_class: usize, classes: usize) -> ImageSet {

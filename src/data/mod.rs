@@ -1,6 +1,7 @@
 //! Data: file formats, the in-memory image set, long-tail sampling, augmentation and the loader.
 
 pub mod augment;
+pub mod cifar;
 pub mod image_set;
 pub mod idx;
 pub mod loader;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::config::DataConfig;
 use crate::data::ImageSet;
 use crate::data::idx::read_idx;
-use crate::data::long_tail::{first_per_class, long_tail_counts, sample_long_tail, split_validation};
+use crate::data::cifar::{Cifar, read_cifar};
+use crate::data::long_tail::{first_per_class, long_tail_counts_with, sample_long_tail, split_validation};
 use crate::error::{RblError, Result};
 
 /// The three sets an experiment uses, plus what the model needs to know about them.
@@ -65,6 +66,20 @@ fn find_file(root: &Path, name: &str) -> Result<PathBuf> {
     ))
 }
 
+/// Loads the raw train and test sets the config names.
+pub fn load_dataset(cfg: &DataConfig) -> Result<(ImageSet, ImageSet)> {
+    let root = Path::new(&cfg.root);
+    let cifar = |kind: Cifar| -> Result<(ImageSet, ImageSet)> {
+        let (train, test) = kind.files(root);
+        Ok((read_cifar(&train, kind)?, read_cifar(&test, kind)?))
+    };
+    match cfg.dataset.as_str() {
+        "cifar10" => cifar(Cifar::Ten),
+        "cifar100" => cifar(Cifar::Hundred),
+        _ => load_idx_dataset(root),
+    }
+}
+
 /// Loads the raw (balanced) train and test sets of an IDX dataset.
 pub fn load_idx_dataset(root: &Path) -> Result<(ImageSet, ImageSet)> {
     let train = read_idx_pair(&find_file(root, "train-images-idx3-ubyte")?, &find_file(root, "train-labels-idx1-ubyte")?, 10)?;
@@ -74,7 +89,7 @@ pub fn load_idx_dataset(root: &Path) -> Result<(ImageSet, ImageSet)> {
 
 /// Builds the experiment's sets from the config: validation split first, then the long tail.
 pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<PreparedData> {
-    let (pool, test) = load_idx_dataset(Path::new(&cfg.root))?;
+    let (pool, test) = load_dataset(cfg)?;
     prepare_from(pool, test, cfg, seed)
 }
 
@@ -93,7 +108,7 @@ pub fn prepare_from(pool: ImageSet, test: ImageSet, cfg: &DataConfig, seed: u64)
     };
     let available = *pool.class_counts().iter().min().unwrap_or(&0);
     let n_max = if cfg.n_max == 0 { available } else { cfg.n_max };
-    let counts = long_tail_counts(n_max, cfg.imbalance_ratio, pool.num_classes);
+    let counts = long_tail_counts_with(n_max, cfg.imbalance_ratio, pool.num_classes, cfg.counts);
     if let Some(c) = counts.iter().position(|&n| n == 0) {
         return Err(RblError::Dataset(format!(
             "class {c} would get 0 images (n_max {n_max}, imbalance ratio {}): raise data.n_max",
