@@ -238,7 +238,7 @@ fn trains_on_cifar10_binary_files() {
     let imgs: Vec<Vec<u8>> = (0..20).map(|k| image(1000 + k)).collect();
     let labels: Vec<(u8, u8)> = (0..20).map(|k| ((k % 10) as u8, 0)).collect();
     std::fs::write(&test[0], encode_cifar(&imgs, &labels, Cifar::Ten)).unwrap();
-    let cfg = write(dir.path(), "c.toml", &tiny_config("rbl", 1).replace("[data]", &format!("[data]\ndataset = \"cifar10\"\ncounts = \"official-rbl\"")).replace(&format!("root = \"{FMNIST}\""), &format!("root = \"{}\"", data.display())).replace("n_max = 40", "n_max = 20"));
+    let cfg = write(dir.path(), "c.toml", &tiny_config("rbl", 1).replace("[data]", "[data]\ndataset = \"cifar10\"\ncounts = \"official-rbl\"").replace(&format!("root = \"{FMNIST}\""), &format!("root = \"{}\"", data.display())).replace("n_max = 40", "n_max = 20"));
     let run = dir.path().join("run");
     let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -49,7 +49,7 @@ impl Cifar {
 /// Parses the records of one file; `path` names it in errors.
 pub fn parse_cifar(bytes: &[u8], kind: Cifar, path: &Path) -> Result<ImageSet> {
     let record = kind.label_bytes() + PIXELS;
-    if bytes.len() % record != 0 {
+    if !bytes.len().is_multiple_of(record) {
         return Err(RblError::format(
             path,
             format!("truncated: {} bytes is not a whole number of {record}-byte records (record {} is cut short)", bytes.len(), bytes.len() / record),
