@@ -66,6 +66,16 @@ pub enum RblError {
         /// What is wrong.
         msg: String,
     },
+    /// The user interrupted the run (Ctrl-C / SIGTERM) during an epoch.
+    #[error("interrupted during epoch {epoch}; checkpoints up to epoch {kept} are kept: continue with rbl train --resume {run_dir}")]
+    Interrupted {
+        /// 1-based epoch that was cut short.
+        epoch: usize,
+        /// Epochs saved in the latest checkpoint.
+        kept: usize,
+        /// The run folder.
+        run_dir: String,
+    },
     /// A model shape or option is impossible (e.g. an ETF with too few dimensions).
     #[error("model: {0}")]
     Model(String),

@@ -131,7 +131,8 @@ enum Command {
 fn main() {
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        let interrupted = matches!(e.downcast_ref::<rbl::RblError>(), Some(rbl::RblError::Interrupted { .. }));
+        std::process::exit(if interrupted { 130 } else { 1 });
     }
 }
 

@@ -60,3 +60,45 @@ fn interrupted_and_resumed_run_matches_uninterrupted() {
     assert!(r.status.success());
     assert!(weights(&again) == weights(&straight), "same seed, different weights");
 }
+
+#[test]
+fn sigint_stops_cleanly_and_the_run_resumes_to_the_same_result() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    // Enough steps per epoch (batch 4) that the signal lands inside an epoch.
+    let cfg = write(dir.path(), "c.toml", &tiny_config("etf", 2).replace("batch_size = 16", "batch_size = 4"));
+    let c = cfg.to_str().unwrap();
+    let straight = dir.path().join("straight");
+    assert!(rbl(&["train", "--config", c, "--out", straight.to_str().unwrap(), "-q"]).status.success());
+
+    let run = dir.path().join("run");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rbl"))
+        .args(["train", "--config", c, "--out", run.to_str().unwrap(), "-q"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the first checkpoint exists, then interrupt during the second epoch.
+    let t0 = std::time::Instant::now();
+    while !run.join("latest").exists() && t0.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        // The run finished before the signal arrived: nothing to check beyond completion.
+        assert!(run.join("metrics.json").exists());
+        return;
+    }
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted during epoch") && err.contains("--resume"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!run.join("metrics.json").exists());
+    let resumed = rbl(&["train", "--resume", run.to_str().unwrap(), "-q"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let digest = |d: &std::path::Path| {
+        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("checkpoint-000002/state.json")).unwrap()).unwrap();
+        s["weights_crc32"].as_u64().unwrap()
+    };
+    assert_eq!(digest(&run), digest(&straight), "resumed after Ctrl-C, different weights");
+}

@@ -24,6 +24,7 @@ use crate::train::device::device_from_name;
 use crate::head::host_linalg::Mat;
 use crate::metrics::neural_collapse::{NeuralCollapse, neural_collapse};
 use crate::train::evaluate::{Evaluator, forward_all};
+use crate::train::interrupt;
 use crate::train::optimizer::build_optimizer;
 use crate::train::progress::Progress;
 use crate::train::schedule::learning_rate;
@@ -95,6 +96,7 @@ fn context(cfg: ExperimentConfig, data: PreparedData, device: Device) -> Context
 /// `None` when stopped early by `stop_after_epoch`.
 pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<FinalMetrics>> {
     let run_dir = &opts.run_dir;
+    interrupt::install();
     std::fs::create_dir_all(run_dir).map_err(|e| RblError::io(run_dir, e))?;
     let device = device_from_name(&cfg.device)?;
     let train_device = device.clone().autodiff();
@@ -146,7 +148,10 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
         }
         let t0 = Instant::now();
         let lr = learning_rate(&cfg.train, epoch);
-        let (trained, stats) = train_epoch(net, &mut optim, &ctx, &train_device, epoch, lr, opts.quiet)?;
+        let (trained, stats) = match train_epoch(net, &mut optim, &ctx, &train_device, epoch, lr, opts.quiet)? {
+            Some(done) => done,
+            None => return Err(RblError::Interrupted { epoch: epoch + 1, kept: epoch, run_dir: run_dir.display().to_string() }),
+        };
         net = trained;
         let is_last = epoch + 1 == epochs;
         let eval_now = is_last || (epoch + 1) % cfg.train.eval_every == 0;
@@ -245,7 +250,7 @@ fn train_epoch(
     epoch: usize,
     lr: f64,
     quiet: bool,
-) -> Result<(Network, EpochStats)> {
+) -> Result<Option<(Network, EpochStats)>> {
     let cfg = &ctx.cfg;
     let plan = LoaderPlan {
         batch_size: cfg.train.batch_size,
@@ -261,6 +266,10 @@ fn train_epoch(
     let t0 = Instant::now();
     let (mut loss_sum, mut hits, mut images, mut steps) = (0.0, 0usize, 0usize, 0usize);
     for batch in loader.by_ref() {
+        if interrupt::requested() {
+            progress.finish();
+            return Ok(None);
+        }
         let b = batch.len();
         let labels = batch.labels;
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
@@ -290,7 +299,7 @@ fn train_epoch(
     }
     progress.finish();
     let n = images.max(1) as f64;
-    Ok((
+    Ok(Some((
         net,
         EpochStats {
             loss: loss_sum / n,
@@ -300,7 +309,7 @@ fn train_epoch(
             train_seconds: t0.elapsed().as_secs_f64().max(1e-9),
             loader_wait: loader.waited().as_secs_f64(),
         },
-    ))
+    )))
 }
 
 fn format_epoch(r: &EpochRecord, epochs: usize) -> String {
