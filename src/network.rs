@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::ExperimentConfig;
 use crate::error::{RblError, Result};
-use crate::head::{Head, HeadKind};
+use crate::head::{Head, HeadKind, l2_normalize};
 use crate::model::{ResNetCifar, ResNetCifarConfig};
 
 /// Backbone + head: images to logits.
@@ -40,11 +40,7 @@ impl Network {
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
         let f = self.backbone.forward(images);
         match &self.feature_norm {
-            Some(bn) => {
-                let f = bn.forward(f);
-                let norm = f.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
-                f / norm
-            }
+            Some(bn) => l2_normalize(bn.forward(f), 1),
             None => f,
         }
     }

@@ -64,8 +64,7 @@ mod tests {
     }
 
     fn to_mat(t: Tensor<2>) -> Mat {
-        let [r, c] = t.dims();
-        Mat { rows: r, cols: c, data: t.into_data().try_to_vec::<f32>().unwrap().into_iter().map(f64::from).collect() }
+        Mat::from_tensor(t)
     }
 
     fn random_skew(n: usize, norm: f64, seed: u64) -> Mat {

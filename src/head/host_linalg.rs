@@ -1,6 +1,7 @@
 //! Small dense f64 linear algebra on the host: building frames once at start-up and checking
 //! device results in tests. Row-major `Vec<f64>` matrices; sizes are a few hundred at most.
 
+use burn::tensor::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -85,6 +86,18 @@ impl Mat {
     /// Frobenius norm.
     pub fn frobenius(&self) -> f64 {
         self.data.iter().map(|x| x * x).sum::<f64>().sqrt()
+    }
+
+    /// A device matrix read back to the host.
+    pub fn from_tensor(t: Tensor<2>) -> Mat {
+        let [rows, cols] = t.dims();
+        let data: Vec<f32> = t.into_data().try_to_vec().expect("an f32 matrix");
+        Mat { rows, cols, data: data.into_iter().map(f64::from).collect() }
+    }
+
+    /// Euclidean norm of each column.
+    pub fn column_norms(&self) -> Vec<f64> {
+        (0..self.cols).map(|j| (0..self.rows).map(|i| self.at(i, j).powi(2)).sum::<f64>().sqrt()).collect()
     }
 
     /// The entries as f32, for building tensors.

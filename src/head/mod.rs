@@ -74,20 +74,22 @@ impl Head {
         self
     }
 
-    /// Logits `[B, C]` = fᵀ W for the linear head, Mᵀ f for Fixed, Mᵀ R f for RBL.
+    /// Logits `[B, C]` = fᵀ W (+ b) for the linear head, Mᵀ f for Fixed, Mᵀ R f for RBL.
     pub fn forward(&self, features: Tensor<2>) -> Tensor<2> {
+        self.logits_with(features, self.class_directions())
+    }
+
+    /// Logits from directions already computed by [`Self::class_directions`]: a pass over many
+    /// batches computes them (and so RBL's matrix exponential) once, not once per batch.
+    pub fn logits_with(&self, features: Tensor<2>, directions: Tensor<2>) -> Tensor<2> {
         let features = if self.cosine { l2_normalize(features, 1) } else { features };
-        if let Some(linear) = &self.linear {
-            if self.cosine {
-                return features.matmul(l2_normalize(linear.weight.val(), 0));
+        let logits = features.matmul(directions);
+        match self.linear.as_ref().and_then(|l| l.bias.as_ref()).filter(|_| !self.cosine) {
+            Some(bias) => {
+                let c = logits.dims()[1];
+                logits + bias.val().reshape([1, c])
             }
-            return linear.forward(features);
-        }
-        let frame = self.frame.clone().expect("ETF head has a frame");
-        match &self.rotation {
-            // Mᵀ R f for every row f: F · Rᵀ · M.
-            Some(r) => features.matmul(r.matrix().transpose().matmul(frame)),
-            None => features.matmul(frame),
+            None => logits,
         }
     }
 
@@ -101,10 +103,12 @@ impl Head {
         self.rotation.as_ref()
     }
 
-    /// The classifier as a `d × C` matrix of class directions (after R for RBL), without bias.
+    /// The classifier as a `d × C` matrix of class directions (after R for RBL; unit columns
+    /// for a cosine linear head), without bias.
     pub fn class_directions(&self) -> Tensor<2> {
         if let Some(linear) = &self.linear {
-            return linear.weight.val();
+            let w = linear.weight.val();
+            return if self.cosine { l2_normalize(w, 0) } else { w };
         }
         let frame = self.frame.clone().expect("ETF head has a frame");
         match &self.rotation {
@@ -115,7 +119,7 @@ impl Head {
 }
 
 /// x / max(‖x‖₂, 1e-12) along `dim`.
-fn l2_normalize(x: Tensor<2>, dim: usize) -> Tensor<2> {
+pub fn l2_normalize(x: Tensor<2>, dim: usize) -> Tensor<2> {
     let norm = x.clone().powi_scalar(2).sum_dim(dim).sqrt().clamp_min(1e-12);
     x / norm
 }
@@ -152,6 +156,12 @@ mod tests {
                 assert!(gsum > 0.0, "zero gradient on A");
             }
         }
+        // The linear head's logits are burn's own Linear layer's: F·W + b.
+        let head = Head::new(HeadKind::Linear, 16, 10, 4, true, &Device::flex()).unwrap();
+        let f = Tensor::<2>::random([5, 16], Distribution::Normal(0.0, 1.0), &Device::flex());
+        let ours: Vec<f32> = head.forward(f.clone()).into_data().try_to_vec().unwrap();
+        let burns: Vec<f32> = head.linear.as_ref().unwrap().forward(f).into_data().try_to_vec().unwrap();
+        assert!(ours.iter().zip(&burns).all(|(a, b)| (a - b).abs() < 1e-5), "{ours:?} vs {burns:?}");
         // The ETF head's logits are exactly F·M: nothing is learned.
         let head = Head::new(HeadKind::Etf, 9, 10, 4, true, &Device::flex()).unwrap();
         assert_eq!(head.num_params(), 0);

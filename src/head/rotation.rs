@@ -61,10 +61,8 @@ impl Rotation {
     /// max |RᵀR − I| of R as stored in f32, computed in f64 on the host so the check itself
     /// adds no rounding: how far R is from orthogonal.
     pub fn orthogonality_error(&self) -> f64 {
-        let r = self.matrix().detach();
-        let d = r.dims()[0];
-        let data: Vec<f32> = r.into_data().try_to_vec().expect("f32 rotation");
-        let r = Mat { rows: d, cols: d, data: data.into_iter().map(f64::from).collect() };
+        let r = Mat::from_tensor(self.matrix().detach());
+        let d = r.rows;
         r.t().matmul(&r).add_scaled(&Mat::eye(d), -1.0).data.iter().fold(0.0, |m, x| m.max(x.abs()))
     }
 }

@@ -22,6 +22,21 @@ pub fn weighted_mean(per_image: Tensor<1>, weights: Tensor<1>) -> Tensor<1> {
     (per_image * weights.clone()).sum() / weights.sum()
 }
 
+/// Mean −log softmax(z)[y] of row-major host logits `[N, C]`, in f64: the loss of an evaluation
+/// pass, computed from the logits it already reads back rather than by another device sync.
+pub fn mean_cross_entropy(logits: &[f32], labels: &[u32], classes: usize) -> f64 {
+    let total: f64 = logits
+        .chunks_exact(classes)
+        .zip(labels)
+        .map(|(row, &y)| {
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+            lse - row[y as usize] as f64
+        })
+        .sum();
+    total / labels.len().max(1) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +54,12 @@ mod tests {
         let w = Tensor::<1>::from_data(TensorData::new(vec![3.0f32, 1.0], [2]), &device);
         let got: f32 = weighted_mean(cross_entropy_per_image(logits, labels), w).into_scalar();
         assert!((got as f64 - (3.0 * l0 + l1) / 4.0).abs() < 1e-6, "{got}");
+    }
+
+    #[test]
+    fn host_mean_cross_entropy_by_hand() {
+        let l = mean_cross_entropy(&[0.0, 0.0, 2.0, 0.0], &[1, 0], 2);
+        let want = (2f64.ln() + (1.0 + (-2f64).exp()).ln()) / 2.0;
+        assert!((l - want).abs() < 1e-12);
     }
 }

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::data::ImageSet;
 use crate::data::augment::Augmenter;
 use crate::data::loader::{Loader, LoaderPlan};
-use crate::loss::cross_entropy;
+use crate::loss::cross_entropy::mean_cross_entropy;
 use crate::metrics::accuracy::argmax_rows;
 use crate::metrics::{ClassificationReport, ShotBuckets, adjust_logits, log_prior};
 use crate::network::Network;
@@ -29,20 +29,19 @@ pub fn forward_all(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, bat
     let loader = Loader::start(set.clone(), aug.clone(), LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Default::default() });
     let (c, h, w) = (set.channels, set.height, set.width);
     let mut pass = ForwardPass { features: Vec::new(), logits: Vec::with_capacity(set.len() * set.num_classes), loss: 0.0 };
+    // The head is frozen for the whole pass: its directions (RBL's rotation) are computed once.
+    let directions = net.head.class_directions();
     for batch in loader {
         let b = batch.len();
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [b]), device);
         let features = net.features(x);
-        let out = net.head.forward(features.clone());
-        let loss: f32 = cross_entropy(out.clone(), y).into_scalar();
-        pass.loss += loss as f64 * b as f64;
+        let out = net.head.logits_with(features.clone(), directions.clone());
         pass.logits.extend(out.into_data().try_to_vec::<f32>().expect("f32 logits"));
         if keep_features {
             pass.features.extend(features.into_data().try_to_vec::<f32>().expect("f32 features"));
         }
     }
-    pass.loss /= set.len().max(1) as f64;
+    pass.loss = mean_cross_entropy(&pass.logits, &set.labels, set.num_classes);
     pass
 }
 

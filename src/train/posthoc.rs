@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::ImageSet;
 use crate::error::{RblError, Result};
+use crate::head::host_linalg::Mat;
+use crate::loss::cross_entropy::mean_cross_entropy;
 use crate::network::Network;
 use crate::report::EvalSummary;
 use crate::train::checkpoint::{apply_weights, load_checkpoint};
@@ -53,7 +55,7 @@ pub fn tune_posthoc(dir: &Path, method: PostHoc, grid: &[f64]) -> Result<PostHoc
         msg: "post-hoc τ is chosen on the validation split, and this run has none: train with --set data.val_per_class=K".into(),
     })?;
     let net = apply_weights(Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &device)?, &ckpt)?.valid();
-    let counts = ctx.data.train_counts.clone();
+    let counts = ctx.train_counts.clone();
     let score = |logits: Vec<f32>, set: &ImageSet, tau_la: f64| summarize(logits, f64::NAN, set, &counts, tau_la, ctx.buckets);
 
     let (validation, test) = match method {
@@ -68,37 +70,25 @@ pub fn tune_posthoc(dir: &Path, method: PostHoc, grid: &[f64]) -> Result<PostHoc
             let weights = net.head.linear_weight().ok_or_else(|| RblError::Model(
                 "τ-normalisation needs a linear head: the ETF's class directions already have equal norms".into(),
             ))?;
-            let [d, c] = weights.dims();
-            let w: Vec<f32> = weights.into_data().try_to_vec().expect("f32 weights");
-            let norms: Vec<f32> = (0..c).map(|j| (0..d).map(|i| w[i * c + j].powi(2)).sum::<f32>().sqrt()).collect();
+            let w = Mat::from_tensor(weights);
+            let (d, c) = (w.rows, w.cols);
+            let norms = w.column_norms();
             let val_f = forward_all(&net, &val, &ctx.eval_aug, cfg.eval.batch_size, &device, true).features;
             let logits = |f: &[f32], tau: f64| -> Vec<f32> {
-                let scale: Vec<f32> = norms.iter().map(|n| n.powf(tau as f32).max(1e-12)).collect();
-                f.chunks_exact(d).flat_map(|row| (0..c).map(|j| (0..d).map(|i| row[i] * w[i * c + j]).sum::<f32>() / scale[j]).collect::<Vec<_>>()).collect()
+                let scale: Vec<f64> = norms.iter().map(|n| n.powf(tau).max(1e-12)).collect();
+                f.chunks_exact(d)
+                    .flat_map(|row| (0..c).map(|j| ((0..d).map(|i| row[i] as f64 * w.at(i, j)).sum::<f64>() / scale[j]) as f32).collect::<Vec<_>>())
+                    .collect()
             };
             let validation: Vec<(f64, f64)> = grid.iter().map(|&t| (t, score(logits(&val_f, t), &val, 0.0).raw.top1)).collect();
             let chosen = best(&validation);
             let test_f = forward_all(&net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, &device, true).features;
             let test_logits = logits(&test_f, chosen);
-            let loss = host_cross_entropy(&test_logits, &ctx.test.labels, c);
+            let loss = mean_cross_entropy(&test_logits, &ctx.test.labels, c);
             (validation, summarize(test_logits, loss, &ctx.test, &counts, 0.0, ctx.buckets))
         }
     };
     Ok(PostHocResult { method, chosen_tau: best(&validation), validation, test })
-}
-
-/// Mean −log softmax(z)[y] of row-major logits, in f64.
-pub(crate) fn host_cross_entropy(logits: &[f32], labels: &[u32], classes: usize) -> f64 {
-    let total: f64 = logits
-        .chunks_exact(classes)
-        .zip(labels)
-        .map(|(row, &y)| {
-            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
-            lse - row[y as usize] as f64
-        })
-        .sum();
-    total / labels.len().max(1) as f64
 }
 
 /// The τ of the best validation accuracy; the first (smallest) on ties.
@@ -114,12 +104,5 @@ mod tests {
     fn best_prefers_the_smallest_tau_on_ties() {
         assert_eq!(best(&[(0.0, 50.0), (0.5, 70.0), (1.0, 70.0), (1.5, 60.0)]), 0.5);
         assert_eq!(best(&[(0.0, 10.0)]), 0.0);
-    }
-
-    #[test]
-    fn host_cross_entropy_by_hand() {
-        let l = host_cross_entropy(&[0.0, 0.0, 2.0, 0.0], &[1, 0], 2);
-        let want = (2f64.ln() + (1.0 + (-2f64).exp()).ln()) / 2.0;
-        assert!((l - want).abs() < 1e-12);
     }
 }

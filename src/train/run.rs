@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::ExperimentConfig;
 use crate::data::ImageSet;
@@ -16,7 +16,6 @@ use crate::data::source::{PreparedData, prepare};
 use crate::error::{RblError, Result};
 use crate::loss::Criterion;
 use crate::metrics::ShotBuckets;
-use crate::metrics::accuracy::argmax_rows;
 use crate::network::Network;
 use crate::report::{EpochRecord, EvalSummary, FinalMetrics, write_atomic};
 use crate::train::checkpoint::{CheckpointState, apply_weights, latest_checkpoint, load_checkpoint, save_checkpoint};
@@ -45,7 +44,8 @@ pub struct RunOptions {
 /// Everything the epoch loop needs besides the model.
 pub(crate) struct Context {
     pub(crate) cfg: ExperimentConfig,
-    pub(crate) data: PreparedData,
+    /// Training images per class: the prior and the shot buckets.
+    pub(crate) train_counts: Vec<usize>,
     pub(crate) train: Arc<ImageSet>,
     pub(crate) test: Arc<ImageSet>,
     pub(crate) val: Option<Arc<ImageSet>>,
@@ -62,7 +62,7 @@ impl Context {
             aug: &self.eval_aug,
             batch_size: self.cfg.eval.batch_size,
             device: &self.device,
-            train_counts: &self.data.train_counts,
+            train_counts: &self.train_counts,
             tau,
             buckets: self.buckets,
         }
@@ -77,17 +77,18 @@ pub(crate) fn context_for(cfg: &ExperimentConfig, device: Device) -> Result<Cont
 
 /// Builds the augmenters and shared sets of a prepared dataset.
 fn context(cfg: ExperimentConfig, data: PreparedData, device: Device) -> Context {
-    let train_aug = Augmenter { mean: data.mean.clone(), std: data.std.clone(), crop_padding: cfg.data.crop_padding, flip: cfg.data.flip };
+    let PreparedData { train, val, test, train_counts, mean, std } = data;
+    let train_aug = Augmenter { mean, std, crop_padding: cfg.data.crop_padding, flip: cfg.data.flip };
     let eval_aug = Augmenter { crop_padding: 0, flip: false, ..train_aug.clone() };
     Context {
         buckets: ShotBuckets { many: cfg.data.many_threshold, few: cfg.data.few_threshold },
-        train: Arc::new(data.train.clone()),
-        test: Arc::new(data.test.clone()),
-        val: (!data.val.is_empty()).then(|| Arc::new(data.val.clone())),
+        train: Arc::new(train),
+        test: Arc::new(test),
+        val: (!val.is_empty()).then(|| Arc::new(val)),
         train_aug: Arc::new(train_aug),
         eval_aug: Arc::new(eval_aug),
+        train_counts,
         cfg,
-        data,
         device,
     }
 }
@@ -106,6 +107,7 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
     let ctx = context(cfg.clone(), data, device);
     let mut net = Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &train_device)?;
     let mut optim = build_optimizer(&cfg.train);
+    let criterion = Criterion::new(&cfg.loss, &ctx.train_counts)?;
     let mut history: Vec<EpochRecord> = Vec::new();
     let mut wall_seconds = 0.0;
     let mut start_epoch = 0;
@@ -134,7 +136,7 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
             "{}: {} training images {:?}, {} test images, head {}, {} epochs",
             cfg.name,
             ctx.train.len(),
-            ctx.data.train_counts,
+            ctx.train_counts,
             ctx.test.len(),
             cfg.model.head,
             cfg.train.epochs
@@ -148,7 +150,7 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
         }
         let t0 = Instant::now();
         let lr = learning_rate(&cfg.train, epoch);
-        let (trained, stats) = match train_epoch(net, &mut optim, &ctx, &train_device, epoch, lr, opts.quiet)? {
+        let (trained, stats) = match train_epoch(net, &mut optim, &criterion, &ctx, &train_device, epoch, lr, opts.quiet)? {
             Some(done) => done,
             None => return Err(RblError::Interrupted { epoch: epoch + 1, kept: epoch, run_dir: run_dir.display().to_string() }),
         };
@@ -205,7 +207,7 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
                 name: cfg.name.clone(),
                 head: cfg.model.head.clone(),
                 epoch: epoch + 1,
-                train_counts: ctx.data.train_counts.clone(),
+                train_counts: ctx.train_counts.clone(),
                 test: test.expect("last epoch is evaluated"),
                 val,
                 wall_seconds,
@@ -224,10 +226,7 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
 /// Neural-collapse metrics of the eval-mode network on the un-augmented training set.
 fn collapse_metrics(net: &Network, ctx: &Context) -> NeuralCollapse {
     let pass = forward_all(net, &ctx.train, &ctx.eval_aug, ctx.cfg.eval.batch_size, &ctx.device, true);
-    let dirs = net.head.class_directions();
-    let [d, c] = dirs.dims();
-    let data: Vec<f32> = dirs.into_data().try_to_vec().expect("f32 directions");
-    let directions = Mat { rows: d, cols: c, data: data.into_iter().map(f64::from).collect() };
+    let directions = Mat::from_tensor(net.head.class_directions());
     let labels: Vec<usize> = ctx.train.labels.iter().map(|&l| l as usize).collect();
     neural_collapse(&pass.features, &labels, &directions, &pass.logits)
 }
@@ -242,9 +241,12 @@ struct EpochStats {
     loader_wait: f64,
 }
 
+/// One epoch; `None` when interrupted.
+#[allow(clippy::too_many_arguments)]
 fn train_epoch(
     mut net: Network,
     optim: &mut burn::optim::ModuleOptimizer,
+    criterion: &Criterion,
     ctx: &Context,
     device: &Device,
     epoch: usize,
@@ -258,11 +260,9 @@ fn train_epoch(
         drop_last: cfg.train.drop_last,
         sampler: cfg.data.sampler,
     };
-    let criterion = Criterion::new(&cfg.loss, &ctx.data.train_counts)?;
     let mut loader = Loader::start(ctx.train.clone(), ctx.train_aug.clone(), plan);
     let progress = Progress::new(epoch + 1, cfg.train.epochs, loader.len(), quiet);
     let (c, h, w) = (ctx.train.channels, ctx.train.height, ctx.train.width);
-    let classes = ctx.train.num_classes;
     let t0 = Instant::now();
     let (mut loss_sum, mut hits, mut images, mut steps) = (0.0, 0usize, 0usize, 0usize);
     for batch in loader.by_ref() {
@@ -273,23 +273,26 @@ fn train_epoch(
         let b = batch.len();
         let labels = batch.labels;
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [b]), device);
         let (logits, loss) = if criterion.needs_features() {
             let features = net.features(x);
-            let logits = net.head.forward(features.clone());
-            let loss = criterion.forward_features(features, net.head.class_directions(), &labels);
-            (logits, loss)
+            let directions = net.head.class_directions();
+            let logits = net.head.logits_with(features.clone(), directions.clone());
+            (logits, criterion.forward_features(features, directions, &labels))
         } else {
             let logits = net.forward(x);
             let loss = criterion.forward(logits.clone(), &labels, epoch);
             (logits, loss)
         };
-        let loss_value: f32 = loss.clone().detach().into_scalar();
+        // One device→host read per step: the loss and the number of correct predictions.
+        let correct = logits.detach().argmax(1).reshape([b]).equal(y).int().sum().float();
+        let stats: Vec<f32> = Tensor::cat(vec![loss.clone().detach().reshape([1]), correct], 0).into_data().try_to_vec().expect("f32 stats");
+        let loss_value = stats[0];
         if !loss_value.is_finite() {
             progress.finish();
             return Err(RblError::Diverged { epoch: epoch + 1, step: steps, loss: loss_value });
         }
-        let host_logits = logits.detach().into_data().try_to_vec::<f32>().expect("f32 logits");
-        hits += argmax_rows(&host_logits, classes).iter().zip(&labels).filter(|(p, y)| **p as i64 == **y).count();
+        hits += stats[1] as usize;
         let grads = GradientsParams::from_grads(loss.backward(), &net);
         net = optim.step(lr, net, grads);
         loss_sum += loss_value as f64 * b as f64;

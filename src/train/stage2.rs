@@ -25,6 +25,8 @@ use crate::data::ImageSet;
 use crate::data::loader::epoch_seed;
 use crate::data::sampler::Sampler;
 use crate::error::{RblError, Result};
+use crate::head::host_linalg::Mat;
+use crate::loss::cross_entropy::mean_cross_entropy;
 use crate::loss::{Criterion, LossConfig};
 use crate::network::Network;
 use crate::report::EvalSummary;
@@ -92,7 +94,7 @@ pub fn run_stage2(dir: &Path, method: Stage2, opts: &Stage2Options) -> Result<St
     let ctx = context_for(&cfg, device.clone())?;
     let net = apply_weights(Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &device)?, &ckpt)?.valid();
     let before = weights_digest(&net);
-    let counts = ctx.data.train_counts.clone();
+    let counts = ctx.train_counts.clone();
     let c = counts.len();
 
     // Frozen network outputs, once: features for cRT, logits for LWS / MARC.
@@ -111,11 +113,7 @@ pub fn run_stage2(dir: &Path, method: Stage2, opts: &Stage2Options) -> Result<St
         Stage2::Marc => (Sampler::Instance, LossConfig { name: "balanced_softmax".into(), ..Default::default() }),
     };
     let criterion = Criterion::new(&loss, &counts)?;
-    let w_norm: Vec<f32> = {
-        let w: Vec<f32> = net.head.class_directions().into_data().try_to_vec().expect("f32 directions");
-        let d = w.len() / c;
-        (0..c).map(|j| (0..d).map(|i| w[i * c + j].powi(2)).sum::<f32>().sqrt()).collect()
-    };
+    let w_norm: Vec<f32> = Mat::from_tensor(net.head.class_directions()).column_norms().into_iter().map(|n| n as f32).collect();
     let w_norm_t = |dev: &Device| Tensor::<1>::from_data(TensorData::new(w_norm.clone(), [c]), dev);
 
     // Index-only "image set" so the usual samplers draw the stage-2 batches.
@@ -163,7 +161,7 @@ pub fn run_stage2(dir: &Path, method: Stage2, opts: &Stage2Options) -> Result<St
         }
     };
     let host: Vec<f32> = logits.into_data().try_to_vec().expect("f32 logits");
-    let loss = crate::train::posthoc::host_cross_entropy(&host, &ctx.test.labels, c);
+    let loss = mean_cross_entropy(&host, &ctx.test.labels, c);
     let test = summarize(host, loss, &ctx.test, &counts, cfg.eval.tau, ctx.buckets);
     let after = weights_digest(&net);
     if before != after {
