@@ -82,6 +82,11 @@ pub struct ModelConfig {
     pub cosine: bool,
     /// BatchNorm1d then L2 normalisation of the feature (the "Fixed" paper's dot-regression setup).
     pub feature_bn_l2: bool,
+    /// Seed of the frame's directions (the ETF's U and RBL's base B0); unset: the run's seed.
+    /// Lets an experiment change only where the fixed classifier points (`rbl experiment
+    /// frame-directions`), keeping the backbone's initialisation and the data order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_seed: Option<u64>,
 }
 
 /// Optimiser and learning-rate schedule.
@@ -120,6 +125,13 @@ pub struct EvalConfig {
     pub batch_size: usize,
     /// Neural-collapse metrics of the training features every this many epochs (0 = never).
     pub nc_every: usize,
+    /// At every evaluation, also score the eval-mode network on the un-augmented training set:
+    /// the train accuracy and loss the paper's curves show (the running figures of the
+    /// augmented batches lag the model and see augmented images).
+    pub train_eval: bool,
+    /// After these epochs, draw PCA pictures of the train and test features with the class
+    /// directions into `RUN_DIR/features/` (the paper's feature visualisations).
+    pub feature_epochs: Vec<usize>,
 }
 
 impl Default for ExperimentConfig {
@@ -159,7 +171,7 @@ impl Default for DataConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { backbone: "resnet32".into(), widths: [16, 32, 64], feature_dim: 256, head: "rbl".into(), cosine: false, feature_bn_l2: false }
+        Self { backbone: "resnet32".into(), widths: [16, 32, 64], feature_dim: 256, head: "rbl".into(), cosine: false, feature_bn_l2: false, frame_seed: None }
     }
 }
 
@@ -182,7 +194,7 @@ impl Default for TrainConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { tau: 1.0, batch_size: 256, nc_every: 0 }
+        Self { tau: 1.0, batch_size: 256, nc_every: 0, train_eval: false, feature_epochs: Vec::new() }
     }
 }
 

@@ -40,6 +40,9 @@ enum Command {
         /// Replace an existing run folder.
         #[arg(long)]
         force: bool,
+        /// Device: cpu or gpu (wgpu; needs a build with --features gpu). Same as --set device=….
+        #[arg(long)]
+        device: Option<String>,
         /// Stop after this many epochs in total, as an interruption would (for testing resume).
         #[arg(long, hide = true)]
         stop_after_epoch: Option<usize>,
@@ -114,6 +117,17 @@ enum Command {
         #[arg(long)]
         raw: bool,
     },
+    /// Experiments of the paper that train several runs and compare them.
+    Experiment {
+        #[command(subcommand)]
+        which: Experiment,
+    },
+    /// One self-contained HTML page for a run (config, results, plots, feature pictures,
+    /// epoch log), written to RUN_DIR/report.html.
+    Report {
+        /// Run folder.
+        run: PathBuf,
+    },
     /// Post-hoc correction of a trained model, its τ chosen on the validation split.
     Posthoc {
         /// Checkpoint or run folder (the run needs data.val_per_class > 0).
@@ -128,6 +142,32 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum Experiment {
+    /// Fixed ETFs with two different random directions (A, B) and RBL learning a rotation of A:
+    /// same network, data and seed; train/test accuracy per epoch and feature pictures.
+    FrameDirections {
+        /// Base experiment config (its head is replaced per arm).
+        #[arg(long)]
+        config: PathBuf,
+        /// Override a config key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Experiment folder (default runs/<name>_frame_directions); arms go in A/, B/, rbl/.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Frame seed of arm A (and of RBL's starting frame).
+        #[arg(long, default_value_t = 1)]
+        seed_a: u64,
+        /// Frame seed of arm B.
+        #[arg(long, default_value_t = 2)]
+        seed_b: u64,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
 fn main() {
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
@@ -138,7 +178,10 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { config, overrides, out, resume, force, stop_after_epoch, quiet } => {
+        Command::Train { config, mut overrides, out, resume, force, device, stop_after_epoch, quiet } => {
+            if let Some(d) = device {
+                overrides.push(format!("device={d}"));
+            }
             let (cfg, run_dir, resuming) = match resume {
                 Some(dir) => {
                     let cfg_path = dir.join("config.toml");
@@ -227,6 +270,17 @@ fn run(cli: Cli) -> Result<()> {
                 entries.push(TableEntry { method: cfg.method_label(), column: cfg.column_label(), source: path.display().to_string(), metrics });
             }
             print!("{}", render_table(&entries, TableOptions { adjusted: !raw, shots }));
+        }
+        Command::Experiment { which: Experiment::FrameDirections { config, overrides, out, seed_a, seed_b, quiet } } => {
+            let cfg = ExperimentConfig::load(&config, &overrides)?;
+            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("{}_frame_directions", cfg.name)));
+            let opts = rbl::train::experiment::FrameDirections { seed_a, seed_b, out: out.clone(), quiet };
+            let results = rbl::train::experiment::run_frame_directions(&cfg, &opts)?;
+            print!("{}", rbl::train::experiment::summary_markdown(&cfg, &results));
+            println!("\nwritten: {}, {}", out.join("summary.md").display(), out.join("curves.png").display());
+        }
+        Command::Report { run } => {
+            println!("{}", rbl::report::html::write_report(&run)?.display());
         }
         Command::Posthoc { checkpoint, method, grid } => {
             let dir = resolve_checkpoint(&checkpoint)?;

@@ -26,7 +26,7 @@ impl Network {
     pub fn from_config(cfg: &ExperimentConfig, in_channels: usize, classes: usize, device: &Device) -> Result<Network> {
         let kind = HeadKind::parse(&cfg.model.head).ok_or_else(|| RblError::Model(format!("unknown head '{}'", cfg.model.head)))?;
         let backbone_cfg = ResNetCifarConfig::new(in_channels, cfg.model.widths).with_feature_dim(cfg.model.feature_dim);
-        let head = Head::new(kind, backbone_cfg.output_dim(), classes, cfg.seed, cfg.device == "cpu", device)?.with_cosine(cfg.model.cosine);
+        let head = Head::new(kind, backbone_cfg.output_dim(), classes, cfg.model.frame_seed.unwrap_or(cfg.seed), cfg.device == "cpu", device)?.with_cosine(cfg.model.cosine);
         let feature_norm = cfg.model.feature_bn_l2.then(|| BatchNormConfig::new(backbone_cfg.output_dim()).init(device));
         Ok(Network { backbone: backbone_cfg.init(device), feature_norm, head })
     }
@@ -43,5 +43,42 @@ impl Network {
             Some(bn) => l2_normalize(bn.forward(f), 1),
             None => f,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Tolerance;
+    use crate::head::host_linalg::Mat;
+
+    /// A small network and its features of a fixed input, computed at once: burn initialises
+    /// parameters lazily from the seeded global generator, on first use.
+    fn build(head: &str, frame_seed: Option<u64>) -> (Network, Tensor<2>) {
+        let mut cfg = ExperimentConfig::default();
+        cfg.model.head = head.into();
+        cfg.model.widths = [4, 4, 8];
+        cfg.model.feature_dim = 16;
+        cfg.model.frame_seed = frame_seed;
+        let device = Device::flex();
+        device.seed(cfg.seed);
+        let net = Network::from_config(&cfg, 1, 10, &device).unwrap();
+        let features = net.features(Tensor::<4>::ones([2, 1, 8, 8], &device));
+        (net, features)
+    }
+
+    #[test]
+    fn frame_seed_moves_the_frame_and_nothing_else() {
+        let ((a, fa), (b, fb)) = (build("etf", Some(1)), build("etf", Some(2)));
+        // Same backbone initialisation: identical features.
+        fa.into_data().assert_approx_eq::<f32>(&fb.into_data(), Tolerance::absolute(0.0));
+        let (da, db) = (Mat::from_tensor(a.head.class_directions()), Mat::from_tensor(b.head.class_directions()));
+        assert!(da.add_scaled(&db, -1.0).frobenius() > 0.5, "different frame seeds give different directions");
+        // Same Gram matrix: both are simplex ETFs, only pointing elsewhere.
+        let (ga, gb) = (da.t().matmul(&da), db.t().matmul(&db));
+        assert!(ga.add_scaled(&gb, -1.0).frobenius() < 1e-5);
+        // Unset, the frame follows the run's seed (0 here).
+        let default = Mat::from_tensor(build("etf", None).0.head.class_directions());
+        assert_eq!(default, Mat::from_tensor(build("etf", Some(0)).0.head.class_directions()));
     }
 }

@@ -3,6 +3,7 @@
 pub mod accuracy;
 pub mod logit_adjust;
 pub mod neural_collapse;
+pub mod pca;
 
 pub use accuracy::{ClassificationReport, ShotBuckets};
 pub use logit_adjust::{adjust_logits, log_prior};

@@ -2,6 +2,8 @@
 //! never leaves a half-written file.
 
 pub mod atomic;
+pub mod feature_plot;
+pub mod html;
 pub mod plots;
 pub mod records;
 pub mod table;

@@ -20,6 +20,35 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Draw points instead of a line.
     pub scatter: bool,
+    /// Palette index of the colour (default: the series' position in the panel), so a class
+    /// keeps one colour across its points and its classifier direction.
+    pub color: Option<usize>,
+    /// Point radius in pixels for scatter series (0: the default, 4).
+    pub radius: u32,
+}
+
+impl Series {
+    /// A line through `points`.
+    pub fn line(label: impl Into<String>, points: Vec<(f64, f64)>) -> Series {
+        Series { label: label.into(), points, scatter: false, color: None, radius: 0 }
+    }
+
+    /// A point set; an empty label keeps it out of the legend.
+    pub fn scatter(label: impl Into<String>, points: Vec<(f64, f64)>) -> Series {
+        Series { scatter: true, ..Series::line(label, points) }
+    }
+
+    /// The same series in palette colour `index`.
+    pub fn with_color(mut self, index: usize) -> Series {
+        self.color = Some(index);
+        self
+    }
+
+    /// The same series with points of `radius` pixels.
+    pub fn with_radius(mut self, radius: u32) -> Series {
+        self.radius = radius;
+        self
+    }
 }
 
 /// One chart of a figure.
@@ -103,6 +132,10 @@ fn bounds(panel: &Panel) -> ((f64, f64), (f64, f64)) {
     if x1 <= x0 {
         x1 = x0 + 1.0;
     }
+    if !panel.log_x && panel.series.iter().any(|s| s.scatter) {
+        let pad_x = (x1 - x0) * 0.05;
+        (x0, x1) = (x0 - pad_x, x1 + pad_x);
+    }
     ((x0, x1), (y0 - pad, y1 + pad))
 }
 
@@ -117,12 +150,12 @@ where
         let mut chart = builder.build_cartesian_2d((x0.max(1e-9)..x1 * 1.1).log_scale(), y0..y1)?;
         chart.configure_mesh().x_desc(panel.x_label.as_str()).y_desc(panel.y_label.as_str()).label_style(("sans-serif", 12)).draw()?;
         draw_series(&mut chart, panel)?;
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 12)).draw()?;
+        chart.configure_series_labels().background_style(WHITE.mix(0.6)).border_style(BLACK).label_font(("sans-serif", 12)).draw()?;
     } else {
         let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1)?;
         chart.configure_mesh().x_desc(panel.x_label.as_str()).y_desc(panel.y_label.as_str()).label_style(("sans-serif", 12)).draw()?;
         draw_series(&mut chart, panel)?;
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 12)).draw()?;
+        chart.configure_series_labels().background_style(WHITE.mix(0.6)).border_style(BLACK).label_font(("sans-serif", 12)).draw()?;
     }
     Ok(())
 }
@@ -133,25 +166,31 @@ where
     DB::ErrorType: 'static,
 {
     for (i, s) in panel.series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = Palette99::pick(s.color.unwrap_or(i)).to_rgba();
         let pts: Vec<(f64, f64)> = s.points.iter().cloned().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
-        if s.scatter {
-            chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?
-                .label(s.label.as_str())
-                .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
+        if pts.is_empty() {
+            continue;
+        }
+        let radius = if s.radius == 0 { 4 } else { s.radius as i32 };
+        let drawn = if s.scatter {
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, radius, color.filled())))?
         } else {
-            chart
-                .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
-                .label(s.label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart.draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+        };
+        if s.label.is_empty() {
+            continue;
+        }
+        if s.scatter {
+            drawn.label(s.label.as_str()).legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
+        } else {
+            drawn.label(s.label.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         }
     }
     Ok(())
 }
 
 fn line(label: &str, log: &[EpochRecord], f: impl Fn(&EpochRecord) -> Option<f64>) -> Series {
-    Series { label: label.into(), points: log.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect(), scatter: false }
+    Series::line(label, log.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect())
 }
 
 fn panel(title: &str, y: &str, series: Vec<Series>) -> Panel {
@@ -165,11 +204,16 @@ pub fn plot_run(log: &[EpochRecord], metrics: Option<&FinalMetrics>, out: &Path)
     let mut files = Vec::new();
     let curves = vec![
         panel("accuracy", "top-1 %", vec![
-            line("train", log, |r| Some(r.train_acc)),
+            line("train (augmented batches)", log, |r| Some(r.train_acc)),
+            line("train (eval mode)", log, |r| r.train_eval_acc),
             line("test", log, |r| r.test_acc),
             line("test, adjusted", log, |r| r.test_acc_adjusted),
         ]),
-        panel("cross-entropy", "loss", vec![line("train", log, |r| Some(r.train_loss)), line("test", log, |r| r.test_loss)]),
+        panel("cross-entropy", "loss", vec![
+            line("train (augmented batches)", log, |r| Some(r.train_loss)),
+            line("train (eval mode)", log, |r| r.train_eval_loss),
+            line("test", log, |r| r.test_loss),
+        ]),
     ];
     files.extend(draw_figure(&out.join("curves"), &curves, 2)?);
     if log.iter().any(|r| r.neural_collapse.is_some()) {
@@ -197,8 +241,8 @@ pub fn plot_run(log: &[EpochRecord], metrics: Option<&FinalMetrics>, out: &Path)
             y_label: "test top-1 %".into(),
             log_x: true,
             series: vec![
-                Series { label: "raw".into(), points: points(false), scatter: true },
-                Series { label: format!("adjusted (τ = {})", m.test.tau), points: points(true), scatter: true },
+                Series::scatter("raw", points(false)),
+                Series::scatter(format!("adjusted (τ = {})", m.test.tau), points(true)),
             ],
         };
         files.extend(draw_figure(&out.join("per_class"), &[p], 1)?);
@@ -207,16 +251,25 @@ pub fn plot_run(log: &[EpochRecord], metrics: Option<&FinalMetrics>, out: &Path)
 }
 
 /// Overlays runs (e.g. Fixed vs RBL) in the layout of the paper's Figures 3 and 4: train and
-/// test accuracy, train and test cross-entropy, one line per run.
+/// test accuracy, train and test cross-entropy, and the train − test gap, one line per run.
 pub fn plot_comparison(runs: &[(String, Vec<EpochRecord>)], stem: &Path) -> Result<[PathBuf; 2]> {
     let per = |f: fn(&EpochRecord) -> Option<f64>| runs.iter().map(|(name, log)| line(name, log, f)).collect::<Vec<_>>();
+    // The eval-mode figures on un-augmented images when every run logged them (eval.train_eval).
+    let eval_mode = runs.iter().all(|(_, log)| log.iter().all(|r| r.train_eval_acc.is_some()));
+    let (train_acc, train_loss, how): (fn(&EpochRecord) -> Option<f64>, fn(&EpochRecord) -> Option<f64>, &str) = if eval_mode {
+        (|r| r.train_eval_acc, |r| r.train_eval_loss, "eval mode")
+    } else {
+        (|r| Some(r.train_acc), |r| Some(r.train_loss), "augmented batches")
+    };
     let panels = vec![
-        panel("train accuracy", "top-1 %", per(|r| Some(r.train_acc))),
+        panel(&format!("train accuracy ({how})"), "top-1 %", per(train_acc)),
+        panel("test accuracy (raw)", "top-1 %", per(|r| r.test_acc)),
         panel("test accuracy (adjusted)", "top-1 %", per(|r| r.test_acc_adjusted)),
-        panel("train cross-entropy", "loss", per(|r| Some(r.train_loss))),
+        panel(&format!("train cross-entropy ({how})"), "loss", per(train_loss)),
         panel("test cross-entropy", "loss", per(|r| r.test_loss)),
+        panel("generalisation gap: train − test top-1 (raw)", "points", runs.iter().map(|(name, log)| line(name, log, |r| Some(train_acc(r)? - r.test_acc?))).collect()),
     ];
-    draw_figure(stem, &panels, 2)
+    draw_figure(stem, &panels, 3)
 }
 
 /// Reads a run folder's `epochs.jsonl`.
@@ -244,6 +297,8 @@ mod tests {
             test_acc_adjusted: Some(acc - 5.0),
             test_shots: None,
             test_shots_adjusted: None,
+            train_eval_loss: None,
+            train_eval_acc: None,
             val_acc_adjusted: None,
             seconds: 1.0,
             loader_wait_seconds: 0.0,
@@ -261,10 +316,11 @@ mod tests {
         let [png, svg] = plot_comparison(&[("Fixed".into(), a.clone()), ("RBL".into(), b)], &dir.path().join("cmp")).unwrap();
         assert!(std::fs::metadata(&png).unwrap().len() > 1000);
         let text = std::fs::read_to_string(&svg).unwrap();
-        // Series are drawn 2 px wide (the grid 1 px): 4 panels × 2 runs, plus a legend mark each.
+        // Series are drawn 2 px wide (the grid 1 px): 6 panels × 2 runs, plus a legend mark each.
         let series_lines = |t: &str| t.split("<polyline").skip(1).filter(|tag| tag.split('>').next().unwrap_or("").contains("stroke-width=\"2\"")).count();
-        assert_eq!(series_lines(&text), 8 + 8, "lines and legend marks");
-        assert!(text.contains("Fixed") && text.contains("RBL") && text.contains("test cross-entropy"));
+        assert_eq!(series_lines(&text), 12 + 12, "lines and legend marks");
+        assert!(text.contains("Fixed") && text.contains("RBL") && text.contains("test cross-entropy") && text.contains("generalisation gap"));
+        assert!(text.contains("train accuracy (augmented batches)"), "no eval-mode train accuracy logged: the batch figures, said so");
         let files = plot_run(&a, None, &dir.path().join("run")).unwrap();
         assert_eq!(files.len(), 2, "curves only: no NC logged, no metrics");
         let text = std::fs::read_to_string(dir.path().join("run/curves.svg")).unwrap();

@@ -41,6 +41,12 @@ pub struct EpochRecord {
     pub test_shots: Option<[Option<f64>; 3]>,
     /// Many / medium / few test accuracy (%) after logit adjustment.
     pub test_shots_adjusted: Option<[Option<f64>; 3]>,
+    /// Eval-mode cross-entropy on the un-augmented training set (`eval.train_eval`).
+    #[serde(default)]
+    pub train_eval_loss: Option<f64>,
+    /// Eval-mode top-1 (%) of the raw logits on the un-augmented training set (`eval.train_eval`).
+    #[serde(default)]
+    pub train_eval_acc: Option<f64>,
     /// Validation top-1 (%) after logit adjustment, when a validation split exists.
     pub val_acc_adjusted: Option<f64>,
     /// Wall-clock seconds of the epoch (training and evaluation).

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod device;
 pub mod evaluate;
+pub mod experiment;
 pub mod interrupt;
 pub mod optimizer;
 pub mod posthoc;

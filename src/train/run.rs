@@ -22,7 +22,9 @@ use crate::train::checkpoint::{CheckpointState, apply_weights, latest_checkpoint
 use crate::train::device::device_from_name;
 use crate::head::host_linalg::Mat;
 use crate::metrics::neural_collapse::{NeuralCollapse, neural_collapse};
-use crate::train::evaluate::{Evaluator, forward_all};
+use crate::metrics::accuracy::argmax_rows;
+use crate::report::feature_plot::{LabelledFeatures, plot_features};
+use crate::train::evaluate::{Evaluator, ForwardPass, forward_all};
 use crate::train::interrupt;
 use crate::train::optimizer::build_optimizer;
 use crate::train::progress::Progress;
@@ -166,7 +168,20 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
         }
         let ortho = net.head.rotation().map(|r| r.orthogonality_error());
         let nc_now = cfg.eval.nc_every > 0 && ((epoch + 1) % cfg.eval.nc_every == 0 || is_last);
-        let neural_collapse = nc_now.then(|| collapse_metrics(&eval_net, &ctx));
+        let picture_now = cfg.eval.feature_epochs.contains(&(epoch + 1));
+        // One pass over the un-augmented training set serves all three uses.
+        let train_pass = (nc_now || picture_now || (eval_now && cfg.eval.train_eval))
+            .then(|| forward_all(&eval_net, &ctx.train, &ctx.eval_aug, cfg.eval.batch_size, &ctx.device, nc_now || picture_now));
+        let neural_collapse = train_pass.as_ref().filter(|_| nc_now).map(|pass| collapse_metrics(&eval_net, &ctx, pass));
+        let train_eval = train_pass.as_ref().filter(|_| eval_now && cfg.eval.train_eval).map(|pass| {
+            let labels: Vec<usize> = ctx.train.labels.iter().map(|&l| l as usize).collect();
+            let predicted = argmax_rows(&pass.logits, ctx.train.num_classes);
+            let hits = predicted.iter().zip(&labels).filter(|(p, y)| p == y).count();
+            (pass.loss, 100.0 * hits as f64 / labels.len().max(1) as f64)
+        });
+        if let Some(pass) = train_pass.as_ref().filter(|_| picture_now) {
+            feature_picture(&eval_net, &ctx, pass, run_dir, epoch + 1)?;
+        }
         let seconds = t0.elapsed().as_secs_f64();
         wall_seconds += seconds;
         let shots = |r: &crate::metrics::ClassificationReport| [r.many, r.medium, r.few];
@@ -180,6 +195,8 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
             test_acc_adjusted: test.as_ref().map(|t| t.adjusted.top1),
             test_shots: test.as_ref().map(|t| shots(&t.raw)),
             test_shots_adjusted: test.as_ref().map(|t| shots(&t.adjusted)),
+            train_eval_loss: train_eval.map(|t| t.0),
+            train_eval_acc: train_eval.map(|t| t.1),
             val_acc_adjusted: val.as_ref().map(|v| v.adjusted.top1),
             seconds,
             loader_wait_seconds: stats.loader_wait,
@@ -223,12 +240,30 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
     Ok(Some(serde_json::from_str(&text).map_err(|e| RblError::format(&p, e.to_string()))?))
 }
 
-/// Neural-collapse metrics of the eval-mode network on the un-augmented training set.
-fn collapse_metrics(net: &Network, ctx: &Context) -> NeuralCollapse {
-    let pass = forward_all(net, &ctx.train, &ctx.eval_aug, ctx.cfg.eval.batch_size, &ctx.device, true);
+/// Neural-collapse metrics of the eval-mode network from its pass over the un-augmented
+/// training set.
+fn collapse_metrics(net: &Network, ctx: &Context, pass: &ForwardPass) -> NeuralCollapse {
     let directions = Mat::from_tensor(net.head.class_directions());
     let labels: Vec<usize> = ctx.train.labels.iter().map(|&l| l as usize).collect();
     neural_collapse(&pass.features, &labels, &directions, &pass.logits)
+}
+
+/// PCA pictures of the training features (from `train_pass`) and the test features after
+/// `epoch`, into `RUN_DIR/features/epoch_NNN.{png,svg}`.
+fn feature_picture(net: &Network, ctx: &Context, train_pass: &ForwardPass, run_dir: &Path, epoch: usize) -> Result<()> {
+    let test_pass = forward_all(net, &ctx.test, &ctx.eval_aug, ctx.cfg.eval.batch_size, &ctx.device, true);
+    let directions = Mat::from_tensor(net.head.class_directions());
+    let train_labels: Vec<usize> = ctx.train.labels.iter().map(|&l| l as usize).collect();
+    let test_labels: Vec<usize> = ctx.test.labels.iter().map(|&l| l as usize).collect();
+    let dir = run_dir.join("features");
+    std::fs::create_dir_all(&dir).map_err(|e| RblError::io(&dir, e))?;
+    let sets = [
+        LabelledFeatures { name: "train", features: &train_pass.features, labels: &train_labels },
+        LabelledFeatures { name: "test", features: &test_pass.features, labels: &test_labels },
+    ];
+    let caption = format!("{}, epoch {epoch}", ctx.cfg.name);
+    plot_features(&dir.join(format!("epoch_{epoch:03}")), &caption, &sets, &directions)?;
+    Ok(())
 }
 
 /// Figures of one training epoch.
