@@ -113,6 +113,10 @@ pub struct TrainConfig {
     pub drop_last: bool,
     /// Evaluate on the test set every this many epochs (and always at the last).
     pub eval_every: usize,
+    /// Also checkpoint every this many steps inside an epoch (0: at epoch ends only; Ctrl-C
+    /// always saves). Long epochs then lose at most this many steps to a crash; a resumed run
+    /// still ends bitwise equal to an uninterrupted one.
+    pub checkpoint_every_steps: usize,
 }
 
 /// Evaluation options.
@@ -188,6 +192,7 @@ impl Default for TrainConfig {
             warmup_start_factor: 0.5,
             drop_last: true,
             eval_every: 1,
+            checkpoint_every_steps: 0,
         }
     }
 }

@@ -67,12 +67,12 @@ pub enum RblError {
         msg: String,
     },
     /// The user interrupted the run (Ctrl-C / SIGTERM) during an epoch.
-    #[error("interrupted during epoch {epoch}; checkpoints up to epoch {kept} are kept: continue with rbl train --resume {run_dir}")]
+    #[error("interrupted during epoch {epoch}; saved {kept}: continue with rbl train --resume {run_dir}")]
     Interrupted {
         /// 1-based epoch that was cut short.
         epoch: usize,
-        /// Epochs saved in the latest checkpoint.
-        kept: usize,
+        /// What the latest checkpoint holds, e.g. "epoch 1 and 37 steps of epoch 2".
+        kept: String,
         /// The run folder.
         run_dir: String,
     },

@@ -46,6 +46,10 @@ enum Command {
         /// Stop after this many epochs in total, as an interruption would (for testing resume).
         #[arg(long, hide = true)]
         stop_after_epoch: Option<usize>,
+        /// Abort the process after this many training steps, as SIGKILL would (for testing
+        /// crash safety).
+        #[arg(long, hide = true)]
+        crash_after_step: Option<usize>,
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
@@ -178,7 +182,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { config, mut overrides, out, resume, force, device, stop_after_epoch, quiet } => {
+        Command::Train { config, mut overrides, out, resume, force, device, stop_after_epoch, crash_after_step, quiet } => {
             if let Some(d) = device {
                 overrides.push(format!("device={d}"));
             }
@@ -203,7 +207,7 @@ fn run(cli: Cli) -> Result<()> {
                     (cfg, dir, false)
                 }
             };
-            let opts = RunOptions { run_dir: run_dir.clone(), resume: resuming, stop_after_epoch, quiet };
+            let opts = RunOptions { run_dir: run_dir.clone(), resume: resuming, stop_after_epoch, quiet, crash_after_steps: crash_after_step };
             match train_run(cfg, &opts)? {
                 Some(m) => {
                     println!(
@@ -261,7 +265,7 @@ fn run(cli: Cli) -> Result<()> {
                 let metrics_path = run_dir.join("metrics.json");
                 if train && !metrics_path.is_file() {
                     let resume = run_dir.join("config.toml").is_file();
-                    train_run(cfg.clone(), &RunOptions { run_dir: run_dir.clone(), resume, stop_after_epoch: None, quiet: false })?;
+                    train_run(cfg.clone(), &RunOptions { run_dir: run_dir.clone(), resume, stop_after_epoch: None, quiet: false, crash_after_steps: None })?;
                 }
                 let metrics = match std::fs::read_to_string(&metrics_path) {
                     Ok(text) => Some(serde_json::from_str(&text).with_context(|| format!("{}", metrics_path.display()))?),

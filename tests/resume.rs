@@ -102,3 +102,59 @@ fn sigint_stops_cleanly_and_the_run_resumes_to_the_same_result() {
     };
     assert_eq!(digest(&run), digest(&straight), "resumed after Ctrl-C, different weights");
 }
+
+/// Training steps per epoch of `tiny_config` at batch 4: 159 images (40, 30, 23, … 4 per class), drop_last.
+const STEPS_PER_EPOCH: usize = 39;
+
+#[test]
+fn crashes_mid_epoch_resume_to_the_same_weights() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let text = tiny_config("rbl", 2).replace("batch_size = 16", "batch_size = 4\ncheckpoint_every_steps = 5");
+    let cfg = write(dir.path(), "c.toml", &text);
+    let c = cfg.to_str().unwrap();
+    let straight = dir.path().join("straight");
+    let a = rbl(&["train", "--config", c, "--out", straight.to_str().unwrap(), "-q"]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert_eq!(std::fs::read_to_string(straight.join("latest")).unwrap(), "checkpoint-000002");
+
+    // Crash (abort, as a kill would: no cleanup) 13 steps into epoch 1: the step-10 checkpoint survives.
+    let run = dir.path().join("run");
+    let r = run.to_str().unwrap();
+    let crashed = rbl(&["train", "--config", c, "--out", r, "-q", "--crash-after-step", "13"]);
+    assert!(!crashed.status.success());
+    assert_eq!(std::fs::read_to_string(run.join("latest")).unwrap(), "checkpoint-000000-step-000010");
+    // Resume, and crash again 9 steps into epoch 2 (30 steps finish epoch 1 first).
+    let crashed = rbl(&["train", "--resume", r, "-q", "--crash-after-step", &(STEPS_PER_EPOCH - 10 + 9).to_string()]);
+    assert!(!crashed.status.success());
+    assert_eq!(std::fs::read_to_string(run.join("latest")).unwrap(), "checkpoint-000001-step-000005");
+    let resumed = rbl(&["train", "--resume", r]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(stderr(&resumed).contains("resuming") && stderr(&resumed).contains("epoch 1 and 5 steps of epoch 2"), "{}", stderr(&resumed));
+
+    let digest = |d: &std::path::Path| {
+        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("checkpoint-000002/state.json")).unwrap()).unwrap();
+        s["weights_crc32"].as_u64().unwrap()
+    };
+    assert_eq!(digest(&run), digest(&straight), "final weights differ after two crashes");
+    let metrics = |d: &std::path::Path| {
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("metrics.json")).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("wall_seconds");
+        v
+    };
+    assert_eq!(metrics(&run), metrics(&straight));
+    // The epoch log too, running train loss and accuracy included (carried across the crash).
+    let strip = |d: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(d.join("epochs.jsonl")).unwrap().lines().map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            for k in ["seconds", "loader_wait_seconds", "train_images_per_second"] {
+                v.as_object_mut().unwrap().remove(k);
+            }
+            v
+        }).collect()
+    };
+    assert_eq!(strip(&run), strip(&straight));
+    // Only the final checkpoint is left, no temporary folders.
+    let names: Vec<String> = std::fs::read_dir(&run).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains("checkpoint")).collect();
+    assert_eq!(names, ["checkpoint-000002"]);
+}

@@ -45,6 +45,9 @@ pub struct LoaderPlan {
     pub drop_last: bool,
     /// Which images the pass visits (with a seed; without one, every image in set order).
     pub sampler: Sampler,
+    /// Batches to produce but not deliver at the start (resuming mid-epoch): they are still
+    /// augmented, so the random stream and every later batch are the same as without a skip.
+    pub skip: usize,
 }
 
 /// The seed of epoch `epoch` of a run seeded `seed`: every epoch's order and augmentation
@@ -66,6 +69,7 @@ impl Loader {
     /// Starts producing the batches of one pass over `set`.
     pub fn start(set: Arc<ImageSet>, aug: Arc<Augmenter>, plan: LoaderPlan) -> Loader {
         let batches = batch_count(set.len(), plan.batch_size, plan.drop_last);
+        let plan_skip = plan.skip.min(batches);
         let (tx, rx) = sync_channel(2);
         let handle = std::thread::spawn(move || {
             let mut rng = plan.seed.map(ChaCha8Rng::seed_from_u64);
@@ -82,12 +86,15 @@ impl Loader {
                     aug.apply(set.image(i), c, h, w, rng.as_mut(), &mut images[k * n..(k + 1) * n]);
                 }
                 let labels = idx.iter().map(|&i| set.labels[i] as i64).collect();
+                if b < plan.skip {
+                    continue;
+                }
                 if tx.send(HostBatch { images, labels }).is_err() {
                     return;
                 }
             }
         });
-        Loader { rx, handle: Some(handle), waited: Duration::ZERO, batches }
+        Loader { rx, handle: Some(handle), waited: Duration::ZERO, batches: batches.saturating_sub(plan_skip) }
     }
 
     /// Number of batches this pass yields.
@@ -143,7 +150,7 @@ mod tests {
         let set = Arc::new(ImageSet { pixels: (0..10u8).collect(), labels: (0..10).collect(), num_classes: 10, channels: 1, height: 1, width: 1 });
         let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false });
         let run = |seed, drop_last| {
-            let plan = LoaderPlan { batch_size: 4, seed, drop_last, sampler: Sampler::Instance };
+            let plan = LoaderPlan { batch_size: 4, seed, drop_last, sampler: Sampler::Instance, skip: 0 };
             Loader::start(set.clone(), aug.clone(), plan).flat_map(|b| b.labels).collect::<Vec<_>>()
         };
         assert_eq!(run(None, false), (0..10).collect::<Vec<i64>>());
@@ -156,5 +163,25 @@ mod tests {
         assert_eq!(run(Some(5), true).len(), 8);
         assert_eq!(batch_count(10, 4, true), 2);
         assert_eq!(batch_count(10, 4, false), 3);
+    }
+
+    #[test]
+    fn skipping_batches_leaves_the_rest_unchanged() {
+        // Augmentation draws from the same stream as the order: a skip must still draw for the
+        // skipped batches, or every later crop and flip would change on resume.
+        let set = Arc::new(ImageSet { pixels: (0..10 * 16).map(|i| (i * 7 % 251) as u8).collect(), labels: (0..10).collect(), num_classes: 10, channels: 1, height: 4, width: 4 });
+        let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0], crop_padding: 1, flip: true });
+        let run = |skip| {
+            let plan = LoaderPlan { batch_size: 3, seed: Some(9), drop_last: false, sampler: Sampler::Instance, skip };
+            let loader = Loader::start(set.clone(), aug.clone(), plan);
+            let len = loader.len();
+            let batches: Vec<(Vec<f32>, Vec<i64>)> = loader.map(|b| (b.images, b.labels)).collect();
+            assert_eq!(batches.len(), len);
+            batches
+        };
+        let all = run(0);
+        assert_eq!(all.len(), 4);
+        assert_eq!(run(2), all[2..].to_vec());
+        assert!(run(9).is_empty());
     }
 }

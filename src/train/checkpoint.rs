@@ -37,6 +37,38 @@ pub struct CheckpointState {
     /// so two identical models give different files): equal digests mean bitwise-equal weights.
     #[serde(default)]
     pub weights_crc32: u32,
+    /// Progress into epoch `epoch + 1` when the checkpoint was taken mid-epoch (every
+    /// `train.checkpoint_every_steps` steps, or on Ctrl-C); resuming skips those batches.
+    #[serde(default)]
+    pub partial: Option<PartialEpoch>,
+}
+
+/// How far a checkpoint got into an unfinished epoch, with the running figures that epoch's
+/// log line is made of, so a resumed epoch reports what the uninterrupted one would.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// Steps (batches) done.
+    pub steps: usize,
+    /// Sum of batch loss × batch size.
+    pub loss_sum: f64,
+    /// Correct predictions.
+    pub hits: usize,
+    /// Images seen.
+    pub images: usize,
+    /// Training seconds so far.
+    pub train_seconds: f64,
+    /// Seconds spent waiting for the loader so far.
+    pub loader_wait: f64,
+}
+
+impl CheckpointState {
+    /// What the checkpoint holds, in words, for messages.
+    pub fn describe(&self) -> String {
+        match &self.partial {
+            Some(p) => format!("epoch {} and {} steps of epoch {}", self.epoch, p.steps, self.epoch + 1),
+            None => format!("epoch {}", self.epoch),
+        }
+    }
 }
 
 /// CRC-32 over the values of every float parameter and running statistic, in module order.
@@ -71,11 +103,19 @@ const LATEST: &str = "latest";
 /// Writes a checkpoint of `net` and `optim` after `state.epoch` epochs into `run_dir`, then
 /// points `latest` at it and removes older checkpoints.
 pub fn save_checkpoint(run_dir: &Path, net: &Network, optim: &ModuleOptimizer, mut state: CheckpointState) -> Result<PathBuf> {
-    let name = format!("checkpoint-{:06}", state.epoch);
+    let name = match &state.partial {
+        Some(p) => format!("checkpoint-{:06}-step-{:06}", state.epoch, p.steps),
+        None => format!("checkpoint-{:06}", state.epoch),
+    };
     let final_dir = run_dir.join(&name);
     let tmp_dir = run_dir.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp_dir);
     std::fs::create_dir_all(&tmp_dir).map_err(|e| RblError::io(&tmp_dir, e))?;
+    // burn keeps BatchNorm's latest running-statistics update pending (per thread) until the
+    // next forward or `valid()` reads it, and records and visitors see the value before it: a
+    // mid-epoch checkpoint would lose one update. `valid()` folds it into the shared state (the
+    // same fold the next training step would do, so training is unchanged).
+    let _ = net.valid();
     let model = net.clone().into_record().into_bytes().map_err(|e| RblError::Checkpoint { path: tmp_dir.clone(), msg: e.to_string() })?;
     let opt = optim.into_bytes().map_err(|e| RblError::Checkpoint { path: tmp_dir.clone(), msg: e.to_string() })?;
     state.model_crc32 = crc32fast::hash(&model);
@@ -167,7 +207,7 @@ mod tests {
         // Perturb A so the rotation is not the identity and the weights differ from a fresh init.
         let x = Tensor::<4>::random([3, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
         let optim = crate::train::optimizer::build_optimizer(&cfg.train);
-        let state = CheckpointState { epoch: 4, config_toml: cfg.to_toml_string(), history: vec![], wall_seconds: 1.5, model_crc32: 0, optimizer_crc32: 0, weights_crc32: 0 };
+        let state = CheckpointState { epoch: 4, config_toml: cfg.to_toml_string(), history: vec![], wall_seconds: 1.5, model_crc32: 0, optimizer_crc32: 0, weights_crc32: 0, partial: None };
         let saved = save_checkpoint(dir.path(), &net, &optim, state).unwrap();
         assert_eq!(latest_checkpoint(dir.path()).unwrap(), Some(saved.clone()));
 
@@ -190,7 +230,7 @@ mod tests {
         let cfg = small_config();
         let net = Network::from_config(&cfg, 1, 10, &device).unwrap();
         let optim = crate::train::optimizer::build_optimizer(&cfg.train);
-        let state = CheckpointState { epoch: 1, config_toml: cfg.to_toml_string(), history: vec![], wall_seconds: 0.0, model_crc32: 0, optimizer_crc32: 0, weights_crc32: 0 };
+        let state = CheckpointState { epoch: 1, config_toml: cfg.to_toml_string(), history: vec![], wall_seconds: 0.0, model_crc32: 0, optimizer_crc32: 0, weights_crc32: 0, partial: None };
         let saved = save_checkpoint(dir.path(), &net, &optim, state).unwrap();
         // Weights of another architecture do not fit.
         let mut other = cfg.clone();

@@ -104,7 +104,7 @@ pub fn run_frame_directions(base: &ExperimentConfig, opts: &FrameDirections) -> 
             if !opts.quiet {
                 eprintln!("frame-directions: arm {arm} (head {}, frame seed {})", cfg.model.head, cfg.model.frame_seed.unwrap_or(cfg.seed));
             }
-            train_run(cfg.clone(), &RunOptions { run_dir: run_dir.clone(), resume, stop_after_epoch: None, quiet: opts.quiet })?;
+            train_run(cfg.clone(), &RunOptions { run_dir: run_dir.clone(), resume, stop_after_epoch: None, quiet: opts.quiet, crash_after_steps: None })?;
         }
         let log = read_log(&run_dir)?;
         let text = std::fs::read_to_string(&metrics_path).map_err(|e| RblError::io(&metrics_path, e))?;

@@ -11,5 +11,6 @@ pub mod progress;
 pub mod run;
 pub mod schedule;
 pub mod stage2;
+pub mod step;
 
 pub use run::{RunOptions, train_run};

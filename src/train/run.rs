@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::ExperimentConfig;
 use crate::data::ImageSet;
@@ -18,7 +17,7 @@ use crate::loss::Criterion;
 use crate::metrics::ShotBuckets;
 use crate::network::Network;
 use crate::report::{EpochRecord, EvalSummary, FinalMetrics, write_atomic};
-use crate::train::checkpoint::{CheckpointState, apply_weights, latest_checkpoint, load_checkpoint, save_checkpoint};
+use crate::train::checkpoint::{CheckpointState, PartialEpoch, apply_weights, latest_checkpoint, load_checkpoint, save_checkpoint};
 use crate::train::device::device_from_name;
 use crate::head::host_linalg::Mat;
 use crate::metrics::neural_collapse::{NeuralCollapse, neural_collapse};
@@ -29,6 +28,7 @@ use crate::train::interrupt;
 use crate::train::optimizer::build_optimizer;
 use crate::train::progress::Progress;
 use crate::train::schedule::learning_rate;
+use crate::train::step::train_step;
 
 /// How to run: where, and whether to stop early (to test resuming).
 #[derive(Debug, Clone, Default)]
@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub stop_after_epoch: Option<usize>,
     /// No progress output.
     pub quiet: bool,
+    /// Abort the process (as SIGKILL would) after this many training steps: crash-safety tests.
+    pub crash_after_steps: Option<usize>,
 }
 
 /// Everything the epoch loop needs besides the model.
@@ -113,6 +115,8 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
     let mut history: Vec<EpochRecord> = Vec::new();
     let mut wall_seconds = 0.0;
     let mut start_epoch = 0;
+    let mut resume_partial: Option<PartialEpoch> = None;
+    let mut steps_this_process = 0usize;
 
     if opts.resume {
         if let Some(dir) = latest_checkpoint(run_dir)? {
@@ -122,12 +126,13 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
             }
             net = apply_weights(net, &ckpt)?;
             optim = optim.from_bytes(ckpt.optimizer.clone()).map_err(|e| RblError::Checkpoint { path: dir.clone(), msg: e.to_string() })?;
+            if !opts.quiet {
+                eprintln!("resuming {} after {}", run_dir.display(), ckpt.state.describe());
+            }
             start_epoch = ckpt.state.epoch;
+            resume_partial = ckpt.state.partial;
             history = ckpt.state.history;
             wall_seconds = ckpt.state.wall_seconds;
-            if !opts.quiet {
-                eprintln!("resuming {} after epoch {start_epoch}", run_dir.display());
-            }
         }
     } else {
         write_atomic(&run_dir.join("config.toml"), cfg.to_toml_string().as_bytes())?;
@@ -152,9 +157,37 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
         }
         let t0 = Instant::now();
         let lr = learning_rate(&cfg.train, epoch);
-        let (trained, stats) = match train_epoch(net, &mut optim, &criterion, &ctx, &train_device, epoch, lr, opts.quiet)? {
+        let mut saved = None;
+        let outcome = {
+            let mut save = |net: &Network, optim: &burn::optim::ModuleOptimizer, partial: PartialEpoch| -> Result<()> {
+                let state = CheckpointState {
+                    epoch,
+                    config_toml: cfg.to_toml_string(),
+                    history: history.clone(),
+                    wall_seconds,
+                    model_crc32: 0,
+                    optimizer_crc32: 0,
+                    weights_crc32: 0,
+                    partial: Some(partial),
+                };
+                saved = Some(state.describe());
+                save_checkpoint(run_dir, net, optim, state).map(|_| ())
+            };
+            let control = EpochControl {
+                resume: if epoch == start_epoch { resume_partial.take() } else { None },
+                every: cfg.train.checkpoint_every_steps,
+                crash_after_steps: opts.crash_after_steps,
+                steps_this_process: &mut steps_this_process,
+                save: &mut save,
+            };
+            train_epoch(net, &mut optim, &criterion, &ctx, &train_device, epoch, lr, opts.quiet, control)?
+        };
+        let (trained, stats) = match outcome {
             Some(done) => done,
-            None => return Err(RblError::Interrupted { epoch: epoch + 1, kept: epoch, run_dir: run_dir.display().to_string() }),
+            None => {
+                let kept = saved.unwrap_or_else(|| if epoch == 0 { "nothing (no step finished)".into() } else { format!("epoch {epoch}") });
+                return Err(RblError::Interrupted { epoch: epoch + 1, kept, run_dir: run_dir.display().to_string() });
+            }
         };
         net = trained;
         let is_last = epoch + 1 == epochs;
@@ -216,6 +249,7 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
             model_crc32: 0,
             optimizer_crc32: 0,
             weights_crc32: 0,
+            partial: None,
         };
         save_checkpoint(run_dir, &net, &optim, state)?;
         write_log(run_dir, &history)?;
@@ -276,7 +310,21 @@ struct EpochStats {
     loader_wait: f64,
 }
 
-/// One epoch; `None` when interrupted.
+/// Mid-epoch checkpoints for one epoch: where to resume, how often to save, and the saver.
+struct EpochControl<'a> {
+    /// Progress already made in this epoch by an earlier process (resuming mid-epoch).
+    resume: Option<PartialEpoch>,
+    /// Save every this many steps (0: only at the epoch's end and on Ctrl-C).
+    every: usize,
+    /// Abort the process after this many steps in total (tests of crash safety).
+    crash_after_steps: Option<usize>,
+    /// Steps this process has run, over all epochs.
+    steps_this_process: &'a mut usize,
+    /// Writes a mid-epoch checkpoint.
+    save: &'a mut dyn FnMut(&Network, &burn::optim::ModuleOptimizer, PartialEpoch) -> Result<()>,
+}
+
+/// One epoch; `None` when interrupted (after saving a mid-epoch checkpoint if it made progress).
 #[allow(clippy::too_many_arguments)]
 fn train_epoch(
     mut net: Network,
@@ -287,56 +335,66 @@ fn train_epoch(
     epoch: usize,
     lr: f64,
     quiet: bool,
+    control: EpochControl<'_>,
 ) -> Result<Option<(Network, EpochStats)>> {
     let cfg = &ctx.cfg;
+    let start = control.resume.unwrap_or_default();
     let plan = LoaderPlan {
         batch_size: cfg.train.batch_size,
         seed: Some(epoch_seed(cfg.seed, epoch)),
         drop_last: cfg.train.drop_last,
         sampler: cfg.data.sampler,
+        skip: start.steps,
     };
     let mut loader = Loader::start(ctx.train.clone(), ctx.train_aug.clone(), plan);
-    let progress = Progress::new(epoch + 1, cfg.train.epochs, loader.len(), quiet);
+    let total_steps = start.steps + loader.len();
+    let progress = Progress::new(epoch + 1, cfg.train.epochs, total_steps, quiet);
     let (c, h, w) = (ctx.train.channels, ctx.train.height, ctx.train.width);
     let t0 = Instant::now();
-    let (mut loss_sum, mut hits, mut images, mut steps) = (0.0, 0usize, 0usize, 0usize);
-    for batch in loader.by_ref() {
+    let (mut loss_sum, mut hits, mut images, mut steps) = (start.loss_sum, start.hits, start.images, start.steps);
+    let partial = |loss_sum, hits, images, steps, loader: &Loader| PartialEpoch {
+        steps,
+        loss_sum,
+        hits,
+        images,
+        train_seconds: start.train_seconds + t0.elapsed().as_secs_f64(),
+        loader_wait: start.loader_wait + loader.waited().as_secs_f64(),
+    };
+    while let Some(batch) = loader.next() {
         if interrupt::requested() {
             progress.finish();
+            if steps > start.steps {
+                (control.save)(&net, optim, partial(loss_sum, hits, images, steps, &loader))?;
+            }
             return Ok(None);
         }
         let b = batch.len();
-        let labels = batch.labels;
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [b]), device);
-        let (logits, loss) = if criterion.needs_features() {
-            let features = net.features(x);
-            let directions = net.head.class_directions();
-            let logits = net.head.logits_with(features.clone(), directions.clone());
-            (logits, criterion.forward_features(features, directions, &labels))
-        } else {
-            let logits = net.forward(x);
-            let loss = criterion.forward(logits.clone(), &labels, epoch);
-            (logits, loss)
-        };
-        // One device→host read per step: the loss and the number of correct predictions.
-        let correct = logits.detach().argmax(1).reshape([b]).equal(y).int().sum().float();
-        let stats: Vec<f32> = Tensor::cat(vec![loss.clone().detach().reshape([1]), correct], 0).into_data().try_to_vec().expect("f32 stats");
-        let loss_value = stats[0];
+        let (updated, step) = train_step(net, optim, criterion, x, &batch.labels, epoch, lr, device);
+        let loss_value = step.loss;
         if !loss_value.is_finite() {
             progress.finish();
             return Err(RblError::Diverged { epoch: epoch + 1, step: steps, loss: loss_value });
         }
-        hits += stats[1] as usize;
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        net = optim.step(lr, net, grads);
+        net = updated;
+        hits += step.correct;
         loss_sum += loss_value as f64 * b as f64;
         images += b;
         steps += 1;
-        progress.step(steps, loss_sum / images as f64, 100.0 * hits as f64 / images as f64, images as f64 / t0.elapsed().as_secs_f64());
+        *control.steps_this_process += 1;
+        if control.every > 0 && steps % control.every == 0 && steps < total_steps {
+            (control.save)(&net, optim, partial(loss_sum, hits, images, steps, &loader))?;
+        }
+        if control.crash_after_steps.is_some_and(|n| *control.steps_this_process >= n) {
+            // A stand-in for SIGKILL or a power cut: no destructors, no flushing.
+            std::process::abort();
+        }
+        let seen = (images - start.images) as f64;
+        progress.step(steps, loss_sum / images as f64, 100.0 * hits as f64 / images as f64, seen / t0.elapsed().as_secs_f64());
     }
     progress.finish();
     let n = images.max(1) as f64;
+    let done = partial(loss_sum, hits, images, steps, &loader);
     Ok(Some((
         net,
         EpochStats {
@@ -344,8 +402,8 @@ fn train_epoch(
             acc: 100.0 * hits as f64 / n,
             steps,
             images,
-            train_seconds: t0.elapsed().as_secs_f64().max(1e-9),
-            loader_wait: loader.waited().as_secs_f64(),
+            train_seconds: done.train_seconds.max(1e-9),
+            loader_wait: done.loader_wait,
         },
     )))
 }

@@ -1,0 +1,141 @@
+"""PyTorch reference of rbl's benchmark step (the PyTorch half of bench/run.sh).
+
+The same model and step as `rbl-bench`: ResNet-32 (CIFAR variant, 16/32/64, option-A
+shortcuts), Linear(64 -> 256), the RBL head (fixed simplex ETF behind R = B0 @ matrix_exp(A - A^T)),
+softmax cross-entropy, SGD with Nesterov momentum 0.9 and weight decay 5e-4. Eval is
+forward-only in eval mode, the head's directions computed once per pass, logits copied out.
+Prints one JSON line per (batch, input), like rbl-bench.
+"""
+
+import argparse
+import json
+import math
+import resource
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.pad = cout - cin
+        self.stride = stride
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x
+        if self.stride != 1 or self.pad:
+            # Option A: subsample and zero-pad the channels.
+            short = x[:, :, ::2, ::2]
+            short = F.pad(short, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return F.relu(out + short)
+
+
+class ResNet32(nn.Module):
+    def __init__(self, in_ch, widths=(16, 32, 64), blocks=5, feature_dim=256):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, widths[0], 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(widths[0])
+        layers, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            for b in range(blocks):
+                layers.append(Block(cin, w, 2 if (i > 0 and b == 0) else 1))
+                cin = w
+        self.layers = nn.Sequential(*layers)
+        self.proj = nn.Linear(widths[-1], feature_dim)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)))
+        x = self.layers(x)
+        return self.proj(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class RblHead(nn.Module):
+    def __init__(self, dim, classes, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        u, _ = torch.linalg.qr(torch.randn(dim, classes, generator=g))
+        etf = math.sqrt(classes / (classes - 1)) * u @ (torch.eye(classes) - torch.ones(classes, classes) / classes)
+        b0, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g))
+        self.register_buffer("frame", etf)
+        self.register_buffer("b0", b0)
+        self.a = nn.Parameter(torch.zeros(dim, dim))
+
+    def directions(self):
+        r = self.b0 @ torch.linalg.matrix_exp(self.a - self.a.T)
+        return r.T @ self.frame
+
+    def forward(self, f, directions=None):
+        return f @ (self.directions() if directions is None else directions)
+
+
+def measure(args, batch, shape):
+    torch.manual_seed(0)
+    c, h, w = shape
+    body, head = ResNet32(c), RblHead(256, args.classes)
+    params = list(body.parameters()) + list(head.parameters())
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(batch, c, h, w, generator=g) * 2 - 1
+    labels = torch.randint(0, args.classes, (batch,), generator=g)
+
+    body.train()
+    timed = 0.0
+    for step in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        x = images.clone()
+        logits = head(body(x))
+        loss = F.cross_entropy(logits, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        # The same single host read per step as rbl: loss and number correct.
+        _ = (loss.item(), (logits.argmax(1) == labels).sum().item())
+        if step >= args.warmup:
+            timed += time.perf_counter() - t0
+    train = args.steps * batch / timed
+
+    body.eval()
+    timed = 0.0
+    with torch.no_grad():
+        directions = head.directions()
+        for step in range(args.warmup + args.steps):
+            t0 = time.perf_counter()
+            x = images.clone()
+            _ = head(body(x), directions).numpy().copy()
+            if step >= args.warmup:
+                timed += time.perf_counter() - t0
+    evaluate = args.steps * batch / timed
+    return train, evaluate
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--batch", default="128")
+    p.add_argument("--input", default="3x32x32")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    for inp in args.input.split(","):
+        shape = tuple(int(d) for d in inp.split("x"))
+        for batch in (int(b) for b in args.batch.split(",")):
+            train, evaluate = measure(args, batch, shape)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+            print(json.dumps({"impl": "pytorch", "device": "cpu", "head": "rbl", "batch": batch, "input": inp,
+                              "train_img_s": round(train, 2), "eval_img_s": round(evaluate, 2),
+                              "peak_rss_mb": round(peak, 1), "torch": torch.__version__}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
