@@ -92,3 +92,31 @@ fn corrupt_checkpoint_is_refused() {
     std::fs::write(&model, bytes).unwrap();
     assert_clean_failure(&rbl(&["eval", "--checkpoint", run.to_str().unwrap()]), &["model.bpk", "checksum"]);
 }
+
+#[test]
+fn a_full_disk_is_an_error_and_publishes_no_broken_checkpoint() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &tiny_config("rbl", 1));
+    let run = dir.path().join("run");
+    // A 64 KiB file-size limit with SIGXFSZ ignored: writes past it fail (EFBIG) the way they
+    // fail on a full disk (ENOSPC), here in the first checkpoint's model file (~0.5 MB).
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 64; exec '{}' train --config '{}' --out '{}' -q",
+        env!("CARGO_BIN_EXE_rbl"),
+        cfg.display(),
+        run.display()
+    );
+    let out = std::process::Command::new("bash").args(["-c", &script]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("checkpoint-000001") && err.to_lowercase().contains("file too large"), "names the file and the cause: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // Nothing half-written was published: no `latest`, no checkpoint folder, no metrics.
+    assert!(!run.join("latest").exists() && !run.join("metrics.json").exists());
+    assert!(!std::fs::read_dir(&run).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("checkpoint-")));
+    // With space again, the same run folder resumes and finishes.
+    let again = rbl(&["train", "--resume", run.to_str().unwrap(), "-q"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(run.join("metrics.json").is_file());
+}

@@ -71,6 +71,11 @@ impl CheckpointState {
     }
 }
 
+/// The checksum each checkpoint file carries in `state.json` (CRC-32, IEEE).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
 /// CRC-32 over the values of every float parameter and running statistic, in module order.
 pub fn weights_digest(net: &Network) -> u32 {
     struct Digest(crc32fast::Hasher);
@@ -118,8 +123,8 @@ pub fn save_checkpoint(run_dir: &Path, net: &Network, optim: &ModuleOptimizer, m
     let _ = net.valid();
     let model = net.clone().into_record().into_bytes().map_err(|e| RblError::Checkpoint { path: tmp_dir.clone(), msg: e.to_string() })?;
     let opt = optim.into_bytes().map_err(|e| RblError::Checkpoint { path: tmp_dir.clone(), msg: e.to_string() })?;
-    state.model_crc32 = crc32fast::hash(&model);
-    state.optimizer_crc32 = crc32fast::hash(&opt);
+    state.model_crc32 = crc32(&model);
+    state.optimizer_crc32 = crc32(&opt);
     state.weights_crc32 = weights_digest(net);
     write_atomic(&tmp_dir.join("model.bpk"), &model)?;
     write_atomic(&tmp_dir.join("optimizer.bpk"), &opt)?;
@@ -166,7 +171,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint> {
     let read = |name: &str, crc: u32| -> Result<Vec<u8>> {
         let p = dir.join(name);
         let bytes = std::fs::read(&p).map_err(|e| RblError::io(&p, e))?;
-        if crc32fast::hash(&bytes) != crc {
+        if crc32(&bytes) != crc {
             return Err(bad(format!("{name} fails its checksum: the file is corrupt or from another checkpoint")));
         }
         Ok(bytes)

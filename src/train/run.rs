@@ -254,24 +254,42 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
         save_checkpoint(run_dir, &net, &optim, state)?;
         write_log(run_dir, &history)?;
         if is_last {
-            let metrics = FinalMetrics {
-                name: cfg.name.clone(),
-                head: cfg.model.head.clone(),
-                epoch: epoch + 1,
-                train_counts: ctx.train_counts.clone(),
-                test: test.expect("last epoch is evaluated"),
-                val,
-                wall_seconds,
-                rotation_orthogonality_error: ortho,
-            };
+            let metrics = final_metrics(&ctx, test.expect("last epoch is evaluated"), val, wall_seconds, ortho);
             write_atomic(&run_dir.join("metrics.json"), serde_json::to_string_pretty(&metrics).expect("serialises").as_bytes())?;
             return Ok(Some(metrics));
         }
     }
-    // Resumed after the last epoch had already finished: the metrics file is there.
+    // Resumed after the last epoch had finished. A crash between the final checkpoint and the
+    // metrics file leaves no metrics: they are recomputed from the final weights (evaluation is
+    // deterministic, so they are the numbers the uninterrupted run wrote).
     let p = run_dir.join("metrics.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| RblError::io(&p, e))?;
-    Ok(Some(serde_json::from_str(&text).map_err(|e| RblError::format(&p, e.to_string()))?))
+    match std::fs::read_to_string(&p) {
+        Ok(text) => Ok(Some(serde_json::from_str(&text).map_err(|e| RblError::format(&p, e.to_string()))?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let eval_net = net.valid();
+            let evaluator = ctx.evaluator(cfg.eval.tau);
+            let test = evaluator.evaluate(&eval_net, &ctx.test);
+            let val = ctx.val.as_ref().map(|v| evaluator.evaluate(&eval_net, v));
+            let metrics = final_metrics(&ctx, test, val, wall_seconds, net.head.rotation().map(|r| r.orthogonality_error()));
+            write_atomic(&p, serde_json::to_string_pretty(&metrics).expect("serialises").as_bytes())?;
+            Ok(Some(metrics))
+        }
+        Err(e) => Err(RblError::io(&p, e)),
+    }
+}
+
+/// The numbers of a finished run, as `metrics.json` holds them.
+fn final_metrics(ctx: &Context, test: EvalSummary, val: Option<EvalSummary>, wall_seconds: f64, ortho: Option<f64>) -> FinalMetrics {
+    FinalMetrics {
+        name: ctx.cfg.name.clone(),
+        head: ctx.cfg.model.head.clone(),
+        epoch: ctx.cfg.train.epochs,
+        train_counts: ctx.train_counts.clone(),
+        test,
+        val,
+        wall_seconds,
+        rotation_orthogonality_error: ortho,
+    }
 }
 
 /// Neural-collapse metrics of the eval-mode network from its pass over the un-augmented

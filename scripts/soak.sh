@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Kill-and-resume soak test of crash safety. A short real run (a Fashion-MNIST-LT slice, 3
+# epochs, a checkpoint every 7 steps) is killed with SIGKILL at random moments -- while loading
+# data, mid-epoch, while writing a checkpoint or the results -- and resumed, CYCLES times. Each
+# run that finishes is compared with an uninterrupted run of the same config: the final weight
+# digest and metrics.json (less its wall-clock time) must be identical. Then a fresh run starts.
+# Usage: scripts/soak.sh [CYCLES=20] [RBL=target/release/rbl]
+# Prints cycles done, kills that landed, finished runs and mismatches; exits 1 on any mismatch.
+set -uo pipefail
+cycles=${1:-20}
+bin=${2:-target/release/rbl}
+data=/usr/share/datasets/fashion-mnist
+[ -x "$bin" ] || { echo "no rbl binary at $bin (cargo build --release)" >&2; exit 2; }
+[ -f "$data/train-images-idx3-ubyte.gz" ] || { echo "Fashion-MNIST missing: apt-get install dataset-fashion-mnist" >&2; exit 2; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cat > "$work/soak.toml" <<TOML
+name = "soak"
+seed = 11
+[data]
+root = "$data"
+imbalance_ratio = 10.0
+n_max = 40
+test_per_class = 10
+[model]
+head = "rbl"
+widths = [8, 16, 32]
+feature_dim = 32
+[train]
+epochs = 3
+batch_size = 4
+checkpoint_every_steps = 7
+[eval]
+batch_size = 64
+TOML
+
+digest() { grep -o '"weights_crc32": [0-9]*' "$1/$(cat "$1/latest")/state.json"; }
+result() { grep -v wall_seconds "$1/metrics.json"; }
+
+start=$(date +%s.%N)
+"$bin" train --config "$work/soak.toml" --out "$work/straight" -q >/dev/null || { echo "uninterrupted run failed" >&2; exit 2; }
+span=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+echo "uninterrupted run: ${span}s, $(digest "$work/straight")"
+
+kills=0; finished=0; mismatches=0; n=0
+run="$work/run$finished"
+compare() {
+  if [ "$(digest "$run")" == "$(digest "$work/straight")" ] && [ "$(result "$run")" == "$(result "$work/straight")" ]; then
+    echo "run $finished: identical to the uninterrupted run"
+  else
+    echo "run $finished: MISMATCH ($(digest "$run") vs $(digest "$work/straight"))"
+    mismatches=$((mismatches + 1))
+  fi
+  finished=$((finished + 1))
+  run="$work/run$finished"
+}
+for cycle in $(seq 1 "$cycles"); do
+  if [ -f "$run/config.toml" ]; then args=(--resume "$run"); else args=(--config "$work/soak.toml" --out "$run"); fi
+  "$bin" train "${args[@]}" -q >/dev/null 2>&1 &
+  pid=$!
+  sleep "$(awk -v seed="$RANDOM" -v span="$span" 'BEGIN { srand(seed); printf "%.3f", 0.05 + rand() * span * 0.6 }')"
+  if kill -KILL "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
+  wait "$pid" 2>/dev/null
+  n=$cycle
+  echo "cycle $cycle: latest $(cat "$run/latest" 2>/dev/null || echo none)"
+  if [ -f "$run/metrics.json" ] && [ "$(cat "$run/latest" 2>/dev/null)" == "checkpoint-000003" ]; then compare; fi
+done
+# Finish the run in progress, then compare it too.
+if [ -f "$run/config.toml" ]; then
+  "$bin" train --resume "$run" -q >/dev/null 2>&1 || { echo "final resume failed" >&2; mismatches=$((mismatches + 1)); }
+  compare
+fi
+echo "cycles $n, kills $kills, finished runs $finished, mismatches $mismatches"
+[ "$mismatches" -eq 0 ]
