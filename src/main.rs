@@ -126,6 +126,11 @@ enum Command {
         #[command(subcommand)]
         which: Experiment,
     },
+    /// Dataset tools.
+    Data {
+        #[command(subcommand)]
+        which: DataCommand,
+    },
     /// One self-contained HTML page for a run (config, results, plots, feature pictures,
     /// epoch log), written to RUN_DIR/report.html.
     Report {
@@ -143,6 +148,27 @@ enum Command {
         /// τ values to try, comma-separated (default 0, 0.1, …, 2).
         #[arg(long, value_delimiter = ',')]
         grid: Vec<f64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Decodes every image a split file lists (ImageNet-LT style: `path label` lines under a
+    /// root folder) on worker threads, and lists the missing or undecodable ones with a count.
+    /// Exits 1 when any is bad.
+    Check {
+        /// Root folder the split's paths are relative to.
+        #[arg(long)]
+        root: PathBuf,
+        /// Split file.
+        #[arg(long)]
+        split: PathBuf,
+        /// Number of classes (labels must be below it).
+        #[arg(long)]
+        classes: usize,
+        /// Decoder threads.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
     },
 }
 
@@ -282,6 +308,31 @@ fn run(cli: Cli) -> Result<()> {
             let results = rbl::train::experiment::run_frame_directions(&cfg, &opts)?;
             print!("{}", rbl::train::experiment::summary_markdown(&cfg, &results));
             println!("\nwritten: {}, {}", out.join("summary.md").display(), out.join("curves.png").display());
+        }
+        Command::Data { which: DataCommand::Check { root, split, classes, workers } } => {
+            let set = rbl::data::folder::FolderDataset::open(&root, &split, classes)?;
+            let total = set.entries.len();
+            let bar = indicatif::ProgressBar::new(total as u64);
+            bar.set_style(indicatif::ProgressStyle::with_template("decoding {pos}/{len} [{elapsed_precise}, {per_sec}]").expect("template"));
+            let bad = set.check(workers, &|n| if n % 64 == 0 || n == total { bar.set_position(n as u64) });
+            bar.finish_and_clear();
+            let counts = rbl::data::split_file::class_counts(&set.entries, classes);
+            let empty = counts.iter().filter(|&&n| n == 0).count();
+            for b in &bad {
+                println!("bad: {}", b.error);
+            }
+            println!(
+                "{}: {total} images in {} classes ({} to {} per class{}), {} bad",
+                split.display(),
+                classes,
+                counts.iter().max().unwrap_or(&0),
+                counts.iter().min().unwrap_or(&0),
+                if empty > 0 { format!(", {empty} classes empty") } else { String::new() },
+                bad.len()
+            );
+            if !bad.is_empty() {
+                bail!("{} of {total} images cannot be used", bad.len());
+            }
         }
         Command::Report { run } => {
             println!("{}", rbl::report::html::write_report(&run)?.display());

@@ -2,11 +2,15 @@
 
 pub mod augment;
 pub mod cifar;
+pub mod folder;
 pub mod image_set;
+pub mod jpeg;
 pub mod idx;
 pub mod loader;
 pub mod long_tail;
+pub mod resize;
 pub mod sampler;
 pub mod source;
+pub mod split_file;
 
 pub use image_set::ImageSet;

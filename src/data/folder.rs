@@ -1,0 +1,85 @@
+//! "Folder + split file" datasets (ImageNet-LT, Places-LT, iNaturalist): images stay on disk
+//! as JPEG files and are decoded when needed, on a pool of worker threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rand::Rng;
+
+use crate::data::jpeg::{RgbImage, decode_jpeg};
+use crate::data::resize::{random_resized_crop_flip, resize_center_crop};
+use crate::data::split_file::{SplitEntry, read_split};
+use crate::error::{RblError, Result};
+
+/// A dataset described by a split file under a root folder.
+#[derive(Debug, Clone)]
+pub struct FolderDataset {
+    /// The folder split paths are relative to.
+    pub root: PathBuf,
+    /// The split's images.
+    pub entries: Vec<SplitEntry>,
+    /// Classes the dataset declares.
+    pub num_classes: usize,
+}
+
+/// One bad image found by [`FolderDataset::check`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadImage {
+    /// Index in the split.
+    pub index: usize,
+    /// The error, naming the file.
+    pub error: String,
+}
+
+impl FolderDataset {
+    /// Reads the split file `split` of the dataset rooted at `root`.
+    pub fn open(root: &Path, split: &Path, num_classes: usize) -> Result<FolderDataset> {
+        Ok(FolderDataset { root: root.into(), entries: read_split(split, num_classes)?, num_classes })
+    }
+
+    /// Reads and decodes image `index`.
+    pub fn decode(&self, index: usize) -> Result<RgbImage> {
+        let path = self.root.join(&self.entries[index].path);
+        let bytes = std::fs::read(&path).map_err(|e| RblError::io(&path, e))?;
+        decode_jpeg(&bytes, &path)
+    }
+
+    /// Image `index` as the model sees it: 3 × `size` × `size` bytes, a RandomResizedCrop and
+    /// flip with `rng` (training), else resize to size·8/7 and centre crop (test).
+    pub fn load<R: Rng>(&self, index: usize, size: usize, rng: Option<&mut R>) -> Result<Vec<u8>> {
+        let img = self.decode(index)?;
+        Ok(match rng {
+            Some(rng) => random_resized_crop_flip(&img, size, rng).pixels,
+            None => resize_center_crop(&img, size * 8 / 7, size).pixels,
+        })
+    }
+
+    /// Decodes every image on `workers` threads and lists the ones that fail (missing,
+    /// unreadable, undecodable), in split order. `progress` is called with the count done.
+    pub fn check(&self, workers: usize, progress: &(dyn Fn(usize) + Sync)) -> Vec<BadImage> {
+        let next = AtomicUsize::new(0);
+        let done = AtomicUsize::new(0);
+        let mut bad: Vec<BadImage> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers.max(1))
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut found = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= self.entries.len() {
+                                return found;
+                            }
+                            if let Err(e) = self.decode(i) {
+                                found.push(BadImage { index: i, error: e.to_string() });
+                            }
+                            progress(done.fetch_add(1, Ordering::Relaxed) + 1);
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("decoder thread")).collect()
+        });
+        bad.sort_by_key(|b| b.index);
+        bad
+    }
+}

@@ -1,0 +1,67 @@
+//! End-to-end: an ImageNet-LT-style folder (split file + real JPEGs in grey, RGB and CMYK,
+//! written here with a JPEG encoder) read, decoded and checked; bad files are named and counted.
+
+mod common;
+
+use common::*;
+use jpeg_encoder::{ColorType, Encoder};
+use rand::SeedableRng;
+use rbl::data::folder::FolderDataset;
+
+fn jpeg(path: &std::path::Path, w: u16, h: u16, color: ColorType, px: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let data: Vec<u8> = (0..w as usize * h as usize).flat_map(|_| px.iter().copied()).collect();
+    Encoder::new_file(path, 90).unwrap().encode(&data, w, h, color).unwrap();
+}
+
+fn imagenet_like(root: &std::path::Path) -> std::path::PathBuf {
+    jpeg(&root.join("train/n0001/a.JPEG"), 300, 200, ColorType::Rgb, &[200, 30, 30]);
+    jpeg(&root.join("train/n0001/b.JPEG"), 120, 160, ColorType::Luma, &[90]);
+    jpeg(&root.join("train/n0002/c d.JPEG"), 260, 260, ColorType::Cmyk, &[255, 0, 255, 0]); // green ink
+    write(root, "ImageNet_LT_train.txt", "train/n0001/a.JPEG 0\ntrain/n0001/b.JPEG 0\ntrain/n0002/c d.JPEG 1\n")
+}
+
+#[test]
+fn decodes_every_colour_type_to_the_model_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let split = imagenet_like(dir.path());
+    let set = FolderDataset::open(dir.path(), &split, 2).unwrap();
+    assert_eq!(set.entries.len(), 3);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    for i in 0..3 {
+        let test_view = set.load::<rand_chacha::ChaCha8Rng>(i, 224, None).unwrap();
+        assert_eq!(test_view.len(), 3 * 224 * 224);
+        let train_view = set.load(i, 224, Some(&mut rng)).unwrap();
+        assert_eq!(train_view.len(), 3 * 224 * 224);
+    }
+    let plane_mean = |v: &[u8], c: usize| v[c * 224 * 224..(c + 1) * 224 * 224].iter().map(|&x| x as f64).sum::<f64>() / (224.0 * 224.0);
+    let red = set.load::<rand_chacha::ChaCha8Rng>(0, 224, None).unwrap();
+    assert!(plane_mean(&red, 0) > 180.0 && plane_mean(&red, 1) < 50.0);
+    let grey = set.load::<rand_chacha::ChaCha8Rng>(1, 224, None).unwrap();
+    assert!((0..3).all(|c| (plane_mean(&grey, c) - 90.0).abs() < 3.0));
+    let green = set.load::<rand_chacha::ChaCha8Rng>(2, 224, None).unwrap();
+    assert!(plane_mean(&green, 1) > 220.0 && plane_mean(&green, 0) < 30.0, "CMYK cyan+yellow ink is green");
+}
+
+#[test]
+fn data_check_names_and_counts_missing_and_corrupt_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let split = imagenet_like(dir.path());
+    let root = dir.path().to_str().unwrap();
+    let good = rbl(&["data", "check", "--root", root, "--split", split.to_str().unwrap(), "--classes", "2"]);
+    assert!(good.status.success(), "{}", stderr(&good));
+    assert!(String::from_utf8_lossy(&good.stdout).contains("3 images in 2 classes (2 to 1 per class), 0 bad"));
+
+    std::fs::write(dir.path().join("train/n0001/b.JPEG"), b"\xFF\xD8\xFF\xE0 truncated").unwrap();
+    let text = std::fs::read_to_string(&split).unwrap() + "train/n0002/missing.JPEG 1\n";
+    let split = write(dir.path(), "with_bad.txt", &text);
+    let bad = rbl(&["data", "check", "--root", root, "--split", split.to_str().unwrap(), "--classes", "2", "--workers", "2"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert!(out.contains("b.JPEG") && out.contains("missing.JPEG") && out.contains("2 bad"), "{out}");
+    assert!(stderr(&bad).contains("2 of 4 images cannot be used"), "{}", stderr(&bad));
+
+    let labels = write(dir.path(), "bad_label.txt", "train/n0001/a.JPEG 2\n");
+    let out = rbl(&["data", "check", "--root", root, "--split", labels.to_str().unwrap(), "--classes", "2"]);
+    assert!(!out.status.success() && stderr(&out).contains("bad_label.txt") && stderr(&out).contains("line 1"), "{}", stderr(&out));
+}
