@@ -126,6 +126,13 @@ enum Command {
         #[command(subcommand)]
         which: Experiment,
     },
+    /// PCA pictures of the train and test features with the class directions, from a
+    /// checkpoint (or a run's latest), into RUN_DIR/features/epoch_NNN.{png,svg}.
+    Features {
+        /// Checkpoint or run folder.
+        #[arg(long)]
+        checkpoint: PathBuf,
+    },
     /// Dataset tools.
     Data {
         #[command(subcommand)]
@@ -333,6 +340,10 @@ fn run(cli: Cli) -> Result<()> {
             if !bad.is_empty() {
                 bail!("{} of {total} images cannot be used", bad.len());
             }
+        }
+        Command::Features { checkpoint } => {
+            let dir = resolve_checkpoint(&checkpoint)?;
+            println!("{}", rbl::train::run::features_from_checkpoint(&dir)?.display());
         }
         Command::Report { run } => {
             println!("{}", rbl::report::html::write_report(&run)?.display());

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::error::Result;
 use crate::head::host_linalg::Mat;
 use crate::metrics::pca::Pca2;
-use crate::report::plots::{Panel, Series, draw_figure};
+use crate::report::plots::{Panel, Series, draw_figure_sized};
 
 /// At most this many points per class and panel, so a head class does not bury the others
 /// and the SVG stays small; taken at an even stride through the set, so deterministic.
@@ -57,7 +57,7 @@ pub fn plot_features(stem: &Path, caption: &str, sets: &[LabelledFeatures<'_>], 
             }
             Panel {
                 title: format!(
-                    "{caption}: {} (PC1 {:.0}%, PC2 {:.0}% of variance)",
+                    "{caption}: {} (PC1 {:.0}%, PC2 {:.0}%)",
                     set.name,
                     100.0 * pca.explained[0],
                     100.0 * pca.explained[1]
@@ -69,7 +69,7 @@ pub fn plot_features(stem: &Path, caption: &str, sets: &[LabelledFeatures<'_>], 
             }
         })
         .collect::<Vec<_>>();
-    draw_figure(stem, &panels, panels.len())
+    draw_figure_sized(stem, &panels, panels.len(), (760, 620))
 }
 
 /// The 95th percentile of the points' distance from the centre: how long the longest arrow is

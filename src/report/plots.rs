@@ -78,10 +78,15 @@ fn register_font() {
 
 /// Writes `stem.png` and `stem.svg`, `panels` on a grid of `columns` columns. Returns both paths.
 pub fn draw_figure(stem: &Path, panels: &[Panel], columns: usize) -> Result<[PathBuf; 2]> {
+    draw_figure_sized(stem, panels, columns, (480, 360))
+}
+
+/// [`draw_figure`] with panels of `panel_size` pixels (scatter plots need room).
+pub fn draw_figure_sized(stem: &Path, panels: &[Panel], columns: usize, panel_size: (u32, u32)) -> Result<[PathBuf; 2]> {
     register_font();
     let columns = columns.max(1).min(panels.len().max(1));
     let rows = panels.len().div_ceil(columns).max(1);
-    let size = (480 * columns as u32, 360 * rows as u32);
+    let size = (panel_size.0 * columns as u32, panel_size.1 * rows as u32);
     let png = stem.with_extension("png");
     let svg = stem.with_extension("svg");
     // The PNG encoder picks the format from the extension, so the temporary name ends in .png.

@@ -313,7 +313,7 @@ fn feature_picture(net: &Network, ctx: &Context, train_pass: &ForwardPass, run_d
         LabelledFeatures { name: "train", features: &train_pass.features, labels: &train_labels },
         LabelledFeatures { name: "test", features: &test_pass.features, labels: &test_labels },
     ];
-    let caption = format!("{}, epoch {epoch}", ctx.cfg.name);
+    let caption = format!("epoch {epoch}");
     plot_features(&dir.join(format!("epoch_{epoch:03}")), &caption, &sets, &directions)?;
     Ok(())
 }
@@ -448,6 +448,21 @@ fn write_log(run_dir: &Path, history: &[EpochRecord]) -> Result<()> {
         text.push('\n');
     }
     write_atomic(&run_dir.join("epochs.jsonl"), text.as_bytes())
+}
+
+/// Draws the feature pictures of a saved checkpoint into its run folder's `features/` (as
+/// `eval.feature_epochs` would have at that epoch). Returns the PNG's path.
+pub fn features_from_checkpoint(dir: &Path) -> Result<PathBuf> {
+    let ckpt = load_checkpoint(dir)?;
+    let cfg = ckpt.config.clone();
+    let device = device_from_name(&cfg.device)?;
+    let ctx = context_for(&cfg, device.clone())?;
+    let net = Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &device)?;
+    let net = apply_weights(net, &ckpt)?.valid();
+    let run_dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+    let pass = forward_all(&net, &ctx.train, &ctx.eval_aug, cfg.eval.batch_size, &ctx.device, true);
+    feature_picture(&net, &ctx, &pass, &run_dir, ckpt.state.epoch)?;
+    Ok(run_dir.join("features").join(format!("epoch_{:03}.png", ckpt.state.epoch)))
 }
 
 /// Evaluates a saved checkpoint on the test (or validation) set of its config.
