@@ -56,6 +56,10 @@ pub struct DataConfig {
     pub test_per_class: usize,
     /// Zero padding for the random crop (0 disables the crop).
     pub crop_padding: usize,
+    /// AutoAugment's CIFAR-10 policy (25 sub-policies) after crop and flip.
+    pub autoaugment: bool,
+    /// Cutout hole side in pixels (0 = off; the paper's code uses 16 on CIFAR).
+    pub cutout: usize,
     /// Random horizontal flip during training.
     pub flip: bool,
     /// How epochs sample the training set: `instance`, `class_balanced` or `sqrt`.
@@ -166,6 +170,8 @@ impl Default for DataConfig {
             test_per_class: 0,
             crop_padding: 4,
             flip: true,
+            autoaugment: false,
+            cutout: 0,
             sampler: Sampler::Instance,
             many_threshold: 100,
             few_threshold: 20,

@@ -1,5 +1,6 @@
-//! Training-time augmentation (random crop with zero padding, horizontal flip) and the
-//! per-channel normalisation applied to every image.
+//! Training-time augmentation (random crop with zero padding, horizontal flip, optionally
+//! AutoAugment's CIFAR policy and Cutout) and the per-channel normalisation applied to every
+//! image. The order is the paper's code's: crop, flip, AutoAugment, Cutout, normalise.
 
 use rand::Rng;
 
@@ -14,12 +15,33 @@ pub struct Augmenter {
     pub crop_padding: usize,
     /// Random horizontal flip.
     pub flip: bool,
+    /// AutoAugment's CIFAR-10 policy after crop and flip.
+    pub autoaugment: bool,
+    /// Cutout: one square hole of this side (0 = off), black before normalisation; its centre
+    /// is uniform over the image and the square is clipped at the border (DeVries and Taylor).
+    pub cutout: usize,
 }
 
 impl Augmenter {
     /// Writes one image (planar bytes, C × H × W) into `out` as normalised floats; with `rng`
     /// the random crop and flip are applied, without it the image is only normalised.
-    pub fn apply<R: Rng>(&self, img: &[u8], c: usize, h: usize, w: usize, rng: Option<&mut R>, out: &mut [f32]) {
+    pub fn apply<R: Rng>(&self, img: &[u8], c: usize, h: usize, w: usize, mut rng: Option<&mut R>, out: &mut [f32]) {
+        if let Some(rng) = rng.as_deref_mut().filter(|_| self.autoaugment || self.cutout > 0) {
+            // The byte-level path: geometry into a buffer, the policy and the hole on bytes.
+            let plain = Augmenter { mean: vec![0.0; c], std: vec![1.0 / 255.0; c], autoaugment: false, cutout: 0, ..self.clone() };
+            let mut moved = vec![0f32; c * h * w];
+            plain.apply(img, c, h, w, Some(&mut *rng), &mut moved);
+            let mut bytes: Vec<u8> = moved.iter().map(|&v| v.round().clamp(0.0, 255.0) as u8).collect();
+            if self.autoaugment {
+                crate::data::autoaugment::cifar10_policy(&mut bytes, c, h, w, rng);
+            }
+            if self.cutout > 0 {
+                cutout(&mut bytes, c, h, w, self.cutout, rng);
+            }
+            let identity = Augmenter { crop_padding: 0, flip: false, autoaugment: false, cutout: 0, ..self.clone() };
+            identity.apply::<R>(&bytes, c, h, w, None, out);
+            return;
+        }
         let (dy, dx, flip) = match rng {
             Some(rng) => {
                 let p = self.crop_padding as i32;
@@ -51,6 +73,19 @@ impl Augmenter {
     }
 }
 
+/// Blacks out one `side × side` square (clipped at the border) centred uniformly at random.
+fn cutout<R: Rng>(img: &mut [u8], c: usize, h: usize, w: usize, side: usize, rng: &mut R) {
+    let (cy, cx) = (rng.random_range(0..h) as isize, rng.random_range(0..w) as isize);
+    let half = side as isize / 2;
+    let (y0, y1) = ((cy - half).max(0) as usize, ((cy + side as isize - half) as usize).min(h));
+    let (x0, x1) = ((cx - half).max(0) as usize, ((cx + side as isize - half) as usize).min(w));
+    for ch in 0..c {
+        for y in y0..y1 {
+            img[ch * h * w + y * w + x0..ch * h * w + y * w + x1].fill(0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,7 +94,7 @@ mod tests {
 
     #[test]
     fn normalises_and_flips() {
-        let aug = Augmenter { mean: vec![0.5], std: vec![0.5], crop_padding: 0, flip: true };
+        let aug = Augmenter { mean: vec![0.5], std: vec![0.5], crop_padding: 0, flip: true, autoaugment: false, cutout: 0 };
         let img = [0u8, 255, 51, 102];
         let mut out = [0f32; 4];
         aug.apply::<ChaCha8Rng>(&img, 1, 2, 2, None, &mut out);
@@ -81,7 +116,7 @@ mod tests {
 
     #[test]
     fn crop_shifts_within_padding_and_fills_zero() {
-        let aug = Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 1, flip: false };
+        let aug = Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 1, flip: false, autoaugment: false, cutout: 0 };
         let img: Vec<u8> = (1..=9).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let mut out = [0f32; 9];
@@ -92,5 +127,37 @@ mod tests {
             let zeros = out.iter().filter(|&&v| v == 0.0).count();
             assert!(zeros == 0 || zeros == 3 || zeros == 5, "{out:?}");
         }
+    }
+
+    #[test]
+    fn cutout_blacks_one_clipped_square() {
+        let aug = Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false, autoaugment: false, cutout: 4 };
+        let img = vec![200u8; 10 * 10];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut out = vec![0f32; 100];
+        for _ in 0..50 {
+            aug.apply(&img, 1, 10, 10, Some(&mut rng), &mut out);
+            let black = out.iter().filter(|&&v| v == 0.0).count();
+            assert!((4..=16).contains(&black), "{black} pixels in a 4 × 4 hole clipped at most to 2 × 2");
+            assert!(out.iter().all(|&v| v == 0.0 || v == 200.0));
+        }
+        // Without an rng (evaluation) nothing is cut.
+        aug.apply::<ChaCha8Rng>(&img, 1, 10, 10, None, &mut out);
+        assert!(out.iter().all(|&v| v == 200.0));
+    }
+
+    #[test]
+    fn autoaugment_path_keeps_crop_and_flip_and_is_seeded() {
+        let aug = Augmenter { mean: vec![0.5; 3], std: vec![0.25; 3], crop_padding: 4, flip: true, autoaugment: true, cutout: 16 };
+        let img: Vec<u8> = (0..3 * 32 * 32).map(|i| (i * 13 % 256) as u8).collect();
+        let run = |seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut out = vec![0f32; 3 * 32 * 32];
+            aug.apply(&img, 3, 32, 32, Some(&mut rng), &mut out);
+            out
+        };
+        assert_eq!(run(4), run(4));
+        assert_ne!(run(4), run(5));
+        assert!(run(4).iter().all(|v| v.is_finite() && (-2.0..=2.0).contains(v)));
     }
 }

@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn yields_every_image_once_in_a_seeded_order() {
         let set = Arc::new(ImageSet { pixels: (0..10u8).collect(), labels: (0..10).collect(), num_classes: 10, channels: 1, height: 1, width: 1 });
-        let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false });
+        let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false, autoaugment: false, cutout: 0 });
         let run = |seed, drop_last| {
             let plan = LoaderPlan { batch_size: 4, seed, drop_last, sampler: Sampler::Instance, skip: 0 };
             Loader::start(set.clone(), aug.clone(), plan).flat_map(|b| b.labels).collect::<Vec<_>>()
@@ -170,7 +170,7 @@ mod tests {
         // Augmentation draws from the same stream as the order: a skip must still draw for the
         // skipped batches, or every later crop and flip would change on resume.
         let set = Arc::new(ImageSet { pixels: (0..10 * 16).map(|i| (i * 7 % 251) as u8).collect(), labels: (0..10).collect(), num_classes: 10, channels: 1, height: 4, width: 4 });
-        let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0], crop_padding: 1, flip: true });
+        let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0], crop_padding: 1, flip: true, autoaugment: false, cutout: 0 });
         let run = |skip| {
             let plan = LoaderPlan { batch_size: 3, seed: Some(9), drop_last: false, sampler: Sampler::Instance, skip };
             let loader = Loader::start(set.clone(), aug.clone(), plan);

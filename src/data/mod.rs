@@ -1,6 +1,7 @@
 //! Data: file formats, the in-memory image set, long-tail sampling, augmentation and the loader.
 
 pub mod augment;
+pub mod autoaugment;
 pub mod cifar;
 pub mod folder;
 pub mod image_set;

@@ -82,8 +82,15 @@ pub(crate) fn context_for(cfg: &ExperimentConfig, device: Device) -> Result<Cont
 /// Builds the augmenters and shared sets of a prepared dataset.
 fn context(cfg: ExperimentConfig, data: PreparedData, device: Device) -> Context {
     let PreparedData { train, val, test, train_counts, mean, std } = data;
-    let train_aug = Augmenter { mean, std, crop_padding: cfg.data.crop_padding, flip: cfg.data.flip };
-    let eval_aug = Augmenter { crop_padding: 0, flip: false, ..train_aug.clone() };
+    let train_aug = Augmenter {
+        mean,
+        std,
+        crop_padding: cfg.data.crop_padding,
+        flip: cfg.data.flip,
+        autoaugment: cfg.data.autoaugment,
+        cutout: cfg.data.cutout,
+    };
+    let eval_aug = Augmenter { crop_padding: 0, flip: false, autoaugment: false, cutout: 0, ..train_aug.clone() };
     Context {
         buckets: ShotBuckets { many: cfg.data.many_threshold, few: cfg.data.few_threshold },
         train: Arc::new(train),
