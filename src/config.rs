@@ -121,6 +121,8 @@ pub struct TrainConfig {
     /// always saves). Long epochs then lose at most this many steps to a crash; a resumed run
     /// still ends bitwise equal to an uninterrupted one.
     pub checkpoint_every_steps: usize,
+    /// Mixup's Beta(α, α) parameter (0 = off; the "Fixed" paper uses α = 1 on CIFAR).
+    pub mixup_alpha: f64,
 }
 
 /// Evaluation options.
@@ -199,6 +201,7 @@ impl Default for TrainConfig {
             drop_last: true,
             eval_every: 1,
             checkpoint_every_steps: 0,
+            mixup_alpha: 0.0,
         }
     }
 }
@@ -280,6 +283,9 @@ impl ExperimentConfig {
         }
         if !(self.train.lr.is_finite() && self.train.lr > 0.0) {
             return bad("train.lr", format!("{} is not a positive number", self.train.lr));
+        }
+        if !(self.train.mixup_alpha.is_finite() && self.train.mixup_alpha >= 0.0) {
+            return bad("train.mixup_alpha", format!("{} is not a non-negative number", self.train.mixup_alpha));
         }
         if self.train.eval_every == 0 {
             return bad("train.eval_every", "must be at least 1".into());

@@ -248,3 +248,32 @@ fn trains_on_cifar10_binary_files() {
     assert_eq!(counts, vec![20, 16, 12, 10, 8, 6, 5, 4, 3, 2]);
     assert_eq!(m["test"]["images"], 20);
 }
+
+#[test]
+fn autoaugment_cutout_and_mixup_train_and_reproduce() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &tiny_config("rbl", 1));
+    let digest = |run: &std::path::Path| {
+        let s: Value = serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint-000001/state.json")).unwrap()).unwrap();
+        s["weights_crc32"].as_u64().unwrap()
+    };
+    let train = |name: &str, sets: &[&str]| {
+        let run = dir.path().join(name);
+        let mut args = vec!["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let out = rbl(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        run
+    };
+    let all = ["data.autoaugment=true", "data.cutout=8", "train.mixup_alpha=1.0"];
+    let (a, b) = (train("a", &all), train("b", &all));
+    assert_eq!(digest(&a), digest(&b), "seeded: the same augmented run twice");
+    assert_ne!(digest(&a), digest(&train("plain", &[])), "the switches change training");
+    let log: Value = serde_json::from_str(std::fs::read_to_string(a.join("epochs.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+    assert!(log["train_loss"].as_f64().unwrap().is_finite());
+    let bad = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", "train.mixup_alpha=-1", "--out", dir.path().join("x").to_str().unwrap()]);
+    assert!(!bad.status.success() && stderr(&bad).contains("train.mixup_alpha"));
+}

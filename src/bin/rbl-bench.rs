@@ -87,7 +87,7 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     for step in 0..args.warmup + args.steps {
         let t0 = Instant::now();
         let x = Tensor::<4>::from_data(TensorData::new(images.clone(), [batch, c, h, w]), &train_device);
-        let (updated, stats) = train_step(net, &mut optim, &criterion, x, &labels, 0, 0.01, &train_device);
+        let (updated, stats) = train_step(net, &mut optim, &criterion, x, &labels, None, 0, 0.01, &train_device);
         net = updated;
         if !stats.loss.is_finite() {
             bail!("loss became {} at step {step}", stats.loss);

@@ -14,12 +14,24 @@ use crate::data::augment::Augmenter;
 use crate::data::sampler::Sampler;
 
 /// One batch as flat host memory, ready to become tensors.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HostBatch {
     /// Normalised images, B × C × H × W.
     pub images: Vec<f32>,
     /// Labels, B.
     pub labels: Vec<i64>,
+    /// Mixup (Zhang et al. 2018): the images are λ·x + (1 − λ)·x[perm]; the loss mixes the
+    /// labels' losses by the same λ.
+    pub mix: Option<Mix>,
+}
+
+/// The mixing of one mixup batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mix {
+    /// Weight of the batch's own images and labels.
+    pub lambda: f32,
+    /// Labels of the partner images (`labels[perm]`).
+    pub partner_labels: Vec<i64>,
 }
 
 impl HostBatch {
@@ -48,6 +60,8 @@ pub struct LoaderPlan {
     /// Batches to produce but not deliver at the start (resuming mid-epoch): they are still
     /// augmented, so the random stream and every later batch are the same as without a skip.
     pub skip: usize,
+    /// Mixup's Beta(α, α) parameter (0 = off); needs a seed (training).
+    pub mixup_alpha: f64,
 }
 
 /// The seed of epoch `epoch` of a run seeded `seed`: every epoch's order and augmentation
@@ -85,11 +99,15 @@ impl Loader {
                 for (k, &i) in idx.iter().enumerate() {
                     aug.apply(set.image(i), c, h, w, rng.as_mut(), &mut images[k * n..(k + 1) * n]);
                 }
-                let labels = idx.iter().map(|&i| set.labels[i] as i64).collect();
+                let labels: Vec<i64> = idx.iter().map(|&i| set.labels[i] as i64).collect();
+                let mix = match rng.as_mut().filter(|_| plan.mixup_alpha > 0.0) {
+                    Some(rng) => Some(mixup(&mut images, &labels, n, plan.mixup_alpha, rng)),
+                    None => None,
+                };
                 if b < plan.skip {
                     continue;
                 }
-                if tx.send(HostBatch { images, labels }).is_err() {
+                if tx.send(HostBatch { images, labels, mix }).is_err() {
                     return;
                 }
             }
@@ -136,6 +154,23 @@ impl Drop for Loader {
     }
 }
 
+/// Mixes a batch in place with a random permutation of itself, λ ~ Beta(α, α).
+fn mixup(images: &mut [f32], labels: &[i64], image_len: usize, alpha: f64, rng: &mut ChaCha8Rng) -> Mix {
+    use rand::seq::SliceRandom;
+    use rand_distr::{Beta, Distribution};
+    let lambda = Beta::new(alpha, alpha).expect("alpha > 0").sample(rng) as f32;
+    let mut perm: Vec<usize> = (0..labels.len()).collect();
+    perm.shuffle(rng);
+    let original = images.to_vec();
+    for (k, &p) in perm.iter().enumerate() {
+        let (dst, src) = (&mut images[k * image_len..(k + 1) * image_len], &original[p * image_len..(p + 1) * image_len]);
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = lambda * *d + (1.0 - lambda) * s;
+        }
+    }
+    Mix { lambda, partner_labels: perm.iter().map(|&p| labels[p]).collect() }
+}
+
 /// Batches in one pass over `n` images.
 pub fn batch_count(n: usize, batch_size: usize, drop_last: bool) -> usize {
     if drop_last { n / batch_size } else { n.div_ceil(batch_size) }
@@ -150,7 +185,7 @@ mod tests {
         let set = Arc::new(ImageSet { pixels: (0..10u8).collect(), labels: (0..10).collect(), num_classes: 10, channels: 1, height: 1, width: 1 });
         let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false, autoaugment: false, cutout: 0 });
         let run = |seed, drop_last| {
-            let plan = LoaderPlan { batch_size: 4, seed, drop_last, sampler: Sampler::Instance, skip: 0 };
+            let plan = LoaderPlan { batch_size: 4, seed, drop_last, sampler: Sampler::Instance, skip: 0, mixup_alpha: 0.0 };
             Loader::start(set.clone(), aug.clone(), plan).flat_map(|b| b.labels).collect::<Vec<_>>()
         };
         assert_eq!(run(None, false), (0..10).collect::<Vec<i64>>());
@@ -172,7 +207,7 @@ mod tests {
         let set = Arc::new(ImageSet { pixels: (0..10 * 16).map(|i| (i * 7 % 251) as u8).collect(), labels: (0..10).collect(), num_classes: 10, channels: 1, height: 4, width: 4 });
         let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0], crop_padding: 1, flip: true, autoaugment: false, cutout: 0 });
         let run = |skip| {
-            let plan = LoaderPlan { batch_size: 3, seed: Some(9), drop_last: false, sampler: Sampler::Instance, skip };
+            let plan = LoaderPlan { batch_size: 3, seed: Some(9), drop_last: false, sampler: Sampler::Instance, skip, mixup_alpha: 0.0 };
             let loader = Loader::start(set.clone(), aug.clone(), plan);
             let len = loader.len();
             let batches: Vec<(Vec<f32>, Vec<i64>)> = loader.map(|b| (b.images, b.labels)).collect();
@@ -183,5 +218,25 @@ mod tests {
         assert_eq!(all.len(), 4);
         assert_eq!(run(2), all[2..].to_vec());
         assert!(run(9).is_empty());
+    }
+
+    #[test]
+    fn mixup_mixes_images_and_labels_by_one_lambda() {
+        let set = Arc::new(ImageSet { pixels: (0..8).map(|i| i * 30).collect(), labels: (0..8).collect(), num_classes: 8, channels: 1, height: 1, width: 1 });
+        let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false, autoaugment: false, cutout: 0 });
+        let plan = LoaderPlan { batch_size: 8, seed: Some(1), drop_last: false, sampler: Sampler::Instance, skip: 0, mixup_alpha: 1.0 };
+        let batch = Loader::start(set.clone(), aug.clone(), plan.clone()).next().unwrap();
+        let mix = batch.mix.clone().expect("mixup on");
+        assert!((0.0..=1.0).contains(&mix.lambda));
+        let mut partners = mix.partner_labels.clone();
+        partners.sort();
+        assert_eq!(partners, (0..8).collect::<Vec<i64>>(), "a permutation of the batch");
+        for k in 0..8 {
+            let (a, b) = (batch.labels[k] as f32 * 30.0, mix.partner_labels[k] as f32 * 30.0);
+            assert!((batch.images[k] - (mix.lambda * a + (1.0 - mix.lambda) * b)).abs() < 1e-3);
+        }
+        assert_eq!(Loader::start(set.clone(), aug.clone(), plan.clone()).next().unwrap(), batch, "seeded");
+        let eval = LoaderPlan { seed: None, ..plan };
+        assert!(Loader::start(set, aug, eval).next().unwrap().mix.is_none(), "never at evaluation");
     }
 }

@@ -26,7 +26,7 @@ pub struct ForwardPass {
 /// Runs `net` (in eval mode, `Module::valid`, on the plain `device`) over every image of `set`
 /// without augmentation; keeps the features when `keep_features`.
 pub fn forward_all(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, batch_size: usize, device: &Device, keep_features: bool) -> ForwardPass {
-    let loader = Loader::start(set.clone(), aug.clone(), LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Default::default(), skip: 0 });
+    let loader = Loader::start(set.clone(), aug.clone(), LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Default::default(), skip: 0, mixup_alpha: 0.0 });
     let (c, h, w) = (set.channels, set.height, set.width);
     let mut pass = ForwardPass { features: Vec::new(), logits: Vec::with_capacity(set.len() * set.num_classes), loss: 0.0 };
     // The head is frozen for the whole pass: its directions (RBL's rotation) are computed once.

@@ -370,6 +370,7 @@ fn train_epoch(
         drop_last: cfg.train.drop_last,
         sampler: cfg.data.sampler,
         skip: start.steps,
+        mixup_alpha: cfg.train.mixup_alpha,
     };
     let mut loader = Loader::start(ctx.train.clone(), ctx.train_aug.clone(), plan);
     let total_steps = start.steps + loader.len();
@@ -395,7 +396,7 @@ fn train_epoch(
         }
         let b = batch.len();
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
-        let (updated, step) = train_step(net, optim, criterion, x, &batch.labels, epoch, lr, device);
+        let (updated, step) = train_step(net, optim, criterion, x, &batch.labels, batch.mix.as_ref(), epoch, lr, device);
         let loss_value = step.loss;
         if !loss_value.is_finite() {
             progress.finish();
