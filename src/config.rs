@@ -74,7 +74,7 @@ pub struct DataConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Backbone name: `resnet32`.
+    /// Backbone: `resnet32` (CIFAR ResNet, `widths`), `resnet50` or `resnext50_32x4d` (224-px input).
     pub backbone: String,
     /// Channel widths of the three stages.
     pub widths: [usize; 3],
@@ -263,8 +263,8 @@ impl ExperimentConfig {
         if !["linear", "etf", "rbl"].contains(&self.model.head.as_str()) {
             return bad("model.head", format!("unknown head '{}' (linear, etf, rbl)", self.model.head));
         }
-        if self.model.backbone != "resnet32" {
-            return bad("model.backbone", format!("unknown backbone '{}' (resnet32)", self.model.backbone));
+        if !crate::model::backbone::BACKBONES.contains(&self.model.backbone.as_str()) {
+            return bad("model.backbone", format!("unknown backbone '{}' ({})", self.model.backbone, crate::model::backbone::BACKBONES.join(", ")));
         }
         if !LOSS_NAMES.contains(&self.loss.name.as_str()) {
             return bad("loss.name", format!("unknown loss '{}' ({})", self.loss.name, LOSS_NAMES.join(", ")));

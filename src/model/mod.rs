@@ -1,5 +1,8 @@
 //! Backbones: networks that turn an image batch into a feature batch.
 
+pub mod backbone;
 pub mod resnet_cifar;
+pub mod resnet_imagenet;
 
 pub use resnet_cifar::{ResNetCifar, ResNetCifarConfig};
+pub use resnet_imagenet::{ResNetImageNet, ResNetImageNetConfig};
