@@ -56,6 +56,24 @@ pub struct DataConfig {
     pub test_per_class: usize,
     /// Zero padding for the random crop (0 disables the crop).
     pub crop_padding: usize,
+    /// `folder` datasets: split file of the training images (`path label` lines, paths
+    /// relative to `root`), e.g. ImageNet_LT_train.txt.
+    pub train_split: String,
+    /// `folder` datasets: split file of the test images.
+    pub test_split: String,
+    /// `folder` datasets: split file of the validation images (optional; used for selection).
+    pub val_split: String,
+    /// `folder` datasets: number of classes (1000 for ImageNet-LT).
+    pub num_classes: usize,
+    /// `folder` datasets: side of the square input (RandomResizedCrop for training; resize to
+    /// size·8/7 and centre crop for evaluation).
+    pub image_size: usize,
+    /// `folder` datasets: decoder threads of the loader.
+    pub workers: usize,
+    /// `folder` datasets: `error` stops at a missing or undecodable image, naming it; `skip`
+    /// leaves missing files out of the training and test sets and skips training images that
+    /// fail to decode, counting them in the epoch log.
+    pub bad_images: String,
     /// AutoAugment's CIFAR-10 policy (25 sub-policies) after crop and flip.
     pub autoaugment: bool,
     /// Cutout hole side in pixels (0 = off; the paper's code uses 16 on CIFAR).
@@ -172,6 +190,13 @@ impl Default for DataConfig {
             test_per_class: 0,
             crop_padding: 4,
             flip: true,
+            train_split: String::new(),
+            test_split: String::new(),
+            val_split: String::new(),
+            num_classes: 0,
+            image_size: 224,
+            workers: 4,
+            bad_images: "error".into(),
             autoaugment: false,
             cutout: 0,
             sampler: Sampler::Instance,
@@ -257,8 +282,25 @@ impl ExperimentConfig {
         if !(1.0..=500.0).contains(&self.data.imbalance_ratio) {
             return bad("data.imbalance_ratio", format!("{} is outside 1 … 500", self.data.imbalance_ratio));
         }
-        if !["fashion-mnist", "mnist", "cifar10", "cifar100"].contains(&self.data.dataset.as_str()) {
-            return bad("data.dataset", format!("unknown dataset '{}' (fashion-mnist, mnist, cifar10, cifar100)", self.data.dataset));
+        if !["fashion-mnist", "mnist", "cifar10", "cifar100", "folder"].contains(&self.data.dataset.as_str()) {
+            return bad("data.dataset", format!("unknown dataset '{}' (fashion-mnist, mnist, cifar10, cifar100, folder)", self.data.dataset));
+        }
+        if self.data.dataset == "folder" {
+            if self.data.train_split.is_empty() || self.data.test_split.is_empty() {
+                return bad("data.train_split", "a folder dataset needs data.train_split and data.test_split".into());
+            }
+            if self.data.num_classes < 2 {
+                return bad("data.num_classes", "a folder dataset needs its class count (at least 2)".into());
+            }
+            if self.data.val_per_class > 0 {
+                return bad("data.val_per_class", "folder datasets bring their own validation split: use data.val_split".into());
+            }
+            if self.data.image_size < 8 || self.data.workers == 0 {
+                return bad("data.image_size", "needs image_size ≥ 8 and workers ≥ 1".into());
+            }
+        }
+        if !["error", "skip"].contains(&self.data.bad_images.as_str()) {
+            return bad("data.bad_images", format!("'{}' is neither error nor skip", self.data.bad_images));
         }
         if !["linear", "etf", "rbl"].contains(&self.model.head.as_str()) {
             return bad("model.head", format!("unknown head '{}' (linear, etf, rbl)", self.model.head));

@@ -56,7 +56,7 @@ pub fn parse_cifar(bytes: &[u8], kind: Cifar, path: &Path) -> Result<ImageSet> {
         ));
     }
     let n = bytes.len() / record;
-    let mut set = ImageSet { pixels: Vec::with_capacity(n * PIXELS), labels: Vec::with_capacity(n), num_classes: kind.classes(), channels: 3, height: 32, width: 32 };
+    let mut set = ImageSet { pixels: Vec::with_capacity(n * PIXELS), labels: Vec::with_capacity(n), num_classes: kind.classes(), channels: 3, height: 32, width: 32, files: None };
     for (index, r) in bytes.chunks_exact(record).enumerate() {
         let label = r[kind.label_bytes() - 1] as u32;
         if label as usize >= kind.classes() {
@@ -70,7 +70,7 @@ pub fn parse_cifar(bytes: &[u8], kind: Cifar, path: &Path) -> Result<ImageSet> {
 
 /// Reads and concatenates files.
 pub fn read_cifar(paths: &[PathBuf], kind: Cifar) -> Result<ImageSet> {
-    let mut all = ImageSet { pixels: vec![], labels: vec![], num_classes: kind.classes(), channels: 3, height: 32, width: 32 };
+    let mut all = ImageSet { pixels: vec![], labels: vec![], num_classes: kind.classes(), channels: 3, height: 32, width: 32, files: None };
     for p in paths {
         let bytes = std::fs::read(p).map_err(|e| RblError::io(p, e))?;
         let part = parse_cifar(&bytes, kind, p)?;

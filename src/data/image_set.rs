@@ -18,6 +18,22 @@ pub struct ImageSet {
     pub height: usize,
     /// Image width.
     pub width: usize,
+    /// Set for datasets that stay on disk ("folder + split file"): the images are decoded when
+    /// loaded, and `pixels` is empty.
+    pub files: Option<std::sync::Arc<FileImages>>,
+}
+
+/// The files of an on-disk image set, in set order, and how to turn them into model input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileImages {
+    /// Root folder the paths are relative to.
+    pub root: std::path::PathBuf,
+    /// Path of each image, relative to `root`.
+    pub paths: Vec<std::path::PathBuf>,
+    /// Side of the square model input (224 for ImageNet).
+    pub size: usize,
+    /// Skip (and count) images that fail to decode during training instead of stopping.
+    pub skip_bad: bool,
 }
 
 impl ImageSet {
@@ -36,7 +52,7 @@ impl ImageSet {
         self.labels.is_empty()
     }
 
-    /// The pixels of image `i`.
+    /// The pixels of image `i` (in-memory sets only).
     pub fn image(&self, i: usize) -> &[u8] {
         let n = self.image_len();
         &self.pixels[i * n..(i + 1) * n]
@@ -62,11 +78,15 @@ impl ImageSet {
 
     /// A new set holding the images at `indices`, in that order.
     pub fn subset(&self, indices: &[usize]) -> ImageSet {
-        let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
-        for &i in indices {
-            pixels.extend_from_slice(self.image(i));
+        let files = self.files.as_ref().map(|f| std::sync::Arc::new(FileImages { paths: indices.iter().map(|&i| f.paths[i].clone()).collect(), ..(**f).clone() }));
+        let mut pixels = Vec::with_capacity(if files.is_some() { 0 } else { indices.len() * self.image_len() });
+        if files.is_none() {
+            for &i in indices {
+                pixels.extend_from_slice(self.image(i));
+            }
         }
         ImageSet {
+            files,
             pixels,
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             num_classes: self.num_classes,
@@ -77,7 +97,12 @@ impl ImageSet {
     }
 
     /// Per-channel mean and standard deviation of the pixels scaled to 0–1.
+    /// For on-disk sets these are ImageNet's (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225),
+    /// as every ImageNet-LT recipe uses, rather than a pass over the files.
     pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
+        if self.files.is_some() {
+            return (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]);
+        }
         let plane = self.height * self.width;
         let mut sum = vec![0f64; self.channels];
         let mut sq = vec![0f64; self.channels];

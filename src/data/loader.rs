@@ -1,15 +1,17 @@
 //! A batch loader that shuffles, augments and normalises the next batch on its own thread
 //! while the model trains on the current one.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::ImageSet;
+use crate::data::image_set::FileImages;
 use crate::data::augment::Augmenter;
 use crate::data::sampler::Sampler;
 
@@ -62,6 +64,8 @@ pub struct LoaderPlan {
     pub skip: usize,
     /// Mixup's Beta(α, α) parameter (0 = off); needs a seed (training).
     pub mixup_alpha: f64,
+    /// Decoder threads for on-disk sets (in-memory sets ignore it).
+    pub workers: usize,
 }
 
 /// The seed of epoch `epoch` of a run seeded `seed`: every epoch's order and augmentation
@@ -77,6 +81,10 @@ pub struct Loader {
     handle: Option<JoinHandle<()>>,
     waited: Duration,
     batches: usize,
+    /// Why the producer stopped early (an image that cannot be used), if it did.
+    failure: Arc<Mutex<Option<String>>>,
+    /// Training images skipped because they failed to decode (`data.bad_images = "skip"`).
+    skipped: Arc<AtomicUsize>,
 }
 
 impl Loader {
@@ -85,6 +93,9 @@ impl Loader {
         let batches = batch_count(set.len(), plan.batch_size, plan.drop_last);
         let plan_skip = plan.skip.min(batches);
         let (tx, rx) = sync_channel(2);
+        let failure = Arc::new(Mutex::new(None));
+        let skipped = Arc::new(AtomicUsize::new(0));
+        let (failure_w, skipped_w) = (failure.clone(), skipped.clone());
         let handle = std::thread::spawn(move || {
             let mut rng = plan.seed.map(ChaCha8Rng::seed_from_u64);
             let order: Vec<usize> = match rng.as_mut() {
@@ -95,11 +106,40 @@ impl Loader {
             let n = set.image_len();
             for b in 0..batches {
                 let idx = &order[b * plan.batch_size..((b + 1) * plan.batch_size).min(order.len())];
-                let mut images = vec![0f32; idx.len() * n];
-                for (k, &i) in idx.iter().enumerate() {
-                    aug.apply(set.image(i), c, h, w, rng.as_mut(), &mut images[k * n..(k + 1) * n]);
-                }
-                let labels: Vec<i64> = idx.iter().map(|&i| set.labels[i] as i64).collect();
+                let (mut images, labels) = match set.files.as_deref() {
+                    None => {
+                        let mut images = vec![0f32; idx.len() * n];
+                        for (k, &i) in idx.iter().enumerate() {
+                            aug.apply(set.image(i), c, h, w, rng.as_mut(), &mut images[k * n..(k + 1) * n]);
+                        }
+                        (images, idx.iter().map(|&i| set.labels[i] as i64).collect::<Vec<i64>>())
+                    }
+                    Some(files) => {
+                        // One seed per image, drawn in order: the augmentation does not depend on
+                        // which worker decodes which image.
+                        let seeds: Vec<Option<u64>> = idx.iter().map(|_| rng.as_mut().map(|r| r.random())).collect();
+                        let mut images = Vec::with_capacity(idx.len() * n);
+                        let mut labels = Vec::with_capacity(idx.len());
+                        for ((&i, seed), decoded) in idx.iter().zip(&seeds).zip(decode_files(files, idx, &seeds, plan.workers)) {
+                            match decoded {
+                                Ok(bytes) => {
+                                    let start = images.len();
+                                    images.resize(start + n, 0.0);
+                                    aug.apply::<ChaCha8Rng>(&bytes, c, h, w, None, &mut images[start..]);
+                                    labels.push(set.labels[i] as i64);
+                                }
+                                Err(_) if files.skip_bad && seed.is_some() => {
+                                    skipped_w.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(e) => {
+                                    *failure_w.lock().expect("failure slot") = Some(e.to_string());
+                                    return;
+                                }
+                            }
+                        }
+                        (images, labels)
+                    }
+                };
                 let mix = match rng.as_mut().filter(|_| plan.mixup_alpha > 0.0) {
                     Some(rng) => Some(mixup(&mut images, &labels, n, plan.mixup_alpha, rng)),
                     None => None,
@@ -112,7 +152,18 @@ impl Loader {
                 }
             }
         });
-        Loader { rx, handle: Some(handle), waited: Duration::ZERO, batches: batches.saturating_sub(plan_skip) }
+        Loader { rx, handle: Some(handle), waited: Duration::ZERO, batches: batches.saturating_sub(plan_skip), failure, skipped }
+    }
+
+    /// The error that stopped the pass early, if any: the caller must check it after the last
+    /// batch (a short pass is not a finished one).
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("failure slot").clone()
+    }
+
+    /// Training images skipped so far because they could not be decoded.
+    pub fn skipped(&self) -> usize {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     /// Number of batches this pass yields.
@@ -154,6 +205,31 @@ impl Drop for Loader {
     }
 }
 
+/// Reads and transforms the images `idx` of an on-disk set on `workers` threads: with a seed,
+/// RandomResizedCrop and flip (training); without, resize and centre crop.
+fn decode_files(files: &FileImages, idx: &[usize], seeds: &[Option<u64>], workers: usize) -> Vec<crate::error::Result<Vec<u8>>> {
+    let load = |k: usize| -> crate::error::Result<Vec<u8>> {
+        let path = files.root.join(&files.paths[idx[k]]);
+        let bytes = std::fs::read(&path).map_err(|e| crate::error::RblError::io(&path, e))?;
+        let img = crate::data::jpeg::decode_jpeg(&bytes, &path)?;
+        Ok(match seeds[k] {
+            Some(seed) => crate::data::resize::random_resized_crop_flip(&img, files.size, &mut ChaCha8Rng::seed_from_u64(seed)).pixels,
+            None => crate::data::resize::resize_center_crop(&img, files.size * 8 / 7, files.size).pixels,
+        })
+    };
+    let workers = workers.clamp(1, idx.len().max(1));
+    let mut out: Vec<Option<crate::error::Result<Vec<u8>>>> = (0..idx.len()).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers).map(|t| s.spawn(move || (t..idx.len()).step_by(workers).map(|k| (k, load(k))).collect::<Vec<_>>())).collect();
+        for h in handles {
+            for (k, r) in h.join().expect("decoder thread") {
+                out[k] = Some(r);
+            }
+        }
+    });
+    out.into_iter().map(|r| r.expect("every image decoded")).collect()
+}
+
 /// Mixes a batch in place with a random permutation of itself, λ ~ Beta(α, α).
 fn mixup(images: &mut [f32], labels: &[i64], image_len: usize, alpha: f64, rng: &mut ChaCha8Rng) -> Mix {
     use rand::seq::SliceRandom;
@@ -182,10 +258,10 @@ mod tests {
 
     #[test]
     fn yields_every_image_once_in_a_seeded_order() {
-        let set = Arc::new(ImageSet { pixels: (0..10u8).collect(), labels: (0..10).collect(), num_classes: 10, channels: 1, height: 1, width: 1 });
+        let set = Arc::new(ImageSet { pixels: (0..10u8).collect(), labels: (0..10).collect(), num_classes: 10, channels: 1, height: 1, width: 1, files: None });
         let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false, autoaugment: false, cutout: 0 });
         let run = |seed, drop_last| {
-            let plan = LoaderPlan { batch_size: 4, seed, drop_last, sampler: Sampler::Instance, skip: 0, mixup_alpha: 0.0 };
+            let plan = LoaderPlan { batch_size: 4, seed, drop_last, sampler: Sampler::Instance, skip: 0, mixup_alpha: 0.0, workers: 1 };
             Loader::start(set.clone(), aug.clone(), plan).flat_map(|b| b.labels).collect::<Vec<_>>()
         };
         assert_eq!(run(None, false), (0..10).collect::<Vec<i64>>());
@@ -204,10 +280,10 @@ mod tests {
     fn skipping_batches_leaves_the_rest_unchanged() {
         // Augmentation draws from the same stream as the order: a skip must still draw for the
         // skipped batches, or every later crop and flip would change on resume.
-        let set = Arc::new(ImageSet { pixels: (0..10 * 16).map(|i| (i * 7 % 251) as u8).collect(), labels: (0..10).collect(), num_classes: 10, channels: 1, height: 4, width: 4 });
+        let set = Arc::new(ImageSet { pixels: (0..10 * 16).map(|i| (i * 7 % 251) as u8).collect(), labels: (0..10).collect(), num_classes: 10, channels: 1, height: 4, width: 4, files: None });
         let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0], crop_padding: 1, flip: true, autoaugment: false, cutout: 0 });
         let run = |skip| {
-            let plan = LoaderPlan { batch_size: 3, seed: Some(9), drop_last: false, sampler: Sampler::Instance, skip, mixup_alpha: 0.0 };
+            let plan = LoaderPlan { batch_size: 3, seed: Some(9), drop_last: false, sampler: Sampler::Instance, skip, mixup_alpha: 0.0, workers: 1 };
             let loader = Loader::start(set.clone(), aug.clone(), plan);
             let len = loader.len();
             let batches: Vec<(Vec<f32>, Vec<i64>)> = loader.map(|b| (b.images, b.labels)).collect();
@@ -222,9 +298,9 @@ mod tests {
 
     #[test]
     fn mixup_mixes_images_and_labels_by_one_lambda() {
-        let set = Arc::new(ImageSet { pixels: (0..8).map(|i| i * 30).collect(), labels: (0..8).collect(), num_classes: 8, channels: 1, height: 1, width: 1 });
+        let set = Arc::new(ImageSet { pixels: (0..8).map(|i| i * 30).collect(), labels: (0..8).collect(), num_classes: 8, channels: 1, height: 1, width: 1, files: None });
         let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false, autoaugment: false, cutout: 0 });
-        let plan = LoaderPlan { batch_size: 8, seed: Some(1), drop_last: false, sampler: Sampler::Instance, skip: 0, mixup_alpha: 1.0 };
+        let plan = LoaderPlan { batch_size: 8, seed: Some(1), drop_last: false, sampler: Sampler::Instance, skip: 0, mixup_alpha: 1.0, workers: 1 };
         let batch = Loader::start(set.clone(), aug.clone(), plan.clone()).next().unwrap();
         let mix = batch.mix.clone().expect("mixup on");
         assert!((0.0..=1.0).contains(&mix.lambda));

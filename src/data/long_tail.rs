@@ -111,7 +111,7 @@ mod tests {
 
     fn toy(per_class: usize, classes: usize) -> ImageSet {
         let labels: Vec<u32> = (0..per_class * classes).map(|i| (i % classes) as u32).collect();
-        ImageSet { pixels: (0..labels.len()).map(|i| i as u8).collect(), labels, num_classes: classes, channels: 1, height: 1, width: 1 }
+        ImageSet { pixels: (0..labels.len()).map(|i| i as u8).collect(), labels, num_classes: classes, channels: 1, height: 1, width: 1, files: None }
     }
 
     #[test]

@@ -58,7 +58,7 @@ mod tests {
     fn long_tailed() -> ImageSet {
         // 900, 90, 10 images of classes 0, 1, 2.
         let labels: Vec<u32> = [(0u32, 900), (1, 90), (2, 10)].iter().flat_map(|&(c, n)| std::iter::repeat_n(c, n)).collect();
-        ImageSet { pixels: vec![0; labels.len()], labels, num_classes: 3, channels: 1, height: 1, width: 1 }
+        ImageSet { pixels: vec![0; labels.len()], labels, num_classes: 3, channels: 1, height: 1, width: 1, files: None }
     }
 
     fn frequencies(s: Sampler) -> Vec<f64> {

@@ -50,6 +50,7 @@ pub fn read_idx_pair(images: &Path, labels: &Path, num_classes: usize) -> Result
         channels: 1,
         height: img.dims[1],
         width: img.dims[2],
+        files: None,
     })
 }
 
@@ -87,8 +88,59 @@ pub fn load_idx_dataset(root: &Path) -> Result<(ImageSet, ImageSet)> {
     Ok((train, test))
 }
 
+/// An on-disk set from a split file: labels in memory, images decoded when loaded. Listed
+/// files that do not exist are an error naming the first few, or with `data.bad_images =
+/// "skip"` are left out and counted on stderr.
+pub fn folder_set(cfg: &DataConfig, split: &str) -> Result<ImageSet> {
+    let root = Path::new(&cfg.root);
+    let split_path = Path::new(split);
+    let entries = crate::data::split_file::read_split(split_path, cfg.num_classes)?;
+    let (present, missing): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| root.join(&e.path).is_file());
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().take(3).map(|e| root.join(&e.path).display().to_string()).collect();
+        let msg = format!("{} of {} listed images are missing (first: {})", missing.len(), missing.len() + present.len(), names.join(", "));
+        if cfg.bad_images != "skip" {
+            return Err(RblError::format(split_path, format!("{msg}; set data.bad_images = \"skip\" to train without them")));
+        }
+        eprintln!("warning: {}: {msg}; skipped", split_path.display());
+    }
+    Ok(ImageSet {
+        pixels: Vec::new(),
+        labels: present.iter().map(|e| e.label).collect(),
+        num_classes: cfg.num_classes,
+        channels: 3,
+        height: cfg.image_size,
+        width: cfg.image_size,
+        files: Some(std::sync::Arc::new(crate::data::image_set::FileImages {
+            root: root.into(),
+            paths: present.into_iter().map(|e| e.path).collect(),
+            size: cfg.image_size,
+            skip_bad: cfg.bad_images == "skip",
+        })),
+    })
+}
+
+/// The sets of a "folder + split files" dataset (ImageNet-LT, Places-LT, iNaturalist): already
+/// long-tailed by their split, so no subsampling; the validation split is the dataset's own.
+fn prepare_folder(cfg: &DataConfig) -> Result<PreparedData> {
+    let train = folder_set(cfg, &cfg.train_split)?;
+    let test = folder_set(cfg, &cfg.test_split)?;
+    let val = if cfg.val_split.is_empty() { train.subset(&[]) } else { folder_set(cfg, &cfg.val_split)? };
+    for (class, &n) in train.class_counts().iter().enumerate() {
+        if n == 0 {
+            return Err(RblError::Dataset(format!("class {class} has no training image in {}", cfg.train_split)));
+        }
+    }
+    let test = if cfg.test_per_class > 0 { test.subset(&first_per_class(&test, cfg.test_per_class)) } else { test };
+    let (mean, std) = train.channel_stats();
+    Ok(PreparedData { train_counts: train.class_counts(), train, val, test, mean, std })
+}
+
 /// Builds the experiment's sets from the config: validation split first, then the long tail.
 pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<PreparedData> {
+    if cfg.dataset == "folder" {
+        return prepare_folder(cfg);
+    }
     let (pool, test) = load_dataset(cfg)?;
     prepare_from(pool, test, cfg, seed)
 }

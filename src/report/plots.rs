@@ -307,6 +307,7 @@ mod tests {
             val_acc_adjusted: None,
             seconds: 1.0,
             loader_wait_seconds: 0.0,
+            skipped_images: 0,
             train_images_per_second: 1.0,
             rotation_orthogonality_error: None,
             neural_collapse: None,

@@ -53,6 +53,10 @@ pub struct EpochRecord {
     pub seconds: f64,
     /// Seconds the training loop waited for the data loader.
     pub loader_wait_seconds: f64,
+    /// Training images skipped this epoch because they could not be decoded
+    /// (`data.bad_images = "skip"`); 0 otherwise.
+    #[serde(default)]
+    pub skipped_images: usize,
     /// Training images per second.
     pub train_images_per_second: f64,
     /// max |RᵀR − I| of the RBL rotation after the epoch.

@@ -11,6 +11,7 @@ use crate::loss::cross_entropy::mean_cross_entropy;
 use crate::metrics::accuracy::argmax_rows;
 use crate::metrics::{ClassificationReport, ShotBuckets, adjust_logits, log_prior};
 use crate::network::Network;
+use crate::error::{RblError, Result};
 use crate::report::EvalSummary;
 
 /// One pass of a frozen network over a set, in set order.
@@ -25,13 +26,13 @@ pub struct ForwardPass {
 
 /// Runs `net` (in eval mode, `Module::valid`, on the plain `device`) over every image of `set`
 /// without augmentation; keeps the features when `keep_features`.
-pub fn forward_all(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, batch_size: usize, device: &Device, keep_features: bool) -> ForwardPass {
-    let loader = Loader::start(set.clone(), aug.clone(), LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Default::default(), skip: 0, mixup_alpha: 0.0 });
+pub fn forward_all(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, batch_size: usize, device: &Device, keep_features: bool) -> Result<ForwardPass> {
+    let mut loader = Loader::start(set.clone(), aug.clone(), LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Default::default(), skip: 0, mixup_alpha: 0.0, workers: 4 });
     let (c, h, w) = (set.channels, set.height, set.width);
     let mut pass = ForwardPass { features: Vec::new(), logits: Vec::with_capacity(set.len() * set.num_classes), loss: 0.0 };
     // The head is frozen for the whole pass: its directions (RBL's rotation) are computed once.
     let directions = net.head.class_directions();
-    for batch in loader {
+    for batch in loader.by_ref() {
         let b = batch.len();
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
         let features = net.features(x);
@@ -41,14 +42,17 @@ pub fn forward_all(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, bat
             pass.features.extend(features.into_data().try_to_vec::<f32>().expect("f32 features"));
         }
     }
+    if let Some(e) = loader.failure() {
+        return Err(RblError::Dataset(e));
+    }
     pass.loss = mean_cross_entropy(&pass.logits, &set.labels, set.num_classes);
-    pass
+    Ok(pass)
 }
 
 /// Logits of every image of `set`, row-major `[N, C]`, and the mean cross-entropy.
-pub fn predict(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, batch_size: usize, device: &Device) -> (Vec<f32>, f64) {
-    let pass = forward_all(net, set, aug, batch_size, device, false);
-    (pass.logits, pass.loss)
+pub fn predict(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, batch_size: usize, device: &Device) -> Result<(Vec<f32>, f64)> {
+    let pass = forward_all(net, set, aug, batch_size, device, false)?;
+    Ok((pass.logits, pass.loss))
 }
 
 /// Scores logits against the set's labels, raw and adjusted by τ·log π (π from `train_counts`).
@@ -79,8 +83,8 @@ pub struct Evaluator<'a> {
 
 impl Evaluator<'_> {
     /// [`predict`] then [`summarize`].
-    pub fn evaluate(&self, net: &Network, set: &Arc<ImageSet>) -> EvalSummary {
-        let (logits, loss) = predict(net, set, self.aug, self.batch_size, self.device);
-        summarize(logits, loss, set, self.train_counts, self.tau, self.buckets)
+    pub fn evaluate(&self, net: &Network, set: &Arc<ImageSet>) -> Result<EvalSummary> {
+        let (logits, loss) = predict(net, set, self.aug, self.batch_size, self.device)?;
+        Ok(summarize(logits, loss, set, self.train_counts, self.tau, self.buckets))
     }
 }

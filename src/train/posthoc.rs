@@ -60,10 +60,10 @@ pub fn tune_posthoc(dir: &Path, method: PostHoc, grid: &[f64]) -> Result<PostHoc
 
     let (validation, test) = match method {
         PostHoc::LogitAdjust => {
-            let (val_logits, _) = predict(&net, &val, &ctx.eval_aug, cfg.eval.batch_size, &device);
+            let (val_logits, _) = predict(&net, &val, &ctx.eval_aug, cfg.eval.batch_size, &device)?;
             let validation: Vec<(f64, f64)> = grid.iter().map(|&t| (t, score(val_logits.clone(), &val, t).adjusted.top1)).collect();
             let chosen = best(&validation);
-            let (test_logits, loss) = predict(&net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, &device);
+            let (test_logits, loss) = predict(&net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, &device)?;
             (validation, summarize(test_logits, loss, &ctx.test, &counts, chosen, ctx.buckets))
         }
         PostHoc::TauNorm => {
@@ -73,7 +73,7 @@ pub fn tune_posthoc(dir: &Path, method: PostHoc, grid: &[f64]) -> Result<PostHoc
             let w = Mat::from_tensor(weights);
             let (d, c) = (w.rows, w.cols);
             let norms = w.column_norms();
-            let val_f = forward_all(&net, &val, &ctx.eval_aug, cfg.eval.batch_size, &device, true).features;
+            let val_f = forward_all(&net, &val, &ctx.eval_aug, cfg.eval.batch_size, &device, true)?.features;
             let logits = |f: &[f32], tau: f64| -> Vec<f32> {
                 let scale: Vec<f64> = norms.iter().map(|n| n.powf(tau).max(1e-12)).collect();
                 f.chunks_exact(d)
@@ -82,7 +82,7 @@ pub fn tune_posthoc(dir: &Path, method: PostHoc, grid: &[f64]) -> Result<PostHoc
             };
             let validation: Vec<(f64, f64)> = grid.iter().map(|&t| (t, score(logits(&val_f, t), &val, 0.0).raw.top1)).collect();
             let chosen = best(&validation);
-            let test_f = forward_all(&net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, &device, true).features;
+            let test_f = forward_all(&net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, &device, true)?.features;
             let test_logits = logits(&test_f, chosen);
             let loss = mean_cross_entropy(&test_logits, &ctx.test.labels, c);
             (validation, summarize(test_logits, loss, &ctx.test, &counts, 0.0, ctx.buckets))

@@ -201,8 +201,8 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
         let eval_now = is_last || (epoch + 1) % cfg.train.eval_every == 0;
         let eval_net = net.valid();
         let evaluator = ctx.evaluator(cfg.eval.tau);
-        let test = eval_now.then(|| evaluator.evaluate(&eval_net, &ctx.test));
-        let val = ctx.val.as_ref().filter(|_| eval_now).map(|v| evaluator.evaluate(&eval_net, v));
+        let test = eval_now.then(|| evaluator.evaluate(&eval_net, &ctx.test)).transpose()?;
+        let val = ctx.val.as_ref().filter(|_| eval_now).map(|v| evaluator.evaluate(&eval_net, v)).transpose()?;
         if let Some(t) = test.as_ref().filter(|t| !t.loss.is_finite()) {
             return Err(RblError::Diverged { epoch: epoch + 1, step: stats.steps, loss: t.loss as f32 });
         }
@@ -211,7 +211,8 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
         let picture_now = cfg.eval.feature_epochs.contains(&(epoch + 1));
         // One pass over the un-augmented training set serves all three uses.
         let train_pass = (nc_now || picture_now || (eval_now && cfg.eval.train_eval))
-            .then(|| forward_all(&eval_net, &ctx.train, &ctx.eval_aug, cfg.eval.batch_size, &ctx.device, nc_now || picture_now));
+            .then(|| forward_all(&eval_net, &ctx.train, &ctx.eval_aug, cfg.eval.batch_size, &ctx.device, nc_now || picture_now))
+            .transpose()?;
         let neural_collapse = train_pass.as_ref().filter(|_| nc_now).map(|pass| collapse_metrics(&eval_net, &ctx, pass));
         let train_eval = train_pass.as_ref().filter(|_| eval_now && cfg.eval.train_eval).map(|pass| {
             let labels: Vec<usize> = ctx.train.labels.iter().map(|&l| l as usize).collect();
@@ -240,6 +241,7 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
             val_acc_adjusted: val.as_ref().map(|v| v.adjusted.top1),
             seconds,
             loader_wait_seconds: stats.loader_wait,
+            skipped_images: stats.skipped,
             train_images_per_second: stats.images as f64 / stats.train_seconds,
             rotation_orthogonality_error: ortho,
             neural_collapse,
@@ -275,8 +277,8 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let eval_net = net.valid();
             let evaluator = ctx.evaluator(cfg.eval.tau);
-            let test = evaluator.evaluate(&eval_net, &ctx.test);
-            let val = ctx.val.as_ref().map(|v| evaluator.evaluate(&eval_net, v));
+            let test = evaluator.evaluate(&eval_net, &ctx.test)?;
+            let val = ctx.val.as_ref().map(|v| evaluator.evaluate(&eval_net, v)).transpose()?;
             let metrics = final_metrics(&ctx, test, val, wall_seconds, net.head.rotation().map(|r| r.orthogonality_error()));
             write_atomic(&p, serde_json::to_string_pretty(&metrics).expect("serialises").as_bytes())?;
             Ok(Some(metrics))
@@ -310,7 +312,7 @@ fn collapse_metrics(net: &Network, ctx: &Context, pass: &ForwardPass) -> NeuralC
 /// PCA pictures of the training features (from `train_pass`) and the test features after
 /// `epoch`, into `RUN_DIR/features/epoch_NNN.{png,svg}`.
 fn feature_picture(net: &Network, ctx: &Context, train_pass: &ForwardPass, run_dir: &Path, epoch: usize) -> Result<()> {
-    let test_pass = forward_all(net, &ctx.test, &ctx.eval_aug, ctx.cfg.eval.batch_size, &ctx.device, true);
+    let test_pass = forward_all(net, &ctx.test, &ctx.eval_aug, ctx.cfg.eval.batch_size, &ctx.device, true)?;
     let directions = Mat::from_tensor(net.head.class_directions());
     let train_labels: Vec<usize> = ctx.train.labels.iter().map(|&l| l as usize).collect();
     let test_labels: Vec<usize> = ctx.test.labels.iter().map(|&l| l as usize).collect();
@@ -333,6 +335,7 @@ struct EpochStats {
     images: usize,
     train_seconds: f64,
     loader_wait: f64,
+    skipped: usize,
 }
 
 /// Mid-epoch checkpoints for one epoch: where to resume, how often to save, and the saver.
@@ -371,6 +374,7 @@ fn train_epoch(
         sampler: cfg.data.sampler,
         skip: start.steps,
         mixup_alpha: cfg.train.mixup_alpha,
+        workers: cfg.data.workers,
     };
     let mut loader = Loader::start(ctx.train.clone(), ctx.train_aug.clone(), plan);
     let total_steps = start.steps + loader.len();
@@ -419,6 +423,9 @@ fn train_epoch(
         progress.step(steps, loss_sum / images as f64, 100.0 * hits as f64 / images as f64, seen / t0.elapsed().as_secs_f64());
     }
     progress.finish();
+    if let Some(e) = loader.failure() {
+        return Err(RblError::Dataset(format!("{e} (epoch {}; set data.bad_images = \"skip\" to skip such training images)", epoch + 1)));
+    }
     let n = images.max(1) as f64;
     let done = partial(loss_sum, hits, images, steps, &loader);
     Ok(Some((
@@ -430,6 +437,7 @@ fn train_epoch(
             images,
             train_seconds: done.train_seconds.max(1e-9),
             loader_wait: done.loader_wait,
+            skipped: loader.skipped(),
         },
     )))
 }
@@ -468,7 +476,7 @@ pub fn features_from_checkpoint(dir: &Path) -> Result<PathBuf> {
     let net = Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &device)?;
     let net = apply_weights(net, &ckpt)?.valid();
     let run_dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
-    let pass = forward_all(&net, &ctx.train, &ctx.eval_aug, cfg.eval.batch_size, &ctx.device, true);
+    let pass = forward_all(&net, &ctx.train, &ctx.eval_aug, cfg.eval.batch_size, &ctx.device, true)?;
     feature_picture(&net, &ctx, &pass, &run_dir, ckpt.state.epoch)?;
     Ok(run_dir.join("features").join(format!("epoch_{:03}.png", ckpt.state.epoch)))
 }
@@ -490,5 +498,5 @@ pub fn eval_checkpoint(dir: &Path, tau: Option<f64>, on_val: bool, device_name: 
     } else {
         ctx.test.clone()
     };
-    Ok(ctx.evaluator(tau.unwrap_or(cfg.eval.tau)).evaluate(&net, &set))
+    ctx.evaluator(tau.unwrap_or(cfg.eval.tau)).evaluate(&net, &set)
 }

@@ -98,11 +98,11 @@ pub fn run_stage2(dir: &Path, method: Stage2, opts: &Stage2Options) -> Result<St
     let c = counts.len();
 
     // Frozen network outputs, once: features for cRT, logits for LWS / MARC.
-    let outputs = |set: &Arc<ImageSet>| {
-        let pass = forward_all(&net, set, &ctx.eval_aug, cfg.eval.batch_size, &device, method == Stage2::Crt);
-        if method == Stage2::Crt { pass.features } else { pass.logits }
+    let outputs = |set: &Arc<ImageSet>| -> Result<Vec<f32>> {
+        let pass = forward_all(&net, set, &ctx.eval_aug, cfg.eval.batch_size, &device, method == Stage2::Crt)?;
+        Ok(if method == Stage2::Crt { pass.features } else { pass.logits })
     };
-    let (train_out, test_out) = (outputs(&ctx.train), outputs(&ctx.test));
+    let (train_out, test_out) = (outputs(&ctx.train)?, outputs(&ctx.test)?);
     let width = train_out.len() / ctx.train.len();
     let ad = device.clone().autodiff();
     let to_tensor = |rows: &[f32], n: usize| Tensor::<2>::from_data(TensorData::new(rows.to_vec(), [n, width]), &ad);
@@ -117,7 +117,7 @@ pub fn run_stage2(dir: &Path, method: Stage2, opts: &Stage2Options) -> Result<St
     let w_norm_t = |dev: &Device| Tensor::<1>::from_data(TensorData::new(w_norm.clone(), [c]), dev);
 
     // Index-only "image set" so the usual samplers draw the stage-2 batches.
-    let labels_only = Arc::new(ImageSet { pixels: vec![0; ctx.train.len()], labels: ctx.train.labels.clone(), num_classes: c, channels: 1, height: 1, width: 1 });
+    let labels_only = Arc::new(ImageSet { pixels: vec![0; ctx.train.len()], labels: ctx.train.labels.clone(), num_classes: c, channels: 1, height: 1, width: 1, files: None });
     let mut crt = (method == Stage2::Crt).then(|| LinearConfig::new(width, c).init(&ad));
     let mut lws = (method == Stage2::Lws).then(|| Scales { s: Param::from_tensor(Tensor::ones([c], &ad)) });
     let mut marc = (method == Stage2::Marc).then(|| Marc { omega: Param::from_tensor(Tensor::ones([c], &ad)), beta: Param::from_tensor(Tensor::zeros([c], &ad)) });
