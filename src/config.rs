@@ -74,6 +74,10 @@ pub struct DataConfig {
     /// leaves missing files out of the training and test sets and skips training images that
     /// fail to decode, counting them in the epoch log.
     pub bad_images: String,
+    /// Per-channel normalisation mean on the 0–1 scale (empty: the training set's own).
+    pub mean: Vec<f32>,
+    /// Per-channel normalisation standard deviation on the 0–1 scale (empty: the training set's).
+    pub std: Vec<f32>,
     /// AutoAugment's CIFAR-10 policy (25 sub-policies) after crop and flip.
     pub autoaugment: bool,
     /// Cutout hole side in pixels (0 = off; the paper's code uses 16 on CIFAR).
@@ -141,6 +145,13 @@ pub struct TrainConfig {
     pub checkpoint_every_steps: usize,
     /// Mixup's Beta(α, α) parameter (0 = off; the "Fixed" paper uses α = 1 on CIFAR).
     pub mixup_alpha: f64,
+    /// After warm-up: `cosine` (to 0 at the last epoch) or `step` (× `lr_gamma` at each of
+    /// `lr_milestones`, 0-based epochs).
+    pub schedule: String,
+    /// Epochs where the step schedule multiplies the learning rate by `lr_gamma`.
+    pub lr_milestones: Vec<usize>,
+    /// Factor of each step.
+    pub lr_gamma: f64,
 }
 
 /// Evaluation options.
@@ -197,6 +208,8 @@ impl Default for DataConfig {
             image_size: 224,
             workers: 4,
             bad_images: "error".into(),
+            mean: Vec::new(),
+            std: Vec::new(),
             autoaugment: false,
             cutout: 0,
             sampler: Sampler::Instance,
@@ -227,6 +240,9 @@ impl Default for TrainConfig {
             eval_every: 1,
             checkpoint_every_steps: 0,
             mixup_alpha: 0.0,
+            schedule: "cosine".into(),
+            lr_milestones: Vec::new(),
+            lr_gamma: 0.1,
         }
     }
 }
@@ -325,6 +341,9 @@ impl ExperimentConfig {
         }
         if !(self.train.lr.is_finite() && self.train.lr > 0.0) {
             return bad("train.lr", format!("{} is not a positive number", self.train.lr));
+        }
+        if !["cosine", "step"].contains(&self.train.schedule.as_str()) {
+            return bad("train.schedule", format!("'{}' is neither cosine nor step", self.train.schedule));
         }
         if !(self.train.mixup_alpha.is_finite() && self.train.mixup_alpha >= 0.0) {
             return bad("train.mixup_alpha", format!("{} is not a non-negative number", self.train.mixup_alpha));

@@ -247,6 +247,21 @@ fn trains_on_cifar10_binary_files() {
     let counts: Vec<u64> = m["train_counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert_eq!(counts, vec![20, 16, 12, 10, 8, 6, 5, 4, 3, 2]);
     assert_eq!(m["test"]["images"], 20);
+
+    // The paper's Table 1 configs run as they are once the data is there (budget cut for the test).
+    let paper = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper");
+    for method in ["rbl", "fixed"] {
+        let cfg = paper.join(format!("cifar10_lt100_{method}.toml"));
+        let root = format!("data.root=\"{}\"", data.display());
+        let run = dir.path().join(method);
+        let out = rbl(&[
+            "train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q",
+            "--set", &root, "--set", "data.imbalance_ratio=10.0", "--set", "data.n_max=20",
+            "--set", "train.epochs=1", "--set", "train.batch_size=8", "--set", "train.warmup_epochs=0",
+        ]);
+        assert!(out.status.success(), "{method}: {}", stderr(&out));
+        assert!(run.join("metrics.json").is_file());
+    }
 }
 
 #[test]

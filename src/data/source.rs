@@ -132,8 +132,22 @@ fn prepare_folder(cfg: &DataConfig) -> Result<PreparedData> {
         }
     }
     let test = if cfg.test_per_class > 0 { test.subset(&first_per_class(&test, cfg.test_per_class)) } else { test };
-    let (mean, std) = train.channel_stats();
+    let (mean, std) = normalisation(cfg, &train)?;
     Ok(PreparedData { train_counts: train.class_counts(), train, val, test, mean, std })
+}
+
+/// The configured normalisation (`data.mean` / `data.std`) or the training set's statistics.
+fn normalisation(cfg: &DataConfig, train: &ImageSet) -> Result<(Vec<f32>, Vec<f32>)> {
+    if cfg.mean.is_empty() && cfg.std.is_empty() {
+        return Ok(train.channel_stats());
+    }
+    if cfg.mean.len() != train.channels || cfg.std.len() != train.channels || cfg.std.iter().any(|&s| !(s > 0.0)) {
+        return Err(RblError::Config {
+            origin: "data.mean / data.std".into(),
+            msg: format!("need {} values each (one per channel), std positive", train.channels),
+        });
+    }
+    Ok((cfg.mean.clone(), cfg.std.clone()))
 }
 
 /// Builds the experiment's sets from the config: validation split first, then the long tail.
@@ -172,6 +186,6 @@ pub fn prepare_from(pool: ImageSet, test: ImageSet, cfg: &DataConfig, seed: u64)
     if let Some(c) = test.class_counts().iter().position(|&n| n == 0) {
         return Err(RblError::Dataset(format!("class {c} has no test image")));
     }
-    let (mean, std) = train.channel_stats();
+    let (mean, std) = normalisation(cfg, &train)?;
     Ok(PreparedData { train_counts: train.class_counts(), train, val, test, mean, std })
 }
