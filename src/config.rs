@@ -256,7 +256,7 @@ impl Default for EvalConfig {
 impl ExperimentConfig {
     /// Reads a TOML file and applies `key=value` overrides (dotted keys, TOML values).
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| RblError::io(path, e))?;
+        let text = crate::error::read_text_capped(path, 1 << 20)?;
         Self::from_toml_str(&text, &path.display().to_string(), overrides)
     }
 

@@ -81,6 +81,17 @@ pub enum RblError {
     Model(String),
 }
 
+/// Reads a whole text file that should be at most `limit` bytes: a file larger than any
+/// legitimate one (a wrong path, a corrupt disk) is refused before it is read into memory.
+pub fn read_text_capped(path: &std::path::Path, limit: u64) -> Result<String> {
+    let len = std::fs::metadata(path).map_err(|e| RblError::io(path, e))?.len();
+    if len > limit {
+        return Err(RblError::format(path, format!("{len} bytes, more than the {limit} a file of this kind can need")));
+    }
+    let bytes = std::fs::read(path).map_err(|e| RblError::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| RblError::format(path, format!("not UTF-8 text: {e}")))
+}
+
 /// Result with [`RblError`].
 pub type Result<T> = std::result::Result<T, RblError>;
 

@@ -52,7 +52,8 @@ pub fn parse_split(text: &str, origin: &Path, num_classes: usize) -> Result<Vec<
 
 /// Reads and parses a split file.
 pub fn read_split(path: &Path, num_classes: usize) -> Result<Vec<SplitEntry>> {
-    let text = std::fs::read_to_string(path).map_err(|e| RblError::io(path, e))?;
+    // iNaturalist 2018's train list is ~30 MB; 1 GiB is far beyond any real split file.
+    let text = crate::error::read_text_capped(path, 1 << 30)?;
     parse_split(&text, path, num_classes)
 }
 

@@ -166,10 +166,15 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
 pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint> {
     let bad = |msg: String| RblError::Checkpoint { path: dir.into(), msg };
     let state_path = dir.join("state.json");
-    let text = std::fs::read_to_string(&state_path).map_err(|e| RblError::io(&state_path, e))?;
+    let text = crate::error::read_text_capped(&state_path, 64 << 20)?;
     let state: CheckpointState = serde_json::from_str(&text).map_err(|e| bad(format!("state.json is corrupt: {e}")))?;
     let read = |name: &str, crc: u32| -> Result<Vec<u8>> {
         let p = dir.join(name);
+        // A record larger than any model rbl builds (ResNeXt-50 is ~100 MB) is not read.
+        let len = std::fs::metadata(&p).map_err(|e| RblError::io(&p, e))?.len();
+        if len > 8 << 30 {
+            return Err(bad(format!("{name} is {len} bytes, larger than any model's record")));
+        }
         let bytes = std::fs::read(&p).map_err(|e| RblError::io(&p, e))?;
         if crc32(&bytes) != crc {
             return Err(bad(format!("{name} fails its checksum: the file is corrupt or from another checkpoint")));
