@@ -120,3 +120,19 @@ fn a_full_disk_is_an_error_and_publishes_no_broken_checkpoint() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(run.join("metrics.json").is_file());
 }
+
+#[test]
+fn a_checkpoint_of_another_config_is_refused() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &tiny_config("rbl", 2));
+    let run = dir.path().join("run");
+    let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q", "--stop-after-epoch", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The run's config changes under its checkpoint (here: the learning rate).
+    let text = std::fs::read_to_string(run.join("config.toml")).unwrap().replace("lr = 0.1", "lr = 0.05");
+    std::fs::write(run.join("config.toml"), text).unwrap();
+    let out = rbl(&["train", "--resume", run.to_str().unwrap(), "-q"]);
+    assert_clean_failure(&out, &["checkpoint-000001", "different config"]);
+    assert!(!run.join("metrics.json").exists());
+}
