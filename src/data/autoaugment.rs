@@ -314,6 +314,34 @@ mod tests {
     }
 
     #[test]
+    fn sharpness_shear_y_and_equalize_on_known_images() {
+        // A bright centre on black, 3 × 3: factor 0 is PIL's SMOOTH, (1·0 × 8 + 5·130) / 13 = 50
+        // at the centre; the border keeps its pixels.
+        let mut img = vec![0, 0, 0, 0, 130, 0, 0, 0, 0];
+        apply(Op::Sharpness, 1.0, -1.0, &mut img, 1, 3, 3);
+        assert_eq!(img, [0, 0, 0, 0, 50, 0, 0, 0, 0]);
+        // Factor 2 sharpens: 50 + 2 · (130 − 50) = 210.
+        let mut img = vec![0, 0, 0, 0, 130, 0, 0, 0, 0];
+        apply(Op::Sharpness, 1.0, 1.0, &mut img, 1, 3, 3);
+        assert_eq!(img[4], 210);
+        // ShearY by 0.5 on a column ramp: output (x, y) samples (x, y + 0.5·x) at pixel centres.
+        let mut img: Vec<u8> = (0..16).map(|i| (i / 4 * 10) as u8).collect(); // row y has value 10·y
+        apply(Op::ShearY, 0.5, 1.0, &mut img, 1, 4, 4);
+        assert_eq!(img[0], 3, "x = 0: source y = 0.25, bilinear between rows 0 and 1 → 2.5 → 3");
+        assert_eq!(img[4 + 2], 23, "x = 2, y = 1: source y = 2.25 → 22.5 → 23");
+        assert_eq!(img[12 + 3], 128, "x = 3, y = 3: source y = 4.75 is outside: grey");
+        // Equalize a two-level image with 12 dark and 4 bright pixels: PIL's table maps
+        // 10 → 0 and 200 → (step/2 + 12) / step with step = (16 − 4) / 255 = 0 → identity.
+        let mut img: Vec<u8> = [vec![10; 12], vec![200; 4]].concat();
+        apply(Op::Equalize, 0.0, 1.0, &mut img, 1, 4, 4);
+        assert_eq!(img, [vec![10; 12], vec![200; 4]].concat(), "too few pixels for a step: unchanged, as PIL");
+        // 1020 pixels at 0 and 1020 at 255 plus 510 at 100: step = (2550 − 1020) / 255 = 6.
+        let mut img: Vec<u8> = [vec![0; 1020], vec![100; 510], vec![255; 1020]].concat();
+        apply(Op::Equalize, 0.0, 1.0, &mut img, 1, 50, 51);
+        assert_eq!((img[0], img[1020], img[1530]), (0, 170, 255), "lut[v] = (3 + pixels below v) / 6");
+    }
+
+    #[test]
     fn colour_and_contrast_blend_towards_grey() {
         // One red pixel, 3 channels 1 × 1: colour factor 0 gives PIL's luma, 76.
         let mut img = vec![255, 0, 0];

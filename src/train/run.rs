@@ -453,6 +453,9 @@ fn format_epoch(r: &EpochRecord, epochs: usize) -> String {
     if let Some(e) = r.rotation_orthogonality_error {
         s += &format!(" | |RᵀR−I| {e:.1e}");
     }
+    if r.skipped_images > 0 {
+        s += &format!(" | skipped {} undecodable training images", r.skipped_images);
+    }
     s
 }
 
