@@ -18,3 +18,8 @@ pub mod train;
 
 pub use config::ExperimentConfig;
 pub use error::{RblError, Result};
+
+/// Tests that seed burn's process-wide generator (`device.seed`) hold this lock: parameters
+/// are drawn from it lazily, so a test reseeding in parallel would change another's weights.
+#[cfg(test)]
+pub(crate) static SEED_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

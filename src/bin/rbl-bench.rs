@@ -98,8 +98,9 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     }
     let train = (args.steps * batch) as f64 / timed.max(1e-9);
 
-    // Eval: the frozen network as `forward_all` runs it, directions computed once per pass.
-    let eval_net = net.valid();
+    // Eval: the frozen network as `forward_all` runs it: BatchNorms folded, directions computed
+    // once per pass.
+    let eval_net = net.valid().fold_batch_norms();
     let directions = eval_net.head.class_directions();
     let mut timed = 0.0;
     for step in 0..args.warmup + args.steps {

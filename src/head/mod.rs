@@ -143,6 +143,7 @@ mod tests {
     #[test]
     fn heads_give_logit_shapes_and_gradients_reach_a() {
         let device = Device::flex().autodiff();
+        let _seeded = crate::SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         device.seed(1);
         for kind in [HeadKind::Linear, HeadKind::Etf, HeadKind::Rbl] {
             let head = Head::new(kind, 16, 10, 4, true, &device).unwrap();

@@ -3,7 +3,7 @@
 //! ResNet-32, the backbone of the RBL paper's CIFAR experiments.
 
 use burn::config::Config;
-use burn::module::{Initializer, Module};
+use burn::module::{Initializer, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
@@ -28,9 +28,10 @@ pub struct ResNetCifarConfig {
 #[derive(Module, Debug)]
 pub struct BasicBlock {
     conv1: Conv2d,
-    bn1: BatchNorm,
+    /// `None` once folded into `conv1` for evaluation ([`ResNetCifar::fold_batch_norms`]).
+    bn1: Option<BatchNorm>,
     conv2: Conv2d,
-    bn2: BatchNorm,
+    bn2: Option<BatchNorm>,
     /// Stride of the first convolution (2 where the stage halves the resolution).
     stride: usize,
     /// Zero channels added on each side by the shortcut.
@@ -41,7 +42,7 @@ pub struct BasicBlock {
 #[derive(Module, Debug)]
 pub struct ResNetCifar {
     stem: Conv2d,
-    stem_bn: BatchNorm,
+    stem_bn: Option<BatchNorm>,
     blocks: Vec<BasicBlock>,
     projection: Option<Linear>,
 }
@@ -64,17 +65,17 @@ impl BasicBlock {
     fn new(cin: usize, cout: usize, stride: usize, device: &Device) -> Self {
         BasicBlock {
             conv1: conv3x3(cin, cout, stride, device),
-            bn1: BatchNormConfig::new(cout).init(device),
+            bn1: Some(BatchNormConfig::new(cout).init(device)),
             conv2: conv3x3(cout, cout, 1, device),
-            bn2: BatchNormConfig::new(cout).init(device),
+            bn2: Some(BatchNormConfig::new(cout).init(device)),
             stride,
             pad_channels: (cout - cin) / 2,
         }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = relu(conv_bn(&self.conv1, &self.bn1, x.clone()));
+        let out = conv_bn(&self.conv2, &self.bn2, out);
         let shortcut = if self.stride == 1 && self.pad_channels == 0 {
             x
         } else {
@@ -104,7 +105,7 @@ impl ResNetCifarConfig {
             .then(|| LinearConfig::new(self.widths[2], self.feature_dim).with_initializer(he_normal()).init(device));
         ResNetCifar {
             stem: conv3x3(self.in_channels, self.widths[0], 1, device),
-            stem_bn: BatchNormConfig::new(self.widths[0]).init(device),
+            stem_bn: Some(BatchNormConfig::new(self.widths[0]).init(device)),
             blocks,
             projection,
         }
@@ -116,10 +117,51 @@ impl ResNetCifarConfig {
     }
 }
 
+/// A convolution followed by its BatchNorm, or the convolution alone once the norm is folded in.
+pub(crate) fn conv_bn(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>) -> Tensor<4> {
+    match bn {
+        Some(bn) => bn.forward(conv.forward(x)),
+        None => conv.forward(x),
+    }
+}
+
+/// The convolution that computes conv then eval-mode BN in one op: per output channel c,
+/// w'_c = w_c·s_c and b'_c = β_c + (b_c − μ_c)·s_c with s_c = γ_c / √(σ²_c + ε).
+pub(crate) fn fold_conv_bn(conv: &Conv2d, bn: &Option<BatchNorm>) -> (Conv2d, Option<BatchNorm>) {
+    let Some(bn) = bn else { return (conv.clone(), None) };
+    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
+    let cout = scale.dims()[0];
+    let bias = match &conv.bias {
+        Some(b) => b.val(),
+        None => Tensor::zeros([cout], &scale.device()),
+    };
+    let mut folded = conv.clone();
+    folded.weight = Param::from_tensor(conv.weight.val() * scale.clone().reshape([cout, 1, 1, 1]));
+    folded.bias = Some(Param::from_tensor(bn.beta.val() + (bias - bn.running_mean.value()) * scale));
+    (folded, None)
+}
+
 impl ResNetCifar {
+    /// The same network for evaluation with every BatchNorm folded into its convolution: one op
+    /// fewer per layer, the same function up to rounding (predictions are tested equal). Call
+    /// it on an eval-mode (`valid()`) network.
+    pub fn fold_batch_norms(&self) -> ResNetCifar {
+        let (stem, stem_bn) = fold_conv_bn(&self.stem, &self.stem_bn);
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                let (conv1, bn1) = fold_conv_bn(&b.conv1, &b.bn1);
+                let (conv2, bn2) = fold_conv_bn(&b.conv2, &b.bn2);
+                BasicBlock { conv1, bn1, conv2, bn2, ..b.clone() }
+            })
+            .collect();
+        ResNetCifar { stem, stem_bn, blocks, projection: self.projection.clone() }
+    }
+
     /// Images `[B, C, H, W]` to features `[B, d]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.stem_bn.forward(self.stem.forward(images)));
+        let mut x = relu(conv_bn(&self.stem, &self.stem_bn, images));
         for block in &self.blocks {
             x = block.forward(x);
         }

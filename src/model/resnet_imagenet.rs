@@ -11,6 +11,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use crate::model::resnet_cifar::{conv_bn, fold_conv_bn};
+
 /// Shape of a bottleneck ResNet / ResNeXt.
 #[derive(Config, Debug)]
 pub struct ResNetImageNetConfig {
@@ -79,7 +81,7 @@ impl ResNetImageNetConfig {
         }
         ResNetImageNet {
             stem: conv(self.in_channels, 64, 7, 2, 1, device),
-            stem_bn: BatchNormConfig::new(64).init(device),
+            stem_bn: Some(BatchNormConfig::new(64).init(device)),
             pool: MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(),
             blocks,
             projection: (self.feature_dim > 0).then(|| LinearConfig::new(cin, self.feature_dim).init(device)),
@@ -91,12 +93,13 @@ impl ResNetImageNetConfig {
 #[derive(Module, Debug)]
 pub struct BottleneckBlock {
     conv1: Conv2d,
-    bn1: BatchNorm,
+    /// `None` once folded into `conv1` ([`ResNetImageNet::fold_batch_norms`]); likewise below.
+    bn1: Option<BatchNorm>,
     conv2: Conv2d,
-    bn2: BatchNorm,
+    bn2: Option<BatchNorm>,
     conv3: Conv2d,
-    bn3: BatchNorm,
-    shortcut: Option<(Conv2d, BatchNorm)>,
+    bn3: Option<BatchNorm>,
+    shortcut: Option<(Conv2d, Option<BatchNorm>)>,
 }
 
 impl BottleneckBlock {
@@ -106,21 +109,21 @@ impl BottleneckBlock {
     fn new(cin: usize, width: usize, cout: usize, stride: usize, groups: usize, device: &Device) -> Self {
         BottleneckBlock {
             conv1: conv(cin, width, 1, 1, 1, device),
-            bn1: BatchNormConfig::new(width).init(device),
+            bn1: Some(BatchNormConfig::new(width).init(device)),
             conv2: conv(width, width, 3, stride, groups, device),
-            bn2: BatchNormConfig::new(width).init(device),
+            bn2: Some(BatchNormConfig::new(width).init(device)),
             conv3: conv(width, cout, 1, 1, 1, device),
-            bn3: BatchNormConfig::new(cout).init(device),
-            shortcut: (stride != 1 || cin != cout).then(|| (conv(cin, cout, 1, stride, 1, device), BatchNormConfig::new(cout).init(device))),
+            bn3: Some(BatchNormConfig::new(cout).init(device)),
+            shortcut: (stride != 1 || cin != cout).then(|| (conv(cin, cout, 1, stride, 1, device), Some(BatchNormConfig::new(cout).init(device)))),
         }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = relu(self.bn2.forward(self.conv2.forward(out)));
-        let out = self.bn3.forward(self.conv3.forward(out));
+        let out = relu(conv_bn(&self.conv1, &self.bn1, x.clone()));
+        let out = relu(conv_bn(&self.conv2, &self.bn2, out));
+        let out = conv_bn(&self.conv3, &self.bn3, out);
         let shortcut = match &self.shortcut {
-            Some((c, bn)) => bn.forward(c.forward(x)),
+            Some((c, bn)) => conv_bn(c, bn, x),
             None => x,
         };
         relu(out + shortcut)
@@ -131,16 +134,34 @@ impl BottleneckBlock {
 #[derive(Module, Debug)]
 pub struct ResNetImageNet {
     stem: Conv2d,
-    stem_bn: BatchNorm,
+    stem_bn: Option<BatchNorm>,
     pool: MaxPool2d,
     blocks: Vec<BottleneckBlock>,
     projection: Option<Linear>,
 }
 
 impl ResNetImageNet {
+    /// The same network for evaluation with every BatchNorm folded into its convolution (see
+    /// [`crate::model::ResNetCifar::fold_batch_norms`]).
+    pub fn fold_batch_norms(&self) -> ResNetImageNet {
+        let (stem, stem_bn) = fold_conv_bn(&self.stem, &self.stem_bn);
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                let (conv1, bn1) = fold_conv_bn(&b.conv1, &b.bn1);
+                let (conv2, bn2) = fold_conv_bn(&b.conv2, &b.bn2);
+                let (conv3, bn3) = fold_conv_bn(&b.conv3, &b.bn3);
+                let shortcut = b.shortcut.as_ref().map(|(c, bn)| fold_conv_bn(c, bn));
+                BottleneckBlock { conv1, bn1, conv2, bn2, conv3, bn3, shortcut }
+            })
+            .collect();
+        ResNetImageNet { stem, stem_bn, pool: self.pool.clone(), blocks, projection: self.projection.clone() }
+    }
+
     /// Images `[B, C, H, W]` (224 × 224 in the recipes) to features `[B, d]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = self.pool.forward(relu(self.stem_bn.forward(self.stem.forward(images))));
+        let mut x = self.pool.forward(relu(conv_bn(&self.stem, &self.stem_bn, images)));
         for block in &self.blocks {
             x = block.forward(x);
         }
@@ -186,6 +207,7 @@ mod tests {
     #[test]
     fn resnext50_takes_a_training_step_on_224_pixel_images() {
         let device = Device::flex().autodiff();
+        let _seeded = crate::SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         device.seed(0);
         let cfg = ResNetImageNetConfig::resnext50_32x4d(3).with_feature_dim(16);
         let net = cfg.init(&device);

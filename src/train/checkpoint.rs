@@ -212,6 +212,7 @@ mod tests {
         let device = burn::tensor::Device::flex();
         let dir = tempfile::tempdir().unwrap();
         let cfg = small_config();
+        let _seeded = crate::SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         device.seed(11);
         let net = Network::from_config(&cfg, 1, 10, &device).unwrap();
         // Perturb A so the rotation is not the identity and the weights differ from a fresh init.

@@ -30,7 +30,10 @@ pub fn forward_all(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, bat
     let mut loader = Loader::start(set.clone(), aug.clone(), LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Default::default(), skip: 0, mixup_alpha: 0.0, workers: 4 });
     let (c, h, w) = (set.channels, set.height, set.width);
     let mut pass = ForwardPass { features: Vec::new(), logits: Vec::with_capacity(set.len() * set.num_classes), loss: 0.0 };
-    // The head is frozen for the whole pass: its directions (RBL's rotation) are computed once.
+    // BatchNorms folded into their convolutions, and the head's directions (RBL's rotation)
+    // computed once: the network is frozen for the whole pass.
+    let folded = net.fold_batch_norms();
+    let net = &folded;
     let directions = net.head.class_directions();
     for batch in loader.by_ref() {
         let b = batch.len();
