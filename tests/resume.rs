@@ -5,6 +5,34 @@ mod common;
 
 use common::*;
 
+/// The weight digest (`weights_crc32`) of checkpoint `ckpt` of a run: equal digests, bitwise-equal weights.
+fn digest(run: &std::path::Path, ckpt: &str) -> u64 {
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join(ckpt).join("state.json")).unwrap()).unwrap();
+    state["weights_crc32"].as_u64().unwrap()
+}
+
+/// A run's metrics.json without its wall-clock time.
+fn metrics(run: &std::path::Path) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("wall_seconds");
+    v
+}
+
+/// A run's epoch log without its timings.
+fn log_without_timings(run: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("epochs.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            for k in ["seconds", "loader_wait_seconds", "train_images_per_second"] {
+                v.as_object_mut().unwrap().remove(k);
+            }
+            v
+        })
+        .collect()
+}
+
 #[test]
 fn interrupted_and_resumed_run_matches_uninterrupted() {
     require_fmnist();
@@ -27,28 +55,10 @@ fn interrupted_and_resumed_run_matches_uninterrupted() {
     assert!(b.status.success(), "{}", stderr(&b));
 
     // Digest of the weight values (the .bpk files also hold random parameter ids).
-    let weights = |d: &std::path::Path| {
-        let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("checkpoint-000003/state.json")).unwrap()).unwrap();
-        state["weights_crc32"].as_u64().unwrap()
-    };
-    assert!(weights(&straight) == weights(&broken), "final weights differ after resume");
-    let metrics = |d: &std::path::Path| {
-        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("metrics.json")).unwrap()).unwrap();
-        v.as_object_mut().unwrap().remove("wall_seconds");
-        v
-    };
+    assert!(digest(&straight, "checkpoint-000003") == digest(&broken, "checkpoint-000003"), "final weights differ after resume");
     assert_eq!(metrics(&straight), metrics(&broken));
-    let strip = |d: &std::path::Path| -> Vec<serde_json::Value> {
-        std::fs::read_to_string(d.join("epochs.jsonl")).unwrap().lines().map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            for k in ["seconds", "loader_wait_seconds", "train_images_per_second"] {
-                v.as_object_mut().unwrap().remove(k);
-            }
-            v
-        }).collect()
-    };
-    assert_eq!(strip(&straight), strip(&broken));
-    let log = strip(&broken);
+    assert_eq!(log_without_timings(&straight), log_without_timings(&broken));
+    let log = log_without_timings(&broken);
     assert_eq!(log.len(), 3);
     // It learns: the training loss falls from the first epoch to the last.
     let loss = |i: usize| log[i]["train_loss"].as_f64().unwrap();
@@ -58,7 +68,7 @@ fn interrupted_and_resumed_run_matches_uninterrupted() {
     let again = dir.path().join("again");
     let r = rbl(&["train", "--config", c, "--out", again.to_str().unwrap(), "-q"]);
     assert!(r.status.success());
-    assert!(weights(&again) == weights(&straight), "same seed, different weights");
+    assert!(digest(&again, "checkpoint-000003") == digest(&straight, "checkpoint-000003"), "same seed, different weights");
 }
 
 #[test]
@@ -96,11 +106,7 @@ fn sigint_stops_cleanly_and_the_run_resumes_to_the_same_result() {
     assert!(!run.join("metrics.json").exists());
     let resumed = rbl(&["train", "--resume", run.to_str().unwrap(), "-q"]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
-    let digest = |d: &std::path::Path| {
-        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("checkpoint-000002/state.json")).unwrap()).unwrap();
-        s["weights_crc32"].as_u64().unwrap()
-    };
-    assert_eq!(digest(&run), digest(&straight), "resumed after Ctrl-C, different weights");
+    assert_eq!(digest(&run, "checkpoint-000002"), digest(&straight, "checkpoint-000002"), "resumed after Ctrl-C, different weights");
 }
 
 /// Training steps per epoch of `tiny_config` at batch 4: 159 images (40, 30, 23, … 4 per class), drop_last.
@@ -132,28 +138,10 @@ fn crashes_mid_epoch_resume_to_the_same_weights() {
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert!(stderr(&resumed).contains("resuming") && stderr(&resumed).contains("epoch 1 and 5 steps of epoch 2"), "{}", stderr(&resumed));
 
-    let digest = |d: &std::path::Path| {
-        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("checkpoint-000002/state.json")).unwrap()).unwrap();
-        s["weights_crc32"].as_u64().unwrap()
-    };
-    assert_eq!(digest(&run), digest(&straight), "final weights differ after two crashes");
-    let metrics = |d: &std::path::Path| {
-        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("metrics.json")).unwrap()).unwrap();
-        v.as_object_mut().unwrap().remove("wall_seconds");
-        v
-    };
+    assert_eq!(digest(&run, "checkpoint-000002"), digest(&straight, "checkpoint-000002"), "final weights differ after two crashes");
     assert_eq!(metrics(&run), metrics(&straight));
     // The epoch log too, running train loss and accuracy included (carried across the crash).
-    let strip = |d: &std::path::Path| -> Vec<serde_json::Value> {
-        std::fs::read_to_string(d.join("epochs.jsonl")).unwrap().lines().map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            for k in ["seconds", "loader_wait_seconds", "train_images_per_second"] {
-                v.as_object_mut().unwrap().remove(k);
-            }
-            v
-        }).collect()
-    };
-    assert_eq!(strip(&run), strip(&straight));
+    assert_eq!(log_without_timings(&run), log_without_timings(&straight));
     // A crash between the final checkpoint and the metrics file: resuming recomputes the same metrics.
     let written = std::fs::read_to_string(run.join("metrics.json")).unwrap();
     std::fs::remove_file(run.join("metrics.json")).unwrap();

@@ -62,6 +62,21 @@ pub struct PartialEpoch {
 }
 
 impl CheckpointState {
+    /// The state of a run after `epoch` complete epochs (and `partial` progress into the next);
+    /// the checksums are filled in by [`save_checkpoint`].
+    pub fn new(epoch: usize, cfg: &ExperimentConfig, history: &[EpochRecord], wall_seconds: f64, partial: Option<PartialEpoch>) -> Self {
+        CheckpointState {
+            epoch,
+            config_toml: cfg.to_toml_string(),
+            history: history.to_vec(),
+            wall_seconds,
+            model_crc32: 0,
+            optimizer_crc32: 0,
+            weights_crc32: 0,
+            partial,
+        }
+    }
+
     /// What the checkpoint holds, in words, for messages.
     pub fn describe(&self) -> String {
         match &self.partial {

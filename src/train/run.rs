@@ -167,16 +167,7 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
         let mut saved = None;
         let outcome = {
             let mut save = |net: &Network, optim: &burn::optim::ModuleOptimizer, partial: PartialEpoch| -> Result<()> {
-                let state = CheckpointState {
-                    epoch,
-                    config_toml: cfg.to_toml_string(),
-                    history: history.clone(),
-                    wall_seconds,
-                    model_crc32: 0,
-                    optimizer_crc32: 0,
-                    weights_crc32: 0,
-                    partial: Some(partial),
-                };
+                let state = CheckpointState::new(epoch, &cfg, &history, wall_seconds, Some(partial));
                 saved = Some(state.describe());
                 save_checkpoint(run_dir, net, optim, state).map(|_| ())
             };
@@ -250,16 +241,7 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
             eprintln!("{}", format_epoch(&record, epochs));
         }
         history.push(record);
-        let state = CheckpointState {
-            epoch: epoch + 1,
-            config_toml: cfg.to_toml_string(),
-            history: history.clone(),
-            wall_seconds,
-            model_crc32: 0,
-            optimizer_crc32: 0,
-            weights_crc32: 0,
-            partial: None,
-        };
+        let state = CheckpointState::new(epoch + 1, &cfg, &history, wall_seconds, None);
         save_checkpoint(run_dir, &net, &optim, state)?;
         write_log(run_dir, &history)?;
         if is_last {
