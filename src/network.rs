@@ -7,14 +7,14 @@ use burn::tensor::{Device, Tensor};
 use crate::config::ExperimentConfig;
 use crate::error::{RblError, Result};
 use crate::head::{Head, HeadKind, l2_normalize};
-use crate::model::backbone::BackboneSpec;
+use crate::model::backbone::build_backbone;
 use crate::model::{ResNetCifar, ResNetImageNet};
 
 /// Backbone + head: images to logits.
 #[derive(Module, Debug)]
 pub struct Network {
     /// Feature extractor when it is the CIFAR ResNet (the field keeps its historical name so
-    /// older checkpoints load; see [`BackboneSpec`]).
+    /// older checkpoints load; see [`build_backbone`]).
     pub backbone: Option<ResNetCifar>,
     /// Feature extractor when it is an ImageNet ResNet / ResNeXt.
     pub backbone_imagenet: Option<ResNetImageNet>,
@@ -29,7 +29,7 @@ impl Network {
     /// Builds a freshly initialised network for `cfg` (the caller seeds the device).
     pub fn from_config(cfg: &ExperimentConfig, in_channels: usize, classes: usize, device: &Device) -> Result<Network> {
         let kind = HeadKind::parse(&cfg.model.head).ok_or_else(|| RblError::Model(format!("unknown head '{}'", cfg.model.head)))?;
-        let ((backbone, backbone_imagenet), dim) = BackboneSpec::build(&cfg.model.backbone, in_channels, cfg.model.widths, cfg.model.feature_dim, device)?;
+        let ((backbone, backbone_imagenet), dim) = build_backbone(&cfg.model.backbone, in_channels, cfg.model.widths, cfg.model.feature_dim, device)?;
         let head = Head::new(kind, dim, classes, cfg.model.frame_seed.unwrap_or(cfg.seed), cfg.device == "cpu", device)?.with_cosine(cfg.model.cosine);
         let feature_norm = cfg.model.feature_bn_l2.then(|| BatchNormConfig::new(dim).init(device));
         Ok(Network { backbone, backbone_imagenet, feature_norm, head })
@@ -53,7 +53,11 @@ impl Network {
 
     /// Images to the features the head sees `[B, d]`.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        let f = BackboneSpec::forward(&self.backbone, &self.backbone_imagenet, images);
+        let f = match (&self.backbone, &self.backbone_imagenet) {
+            (Some(n), _) => n.forward(images),
+            (None, Some(n)) => n.forward(images),
+            (None, None) => unreachable!("a network always has a backbone"),
+        };
         match &self.feature_norm {
             Some(bn) => l2_normalize(bn.forward(f), 1),
             None => f,

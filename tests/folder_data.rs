@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use jpeg_encoder::{ColorType, Encoder};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rbl::data::folder::FolderDataset;
 
 fn jpeg(path: &std::path::Path, w: u16, h: u16, color: ColorType, px: &[u8]) {
@@ -29,17 +29,17 @@ fn decodes_every_colour_type_to_the_model_input() {
     assert_eq!(set.entries.len(), 3);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     for i in 0..3 {
-        let test_view = set.load::<rand_chacha::ChaCha8Rng>(i, 224, None).unwrap();
+        let test_view = set.load(i, 224, None).unwrap();
         assert_eq!(test_view.len(), 3 * 224 * 224);
-        let train_view = set.load(i, 224, Some(&mut rng)).unwrap();
+        let train_view = set.load(i, 224, Some(rng.random())).unwrap();
         assert_eq!(train_view.len(), 3 * 224 * 224);
     }
     let plane_mean = |v: &[u8], c: usize| v[c * 224 * 224..(c + 1) * 224 * 224].iter().map(|&x| x as f64).sum::<f64>() / (224.0 * 224.0);
-    let red = set.load::<rand_chacha::ChaCha8Rng>(0, 224, None).unwrap();
+    let red = set.load(0, 224, None).unwrap();
     assert!(plane_mean(&red, 0) > 180.0 && plane_mean(&red, 1) < 50.0);
-    let grey = set.load::<rand_chacha::ChaCha8Rng>(1, 224, None).unwrap();
+    let grey = set.load(1, 224, None).unwrap();
     assert!((0..3).all(|c| (plane_mean(&grey, c) - 90.0).abs() < 3.0));
-    let green = set.load::<rand_chacha::ChaCha8Rng>(2, 224, None).unwrap();
+    let green = set.load(2, 224, None).unwrap();
     assert!(plane_mean(&green, 1) > 220.0 && plane_mean(&green, 0) < 30.0, "CMYK cyan+yellow ink is green");
 }
 

@@ -24,25 +24,10 @@ pub struct Augmenter {
 
 impl Augmenter {
     /// Writes one image (planar bytes, C × H × W) into `out` as normalised floats; with `rng`
-    /// the random crop and flip are applied, without it the image is only normalised.
+    /// the random crop and flip (and AutoAugment and Cutout when on) are applied, without it the
+    /// image is only normalised.
     pub fn apply<R: Rng>(&self, img: &[u8], c: usize, h: usize, w: usize, mut rng: Option<&mut R>, out: &mut [f32]) {
-        if let Some(rng) = rng.as_deref_mut().filter(|_| self.autoaugment || self.cutout > 0) {
-            // The byte-level path: geometry into a buffer, the policy and the hole on bytes.
-            let plain = Augmenter { mean: vec![0.0; c], std: vec![1.0 / 255.0; c], autoaugment: false, cutout: 0, ..self.clone() };
-            let mut moved = vec![0f32; c * h * w];
-            plain.apply(img, c, h, w, Some(&mut *rng), &mut moved);
-            let mut bytes: Vec<u8> = moved.iter().map(|&v| v.round().clamp(0.0, 255.0) as u8).collect();
-            if self.autoaugment {
-                crate::data::autoaugment::cifar10_policy(&mut bytes, c, h, w, rng);
-            }
-            if self.cutout > 0 {
-                cutout(&mut bytes, c, h, w, self.cutout, rng);
-            }
-            let identity = Augmenter { crop_padding: 0, flip: false, autoaugment: false, cutout: 0, ..self.clone() };
-            identity.apply::<R>(&bytes, c, h, w, None, out);
-            return;
-        }
-        let (dy, dx, flip) = match rng {
+        let geometry = match rng.as_deref_mut() {
             Some(rng) => {
                 let p = self.crop_padding as i32;
                 let dy = if p > 0 { rng.random_range(-p..=p) as isize } else { 0 };
@@ -51,23 +36,39 @@ impl Augmenter {
             }
             None => (0, 0, false),
         };
-        for ch in 0..c {
-            let scale = 1.0 / (255.0 * self.std[ch]);
-            let shift = -self.mean[ch] / self.std[ch];
-            let plane = &img[ch * h * w..(ch + 1) * h * w];
-            let dst = &mut out[ch * h * w..(ch + 1) * h * w];
-            for y in 0..h {
-                let sy = y as isize + dy;
-                for x in 0..w {
-                    let xx = if flip { w - 1 - x } else { x };
-                    let sx = xx as isize + dx;
-                    let v = if sy >= 0 && sy < h as isize && sx >= 0 && sx < w as isize {
-                        plane[sy as usize * w + sx as usize]
-                    } else {
-                        0
-                    };
-                    dst[y * w + x] = v as f32 * scale + shift;
+        let affine: Vec<(f32, f32)> = (0..c).map(|ch| (1.0 / (255.0 * self.std[ch]), -self.mean[ch] / self.std[ch])).collect();
+        let normalise = |ch: usize, v: u8| v as f32 * affine[ch].0 + affine[ch].1;
+        match rng.filter(|_| self.autoaugment || self.cutout > 0) {
+            Some(rng) => {
+                // The policy and the hole work on bytes: geometry first, normalisation last.
+                let mut bytes = vec![0u8; c * h * w];
+                shift_flip(img, c, h, w, geometry, &mut bytes, |_, v| v);
+                if self.autoaugment {
+                    crate::data::autoaugment::cifar10_policy(&mut bytes, c, h, w, rng);
                 }
+                if self.cutout > 0 {
+                    cutout(&mut bytes, c, h, w, self.cutout, rng);
+                }
+                shift_flip(&bytes, c, h, w, (0, 0, false), out, normalise);
+            }
+            None => shift_flip(img, c, h, w, geometry, out, normalise),
+        }
+    }
+}
+
+/// Writes `img` shifted by (dy, dx) with zero fill, mirrored when `flip`, into `out`, each
+/// byte of channel `ch` passed through `value(ch, byte)`.
+fn shift_flip<T>(img: &[u8], c: usize, h: usize, w: usize, (dy, dx, flip): (isize, isize, bool), out: &mut [T], value: impl Fn(usize, u8) -> T) {
+    for ch in 0..c {
+        let plane = &img[ch * h * w..(ch + 1) * h * w];
+        let dst = &mut out[ch * h * w..(ch + 1) * h * w];
+        for y in 0..h {
+            let sy = y as isize + dy;
+            for x in 0..w {
+                let xx = if flip { w - 1 - x } else { x };
+                let sx = xx as isize + dx;
+                let v = if sy >= 0 && sy < h as isize && sx >= 0 && sx < w as isize { plane[sy as usize * w + sx as usize] } else { 0 };
+                dst[y * w + x] = value(ch, v);
             }
         }
     }

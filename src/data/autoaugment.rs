@@ -122,8 +122,7 @@ pub fn apply(op: Op, magnitude: f64, sign: f64, img: &mut [u8], c: usize, h: usi
         Op::Color => {
             if c == 3 {
                 let grey = luma(img, h * w);
-                let degenerate: Vec<u8> = grey.iter().copied().cycle().take(3 * h * w).collect();
-                blend(img, &degenerate, 1.0 + m * sign);
+                blend(img, |i| grey[i % (h * w)], 1.0 + m * sign);
             }
         }
         Op::Posterize => {
@@ -138,13 +137,13 @@ pub fn apply(op: Op, magnitude: f64, sign: f64, img: &mut [u8], c: usize, h: usi
         Op::Contrast => {
             let grey = if c == 3 { luma(img, h * w) } else { img.to_vec() };
             let mean = (grey.iter().map(|&v| v as f64).sum::<f64>() / grey.len().max(1) as f64 + 0.5).floor() as u8;
-            blend(img, &vec![mean; img.len()], 1.0 + m * sign);
+            blend(img, |_| mean, 1.0 + m * sign);
         }
         Op::Sharpness => {
             let smooth = smooth(img, c, h, w);
-            blend(img, &smooth, 1.0 + m * sign);
+            blend(img, |i| smooth[i], 1.0 + m * sign);
         }
-        Op::Brightness => blend(img, &vec![0; img.len()], 1.0 + m * sign),
+        Op::Brightness => blend(img, |_| 0, 1.0 + m * sign),
         Op::AutoContrast => {
             for plane in img.chunks_exact_mut(h * w) {
                 let (lo, hi) = plane.iter().fold((255u8, 0u8), |(lo, hi), &v| (lo.min(v), hi.max(v)));
@@ -169,10 +168,12 @@ fn luma(img: &[u8], n: usize) -> Vec<u8> {
     (0..n).map(|i| ((img[i] as u32 * 19595 + img[n + i] as u32 * 38470 + img[2 * n + i] as u32 * 7471 + 0x8000) >> 16) as u8).collect()
 }
 
-/// img ← degenerate + factor · (img − degenerate), rounded and clipped.
-fn blend(img: &mut [u8], degenerate: &[u8], factor: f64) {
-    for (v, &d) in img.iter_mut().zip(degenerate) {
-        *v = (d as f64 + factor * (*v as f64 - d as f64)).round().clamp(0.0, 255.0) as u8;
+/// img ← degenerate + factor · (img − degenerate), rounded and clipped; `degenerate(i)` is
+/// the degenerate image's value at index i.
+fn blend(img: &mut [u8], degenerate: impl Fn(usize) -> u8, factor: f64) {
+    for (i, v) in img.iter_mut().enumerate() {
+        let d = degenerate(i) as f64;
+        *v = (d + factor * (*v as f64 - d)).round().clamp(0.0, 255.0) as u8;
     }
 }
 

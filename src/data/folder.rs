@@ -4,12 +4,28 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rand::Rng;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 use crate::data::jpeg::{RgbImage, decode_jpeg};
 use crate::data::resize::{random_resized_crop_flip, resize_center_crop};
 use crate::data::split_file::{SplitEntry, read_split};
 use crate::error::{RblError, Result};
+
+/// Reads and decodes the JPEG at `path`.
+pub fn read_image(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| RblError::io(path, e))?;
+    decode_jpeg(&bytes, path)
+}
+
+/// An image as the model sees it: 3 × `size` × `size` bytes, a RandomResizedCrop and flip drawn
+/// from `seed` (training), else resized to size·8/7 and centre-cropped (evaluation).
+pub fn model_view(img: &RgbImage, size: usize, seed: Option<u64>) -> Vec<u8> {
+    match seed {
+        Some(seed) => random_resized_crop_flip(img, size, &mut ChaCha8Rng::seed_from_u64(seed)).pixels,
+        None => resize_center_crop(img, size * 8 / 7, size).pixels,
+    }
+}
 
 /// A dataset described by a split file under a root folder.
 #[derive(Debug, Clone)]
@@ -39,19 +55,12 @@ impl FolderDataset {
 
     /// Reads and decodes image `index`.
     pub fn decode(&self, index: usize) -> Result<RgbImage> {
-        let path = self.root.join(&self.entries[index].path);
-        let bytes = std::fs::read(&path).map_err(|e| RblError::io(&path, e))?;
-        decode_jpeg(&bytes, &path)
+        read_image(&self.root.join(&self.entries[index].path))
     }
 
-    /// Image `index` as the model sees it: 3 × `size` × `size` bytes, a RandomResizedCrop and
-    /// flip with `rng` (training), else resize to size·8/7 and centre crop (test).
-    pub fn load<R: Rng>(&self, index: usize, size: usize, rng: Option<&mut R>) -> Result<Vec<u8>> {
-        let img = self.decode(index)?;
-        Ok(match rng {
-            Some(rng) => random_resized_crop_flip(&img, size, rng).pixels,
-            None => resize_center_crop(&img, size * 8 / 7, size).pixels,
-        })
+    /// Image `index` as the model sees it (see [`model_view`]).
+    pub fn load(&self, index: usize, size: usize, seed: Option<u64>) -> Result<Vec<u8>> {
+        Ok(model_view(&self.decode(index)?, size, seed))
     }
 
     /// Decodes every image on `workers` threads and lists the ones that fail (missing,

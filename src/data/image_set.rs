@@ -78,7 +78,10 @@ impl ImageSet {
 
     /// A new set holding the images at `indices`, in that order.
     pub fn subset(&self, indices: &[usize]) -> ImageSet {
-        let files = self.files.as_ref().map(|f| std::sync::Arc::new(FileImages { paths: indices.iter().map(|&i| f.paths[i].clone()).collect(), ..(**f).clone() }));
+        let files = self.files.as_ref().map(|f| {
+            let paths = indices.iter().map(|&i| f.paths[i].clone()).collect();
+            std::sync::Arc::new(FileImages { root: f.root.clone(), paths, size: f.size, skip_bad: f.skip_bad })
+        });
         let mut pixels = Vec::with_capacity(if files.is_some() { 0 } else { indices.len() * self.image_len() });
         if files.is_none() {
             for &i in indices {

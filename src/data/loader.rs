@@ -140,6 +140,9 @@ impl Loader {
                         (images, labels)
                     }
                 };
+                if labels.is_empty() {
+                    continue; // every image of the batch was skipped as undecodable
+                }
                 let mix = match rng.as_mut().filter(|_| plan.mixup_alpha > 0.0) {
                     Some(rng) => Some(mixup(&mut images, &labels, n, plan.mixup_alpha, rng)),
                     None => None,
@@ -209,13 +212,8 @@ impl Drop for Loader {
 /// RandomResizedCrop and flip (training); without, resize and centre crop.
 fn decode_files(files: &FileImages, idx: &[usize], seeds: &[Option<u64>], workers: usize) -> Vec<crate::error::Result<Vec<u8>>> {
     let load = |k: usize| -> crate::error::Result<Vec<u8>> {
-        let path = files.root.join(&files.paths[idx[k]]);
-        let bytes = std::fs::read(&path).map_err(|e| crate::error::RblError::io(&path, e))?;
-        let img = crate::data::jpeg::decode_jpeg(&bytes, &path)?;
-        Ok(match seeds[k] {
-            Some(seed) => crate::data::resize::random_resized_crop_flip(&img, files.size, &mut ChaCha8Rng::seed_from_u64(seed)).pixels,
-            None => crate::data::resize::resize_center_crop(&img, files.size * 8 / 7, files.size).pixels,
-        })
+        let img = crate::data::folder::read_image(&files.root.join(&files.paths[idx[k]]))?;
+        Ok(crate::data::folder::model_view(&img, files.size, seeds[k]))
     };
     let workers = workers.clamp(1, idx.len().max(1));
     let mut out: Vec<Option<crate::error::Result<Vec<u8>>>> = (0..idx.len()).map(|_| None).collect();

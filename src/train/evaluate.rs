@@ -90,4 +90,9 @@ impl Evaluator<'_> {
         let (logits, loss) = predict(net, set, self.aug, self.batch_size, self.device)?;
         Ok(summarize(logits, loss, set, self.train_counts, self.tau, self.buckets))
     }
+
+    /// [`summarize`] of a pass already made over `set` (one that also kept its features).
+    pub fn summarize_pass(&self, pass: &ForwardPass, set: &ImageSet) -> EvalSummary {
+        summarize(pass.logits.clone(), pass.loss, set, self.train_counts, self.tau, self.buckets)
+    }
 }

@@ -192,14 +192,18 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
         let eval_now = is_last || (epoch + 1) % cfg.train.eval_every == 0;
         let eval_net = net.valid();
         let evaluator = ctx.evaluator(cfg.eval.tau);
-        let test = eval_now.then(|| evaluator.evaluate(&eval_net, &ctx.test)).transpose()?;
+        let picture_now = cfg.eval.feature_epochs.contains(&(epoch + 1));
+        // A picture epoch keeps the test features of the same pass that is evaluated.
+        let test_pass = (eval_now || picture_now)
+            .then(|| forward_all(&eval_net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, &ctx.device, picture_now))
+            .transpose()?;
+        let test = test_pass.as_ref().filter(|_| eval_now).map(|pass| evaluator.summarize_pass(pass, &ctx.test));
         let val = ctx.val.as_ref().filter(|_| eval_now).map(|v| evaluator.evaluate(&eval_net, v)).transpose()?;
         if let Some(t) = test.as_ref().filter(|t| !t.loss.is_finite()) {
             return Err(RblError::Diverged { epoch: epoch + 1, step: stats.steps, loss: t.loss as f32 });
         }
         let ortho = net.head.rotation().map(|r| r.orthogonality_error());
         let nc_now = cfg.eval.nc_every > 0 && ((epoch + 1) % cfg.eval.nc_every == 0 || is_last);
-        let picture_now = cfg.eval.feature_epochs.contains(&(epoch + 1));
         // One pass over the un-augmented training set serves all three uses.
         let train_pass = (nc_now || picture_now || (eval_now && cfg.eval.train_eval))
             .then(|| forward_all(&eval_net, &ctx.train, &ctx.eval_aug, cfg.eval.batch_size, &ctx.device, nc_now || picture_now))
@@ -211,8 +215,8 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
             let hits = predicted.iter().zip(&labels).filter(|(p, y)| p == y).count();
             (pass.loss, 100.0 * hits as f64 / labels.len().max(1) as f64)
         });
-        if let Some(pass) = train_pass.as_ref().filter(|_| picture_now) {
-            feature_picture(&eval_net, &ctx, pass, run_dir, epoch + 1)?;
+        if let (Some(train_pass), Some(test_pass)) = (train_pass.as_ref().filter(|_| picture_now), test_pass.as_ref()) {
+            feature_picture(&eval_net, &ctx, train_pass, test_pass, run_dir, epoch + 1)?;
         }
         let seconds = t0.elapsed().as_secs_f64();
         wall_seconds += seconds;
@@ -291,10 +295,9 @@ fn collapse_metrics(net: &Network, ctx: &Context, pass: &ForwardPass) -> NeuralC
     neural_collapse(&pass.features, &labels, &directions, &pass.logits)
 }
 
-/// PCA pictures of the training features (from `train_pass`) and the test features after
-/// `epoch`, into `RUN_DIR/features/epoch_NNN.{png,svg}`.
-fn feature_picture(net: &Network, ctx: &Context, train_pass: &ForwardPass, run_dir: &Path, epoch: usize) -> Result<()> {
-    let test_pass = forward_all(net, &ctx.test, &ctx.eval_aug, ctx.cfg.eval.batch_size, &ctx.device, true)?;
+/// PCA pictures of the training and test features (passes that kept them) after `epoch`, into
+/// `RUN_DIR/features/epoch_NNN.{png,svg}`.
+fn feature_picture(net: &Network, ctx: &Context, train_pass: &ForwardPass, test_pass: &ForwardPass, run_dir: &Path, epoch: usize) -> Result<()> {
     let directions = Mat::from_tensor(net.head.class_directions());
     let train_labels: Vec<usize> = ctx.train.labels.iter().map(|&l| l as usize).collect();
     let test_labels: Vec<usize> = ctx.test.labels.iter().map(|&l| l as usize).collect();
@@ -461,8 +464,8 @@ pub fn features_from_checkpoint(dir: &Path) -> Result<PathBuf> {
     let net = Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &device)?;
     let net = apply_weights(net, &ckpt)?.valid();
     let run_dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
-    let pass = forward_all(&net, &ctx.train, &ctx.eval_aug, cfg.eval.batch_size, &ctx.device, true)?;
-    feature_picture(&net, &ctx, &pass, &run_dir, ckpt.state.epoch)?;
+    let pass = |set| forward_all(&net, set, &ctx.eval_aug, cfg.eval.batch_size, &ctx.device, true);
+    feature_picture(&net, &ctx, &pass(&ctx.train)?, &pass(&ctx.test)?, &run_dir, ckpt.state.epoch)?;
     Ok(run_dir.join("features").join(format!("epoch_{:03}.png", ckpt.state.epoch)))
 }
 

@@ -35,36 +35,37 @@ pub fn train_step(
     device: &Device,
 ) -> (Network, StepStats) {
     let b = labels.len();
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), device);
-    let (logits, loss) = if criterion.needs_features() {
-        let features = net.features(images);
-        let directions = net.head.class_directions();
-        let logits = net.head.logits_with(features.clone(), directions.clone());
-        let loss = |l: &[i64]| criterion.forward_features(features.clone(), directions.clone(), l);
-        let loss = match mix {
-            Some(m) => loss(labels).mul_scalar(m.lambda) + loss(&m.partner_labels).mul_scalar(1.0 - m.lambda),
-            None => loss(labels),
-        };
-        (logits, loss)
-    } else {
-        let logits = net.forward(images);
-        let loss = |l: &[i64]| criterion.forward(logits.clone(), l, epoch);
-        let loss = match mix {
-            Some(m) => loss(labels).mul_scalar(m.lambda) + loss(&m.partner_labels).mul_scalar(1.0 - m.lambda),
-            None => loss(labels),
-        };
-        (logits, loss)
+    // The labels the loss and the hit count are taken against, with their weights.
+    let targets: Vec<(&[i64], f32)> = match mix {
+        Some(m) => vec![(labels, m.lambda), (&m.partner_labels, 1.0 - m.lambda)],
+        None => vec![(labels, 1.0)],
     };
+    let weighted = |t: Tensor<1>, w: f32| if w == 1.0 { t } else { t.mul_scalar(w) };
+    let features = net.features(images);
+    let directions = net.head.class_directions();
+    let logits = net.head.logits_with(features.clone(), directions.clone());
+    let loss = targets
+        .iter()
+        .map(|&(l, w)| {
+            let loss = if criterion.needs_features() {
+                criterion.forward_features(features.clone(), directions.clone(), l)
+            } else {
+                criterion.forward(logits.clone(), l, epoch)
+            };
+            weighted(loss, w)
+        })
+        .reduce(|a, b| a + b)
+        .expect("at least one target");
     // One device→host read per step: the loss and the number of correct predictions.
     let predicted = logits.detach().argmax(1).reshape([b]);
-    let correct = match mix {
-        Some(m) => {
-            let partner = Tensor::<1, Int>::from_data(TensorData::new(m.partner_labels.clone(), [b]), device);
-            let hits = |t: Tensor<1, Int>| predicted.clone().equal(t).int().sum().float();
-            hits(y).mul_scalar(m.lambda) + hits(partner).mul_scalar(1.0 - m.lambda)
-        }
-        None => predicted.equal(y).int().sum().float(),
-    };
+    let correct = targets
+        .iter()
+        .map(|&(l, w)| {
+            let y = Tensor::<1, Int>::from_data(TensorData::new(l.to_vec(), [b]), device);
+            weighted(predicted.clone().equal(y).int().sum().float(), w)
+        })
+        .reduce(|a, b| a + b)
+        .expect("at least one target");
     let stats: Vec<f32> = Tensor::cat(vec![loss.clone().detach().reshape([1]), correct], 0).into_data().try_to_vec().expect("f32 stats");
     let grads = GradientsParams::from_grads(loss.backward(), &net);
     let net = optim.step(lr, net, grads);
