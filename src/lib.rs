@@ -3,7 +3,7 @@
 //!
 //! Data flows one way: [`data`] (formats, long-tail sampling, augmentation, loader) →
 //! [`model`] (backbones) → [`head`] (linear, ETF, rotated ETF) → [`loss`] / [`metrics`] →
-//! [`report`] (logs, results), driven by [`train`].
+//! [`report`] (logs, results), driven by [`train`]. [`ops`] holds the kernels burn lacks.
 
 pub mod config;
 pub mod data;
@@ -13,6 +13,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod network;
+pub mod ops;
 pub mod report;
 pub mod train;
 

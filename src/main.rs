@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use rbl::ExperimentConfig;
 use rbl::train::checkpoint::resolve_checkpoint;
-use rbl::report::table::{TableEntry, TableOptions, render_table};
+use rbl::report::table::{TableOptions, render_table, run_entries};
 use rbl::train::posthoc::{PostHoc, tune_posthoc};
 use rbl::train::stage2::{Stage2, Stage2Options, run_stage2};
 use rbl::train::run::eval_checkpoint;
@@ -120,6 +120,13 @@ enum Command {
         /// Raw rather than logit-adjusted accuracy.
         #[arg(long)]
         raw: bool,
+        /// Seeds, comma-separated: each config stands for the runs <name>-s<seed>, trained with
+        /// that seed, and its cells are mean ± std over them.
+        #[arg(long, value_delimiter = ',')]
+        seeds: Vec<u64>,
+        /// Add rows for the two-stage results (rbl stage2 / rbl posthoc) found in each run folder.
+        #[arg(long)]
+        two_stage: bool,
     },
     /// Experiments of the paper that train several runs and compare them.
     Experiment {
@@ -144,7 +151,8 @@ enum Command {
         /// Run folder.
         run: PathBuf,
     },
-    /// Post-hoc correction of a trained model, its τ chosen on the validation split.
+    /// Post-hoc correction of a trained model, its τ chosen on the validation split. Writes
+    /// posthoc-<method>.json into the run folder.
     Posthoc {
         /// Checkpoint or run folder (the run needs data.val_per_class > 0).
         #[arg(long)]
@@ -290,21 +298,25 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", f.display());
             }
         }
-        Command::Table { configs, runs, train, shots, raw } => {
+        Command::Table { configs, runs, train, shots, raw, seeds, two_stage } => {
             let mut entries = Vec::new();
             for path in configs {
-                let cfg = ExperimentConfig::load(&path, &[])?;
-                let run_dir = runs.join(&cfg.name);
-                let metrics_path = run_dir.join("metrics.json");
-                if train && !metrics_path.is_file() {
-                    let resume = run_dir.join("config.toml").is_file();
-                    train_run(cfg.clone(), &RunOptions { run_dir: run_dir.clone(), resume, stop_after_epoch: None, quiet: false, crash_after_steps: None })?;
-                }
-                let metrics = match std::fs::read_to_string(&metrics_path) {
-                    Ok(text) => Some(serde_json::from_str(&text).with_context(|| format!("{}", metrics_path.display()))?),
-                    Err(_) => None,
+                let base = ExperimentConfig::load(&path, &[])?;
+                // One run per seed, named <name>-s<seed>; without --seeds, the config's own run.
+                let variants: Vec<ExperimentConfig> = if seeds.is_empty() {
+                    vec![base.clone()]
+                } else {
+                    seeds.iter().map(|&s| ExperimentConfig { seed: s, name: format!("{}-s{s}", base.name), ..base.clone() }).collect()
                 };
-                entries.push(TableEntry { method: cfg.method_label(), column: cfg.column_label(), source: path.display().to_string(), metrics });
+                for cfg in variants {
+                    let run_dir = runs.join(&cfg.name);
+                    if train && !run_dir.join("metrics.json").is_file() {
+                        let resume = run_dir.join("config.toml").is_file();
+                        train_run(cfg.clone(), &RunOptions { run_dir: run_dir.clone(), resume, stop_after_epoch: None, quiet: false, crash_after_steps: None })?;
+                    }
+                    let source = format!("{} (run {})", path.display(), run_dir.display());
+                    entries.extend(run_entries(&cfg.method_label(), &cfg.column_label(), &source, &run_dir, two_stage)?);
+                }
             }
             print!("{}", render_table(&entries, TableOptions { adjusted: !raw, shots }));
         }
@@ -352,7 +364,11 @@ fn run(cli: Cli) -> Result<()> {
             let dir = resolve_checkpoint(&checkpoint)?;
             let grid = if grid.is_empty() { (0..=20).map(|i| i as f64 / 10.0).collect() } else { grid };
             let result = tune_posthoc(&dir, method, &grid)?;
-            println!("{}", serde_json::to_string_pretty(&result)?);
+            let text = serde_json::to_string_pretty(&result)?;
+            let run_dir = dir.parent().map(PathBuf::from).unwrap_or_default();
+            let name = format!("posthoc-{}.json", serde_json::to_value(method)?.as_str().unwrap_or("method"));
+            rbl::report::write_atomic(&run_dir.join(&name), text.as_bytes())?;
+            println!("{text}");
         }
     }
     Ok(())

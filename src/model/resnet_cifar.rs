@@ -120,8 +120,33 @@ impl ResNetCifarConfig {
 /// A convolution followed by its BatchNorm, or the convolution alone once the norm is folded in.
 pub(crate) fn conv_bn(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>) -> Tensor<4> {
     match bn {
-        Some(bn) => bn.forward(conv.forward(x)),
-        None => conv.forward(x),
+        Some(bn) => bn.forward(apply_conv(conv, x)),
+        None => apply_conv(conv, x),
+    }
+}
+
+/// `conv.forward(x)`, through rbl's own convolution op ([`crate::ops::conv2d_square`]) when the
+/// layer has its shape (one group, no dilation, equal strides, the same padding on every side):
+/// on the CPU that op is several times faster than burn's in both directions. The parameters
+/// stay those of the burn module, so records are unchanged.
+pub(crate) fn apply_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let square_padding = match conv.padding {
+        PaddingConfig2d::Explicit(a, b, c, d) if a == b && b == c && c == d => Some(a),
+        PaddingConfig2d::Valid => Some(0),
+        _ => None,
+    };
+    match square_padding {
+        Some(pad) if conv.groups == 1 && conv.dilation == [1, 1] && conv.stride[0] == conv.stride[1] => {
+            let y = crate::ops::conv2d_square(x, conv.weight.val(), conv.stride[0], pad);
+            match &conv.bias {
+                Some(b) => {
+                    let c = b.dims()[0];
+                    y + b.val().reshape([1, c, 1, 1])
+                }
+                None => y,
+            }
+        }
+        _ => conv.forward(x),
     }
 }
 

@@ -3,10 +3,13 @@
 //! run says so; nothing is filled in from elsewhere.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use crate::report::FinalMetrics;
+use crate::error::{RblError, Result};
+use crate::report::{EvalSummary, FinalMetrics};
 
-/// One config's place in the table and its result, if the run finished.
+/// One config's (or one two-stage result's) place in the table and its test scores, if the run
+/// finished.
 #[derive(Debug, Clone)]
 pub struct TableEntry {
     /// Row label (the method).
@@ -15,8 +18,50 @@ pub struct TableEntry {
     pub column: String,
     /// Where the config came from, for the list of missing runs.
     pub source: String,
-    /// The finished run's metrics.
-    pub metrics: Option<FinalMetrics>,
+    /// The finished run's test scores.
+    pub test: Option<EvalSummary>,
+}
+
+/// The two-stage results `rbl stage2` / `rbl posthoc` leave in a run folder: file, row suffix,
+/// and whether the method's own answer is the `adjusted` report (post-hoc logit adjustment at
+/// its validated τ) rather than `raw` (a re-trained or re-scaled classifier).
+pub const TWO_STAGE_FILES: [(&str, &str, bool); 5] = [
+    ("stage2-crt.json", "cRT", false),
+    ("stage2-lws.json", "LWS", false),
+    ("stage2-marc.json", "MARC", false),
+    ("posthoc-tau-norm.json", "τ-norm", false),
+    ("posthoc-logit-adjust.json", "post-hoc LA", true),
+];
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = crate::error::read_text_capped(path, 64 << 20)?;
+    serde_json::from_str(&text).map(Some).map_err(|e| RblError::format(path, e.to_string()))
+}
+
+/// The table entries of one run folder: the run itself (missing when it has no metrics.json)
+/// and, with `two_stage`, one entry per two-stage result found beside it, labelled
+/// "`method` + cRT" and so on. A two-stage result's cell is the method's own answer whichever
+/// kind of table is drawn: both reports of its entry are set to it.
+pub fn run_entries(method: &str, column: &str, source: &str, run_dir: &Path, two_stage: bool) -> Result<Vec<TableEntry>> {
+    let metrics: Option<FinalMetrics> = read_json(&run_dir.join("metrics.json"))?;
+    let mut out = vec![TableEntry { method: method.into(), column: column.into(), source: source.into(), test: metrics.map(|m| m.test) }];
+    if two_stage && out[0].test.is_some() {
+        for (file, suffix, adjusted) in TWO_STAGE_FILES {
+            let path = run_dir.join(file);
+            let test: Option<EvalSummary> = read_json::<serde_json::Value>(&path)?
+                .map(|v| serde_json::from_value(v["test"].clone()).map_err(|e| RblError::format(&path, format!("test: {e}"))))
+                .transpose()?;
+            if let Some(mut t) = test {
+                let own = if adjusted { t.adjusted.clone() } else { t.raw.clone() };
+                (t.raw, t.adjusted) = (own.clone(), own);
+                out.push(TableEntry { method: format!("{method} + {suffix}"), column: column.into(), source: path.display().to_string(), test: Some(t) });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What the cells show.
@@ -59,11 +104,11 @@ pub fn render_table(entries: &[TableEntry], opts: TableOptions) -> String {
             rows.push(e.method.clone());
         }
     }
-    let mut cells: BTreeMap<(usize, usize), Vec<&FinalMetrics>> = BTreeMap::new();
+    let mut cells: BTreeMap<(usize, usize), Vec<&EvalSummary>> = BTreeMap::new();
     for e in entries {
         let key = (rows.iter().position(|r| r == &e.method).unwrap(), columns.iter().position(|c| c == &e.column).unwrap());
         let cell = cells.entry(key).or_default();
-        if let Some(m) = &e.metrics {
+        if let Some(m) = &e.test {
             cell.push(m);
         }
     }
@@ -74,7 +119,7 @@ pub fn render_table(entries: &[TableEntry], opts: TableOptions) -> String {
         let mut line = format!("| {row} |");
         for c in 0..columns.len() {
             let runs = cells.get(&(r, c)).cloned().unwrap_or_default();
-            let report = |m: &&FinalMetrics| if opts.adjusted { m.test.adjusted.clone() } else { m.test.raw.clone() };
+            let report = |m: &&EvalSummary| if opts.adjusted { m.adjusted.clone() } else { m.raw.clone() };
             let top1: Vec<f64> = runs.iter().map(|m| report(m).top1).collect();
             let mut cell = fmt_cell(&top1);
             if opts.shots && !runs.is_empty() {
@@ -89,7 +134,7 @@ pub fn render_table(entries: &[TableEntry], opts: TableOptions) -> String {
         out += &line;
         out.push('\n');
     }
-    let missing: Vec<&TableEntry> = entries.iter().filter(|e| e.metrics.is_none()).collect();
+    let missing: Vec<&TableEntry> = entries.iter().filter(|e| e.test.is_none()).collect();
     if !missing.is_empty() {
         out += &format!("\nMissing ({} run(s) not finished; their cells count only finished seeds, \"—\" where none):\n", missing.len());
         for e in missing {
@@ -105,22 +150,53 @@ mod tests {
     use crate::metrics::ClassificationReport;
     use crate::report::EvalSummary;
 
-    fn metrics(top1: f64) -> FinalMetrics {
-        let r = ClassificationReport { top1, many: Some(top1 + 1.0), medium: None, few: Some(top1 - 1.0), per_class: vec![] };
-        FinalMetrics {
-            name: "x".into(),
-            head: "rbl".into(),
-            epoch: 1,
-            train_counts: vec![],
-            test: EvalSummary { loss: 0.0, raw: r.clone(), adjusted: r, tau: 1.0, images: 1 },
-            val: None,
-            wall_seconds: 0.0,
-            rotation_orthogonality_error: None,
-        }
+    fn report(top1: f64) -> ClassificationReport {
+        ClassificationReport { top1, many: Some(top1 + 1.0), medium: None, few: Some(top1 - 1.0), per_class: vec![] }
+    }
+
+    fn summary(raw: f64, adjusted: f64) -> EvalSummary {
+        EvalSummary { loss: 0.0, raw: report(raw), adjusted: report(adjusted), tau: 1.0, images: 1 }
     }
 
     fn entry(method: &str, column: &str, m: Option<f64>) -> TableEntry {
-        TableEntry { method: method.into(), column: column.into(), source: format!("{method}-{column}.toml"), metrics: m.map(metrics) }
+        TableEntry { method: method.into(), column: column.into(), source: format!("{method}-{column}.toml"), test: m.map(|t| summary(t, t)) }
+    }
+
+    #[test]
+    fn two_stage_rows_show_each_method_own_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, v: serde_json::Value| std::fs::write(dir.path().join(name), v.to_string()).unwrap();
+        let metrics = FinalMetrics {
+            name: "ce".into(),
+            head: "linear".into(),
+            epoch: 1,
+            train_counts: vec![],
+            test: summary(60.0, 70.0),
+            val: None,
+            wall_seconds: 0.0,
+            rotation_orthogonality_error: None,
+        };
+        // Before metrics.json exists the run is missing and its two-stage files are not read.
+        write("stage2-crt.json", serde_json::json!({ "test": summary(75.0, 77.0) }));
+        let e = run_entries("CE", "IR100", "ce.toml", dir.path(), true).unwrap();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].test.is_none());
+        write("metrics.json", serde_json::to_value(&metrics).unwrap());
+        write("posthoc-logit-adjust.json", serde_json::json!({ "test": summary(60.0, 73.0), "chosen_tau": 0.8 }));
+        let e = run_entries("CE", "IR100", "ce.toml", dir.path(), true).unwrap();
+        let labels: Vec<&str> = e.iter().map(|e| e.method.as_str()).collect();
+        assert_eq!(labels, ["CE", "CE + cRT", "CE + post-hoc LA"]);
+        let raw = render_table(&e, TableOptions { adjusted: false, shots: false });
+        let adj = render_table(&e, TableOptions { adjusted: true, shots: false });
+        // cRT is its re-trained classifier (raw 75) and post-hoc LA its validated τ (73), in both tables.
+        for t in [&raw, &adj] {
+            assert!(t.contains("| CE + cRT | 75.00 |") && t.contains("| CE + post-hoc LA | 73.00 |"), "{t}");
+        }
+        assert!(raw.contains("| CE | 60.00 |") && adj.contains("| CE | 70.00 |"));
+        assert_eq!(run_entries("CE", "IR100", "ce.toml", dir.path(), false).unwrap().len(), 1);
+        std::fs::write(dir.path().join("stage2-lws.json"), "{ not json").unwrap();
+        let err = run_entries("CE", "IR100", "ce.toml", dir.path(), true).unwrap_err().to_string();
+        assert!(err.contains("stage2-lws.json"), "{err}");
     }
 
     #[test]

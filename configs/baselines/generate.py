@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Writes the baseline comparison configs (issue #5): every method at one CPU-sized budget on
+Fashion-MNIST-LT, imbalance ratios 100 and 50. Run from anywhere; rewrites the .toml files here.
+
+Budget (the same for every method): half-width ResNet-32 (8/16/32) + 64-d projection, n_max 1000
+(IR100: 1000 ... 10 images per class, 2,480 in all; IR50: 1000 ... 20, 2,798), 8 epochs, batch 64,
+SGD-Nesterov lr 0.05 with 1 warm-up epoch then cosine, weight decay 5e-4. A balanced validation
+split of 100 images per class comes out of the unused training images (post-hoc tau is chosen
+on it); the test set is the whole balanced Fashion-MNIST test set (10,000). The reported numbers
+are those of the last epoch: no model selection.
+"""
+import pathlib
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+# (file stem, table label, [model] extras, [loss] table or None, [data] extras)
+METHODS = [
+    ("ce", "CE", {"head": "linear"}, None, {}),
+    ("cb_sampler", "CE + class-balanced sampling", {"head": "linear"}, None, {"sampler": "class_balanced"}),
+    ("sqrt_sampler", "CE + square-root sampling", {"head": "linear"}, None, {"sampler": "sqrt"}),
+    ("la", "LA loss", {"head": "linear"}, {"name": "logit_adjusted", "tau": 1.0}, {}),
+    ("bs", "Balanced Softmax", {"head": "linear"}, {"name": "balanced_softmax"}, {}),
+    ("cb_ce", "CB-CE", {"head": "linear"}, {"name": "cb_ce", "beta": 0.9999}, {}),
+    ("cb_focal", "CB-Focal", {"head": "linear"}, {"name": "cb_focal", "beta": 0.9999, "gamma": 1.0}, {}),
+    ("ldam_drw", "LDAM-DRW", {"head": "linear", "cosine": True},
+     {"name": "ldam", "ldam_max_margin": 0.5, "ldam_scale": 30.0, "drw_epoch": 6, "beta": 0.9999}, {}),
+    ("lade", "LADE", {"head": "linear"}, {"name": "lade", "lade_alpha": 0.1, "lade_lambda": 0.1}, {}),
+    ("fixed_dr", "Fixed (ETF + DR loss)", {"head": "etf", "feature_bn_l2": True}, {"name": "dot_regression"}, {}),
+    ("fixed", "Fixed (ETF + CE)", {"head": "etf"}, None, {}),
+    ("rbl", "RBL", {"head": "rbl"}, None, {}),
+]
+RATIOS = [100, 50]
+
+
+def value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return repr(v)
+
+
+def config(stem, label, model, loss, data, ratio):
+    name = f"baseline_fmnist_lt{ratio}_{stem}"
+    lines = [
+        f"# {label} on Fashion-MNIST-LT, imbalance ratio {ratio}: the baseline budget of",
+        "# configs/baselines/generate.py (which wrote this file). Seeds: rbl table --seeds 0,1,2",
+        f'name = "{name}"',
+        f'method = "{label}"',
+        "seed = 0",
+        'device = "cpu"',
+        "",
+        "[data]",
+        'dataset = "fashion-mnist"',
+        'root = "/usr/share/datasets/fashion-mnist"',
+        f"imbalance_ratio = {float(ratio)}",
+        "n_max = 1000",
+        "val_per_class = 100",
+        "test_per_class = 0",
+        "crop_padding = 4",
+        "flip = true",
+        "many_threshold = 100",
+        "few_threshold = 20",
+    ]
+    lines += [f"{k} = {value(v)}" for k, v in data.items()]
+    lines += ["", "[model]", 'backbone = "resnet32"', "widths = [8, 16, 32]", "feature_dim = 64"]
+    lines += [f"{k} = {value(v)}" for k, v in model.items()]
+    lines += [
+        "",
+        "[train]",
+        "epochs = 8",
+        "batch_size = 64",
+        "lr = 0.05",
+        "momentum = 0.9",
+        "nesterov = true",
+        "weight_decay = 5e-4",
+        "warmup_epochs = 1",
+        "warmup_start_factor = 0.5",
+        "drop_last = true",
+        "eval_every = 4",
+        "",
+        "[eval]",
+        "tau = 1.0",
+        "batch_size = 256",
+    ]
+    if loss:
+        lines += ["", "[loss]"] + [f"{k} = {value(v)}" for k, v in loss.items()]
+    return name, "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    for old in HERE.glob("*.toml"):
+        old.unlink()
+    for ratio in RATIOS:
+        for stem, label, model, loss, data in METHODS:
+            name, text = config(stem, label, model, loss, data, ratio)
+            (HERE / f"{name}.toml").write_text(text)
+    print(f"wrote {len(RATIOS) * len(METHODS)} configs to {HERE}")
