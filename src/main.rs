@@ -214,6 +214,7 @@ enum Experiment {
 }
 
 fn main() {
+    let _ = rbl::ops::allocator::keep_freed_buffers();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         let interrupted = matches!(e.downcast_ref::<rbl::RblError>(), Some(rbl::RblError::Interrupted { .. }));

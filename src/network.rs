@@ -59,7 +59,7 @@ impl Network {
             (None, None) => unreachable!("a network always has a backbone"),
         };
         match &self.feature_norm {
-            Some(bn) => l2_normalize(bn.forward(f), 1),
+            Some(bn) => l2_normalize(crate::ops::batch_norm(bn, f), 1),
             None => f,
         }
     }

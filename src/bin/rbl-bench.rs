@@ -49,6 +49,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    let _ = rbl::ops::allocator::keep_freed_buffers();
     let args = Args::parse();
     for input in &args.input {
         let dims: Vec<usize> = input.split('x').map(|d| d.parse()).collect::<std::result::Result<_, _>>()?;

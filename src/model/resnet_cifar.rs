@@ -117,10 +117,11 @@ impl ResNetCifarConfig {
     }
 }
 
-/// A convolution followed by its BatchNorm, or the convolution alone once the norm is folded in.
+/// A convolution followed by its BatchNorm, or the convolution alone once the norm is folded in;
+/// both through rbl's own ops ([`apply_conv`], [`crate::ops::batch_norm`]).
 pub(crate) fn conv_bn(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>) -> Tensor<4> {
     match bn {
-        Some(bn) => bn.forward(apply_conv(conv, x)),
+        Some(bn) => crate::ops::batch_norm(bn, apply_conv(conv, x)),
         None => apply_conv(conv, x),
     }
 }
