@@ -152,6 +152,14 @@ pub struct TrainConfig {
     pub lr_milestones: Vec<usize>,
     /// Factor of each step.
     pub lr_gamma: f64,
+    /// Arithmetic of the convolutions: `f32`, or mixed precision with the convolutions in
+    /// `f16` / `bf16` and weights, norms, head, loss and optimizer in f32 (see
+    /// `ops::precision`). Meant for GPUs; on the CPU, flex's half-precision convolution is
+    /// slower than rbl's f32 one.
+    pub precision: crate::ops::precision::Precision,
+    /// The loss is multiplied by this before the backward pass and the gradients divided by
+    /// it after, so that small f16 gradients do not flush to zero (0: 1024 for f16, else 1).
+    pub loss_scale: f64,
 }
 
 /// Evaluation options.
@@ -243,6 +251,8 @@ impl Default for TrainConfig {
             schedule: "cosine".into(),
             lr_milestones: Vec::new(),
             lr_gamma: 0.1,
+            precision: crate::ops::precision::Precision::F32,
+            loss_scale: 0.0,
         }
     }
 }
@@ -280,6 +290,11 @@ impl ExperimentConfig {
             return self.method.clone();
         }
         if self.loss.name == "ce" { self.model.head.clone() } else { format!("{}+{}", self.model.head, self.loss.name) }
+    }
+
+    /// The loss scale a step uses: `train.loss_scale`, or the precision's default for 0.
+    pub fn loss_scale(&self) -> f64 {
+        if self.train.loss_scale > 0.0 { self.train.loss_scale } else { self.train.precision.default_loss_scale() }
     }
 
     /// The column label of `rbl table`: dataset and imbalance ratio.
@@ -350,6 +365,9 @@ impl ExperimentConfig {
         }
         if self.train.eval_every == 0 {
             return bad("train.eval_every", "must be at least 1".into());
+        }
+        if !(self.train.loss_scale.is_finite() && self.train.loss_scale >= 0.0) {
+            return bad("train.loss_scale", format!("{} is not a non-negative number (0: the precision's default)", self.train.loss_scale));
         }
         if self.data.few_threshold > self.data.many_threshold {
             return bad("data.few_threshold", "must not exceed data.many_threshold".into());

@@ -292,3 +292,36 @@ fn autoaugment_cutout_and_mixup_train_and_reproduce() {
     let bad = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", "train.mixup_alpha=-1", "--out", dir.path().join("x").to_str().unwrap()]);
     assert!(!bad.status.success() && stderr(&bad).contains("train.mixup_alpha"));
 }
+
+#[test]
+fn mixed_precision_trains_and_loss_scaling_is_exact_in_f32() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "tiny.toml", &tiny_config("rbl", 1));
+    let c = cfg.to_str().unwrap();
+    let run = |name: &str, sets: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec!["train", "--config", c, "--out", out.to_str().unwrap(), "-q"];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let o = rbl(&args);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let state: Value = serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint-000001/state.json")).unwrap()).unwrap();
+        (out, state["weights_crc32"].as_u64().unwrap())
+    };
+    // Scaling by a power of two commutes with f32 rounding: the scaled run is bitwise the plain one.
+    let (_, plain) = run("plain", &[]);
+    let (_, scaled) = run("scaled", &["train.loss_scale=1024"]);
+    assert_eq!(plain, scaled, "loss scaling changed the f32 weights");
+    // f16 convolutions (flex runs them in software here): it trains, and its f32 checkpoint evaluates.
+    let (half, digest) = run("half", &["train.precision=\"f16\""]);
+    assert_ne!(digest, plain, "f16 arithmetic should round differently");
+    let log = std::fs::read_to_string(half.join("epochs.jsonl")).unwrap();
+    let first: Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert!(first["train_loss"].as_f64().unwrap().is_finite());
+    let e = rbl(&["eval", "--checkpoint", half.to_str().unwrap()]);
+    assert!(e.status.success(), "{}", stderr(&e));
+    let bad = rbl(&["train", "--config", c, "--out", dir.path().join("bad").to_str().unwrap(), "--set", "train.loss_scale=-1"]);
+    assert!(!bad.status.success() && stderr(&bad).contains("train.loss_scale"), "{}", stderr(&bad));
+}

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rbl::ExperimentConfig;
 use rbl::loss::Criterion;
 use rbl::network::Network;
-use rbl::train::device::device_from_name;
+use rbl::train::device::device_for;
 use rbl::train::optimizer::build_optimizer;
 use rbl::train::step::train_step;
 
@@ -46,6 +46,9 @@ struct Args {
     /// Head: rbl, etf or linear.
     #[arg(long, default_value = "rbl")]
     head: String,
+    /// Convolution arithmetic: f32, f16 or bf16 (mixed precision, train.precision).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 fn main() -> Result<()> {
@@ -57,9 +60,10 @@ fn main() -> Result<()> {
         for &batch in &args.batch {
             let (train, eval) = measure(&args, batch, [c, h, w])?;
             println!(
-                "{{\"impl\":\"rbl\",\"device\":\"{}\",\"head\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"peak_rss_mb\":{:.1}}}",
+                "{{\"impl\":\"rbl\",\"device\":\"{}\",\"head\":\"{}\",\"precision\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"peak_rss_mb\":{:.1}}}",
                 args.device,
                 args.head,
+                args.precision,
                 peak_rss_mb()
             );
         }
@@ -74,7 +78,8 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     cfg.model.head = args.head.clone();
     cfg.model.widths = [16, 32, 64];
     cfg.model.feature_dim = 256;
-    let device = device_from_name(&cfg.device)?;
+    cfg.train.precision = serde_json::from_value(serde_json::Value::String(args.precision.clone())).map_err(|_| anyhow::anyhow!("--precision {}: f32, f16 or bf16", args.precision))?;
+    let device = device_for(&cfg)?;
     let train_device = device.clone().autodiff();
     train_device.seed(0);
     let mut net = Network::from_config(&cfg, c, args.classes, &train_device)?;
@@ -88,7 +93,7 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     for step in 0..args.warmup + args.steps {
         let t0 = Instant::now();
         let x = Tensor::<4>::from_data(TensorData::new(images.clone(), [batch, c, h, w]), &train_device);
-        let (updated, stats) = train_step(net, &mut optim, &criterion, x, &labels, None, 0, 0.01, &train_device);
+        let (updated, stats) = train_step(net, &mut optim, &criterion, x, &labels, None, 0, 0.01, cfg.loss_scale(), &train_device);
         net = updated;
         if !stats.loss.is_finite() {
             bail!("loss became {} at step {step}", stats.loss);

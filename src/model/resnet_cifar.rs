@@ -7,7 +7,10 @@ use burn::module::{Initializer, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor, s};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, FloatDType, Tensor, s};
+
+use crate::ops::precision::Precision;
 
 /// Shape of a CIFAR-style ResNet.
 #[derive(Config, Debug)]
@@ -126,28 +129,43 @@ pub(crate) fn conv_bn(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>) -> Te
     }
 }
 
-/// `conv.forward(x)`, through rbl's own convolution op ([`crate::ops::conv2d_square`]) when the
-/// layer has its shape (one group, no dilation, equal strides, the same padding on every side):
-/// on the CPU that op is several times faster than burn's in both directions. The parameters
-/// stay those of the burn module, so records are unchanged.
+/// `conv.forward(x)` in the process's convolution precision ([`crate::ops::precision`]).
 pub(crate) fn apply_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let square_padding = match conv.padding {
-        PaddingConfig2d::Explicit(a, b, c, d) if a == b && b == c && c == d => Some(a),
-        PaddingConfig2d::Valid => Some(0),
-        _ => None,
+    apply_conv_in(conv, x, crate::ops::precision::conv_precision())
+}
+
+/// `conv.forward(x)` with its arithmetic in `precision`, through rbl's own convolution op
+/// ([`crate::ops::conv2d_square`]) when the layer has its shape (one group, no dilation, equal
+/// strides, the same padding on every side): on the CPU that op is several times faster than
+/// burn's in both directions. In half precision the input and weight are cast down and the
+/// output back up to f32. The parameters stay those of the burn module (f32), so records are
+/// unchanged.
+pub(crate) fn apply_conv_in(conv: &Conv2d, x: Tensor<4>, precision: Precision) -> Tensor<4> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+        PaddingConfig2d::Valid => [(0, 0), (0, 0)],
+        // "Same" depends on the input size; no network here uses it.
+        PaddingConfig2d::Same => return conv.forward(x),
     };
-    match square_padding {
-        Some(pad) if conv.groups == 1 && conv.dilation == [1, 1] && conv.stride[0] == conv.stride[1] => {
-            let y = crate::ops::conv2d_square(x, conv.weight.val(), conv.stride[0], pad);
-            match &conv.bias {
-                Some(b) => {
-                    let c = b.dims()[0];
-                    y + b.val().reshape([1, c, 1, 1])
-                }
-                None => y,
-            }
+    let square_padding = (padding[0].0 == padding[0].1 && padding[0] == padding[1]).then_some(padding[0].0);
+    let (x, weight) = match precision.half() {
+        Some(half) => (x.cast(half), conv.weight.val().cast(half)),
+        None => (x, conv.weight.val()),
+    };
+    let y = match square_padding {
+        Some(pad) if conv.groups == 1 && conv.dilation == [1, 1] && conv.stride[0] == conv.stride[1] => crate::ops::conv2d_square(x, weight, conv.stride[0], pad),
+        _ => {
+            let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+            burn::tensor::module::conv2d(x, weight, None, options)
         }
-        _ => conv.forward(x),
+    };
+    let y = if precision.half().is_some() { y.cast(FloatDType::F32) } else { y };
+    match &conv.bias {
+        Some(b) => {
+            let c = b.dims()[0];
+            y + b.val().reshape([1, c, 1, 1])
+        }
+        None => y,
     }
 }
 
@@ -203,6 +221,37 @@ impl ResNetCifar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_precision_convolution_is_close_and_keeps_f32_weights() {
+        use burn::tensor::Distribution;
+        let _lock = crate::SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let conv = conv3x3(4, 8, 1, &device);
+        let x = Tensor::<4>::random([2, 4, 6, 6], Distribution::Normal(0.0, 1.0), &device);
+        let full = apply_conv_in(&conv, x.clone(), Precision::F32);
+        let b: Vec<f32> = full.clone().into_data().to_vec().unwrap();
+        let gf: Vec<f32> = conv.weight.val().grad(&full.sum().backward()).unwrap().into_data().to_vec().unwrap();
+        let close = |a: &[f32], b: &[f32], tol: f32| {
+            let worst = a.iter().zip(b).map(|(u, v)| (u - v).abs()).fold(0.0f32, f32::max);
+            (worst < tol * b.iter().fold(1.0f32, |m, v| m.max(v.abs())), worst)
+        };
+        for p in [Precision::F16, Precision::Bf16] {
+            let half = apply_conv_in(&conv, x.clone(), p);
+            assert_eq!(half.dtype(), burn::tensor::DType::F32, "{p:?}: the output comes back in f32");
+            let tol = if p == Precision::F16 { 1e-2 } else { 5e-2 };
+            let a: Vec<f32> = half.clone().into_data().to_vec().unwrap();
+            let (ok, worst) = close(&a, &b, tol);
+            assert!(ok, "{p:?}: max |diff| {worst}");
+            // The gradient reaches the f32 weight through the casts.
+            let gw = conv.weight.val().grad(&half.sum().backward()).expect("weight gradient");
+            assert_eq!(gw.dtype(), burn::tensor::DType::F32);
+            let gh: Vec<f32> = gw.into_data().to_vec().unwrap();
+            let (ok, worst) = close(&gh, &gf, tol);
+            assert!(ok, "{p:?}: weight gradient off by {worst}");
+        }
+    }
 
     #[test]
     fn resnet32_shapes_and_parameter_count() {

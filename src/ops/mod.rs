@@ -3,6 +3,7 @@
 
 pub mod conv2d_cpu;
 pub mod conv2d_op;
+pub mod precision;
 
 pub use conv2d_op::conv2d_square;
 pub mod allocator;

@@ -18,3 +18,21 @@ pub fn device_from_name(name: &str) -> Result<Device> {
         other => Err(RblError::Config { origin: "device".into(), msg: format!("unknown device '{other}' (cpu, gpu)") }),
     }
 }
+
+/// The device of a run's config, with the process's convolution precision set from
+/// `train.precision` (so training, evaluation and the two-stage methods of one run compute
+/// alike). A half type the device cannot store is refused, naming the key.
+pub fn device_for(cfg: &crate::ExperimentConfig) -> Result<Device> {
+    let device = device_from_name(&cfg.device)?;
+    let precision = cfg.train.precision;
+    if let Some(half) = precision.half()
+        && !device.supports_dtype(half)
+    {
+        return Err(RblError::Config {
+            origin: "train.precision".into(),
+            msg: format!("the {} device has no {half:?} tensors; use f32 (or f16 where bf16 is missing)", cfg.device),
+        });
+    }
+    crate::ops::precision::set_conv_precision(precision);
+    Ok(device)
+}

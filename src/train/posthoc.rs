@@ -14,7 +14,7 @@ use crate::loss::cross_entropy::mean_cross_entropy;
 use crate::network::Network;
 use crate::report::EvalSummary;
 use crate::train::checkpoint::{apply_weights, load_checkpoint};
-use crate::train::device::device_from_name;
+use crate::train::device::device_for;
 use crate::train::evaluate::{forward_all, predict, summarize};
 use crate::train::run::context_for;
 
@@ -48,7 +48,7 @@ pub fn tune_posthoc(dir: &Path, method: PostHoc, grid: &[f64]) -> Result<PostHoc
     }
     let ckpt = load_checkpoint(dir)?;
     let cfg = ckpt.config.clone();
-    let device = device_from_name(&cfg.device)?;
+    let device = device_for(&cfg)?;
     let ctx = context_for(&cfg, device.clone())?;
     let val = ctx.val.clone().ok_or_else(|| RblError::Config {
         origin: "data.val_per_class".into(),

@@ -18,7 +18,7 @@ use crate::metrics::ShotBuckets;
 use crate::network::Network;
 use crate::report::{EpochRecord, EvalSummary, FinalMetrics, write_atomic};
 use crate::train::checkpoint::{CheckpointState, PartialEpoch, apply_weights, latest_checkpoint, load_checkpoint, save_checkpoint};
-use crate::train::device::device_from_name;
+use crate::train::device::device_for;
 use crate::head::host_linalg::Mat;
 use crate::metrics::neural_collapse::{NeuralCollapse, neural_collapse};
 use crate::metrics::accuracy::argmax_rows;
@@ -110,7 +110,7 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
     let run_dir = &opts.run_dir;
     interrupt::install();
     std::fs::create_dir_all(run_dir).map_err(|e| RblError::io(run_dir, e))?;
-    let device = device_from_name(&cfg.device)?;
+    let device = device_for(&cfg)?;
     let train_device = device.clone().autodiff();
     train_device.seed(cfg.seed);
 
@@ -351,6 +351,7 @@ fn train_epoch(
     control: EpochControl<'_>,
 ) -> Result<Option<(Network, EpochStats)>> {
     let cfg = &ctx.cfg;
+    let loss_scale = cfg.loss_scale();
     let start = control.resume.unwrap_or_default();
     let plan = LoaderPlan {
         batch_size: cfg.train.batch_size,
@@ -385,7 +386,7 @@ fn train_epoch(
         }
         let b = batch.len();
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
-        let (updated, step) = train_step(net, optim, criterion, x, &batch.labels, batch.mix.as_ref(), epoch, lr, device);
+        let (updated, step) = train_step(net, optim, criterion, x, &batch.labels, batch.mix.as_ref(), epoch, lr, loss_scale, device);
         let loss_value = step.loss;
         if !loss_value.is_finite() {
             progress.finish();
@@ -459,7 +460,7 @@ fn write_log(run_dir: &Path, history: &[EpochRecord]) -> Result<()> {
 pub fn features_from_checkpoint(dir: &Path) -> Result<PathBuf> {
     let ckpt = load_checkpoint(dir)?;
     let cfg = ckpt.config.clone();
-    let device = device_from_name(&cfg.device)?;
+    let device = device_for(&cfg)?;
     let ctx = context_for(&cfg, device.clone())?;
     let net = Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &device)?;
     let net = apply_weights(net, &ckpt)?.valid();
@@ -476,7 +477,7 @@ pub fn eval_checkpoint(dir: &Path, tau: Option<f64>, on_val: bool, device_name: 
     if let Some(d) = device_name {
         cfg.device = d.into();
     }
-    let device = device_from_name(&cfg.device)?;
+    let device = device_for(&cfg)?;
     let data = prepare(&cfg.data, cfg.seed)?;
     let ctx = context(cfg.clone(), data, device.clone());
     let net = Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &device)?;

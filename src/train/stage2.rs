@@ -31,7 +31,7 @@ use crate::loss::{Criterion, LossConfig};
 use crate::network::Network;
 use crate::report::EvalSummary;
 use crate::train::checkpoint::{apply_weights, load_checkpoint, weights_digest};
-use crate::train::device::device_from_name;
+use crate::train::device::device_for;
 use crate::train::evaluate::{forward_all, summarize};
 use crate::train::optimizer::build_optimizer;
 use crate::train::run::context_for;
@@ -90,7 +90,7 @@ struct Marc {
 pub fn run_stage2(dir: &Path, method: Stage2, opts: &Stage2Options) -> Result<Stage2Result> {
     let ckpt = load_checkpoint(dir)?;
     let cfg = ckpt.config.clone();
-    let device = device_from_name(&cfg.device)?;
+    let device = device_for(&cfg)?;
     let ctx = context_for(&cfg, device.clone())?;
     let net = apply_weights(Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &device)?, &ckpt)?.valid();
     let before = weights_digest(&net);

@@ -2,6 +2,7 @@
 //! of the loss and the number of correct predictions. The training loop and the step
 //! benchmark (`rbl-bench`) both run exactly this.
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -21,8 +22,9 @@ pub struct StepStats {
 /// Runs one step on `images` (`[B, C, H, W]` on the autodiff `device`) with `labels`; `epoch`
 /// is 0-based (deferred re-weighting uses it). With `mix` (mixup) the loss is
 /// λ·loss(labels) + (1 − λ)·loss(partner labels) and the correct count is the same mixture,
-/// rounded. Returns the updated network and the stats; the
-/// caller checks `loss` for NaN before trusting the update.
+/// rounded. The backward pass runs on `loss_scale`·loss and the gradients are divided by
+/// `loss_scale` before the update (mixed precision; 1 leaves them alone). Returns the updated
+/// network and the stats; the caller checks `loss` for NaN before trusting the update.
 pub fn train_step(
     net: Network,
     optim: &mut burn::optim::ModuleOptimizer,
@@ -32,6 +34,7 @@ pub fn train_step(
     mix: Option<&Mix>,
     epoch: usize,
     lr: f64,
+    loss_scale: f64,
     device: &Device,
 ) -> (Network, StepStats) {
     let b = labels.len();
@@ -67,7 +70,27 @@ pub fn train_step(
         .reduce(|a, b| a + b)
         .expect("at least one target");
     let stats: Vec<f32> = Tensor::cat(vec![loss.clone().detach().reshape([1]), correct], 0).into_data().try_to_vec().expect("f32 stats");
-    let grads = GradientsParams::from_grads(loss.backward(), &net);
+    let grads = if loss_scale == 1.0 {
+        GradientsParams::from_grads(loss.backward(), &net)
+    } else {
+        let mut grads = GradientsParams::from_grads(loss.mul_scalar(loss_scale).backward(), &net);
+        net.visit(&mut Unscale { grads: &mut grads, factor: 1.0 / loss_scale });
+        grads
+    };
     let net = optim.step(lr, net, grads);
     (net, StepStats { loss: stats[0], correct: stats[1].round() as usize })
+}
+
+/// Divides every parameter's gradient by the loss scale.
+struct Unscale<'a> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+}
+
+impl ModuleVisitor for Unscale<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.remove::<D>(param.id) {
+            self.grads.register(param.id, g.mul_scalar(self.factor));
+        }
+    }
 }
