@@ -157,6 +157,25 @@ fn table_on_two_tiny_runs_names_the_missing_cell() {
     let rbl_row = table.lines().find(|l| l.starts_with("| rbl |")).expect("an rbl row");
     assert!(rbl_row.ends_with("| — |"), "the IR5 cell has no run: {rbl_row}");
     assert!(table.contains("Missing (1 run(s)") && table.contains("rbl_ir5.toml"), "{table}");
+
+    // --seeds: one run per seed (<name>-s<seed>, trained with that seed), cells are mean ± std;
+    // --two-stage adds a row for each stage-2 / post-hoc result found in a run folder.
+    let out = rbl(&["table", etf.to_str().unwrap(), "--runs", r, "--seeds", "0,1", "--train", "--raw"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seeded = String::from_utf8(out.stdout).unwrap();
+    let s0: Value = serde_json::from_str(&std::fs::read_to_string(runs.join("tiny_etf-s0/metrics.json")).unwrap()).unwrap();
+    let s1: Value = serde_json::from_str(&std::fs::read_to_string(runs.join("tiny_etf-s1/metrics.json")).unwrap()).unwrap();
+    let (a, b) = (s0["test"]["raw"]["top1"].as_f64().unwrap(), s1["test"]["raw"]["top1"].as_f64().unwrap());
+    let cell = format!("{:.2} ± {:.2} (n=2)", (a + b) / 2.0, (a - b).abs() / 2f64.sqrt());
+    assert!(seeded.contains(&format!("| Fixed | {cell} |")), "{seeded}");
+    let config: String = std::fs::read_to_string(runs.join("tiny_etf-s1/config.toml")).unwrap();
+    assert!(config.contains("seed = 1"), "{config}");
+    let o = rbl(&["stage2", "--checkpoint", runs.join("tiny_etf-s0").to_str().unwrap(), "--method", "lws", "--epochs", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = rbl(&["table", etf.to_str().unwrap(), "--runs", r, "--seeds", "0,1", "--two-stage"]);
+    let t = String::from_utf8(out.stdout).unwrap();
+    let lws: Value = serde_json::from_str(&std::fs::read_to_string(runs.join("tiny_etf-s0/stage2-lws.json")).unwrap()).unwrap();
+    assert!(t.contains(&format!("| Fixed + LWS | {:.2} |", lws["test"]["raw"]["top1"].as_f64().unwrap())), "{t}");
 }
 
 #[test]
