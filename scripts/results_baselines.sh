@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the README's baseline comparison (issue #5): every method of configs/baselines/ at
 # imbalance ratios 100 and 50, seeds 0 1 2, then the two-stage methods (cRT, LWS, MARC,
-# tau-normalisation, post-hoc logit adjustment) on each CE run, then the tables.
+# tau-normalisation, post-hoc logit adjustment) on each CE and CB-CE run, then the tables.
 #
 #   scripts/results_baselines.sh            # JOBS=2 runs side by side, one thread each
 #   JOBS=1 SEEDS="0" scripts/results_baselines.sh
@@ -50,7 +50,7 @@ two_stage_one() { # run folder
   done
 }
 export -f two_stage_one
-ls -d "$OUT"/baseline_fmnist_lt*_ce-s* | xargs -P "$JOBS" -n 1 bash -c 'two_stage_one "$0"'
+ls -d "$OUT"/baseline_fmnist_lt*_{ce,cb_ce}-s* | xargs -P "$JOBS" -n 1 bash -c 'two_stage_one "$0"'
 
 seeds_csv=$(echo $SEEDS | tr ' ' ',')
 {
