@@ -73,8 +73,7 @@ fn main() -> Result<()> {
 
 /// Train and eval images per second for one batch size and input shape.
 fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64)> {
-    let mut cfg = ExperimentConfig::default();
-    cfg.device = args.device.clone();
+    let mut cfg = ExperimentConfig { device: args.device.clone(), ..Default::default() };
     cfg.model.head = args.head.clone();
     cfg.model.widths = [16, 32, 64];
     cfg.model.feature_dim = 256;

@@ -231,8 +231,8 @@ mod tests {
         let conv = conv3x3(4, 8, 1, &device);
         let x = Tensor::<4>::random([2, 4, 6, 6], Distribution::Normal(0.0, 1.0), &device);
         let full = apply_conv_in(&conv, x.clone(), Precision::F32);
-        let b: Vec<f32> = full.clone().into_data().to_vec().unwrap();
-        let gf: Vec<f32> = conv.weight.val().grad(&full.sum().backward()).unwrap().into_data().to_vec().unwrap();
+        let b: Vec<f32> = full.clone().into_data().try_to_vec().unwrap();
+        let gf: Vec<f32> = conv.weight.val().grad(&full.sum().backward()).unwrap().into_data().try_to_vec().unwrap();
         let close = |a: &[f32], b: &[f32], tol: f32| {
             let worst = a.iter().zip(b).map(|(u, v)| (u - v).abs()).fold(0.0f32, f32::max);
             (worst < tol * b.iter().fold(1.0f32, |m, v| m.max(v.abs())), worst)
@@ -241,13 +241,13 @@ mod tests {
             let half = apply_conv_in(&conv, x.clone(), p);
             assert_eq!(half.dtype(), burn::tensor::DType::F32, "{p:?}: the output comes back in f32");
             let tol = if p == Precision::F16 { 1e-2 } else { 5e-2 };
-            let a: Vec<f32> = half.clone().into_data().to_vec().unwrap();
+            let a: Vec<f32> = half.clone().into_data().try_to_vec().unwrap();
             let (ok, worst) = close(&a, &b, tol);
             assert!(ok, "{p:?}: max |diff| {worst}");
             // The gradient reaches the f32 weight through the casts.
             let gw = conv.weight.val().grad(&half.sum().backward()).expect("weight gradient");
             assert_eq!(gw.dtype(), burn::tensor::DType::F32);
-            let gh: Vec<f32> = gw.into_data().to_vec().unwrap();
+            let gh: Vec<f32> = gw.into_data().try_to_vec().unwrap();
             let (ok, worst) = close(&gh, &gf, tol);
             assert!(ok, "{p:?}: weight gradient off by {worst}");
         }

@@ -123,7 +123,7 @@ mod tests {
 
     fn assert_close<const D: usize>(what: &str, a: Tensor<D>, b: Tensor<D>, tol: f32) {
         assert_eq!(a.dims(), b.dims(), "{what}: shape");
-        let (a, b): (Vec<f32>, Vec<f32>) = (a.into_data().to_vec().unwrap(), b.into_data().to_vec().unwrap());
+        let (a, b): (Vec<f32>, Vec<f32>) = (a.into_data().try_to_vec().unwrap(), b.into_data().try_to_vec().unwrap());
         let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
         let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         assert!(worst <= tol * scale, "{what}: max |diff| {worst} (scale {scale})");

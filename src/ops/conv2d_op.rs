@@ -135,7 +135,7 @@ mod tests {
 
     fn assert_close(what: &str, a: Tensor<4>, b: Tensor<4>) {
         assert_eq!(a.dims(), b.dims(), "{what}: shape");
-        let (a, b): (Vec<f32>, Vec<f32>) = (a.into_data().to_vec().unwrap(), b.into_data().to_vec().unwrap());
+        let (a, b): (Vec<f32>, Vec<f32>) = (a.into_data().try_to_vec().unwrap(), b.into_data().try_to_vec().unwrap());
         let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
         let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         assert!(worst <= 2e-5 * scale, "{what}: max |diff| {worst} (scale {scale})");

@@ -25,6 +25,7 @@ pub struct StepStats {
 /// rounded. The backward pass runs on `loss_scale`·loss and the gradients are divided by
 /// `loss_scale` before the update (mixed precision; 1 leaves them alone). Returns the updated
 /// network and the stats; the caller checks `loss` for NaN before trusting the update.
+#[allow(clippy::too_many_arguments)]
 pub fn train_step(
     net: Network,
     optim: &mut burn::optim::ModuleOptimizer,
