@@ -83,6 +83,22 @@ fn im2col(x: &[f32], g: &ConvGeometry, col: &mut [f32]) {
                 let row = &mut col[((c * g.kh + ky) * g.kw + kx) * p..][..p];
                 row[..y0 * ow].fill(0.0);
                 row[y1 * ow..].fill(0.0);
+                if g.stride == 1 && ow == g.w && y1 > y0 {
+                    // A same-size convolution: this tap's rows y0..y1 are the input rows shifted
+                    // by kx − pad columns, so one block copy does them all; the values that
+                    // wrapped around from the neighbouring row are then zeroed (the padding).
+                    let shift = kx as isize - g.pad as isize;
+                    let (dst0, src0) = ((y0 * ow) as isize, ((y0 + ky - g.pad) * g.w) as isize);
+                    let len = ((y1 - y0) * ow) as isize - shift.abs();
+                    let (d, s) = if shift < 0 { (dst0 - shift, src0) } else { (dst0, src0 + shift) };
+                    row[d as usize..(d + len) as usize].copy_from_slice(&plane[s as usize..(s + len) as usize]);
+                    for oy in y0..y1 {
+                        let out = &mut row[oy * ow..(oy + 1) * ow];
+                        out[..x0].fill(0.0);
+                        out[x1..].fill(0.0);
+                    }
+                    continue;
+                }
                 for oy in y0..y1 {
                     let iy = oy * g.stride + ky - g.pad;
                     let out = &mut row[oy * ow..(oy + 1) * ow];
