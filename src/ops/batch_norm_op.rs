@@ -11,7 +11,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, DType, Dispatch, Flex, TensorData, backend_extension};
 use burn::nn::BatchNorm;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use super::batch_norm_cpu::{BnGeometry, batch_norm_train_backward, batch_norm_train_forward};
 
@@ -94,7 +94,7 @@ impl<C: CheckpointStrategy> BatchNormBackend for Autodiff<Flex, C> {
 /// running statistics are updated exactly as burn's layer updates them.
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
-    let fused = device.is_autodiff() && bn.training.is_enabled() && device.clone().without_autodiff() == Device::flex() && x.dtype() == DType::F32;
+    let fused = device.is_autodiff() && bn.training.is_enabled() && super::on_flex(&device) && x.dtype() == DType::F32;
     if !fused {
         return bn.forward(x);
     }
@@ -110,6 +110,7 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Device;
     use burn::module::Param;
     use burn::nn::BatchNormConfig;
     use rand::{Rng, SeedableRng};

@@ -149,9 +149,8 @@ fn col2im_add(col: &[f32], g: &ConvGeometry, x: &mut [f32]) {
     }
 }
 
-/// dst[m×n] (row-major, row stride `dst_rs`) = (accumulate ? dst : 0) + lhs · rhs, where lhs is
-/// m×k and rhs k×n, each given by (column stride, row stride).
-#[allow(clippy::too_many_arguments)]
+/// dst[m×n] (row-major, contiguous) = (accumulate ? dst : 0) + lhs · rhs, where lhs is m×k and
+/// rhs k×n, each given as (slice, column stride, row stride).
 fn gemm_f32(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: (&[f32], isize, isize), rhs: (&[f32], isize, isize)) {
     assert!(dst.len() >= m * n, "gemm: destination too small");
     // SAFETY: the strides address lhs (m×k), rhs (k×n) and dst (m×n) inside the slices, which
@@ -181,8 +180,9 @@ fn gemm_f32(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs
     }
 }
 
-/// Images per rayon task: enough to keep the pool busy, few enough that column buffers are
-/// reused.
+/// Images per rayon task of the forward and input-gradient passes (each image is computed on
+/// its own there, so the split does not change the result): enough to keep the pool busy, few
+/// enough that column buffers are reused.
 fn chunk(batch: usize) -> usize {
     batch.div_ceil(rayon::current_num_threads().max(1) * 2).max(1)
 }
@@ -257,8 +257,13 @@ fn conv2d_input_grad_col2im(dy: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec
 }
 
 /// Images whose pixels one weight-gradient GEMM sums over at once (pixel-major operands of
-/// consecutive images are contiguous, so grouping them costs nothing).
+/// consecutive images are contiguous, so a group is one product with a longer sum).
 const WG_IMAGES: usize = 8;
+
+/// Images per weight-gradient task; the tasks' partial sums are added in order. Fixed rather
+/// than derived from the thread count, so that the gradient, and with it a whole run, is the
+/// same bitwise however many threads compute it.
+const WG_TASK_IMAGES: usize = 32;
 
 /// Weight gradient: dW [c_out, c_in, kh, kw] from x and dy.
 ///
@@ -272,7 +277,7 @@ pub fn conv2d_weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
     assert_eq!(x.len(), g.batch * g.x_len(), "conv2d backward: input size");
     assert_eq!(dy.len(), g.batch * g.y_len(), "conv2d backward: output-gradient size");
-    let per = chunk(g.batch);
+    let per = WG_TASK_IMAGES;
     let partials: Vec<Vec<f32>> = x
         .par_chunks(per * g.x_len())
         .zip(dy.par_chunks(per * g.y_len()))
@@ -372,5 +377,23 @@ mod tests {
         // dL/dw[ky, kx] for L = Σ y: the sum of the pixels that kernel tap touches.
         let dw = conv2d_weight_grad(&x, &[1.0; 9], &g);
         assert_eq!(dw, vec![12.0, 21.0, 16.0, 27.0, 45.0, 33.0, 24.0, 39.0, 28.0]);
+    }
+
+    #[test]
+    fn every_pass_is_bitwise_the_same_on_any_number_of_threads() {
+        let g = ConvGeometry { batch: 70, c_in: 5, h: 9, w: 9, c_out: 6, kh: 3, kw: 3, stride: 1, pad: 1 };
+        let values = |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| (((i * 7919 + seed) % 2003) as f32 / 1001.0 - 1.0) * 0.37).collect() };
+        let (x, w) = (values(g.batch * g.x_len(), 1), values(g.c_out * g.k(), 2));
+        let dy = values(g.batch * g.y_len(), 3);
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| (conv2d_forward(&x, &w, &g), conv2d_input_grad(&dy, &w, &g), conv2d_weight_grad(&x, &dy, &g)))
+        };
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let (y1, dx1, dw1) = on(1);
+        for threads in [2, 3, 5] {
+            let (y, dx, dw) = on(threads);
+            assert_eq!((bits(&y), bits(&dx), bits(&dw)), (bits(&y1), bits(&dx1), bits(&dw1)), "{threads} threads");
+        }
     }
 }

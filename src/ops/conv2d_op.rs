@@ -13,9 +13,10 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, TensorData, backend_extension};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use super::conv2d_cpu::{ConvGeometry, conv2d_forward, conv2d_input_grad, conv2d_weight_grad};
+use super::on_flex;
 
 /// The backend extension: a square-padded, ungrouped, undilated 2-D convolution without bias.
 #[backend_extension(Flex, Autodiff)]
@@ -105,11 +106,6 @@ impl<C: CheckpointStrategy> ConvBackend for Autodiff<Flex, C> {
     }
 }
 
-/// Whether `device` runs on the flex backend (with or without autodiff).
-fn on_flex(device: &Device) -> bool {
-    device.clone().without_autodiff() == Device::flex()
-}
-
 /// conv2d(x, weight) with the same stride and padding on both axes, no bias: rbl's kernels on
 /// the flex backend, burn's `conv2d` elsewhere.
 pub fn conv2d_square(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding: usize) -> Tensor<4> {
@@ -123,6 +119,7 @@ pub fn conv2d_square(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding: us
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Device;
     use burn::tensor::TensorData;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;

@@ -1,13 +1,18 @@
 //! Operations burn lacks or runs slowly on the CPU, written as kernels on plain slices and
 //! plugged into burn as backend extensions with their own backward passes.
 
+pub mod allocator;
+pub mod batch_norm_cpu;
+pub mod batch_norm_op;
 pub mod conv2d_cpu;
 pub mod conv2d_op;
 pub mod precision;
 
-pub use conv2d_op::conv2d_square;
-pub mod allocator;
-pub mod batch_norm_cpu;
-pub mod batch_norm_op;
-
 pub use batch_norm_op::batch_norm;
+pub use conv2d_op::conv2d_square;
+
+/// Whether `device` runs on the flex backend (with or without autodiff): the ops above replace
+/// burn's there and defer to burn's own everywhere else.
+pub(crate) fn on_flex(device: &burn::tensor::Device) -> bool {
+    device.clone().without_autodiff() == burn::tensor::Device::flex()
+}
