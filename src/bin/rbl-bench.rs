@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rbl::ExperimentConfig;
 use rbl::loss::Criterion;
 use rbl::network::Network;
+use rbl::ops::precision::Precision;
 use rbl::train::device::device_for;
 use rbl::train::optimizer::build_optimizer;
 use rbl::train::step::train_step;
@@ -46,9 +47,9 @@ struct Args {
     /// Head: rbl, etf or linear.
     #[arg(long, default_value = "rbl")]
     head: String,
-    /// Convolution arithmetic: f32, f16 or bf16 (mixed precision, train.precision).
-    #[arg(long, default_value = "f32")]
-    precision: String,
+    /// Convolution arithmetic (mixed precision, train.precision).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: Precision,
 }
 
 fn main() -> Result<()> {
@@ -63,7 +64,7 @@ fn main() -> Result<()> {
                 "{{\"impl\":\"rbl\",\"device\":\"{}\",\"head\":\"{}\",\"precision\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"peak_rss_mb\":{:.1}}}",
                 args.device,
                 args.head,
-                args.precision,
+                serde_json::to_value(args.precision)?.as_str().unwrap_or("?"),
                 peak_rss_mb()
             );
         }
@@ -77,7 +78,7 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     cfg.model.head = args.head.clone();
     cfg.model.widths = [16, 32, 64];
     cfg.model.feature_dim = 256;
-    cfg.train.precision = serde_json::from_value(serde_json::Value::String(args.precision.clone())).map_err(|_| anyhow::anyhow!("--precision {}: f32, f16 or bf16", args.precision))?;
+    cfg.train.precision = args.precision;
     let device = device_for(&cfg)?;
     let train_device = device.clone().autodiff();
     train_device.seed(0);

@@ -14,8 +14,9 @@ use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 
 /// The arithmetic of the convolutions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lowercase")]
 pub enum Precision {
     /// Everything in f32.
     #[default]
