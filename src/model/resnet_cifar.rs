@@ -90,6 +90,53 @@ impl BasicBlock {
         };
         relu(out + shortcut)
     }
+
+    /// [`Self::forward`] on a halo tensor ([`crate::ops::halo`]): convolution, then BatchNorm,
+    /// the shortcut's add and ReLU fused into one op.
+    fn forward_halo(&self, x: Tensor<4>) -> Tensor<4> {
+        let out = halo_conv_norm(&self.conv1, &self.bn1, x.clone(), None);
+        let shortcut = if self.stride == 1 && self.pad_channels == 0 {
+            x
+        } else {
+            // Option A on the interior: subsample, then zero channels on both sides and the ring.
+            let [b, hp, wp, c] = x.dims();
+            let x = x.slice(s![.., 1..hp - 1;self.stride, 1..wp - 1;self.stride, ..]);
+            let [_, h, w, _] = x.dims();
+            Tensor::zeros([b, h + 2, w + 2, c + 2 * self.pad_channels], &x.device()).slice_assign(s![.., 1..h + 1, 1..w + 1, self.pad_channels..self.pad_channels + c], x)
+        };
+        halo_conv_norm(&self.conv2, &self.bn2, out, Some(shortcut))
+    }
+}
+
+/// Whether the network runs in the halo layout: f32 on the flex backend, where rbl's halo
+/// kernels exist; elsewhere (wgpu, half-precision convolutions) NCHW with burn's ops.
+fn use_halo_layout(images: &Tensor<4>) -> bool {
+    crate::ops::on_flex(&images.device()) && images.dtype() == burn::tensor::DType::F32 && crate::ops::precision::conv_precision() == Precision::F32
+}
+
+/// relu(BN(conv(x)) [+ residual]) between halo tensors: BatchNorm with batch statistics when
+/// training (updating the running ones), with the running ones at evaluation, and the bias
+/// alone once folded ([`fold_conv_bn`]).
+fn halo_conv_norm(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>, residual: Option<Tensor<4>>) -> Tensor<4> {
+    use crate::ops::halo_norm_op::{halo_affine, halo_bn_train};
+    let y = crate::ops::halo_conv_op::halo_conv(x, conv.weight.val(), conv.stride[0]);
+    let (cout, device) = (conv.weight.dims()[0], y.device());
+    match bn {
+        Some(bn) if device.is_autodiff() && bn.training.is_enabled() => {
+            let (y, mean, var) = halo_bn_train(y, bn.gamma.val(), bn.beta.val(), residual, true, bn.epsilon);
+            crate::ops::batch_norm_op::update_running_statistics(bn, mean, var);
+            y
+        }
+        Some(bn) => {
+            let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
+            let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
+            halo_affine(y, scale, shift, residual, true)
+        }
+        None => {
+            let bias = conv.bias.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([cout], &device));
+            halo_affine(y, Tensor::ones([cout], &device), bias, residual, true)
+        }
+    }
 }
 
 impl ResNetCifarConfig {
@@ -203,14 +250,37 @@ impl ResNetCifar {
         ResNetCifar { stem, stem_bn, blocks, projection: self.projection.clone() }
     }
 
-    /// Images `[B, C, H, W]` to features `[B, d]`.
+    /// Images `[B, C, H, W]` to features `[B, d]`. On the CPU in f32 the activations are kept
+    /// in the halo layout ([`crate::ops::halo`]) with rbl's fused kernels; elsewhere in NCHW.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let pooled = if use_halo_layout(&images) { self.pooled_halo(images) } else { self.pooled_nchw(images) };
+        self.project(pooled)
+    }
+
+    /// The pooled feature `[B, c]` through NCHW tensors.
+    fn pooled_nchw(&self, images: Tensor<4>) -> Tensor<2> {
         let mut x = relu(conv_bn(&self.stem, &self.stem_bn, images));
         for block in &self.blocks {
             x = block.forward(x);
         }
         let [b, c, _, _] = x.dims();
-        let pooled = x.mean_dim(3).mean_dim(2).reshape([b, c]);
+        x.mean_dim(3).mean_dim(2).reshape([b, c])
+    }
+
+    /// The pooled feature `[B, c]` through halo tensors.
+    fn pooled_halo(&self, images: Tensor<4>) -> Tensor<2> {
+        let [b, c, h, w] = images.dims();
+        let x = Tensor::zeros([b, h + 2, w + 2, c], &images.device()).slice_assign(s![.., 1..h + 1, 1..w + 1, ..], images.permute([0, 2, 3, 1]));
+        let mut x = halo_conv_norm(&self.stem, &self.stem_bn, x, None);
+        for block in &self.blocks {
+            x = block.forward_halo(x);
+        }
+        let [b, hp, wp, c] = x.dims();
+        // The ring is zero: summing it in is harmless, dividing by it is not.
+        x.sum_dim(2).sum_dim(1).reshape([b, c]).div_scalar(((hp - 2) * (wp - 2)) as f32)
+    }
+
+    fn project(&self, pooled: Tensor<2>) -> Tensor<2> {
         match &self.projection {
             Some(p) => p.forward(pooled),
             None => pooled,
@@ -251,6 +321,57 @@ mod tests {
             let (ok, worst) = close(&gh, &gf, tol);
             assert!(ok, "{p:?}: weight gradient off by {worst}");
         }
+    }
+
+    /// The halo path (rbl's fused CPU kernels) against the NCHW path (burn's relu, add and
+    /// option-A shortcut around rbl's NCHW conv and BN, themselves tested against burn's):
+    /// training-mode features, every parameter's gradient and the running statistics, then
+    /// evaluation, folded and not.
+    #[test]
+    fn halo_layout_matches_nchw_in_training_and_evaluation() {
+        use burn::module::{ModuleVisitor, Param as P};
+        use burn::tensor::Distribution;
+        let _lock = crate::SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let device = Device::flex().autodiff();
+        device.seed(11);
+        let cfg = ResNetCifarConfig::new(3, [8, 16, 16]).with_blocks_per_stage(2).with_feature_dim(12);
+        let (net_a, net_b) = (cfg.init(&device), cfg.init(&device));
+        let net_b = net_b.load_record(net_a.clone().into_record());
+        let images = Tensor::<4>::random([5, 3, 10, 9], Distribution::Normal(0.0, 1.0), &device);
+        let r = Tensor::<2>::random([5, 12], Distribution::Normal(0.0, 1.0), &device);
+        let vec = |t: Tensor<2>| -> Vec<f32> { t.into_data().try_to_vec().unwrap() };
+        let close = |what: &str, a: &[f32], b: &[f32], tol: f32| {
+            let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= tol * scale, "{what}: max |diff| {worst} (scale {scale})");
+        };
+        let (fa, fb) = (net_a.project(net_a.pooled_halo(images.clone())), net_b.project(net_b.pooled_nchw(images.clone())));
+        close("training features", &vec(fa.clone()), &vec(fb.clone()), 1e-4);
+        let (ga, gb) = ((fa * r.clone()).sum().backward(), (fb * r).sum().backward());
+        struct Grads<'a>(&'a burn::tensor::Gradients, Vec<Vec<f32>>);
+        impl ModuleVisitor for Grads<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &P<Tensor<D>>) {
+                if let Some(g) = param.val().grad(self.0) {
+                    self.1.push(g.into_data().try_to_vec().unwrap());
+                }
+            }
+        }
+        let (mut va, mut vb) = (Grads(&ga, vec![]), Grads(&gb, vec![]));
+        net_a.visit(&mut va);
+        net_b.visit(&mut vb);
+        assert_eq!(va.1.len(), vb.1.len());
+        assert!(va.1.len() > 20, "every conv, BN and the projection have gradients");
+        for (i, (a, b)) in va.1.iter().zip(&vb.1).enumerate() {
+            close(&format!("gradient of parameter {i}"), a, b, 2e-3);
+        }
+        let stats = |n: &ResNetCifar| -> Vec<f32> { n.stem_bn.as_ref().unwrap().running_var.value().into_data().try_to_vec().unwrap() };
+        close("running variance", &stats(&net_a), &stats(&net_b), 1e-5);
+        let (ea, eb) = (net_a.valid(), net_b.valid());
+        let plain = images.clone().inner();
+        let want = vec(eb.project(eb.pooled_nchw(plain.clone())));
+        close("evaluation", &vec(ea.project(ea.pooled_halo(plain.clone()))), &want, 1e-4);
+        let folded = ea.fold_batch_norms();
+        close("folded evaluation", &vec(folded.project(folded.pooled_halo(plain))), &want, 1e-4);
     }
 
     #[test]

@@ -100,11 +100,17 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     }
     let (y, mean, var) = <Dispatch as BatchNormBackend>::rbl_batch_norm_train(x.into_dispatch(), bn.gamma.val().into_dispatch(), bn.beta.val().into_dispatch(), bn.epsilon);
     let (y, mean, var) = (Tensor::<D>::from_dispatch(y), Tensor::<1>::from_dispatch(mean), Tensor::<1>::from_dispatch(var));
+    update_running_statistics(bn, mean, var);
+    y
+}
+
+/// Moves `bn`'s running mean and variance toward a batch's, exactly as burn's layer does.
+pub(crate) fn update_running_statistics(bn: &BatchNorm, mean: Tensor<1>, var: Tensor<1>) {
+    let device = mean.device();
     let running_mean = bn.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - bn.momentum).add(mean.detach().mul_scalar(bn.momentum));
     let running_var = bn.running_var.value_sync().to_device(&device).mul_scalar(1.0 - bn.momentum).add(var.detach().mul_scalar(bn.momentum));
     bn.running_mean.update(running_mean.detach());
     bn.running_var.update(running_var.detach());
-    y
 }
 
 #[cfg(test)]

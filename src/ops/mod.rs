@@ -6,6 +6,11 @@ pub mod batch_norm_cpu;
 pub mod batch_norm_op;
 pub mod conv2d_cpu;
 pub mod conv2d_op;
+pub mod halo;
+pub mod halo_conv_cpu;
+pub mod halo_conv_op;
+pub mod halo_norm_cpu;
+pub mod halo_norm_op;
 pub mod precision;
 
 pub use batch_norm_op::batch_norm;

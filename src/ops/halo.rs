@@ -1,0 +1,157 @@
+//! The halo layout: an activation stored channels-last with a one-pixel ring of zeros around
+//! every image, `[batch, h + 2, w + 2, c]`.
+//!
+//! In this layout a 3×3, padding-1 convolution needs no im2col: the three horizontal taps of a
+//! kernel row are 3·c contiguous values, and output pixel q reads them at a fixed offset from
+//! q, so each kernel row is one GEMM whose left operand is the input itself, read with
+//! overlapping rows (see [`halo_conv_cpu`](super::halo_conv_cpu)). The price is that every op
+//! on such a tensor must keep the ring at zero; the ops here all do, and the gradients they
+//! return have zero rings too.
+
+/// The shape of one halo tensor: `batch` images of `h × w` interior pixels and `c` channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HaloGeometry {
+    /// Images.
+    pub batch: usize,
+    /// Interior height.
+    pub h: usize,
+    /// Interior width.
+    pub w: usize,
+    /// Channels.
+    pub c: usize,
+}
+
+impl HaloGeometry {
+    /// Rows per image, ring included.
+    pub fn hp(&self) -> usize {
+        self.h + 2
+    }
+    /// Pixels per row, ring included.
+    pub fn wp(&self) -> usize {
+        self.w + 2
+    }
+    /// Values per image, ring included.
+    pub fn image_len(&self) -> usize {
+        self.hp() * self.wp() * self.c
+    }
+    /// Values in the whole tensor.
+    pub fn len(&self) -> usize {
+        self.batch * self.image_len()
+    }
+    /// Whether the tensor holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Interior pixels per channel over the batch (what batch statistics divide by).
+    pub fn count(&self) -> usize {
+        self.batch * self.h * self.w
+    }
+    /// The burn shape of the tensor.
+    pub fn shape(&self) -> [usize; 4] {
+        [self.batch, self.hp(), self.wp(), self.c]
+    }
+    /// Reads a burn shape `[b, h + 2, w + 2, c]`.
+    pub fn of_shape(shape: &[usize]) -> HaloGeometry {
+        assert!(shape.len() == 4 && shape[1] >= 2 && shape[2] >= 2, "halo tensor: shape {shape:?} is not [b, h + 2, w + 2, c]");
+        HaloGeometry { batch: shape[0], h: shape[1] - 2, w: shape[2] - 2, c: shape[3] }
+    }
+    /// Offsets (within one image) of the interior rows, each `w · c` contiguous values.
+    pub fn interior_rows(&self) -> impl Iterator<Item = usize> + '_ {
+        (1..=self.h).map(move |r| (r * self.wp() + 1) * self.c)
+    }
+}
+
+/// Sets the ring of one image to zero.
+pub fn zero_ring(image: &mut [f32], g: &HaloGeometry) {
+    let (wp, c, row) = (g.wp(), g.c, g.wp() * g.c);
+    image[..row].fill(0.0);
+    image[(g.hp() - 1) * row..].fill(0.0);
+    for r in 1..=g.h {
+        image[r * row..][..c].fill(0.0);
+        image[(r * wp + wp - 1) * c..][..c].fill(0.0);
+    }
+}
+
+/// Whether the ring of every image is zero.
+pub fn ring_is_zero(data: &[f32], g: &HaloGeometry) -> bool {
+    let (wp, c, row) = (g.wp(), g.c, g.wp() * g.c);
+    data.chunks(g.image_len()).all(|image| {
+        let zero = |s: &[f32]| s.iter().all(|&v| v == 0.0);
+        zero(&image[..row])
+            && zero(&image[(g.hp() - 1) * row..])
+            && (1..=g.h).all(|r| zero(&image[r * row..][..c]) && zero(&image[(r * wp + wp - 1) * c..][..c]))
+    })
+}
+
+/// `data` with every ring set to zero: borrowed when it already is, else a zeroed copy. The
+/// backward kernels read gradients as halo tensors, whose ring values mean nothing (the ring is
+/// a constant), so they call this before using one as a padded input.
+pub fn with_zero_ring<'a>(data: &'a [f32], g: &HaloGeometry) -> std::borrow::Cow<'a, [f32]> {
+    if ring_is_zero(data, g) {
+        return std::borrow::Cow::Borrowed(data);
+    }
+    let mut owned = data.to_vec();
+    for image in owned.chunks_mut(g.image_len()) {
+        zero_ring(image, g);
+    }
+    std::borrow::Cow::Owned(owned)
+}
+
+/// NCHW `[b, c, h, w]` to the halo layout (for tests and for images entering the network).
+pub fn nchw_to_halo(x: &[f32], batch: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
+    let g = HaloGeometry { batch, h, w, c };
+    let mut out = vec![0.0f32; g.len()];
+    for b in 0..batch {
+        let (src, dst) = (&x[b * c * h * w..][..c * h * w], &mut out[b * g.image_len()..][..g.image_len()]);
+        for y in 0..h {
+            for xx in 0..w {
+                let d = ((y + 1) * g.wp() + xx + 1) * c;
+                for ch in 0..c {
+                    dst[d + ch] = src[(ch * h + y) * w + xx];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The halo layout back to NCHW (the ring dropped).
+pub fn halo_to_nchw(x: &[f32], g: &HaloGeometry) -> Vec<f32> {
+    let (c, h, w) = (g.c, g.h, g.w);
+    let mut out = vec![0.0f32; g.batch * c * h * w];
+    for b in 0..g.batch {
+        let (src, dst) = (&x[b * g.image_len()..][..g.image_len()], &mut out[b * c * h * w..][..c * h * w]);
+        for y in 0..h {
+            for xx in 0..w {
+                let s = ((y + 1) * g.wp() + xx + 1) * c;
+                for ch in 0..c {
+                    dst[(ch * h + y) * w + xx] = src[s + ch];
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_ring() {
+        let (b, c, h, w) = (2, 3, 4, 5);
+        let x: Vec<f32> = (0..b * c * h * w).map(|i| i as f32 + 1.0).collect();
+        let g = HaloGeometry { batch: b, h, w, c };
+        let halo = nchw_to_halo(&x, b, c, h, w);
+        assert_eq!(halo.len(), g.len());
+        assert!(ring_is_zero(&halo, &g));
+        assert_eq!(halo_to_nchw(&halo, &g), x);
+        // Every interior value is non-zero here, so the ring is exactly the zeros.
+        assert_eq!(halo.iter().filter(|&&v| v == 0.0).count(), b * c * (g.hp() * g.wp() - h * w));
+        let mut dirty = halo.clone();
+        dirty[g.image_len() + g.wp() * c] = 7.0; // second image, row 1, column 0
+        assert!(!ring_is_zero(&dirty, &g));
+        assert_eq!(&*with_zero_ring(&dirty, &g), &halo[..]);
+        assert!(matches!(with_zero_ring(&halo, &g), std::borrow::Cow::Borrowed(_)));
+    }
+}

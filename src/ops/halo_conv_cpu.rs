@@ -1,0 +1,390 @@
+//! 3×3, padding-1 convolution on halo tensors ([`halo`](super::halo)), forward and both
+//! backward passes, at stride 1 or 2.
+//!
+//! Stride 1 (every convolution of the CIFAR ResNet but two): with q an output pixel in the
+//! flattened ring-included grid and `wp` the padded row length, kernel row ky reads the 3·c_in
+//! contiguous input values starting at pixel q + (ky − 1)·wp − 1. So
+//!
+//! - forward:     Y[q, :]   = Σ_ky X[q + (ky−1)·wp − 1 .. +3, :] · W_ky      (3 GEMMs, K = 3·c_in)
+//! - input grad:  the forward of dY with the kernel flipped and its channel axes swapped
+//! - weight grad: W_ky      = Σ_q X[q + (ky−1)·wp − 1 .. +3, :]ᵀ · dY[q, :]   (3 GEMMs, K = pixels)
+//!
+//! where the left operands are the tensors themselves read with overlapping rows (row stride
+//! c_in, 3·c_in columns): no im2col, no transposes. The ring's columns inside the row range
+//! come out as junk and are zeroed after. Stride 2 and narrow inputs (the 1- or 3-channel stem)
+//! go through a column matrix (K = 9·c_in) instead.
+//!
+//! Weights are taken in burn's `[c_out, c_in, 3, 3]` and rearranged to `[ky][kx][c_in][c_out]`
+//! (the GEMM's right operand) on each call; they are small.
+
+use rayon::prelude::*;
+
+use super::halo::{HaloGeometry, with_zero_ring, zero_ring};
+
+/// One 3×3, padding-1 convolution between halo tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HaloConv {
+    /// Images.
+    pub batch: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Input interior height.
+    pub h: usize,
+    /// Input interior width.
+    pub w: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// 1 or 2.
+    pub stride: usize,
+}
+
+impl HaloConv {
+    /// The input's geometry.
+    pub fn input(&self) -> HaloGeometry {
+        HaloGeometry { batch: self.batch, h: self.h, w: self.w, c: self.c_in }
+    }
+    /// The output's geometry.
+    pub fn output(&self) -> HaloGeometry {
+        HaloGeometry { batch: self.batch, h: (self.h - 1) / self.stride + 1, w: (self.w - 1) / self.stride + 1, c: self.c_out }
+    }
+    /// Whether this convolution goes through the column matrix rather than overlapping rows.
+    fn via_columns(&self) -> bool {
+        self.stride != 1 || self.c_in < 8
+    }
+    /// Output rows the GEMMs write, from the first interior pixel to the last: (first, count).
+    fn rows(&self) -> (usize, usize) {
+        let o = self.output();
+        (o.wp() + 1, o.h * o.wp() - 2)
+    }
+}
+
+/// dst (m×n) = (accumulate ? dst : 0) + lhs · rhs, every operand as (pointer, column stride,
+/// row stride).
+///
+/// # Safety
+/// The strides must address lhs (m×k), rhs (k×n) and dst (m×n) inside live allocations, and
+/// dst must not overlap the others.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(m: usize, n: usize, k: usize, dst: (*mut f32, isize, isize), accumulate: bool, lhs: (*const f32, isize, isize), rhs: (*const f32, isize, isize)) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(m, n, k, dst.0, dst.1, dst.2, accumulate, lhs.0, lhs.1, lhs.2, rhs.0, rhs.1, rhs.2, 1.0f32, 1.0f32, false, false, false, gemm::Parallelism::None);
+    }
+}
+
+/// burn's `[c_out, c_in, 3, 3]` to `[ky][kx][c_in][c_out]`.
+pub fn weight_to_taps(weight: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
+    assert_eq!(weight.len(), c_out * c_in * 9, "halo conv: weight size");
+    let mut taps = vec![0.0f32; weight.len()];
+    for co in 0..c_out {
+        for ci in 0..c_in {
+            for t in 0..9 {
+                taps[(t * c_in + ci) * c_out + co] = weight[(co * c_in + ci) * 9 + t];
+            }
+        }
+    }
+    taps
+}
+
+/// `[ky][kx][c_in][c_out]` back to burn's `[c_out, c_in, 3, 3]`.
+fn taps_to_weight(taps: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
+    let mut weight = vec![0.0f32; taps.len()];
+    for co in 0..c_out {
+        for ci in 0..c_in {
+            for t in 0..9 {
+                weight[(co * c_in + ci) * 9 + t] = taps[(t * c_in + ci) * c_out + co];
+            }
+        }
+    }
+    weight
+}
+
+/// The taps of the input gradient's convolution: W'[ky][kx][co][ci] = W[co][ci][2 − ky][2 − kx].
+fn flipped_taps(weight: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
+    let mut taps = vec![0.0f32; weight.len()];
+    for co in 0..c_out {
+        for ci in 0..c_in {
+            for t in 0..9 {
+                taps[((8 - t) * c_out + co) * c_in + ci] = weight[(co * c_in + ci) * 9 + t];
+            }
+        }
+    }
+    taps
+}
+
+/// Images per rayon task where each image is computed on its own (the split does not change
+/// the result).
+fn chunk(batch: usize) -> usize {
+    batch.div_ceil(rayon::current_num_threads().max(1) * 2).max(1)
+}
+
+/// Zeroes the ring columns of the output rows inside the GEMMs' row range, which they fill
+/// with junk, and leaves the rest of the ring as it was (zero).
+fn zero_junk_columns(image: &mut [f32], o: &HaloGeometry) {
+    let (wp, c) = (o.wp(), o.c);
+    for r in 1..=o.h {
+        image[r * wp * c..][..c].fill(0.0);
+        image[(r * wp + wp - 1) * c..][..c].fill(0.0);
+    }
+}
+
+/// Stride-1 forward of one image through overlapping rows.
+fn forward_rows(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32]) {
+    let (q0, m) = g.rows();
+    let (wp, ci, co) = (g.input().wp(), g.c_in, g.c_out);
+    for ky in 0..3 {
+        let lhs = &x[ky * wp * ci..];
+        assert!(lhs.len() >= (m - 1) * ci + 3 * ci, "halo conv: input rows");
+        // SAFETY: dst rows q0..q0+m of y (checked by the slice), lhs rows r·c_in..r·c_in+3·c_in
+        // for r < m (asserted), rhs the 3·c_in × c_out block of kernel row ky.
+        unsafe {
+            let dst = &mut y[q0 * co..][..m * co];
+            let rhs = &taps[ky * 3 * ci * co..][..3 * ci * co];
+            gemm_raw(m, co, 3 * ci, (dst.as_mut_ptr(), 1, co as isize), ky > 0, (lhs.as_ptr(), 1, ci as isize), (rhs.as_ptr(), 1, co as isize));
+        }
+    }
+    zero_junk_columns(y, &g.output());
+}
+
+/// The column matrix of one image: for each output row q of the GEMM range, the 9·c_in input
+/// values its kernel covers in (ky, kx, c) order; zeros for the ring's columns.
+fn im2col(x: &[f32], g: &HaloConv, col: &mut [f32]) {
+    let (q0, m) = g.rows();
+    let (o, wp, ci, s) = (g.output(), g.input().wp(), g.c_in, g.stride);
+    for (row, q) in col.chunks_exact_mut(9 * ci).zip(q0..q0 + m) {
+        let (r, cpos) = (q / o.wp(), q % o.wp());
+        if cpos == 0 || cpos == o.wp() - 1 {
+            row.fill(0.0);
+            continue;
+        }
+        let (oy, ox) = (r - 1, cpos - 1);
+        for ky in 0..3 {
+            let src = ((oy * s + ky) * wp + ox * s) * ci;
+            row[ky * 3 * ci..][..3 * ci].copy_from_slice(&x[src..][..3 * ci]);
+        }
+    }
+}
+
+/// Adds a column-matrix gradient back onto the input it came from (the adjoint of [`im2col`]).
+fn col2im_add(col: &[f32], g: &HaloConv, dx: &mut [f32]) {
+    let (q0, m) = g.rows();
+    let (o, wp, ci, s) = (g.output(), g.input().wp(), g.c_in, g.stride);
+    for (row, q) in col.chunks_exact(9 * ci).zip(q0..q0 + m) {
+        let (r, cpos) = (q / o.wp(), q % o.wp());
+        if cpos == 0 || cpos == o.wp() - 1 {
+            continue;
+        }
+        let (oy, ox) = (r - 1, cpos - 1);
+        for ky in 0..3 {
+            let dst = &mut dx[((oy * s + ky) * wp + ox * s) * ci..][..3 * ci];
+            for (d, v) in dst.iter_mut().zip(&row[ky * 3 * ci..][..3 * ci]) {
+                *d += v;
+            }
+        }
+    }
+}
+
+/// Forward of one image through the column matrix.
+fn forward_columns(x: &[f32], taps: &[f32], g: &HaloConv, col: &mut [f32], y: &mut [f32]) {
+    let (q0, m) = g.rows();
+    let (k, co) = (9 * g.c_in, g.c_out);
+    im2col(x, g, col);
+    let dst = &mut y[q0 * co..][..m * co];
+    // SAFETY: col is m×k, taps k×c_out, dst m×c_out, all contiguous row-major.
+    unsafe { gemm_raw(m, co, k, (dst.as_mut_ptr(), 1, co as isize), false, (col.as_ptr(), 1, k as isize), (taps.as_ptr(), 1, co as isize)) };
+}
+
+/// Forward pass: y (halo, `[b, oh + 2, ow + 2, c_out]`) from x (halo, `[b, h + 2, w + 2,
+/// c_in]`, zero ring) and burn's weight `[c_out, c_in, 3, 3]`.
+pub fn halo_conv_forward(x: &[f32], weight: &[f32], g: &HaloConv) -> Vec<f32> {
+    let (i, o) = (g.input(), g.output());
+    assert_eq!(x.len(), i.len(), "halo conv: input size");
+    let taps = weight_to_taps(weight, g.c_in, g.c_out);
+    forward_with_taps(x, &taps, g, &i, &o)
+}
+
+fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o: &HaloGeometry) -> Vec<f32> {
+    let mut y = vec![0.0f32; o.len()];
+    let per = chunk(g.batch);
+    let col_len = if g.via_columns() { g.rows().1 * 9 * g.c_in } else { 0 };
+    y.par_chunks_mut(per * o.image_len()).zip(x.par_chunks(per * i.image_len())).for_each_init(
+        || vec![0.0f32; col_len],
+        |col, (ys, xs)| {
+            for (yb, xb) in ys.chunks_mut(o.image_len()).zip(xs.chunks(i.image_len())) {
+                if g.via_columns() {
+                    forward_columns(xb, taps, g, col, yb);
+                    zero_junk_columns(yb, o);
+                } else {
+                    forward_rows(xb, taps, g, yb);
+                }
+            }
+        },
+    );
+    y
+}
+
+/// Input gradient: dx (halo, zero ring) from dy (halo; its ring is ignored).
+pub fn halo_conv_input_grad(dy: &[f32], weight: &[f32], g: &HaloConv) -> Vec<f32> {
+    let (i, o) = (g.input(), g.output());
+    assert_eq!(dy.len(), o.len(), "halo conv backward: output-gradient size");
+    let dy = with_zero_ring(dy, &o);
+    if !g.via_columns() {
+        // A stride-1 3×3 padding-1 convolution's input gradient is the forward convolution of
+        // dy with the flipped, channel-swapped kernel, at the same geometry.
+        let t = HaloConv { c_in: g.c_out, c_out: g.c_in, ..*g };
+        let taps = flipped_taps(weight, g.c_in, g.c_out);
+        return forward_with_taps(&dy, &taps, &t, &o, &i);
+    }
+    let taps = weight_to_taps(weight, g.c_in, g.c_out);
+    let (q0, m) = g.rows();
+    let (k, co) = (9 * g.c_in, g.c_out);
+    let mut dx = vec![0.0f32; i.len()];
+    let per = chunk(g.batch);
+    dx.par_chunks_mut(per * i.image_len()).zip(dy.par_chunks(per * o.image_len())).for_each_init(
+        || vec![0.0f32; m * k],
+        |col, (dxs, dys)| {
+            for (dxb, dyb) in dxs.chunks_mut(i.image_len()).zip(dys.chunks(o.image_len())) {
+                let lhs = &dyb[q0 * co..][..m * co];
+                // dcol (m×k) = dY rows (m×c_out) · tapsᵀ (c_out×k).
+                // SAFETY: lhs m×c_out row-major, taps read transposed as c_out×k (column
+                // stride c_out, row stride 1), col m×k.
+                unsafe { gemm_raw(m, k, co, (col.as_mut_ptr(), 1, k as isize), false, (lhs.as_ptr(), 1, co as isize), (taps.as_ptr(), co as isize, 1)) };
+                col2im_add(col, g, dxb);
+                zero_ring(dxb, &i);
+            }
+        },
+    );
+    dx
+}
+
+/// Images per weight-gradient task; the tasks' partial sums are added in order. Fixed rather
+/// than derived from the thread count, so that the gradient, and with it a whole run, is the
+/// same bitwise however many threads compute it.
+const WG_TASK_IMAGES: usize = 32;
+
+/// Weight gradient, in burn's `[c_out, c_in, 3, 3]`, from x (halo, zero ring) and dy (halo;
+/// its ring is ignored).
+pub fn halo_conv_weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
+    let (i, o) = (g.input(), g.output());
+    assert_eq!(x.len(), i.len(), "halo conv backward: input size");
+    assert_eq!(dy.len(), o.len(), "halo conv backward: output-gradient size");
+    let dy = with_zero_ring(dy, &o);
+    let (ci, co, wp) = (g.c_in, g.c_out, i.wp());
+    let (q0, m) = g.rows();
+    let k = 9 * ci;
+    let partials: Vec<Vec<f32>> = x
+        .par_chunks(WG_TASK_IMAGES * i.image_len())
+        .zip(dy.par_chunks(WG_TASK_IMAGES * o.image_len()))
+        .map(|(xs, dys)| {
+            let mut taps = vec![0.0f32; k * co];
+            if g.via_columns() {
+                let mut col = vec![0.0f32; m * k];
+                for (n, (xb, dyb)) in xs.chunks(i.image_len()).zip(dys.chunks(o.image_len())).enumerate() {
+                    im2col(xb, g, &mut col);
+                    let rhs = &dyb[q0 * co..][..m * co];
+                    // taps (k×c_out) += colᵀ (k×m) · dY rows (m×c_out).
+                    // SAFETY: col m×k read transposed (column stride k, row stride 1), rhs
+                    // m×c_out row-major, taps k×c_out.
+                    unsafe { gemm_raw(k, co, m, (taps.as_mut_ptr(), 1, co as isize), n > 0, (col.as_ptr(), k as isize, 1), (rhs.as_ptr(), 1, co as isize)) };
+                }
+            } else {
+                // The task's images are contiguous, so their rows form one long sum: from the
+                // first image's first interior pixel to the last image's last; the rows between
+                // images are ring rows, where dy is zero.
+                let images = xs.len() / i.image_len();
+                let rows = images * i.hp() * wp - 2 * q0;
+                for ky in 0..3 {
+                    let lhs = &xs[ky * wp * ci..];
+                    let rhs = &dys[q0 * co..];
+                    assert!(lhs.len() >= (rows - 1) * ci + 3 * ci && rhs.len() >= rows * co, "halo conv backward: rows");
+                    // taps_ky (3·c_in × c_out) = Xᵀ (3·c_in × rows) · dY (rows × c_out).
+                    // SAFETY: lhs read as rows × 3·c_in with row stride c_in (asserted in
+                    // bounds), transposed; rhs rows × c_out row-major; dst the ky block.
+                    unsafe {
+                        let dst = &mut taps[ky * 3 * ci * co..][..3 * ci * co];
+                        gemm_raw(3 * ci, co, rows, (dst.as_mut_ptr(), 1, co as isize), false, (lhs.as_ptr(), ci as isize, 1), (rhs.as_ptr(), 1, co as isize));
+                    }
+                }
+            }
+            taps
+        })
+        .collect();
+    let mut taps = vec![0.0f32; k * co];
+    for part in partials {
+        for (d, s) in taps.iter_mut().zip(part) {
+            *d += s;
+        }
+    }
+    taps_to_weight(&taps, ci, co)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::conv2d_cpu::{ConvGeometry, conv2d_forward, conv2d_input_grad, conv2d_weight_grad};
+    use crate::ops::halo::{halo_to_nchw, nchw_to_halo, ring_is_zero};
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0) * 0.37).collect()
+    }
+
+    fn assert_close(what: &str, a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len(), "{what}: length");
+        let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 2e-5 * scale, "{what}: max |diff| {worst} (scale {scale})");
+    }
+
+    /// All three passes against the NCHW kernels (themselves tested against burn's conv2d).
+    fn check(batch: usize, c_in: usize, h: usize, w: usize, c_out: usize, stride: usize) {
+        let what = format!("b{batch} {c_in}→{c_out} {h}×{w} s{stride}");
+        let g = HaloConv { batch, c_in, h, w, c_out, stride };
+        let r = ConvGeometry { batch, c_in, h, w, c_out, kh: 3, kw: 3, stride, pad: 1 };
+        let (x, wt) = (values(batch * c_in * h * w, 1), values(c_out * c_in * 9, 2));
+        let dy = values(batch * c_out * r.oh() * r.ow(), 3);
+        let (i, o) = (g.input(), g.output());
+        let (xh, dyh) = (nchw_to_halo(&x, batch, c_in, h, w), nchw_to_halo(&dy, batch, c_out, r.oh(), r.ow()));
+        let y = halo_conv_forward(&xh, &wt, &g);
+        assert!(ring_is_zero(&y, &o), "{what}: forward ring");
+        assert_close(&format!("{what} forward"), &halo_to_nchw(&y, &o), &conv2d_forward(&x, &wt, &r));
+        // A junk ring on dy must not matter.
+        let mut dirty = dyh.clone();
+        dirty[0] = 5.0;
+        dirty[o.image_len() - 1] = -3.0;
+        let dx = halo_conv_input_grad(&dirty, &wt, &g);
+        assert!(ring_is_zero(&dx, &i), "{what}: input-gradient ring");
+        assert_close(&format!("{what} dx"), &halo_to_nchw(&dx, &i), &conv2d_input_grad(&dy, &wt, &r));
+        assert_close(&format!("{what} dw"), &halo_conv_weight_grad(&xh, &dirty, &g), &conv2d_weight_grad(&x, &dy, &r));
+    }
+
+    #[test]
+    fn matches_the_nchw_kernels() {
+        check(3, 16, 8, 8, 16, 1); // overlapping rows
+        check(2, 8, 5, 7, 12, 1); // odd, unequal sides
+        check(2, 3, 6, 6, 8, 1); // a narrow stem: column matrix
+        check(3, 8, 8, 8, 16, 2); // stride 2
+        check(2, 8, 7, 5, 8, 2); // stride 2, odd sides
+        check(WG_TASK_IMAGES + 3, 8, 4, 4, 8, 1); // more than one weight-gradient task
+    }
+
+    #[test]
+    fn bitwise_the_same_on_any_number_of_threads() {
+        for stride in [1, 2] {
+            let g = HaloConv { batch: 70, c_in: 8, h: 6, w: 6, c_out: 8, stride };
+            let x = nchw_to_halo(&values(70 * 8 * 36, 4), 70, 8, 6, 6);
+            let o = g.output();
+            let dy = nchw_to_halo(&values(70 * 8 * o.h * o.w, 5), 70, 8, o.h, o.w);
+            let w = values(8 * 8 * 9, 6);
+            let on = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| (halo_conv_forward(&x, &w, &g), halo_conv_input_grad(&dy, &w, &g), halo_conv_weight_grad(&x, &dy, &g)))
+            };
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            let (y1, dx1, dw1) = on(1);
+            for threads in [2, 3] {
+                let (y, dx, dw) = on(threads);
+                assert_eq!((bits(&y), bits(&dx), bits(&dw)), (bits(&y1), bits(&dx1), bits(&dw1)), "stride {stride}, {threads} threads");
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The halo-layout 3×3 convolution ([`halo_conv_cpu`](super::halo_conv_cpu)) as a burn backend
+//! extension on flex, with its own backward. Only the flex backend has it: the halo layout is
+//! the CPU's path ([`crate::model::ResNetCifar`] uses NCHW and burn's ops elsewhere).
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorData, backend_extension};
+use burn::tensor::Tensor;
+
+use super::halo::HaloGeometry;
+use super::halo_conv_cpu::{HaloConv, halo_conv_forward, halo_conv_input_grad, halo_conv_weight_grad};
+
+/// The backend extension: a 3×3, padding-1, bias-free convolution from one halo tensor to
+/// another.
+#[backend_extension(Flex, Autodiff)]
+pub trait HaloConvBackend: Backend {
+    /// y = conv3x3(x, weight) at `stride` (1 or 2); x `[b, h + 2, w + 2, c_in]` with a zero
+    /// ring, weight burn's `[c_out, c_in, 3, 3]`.
+    fn rbl_halo_conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize) -> FloatTensor<Self>;
+}
+
+fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize) -> HaloConv {
+    let i = HaloGeometry::of_shape(x.layout().shape());
+    let ws = weight.layout().shape();
+    assert!(ws.num_dims() == 4 && ws[1] == i.c && ws[2] == 3 && ws[3] == 3, "halo conv: weight {ws:?} for {} input channels", i.c);
+    assert!(stride == 1 || stride == 2, "halo conv: stride {stride}");
+    HaloConv { batch: i.batch, c_in: i.c, h: i.h, w: i.w, c_out: ws[0], stride }
+}
+
+fn flex_f32(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+impl HaloConvBackend for Flex {
+    fn rbl_halo_conv(x: FlexTensor, weight: FlexTensor, stride: usize) -> FlexTensor {
+        let g = geometry(&x, &weight, stride);
+        let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+        flex_f32(halo_conv_forward(x.storage::<f32>(), weight.storage::<f32>(), &g), g.output().shape())
+    }
+}
+
+/// The backward step of [`HaloConvBackend::rbl_halo_conv`] under autodiff.
+#[derive(Debug)]
+struct HaloConvBackward;
+
+impl Backward<Flex, 2> for HaloConvBackward {
+    type State = (NodeId, NodeId, usize);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_weight] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let (x_state, weight_state, stride) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
+        let weight = checkpointer.retrieve_node_output::<FlexTensor>(weight_state).to_contiguous();
+        let g = geometry(&x, &weight, stride);
+        if let Some(node) = node_x {
+            let dx = halo_conv_input_grad(dy.storage::<f32>(), weight.storage::<f32>(), &g);
+            grads.register::<Flex>(node.id, flex_f32(dx, g.input().shape()));
+        }
+        if let Some(node) = node_weight {
+            let x = x.to_contiguous();
+            let dw = halo_conv_weight_grad(x.storage::<f32>(), dy.storage::<f32>(), &g);
+            grads.register::<Flex>(node.id, flex_f32(dw, [g.c_out, g.c_in, 3, 3]));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> HaloConvBackend for Autodiff<Flex, C> {
+    fn rbl_halo_conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize) -> FloatTensor<Self> {
+        match HaloConvBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let weight_state = prep.checkpoint(&weight);
+                let y = Flex::rbl_halo_conv(x.into_primitive(), weight.into_primitive(), stride);
+                prep.finish((x_state, weight_state, stride), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::rbl_halo_conv(x.into_primitive(), weight.into_primitive(), stride)),
+        }
+    }
+}
+
+/// A 3×3, padding-1, bias-free convolution of a halo tensor on the flex backend (f32).
+pub fn halo_conv(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as HaloConvBackend>::rbl_halo_conv(x.into_dispatch(), weight.into_dispatch(), stride))
+}

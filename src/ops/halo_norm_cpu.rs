@@ -1,0 +1,315 @@
+//! BatchNorm, the residual add and ReLU as one pass over halo tensors
+//! ([`halo`](super::halo)), forward and backward.
+//!
+//! In the CIFAR ResNet every convolution is followed by BatchNorm, ReLU and sometimes the
+//! shortcut's add; as separate ops these are about a dozen full passes over each activation per
+//! step, forward and backward, and at 2–8 MB an activation they cost as much time as the
+//! convolutions. Here:
+//!
+//! - forward: y = act(x·scale + shift [+ residual]) in one pass; in training, scale and shift
+//!   come from the batch statistics, gathered in one more pass (sum and sum of squares,
+//!   shifted by a first estimate of the mean so that the difference does not cancel);
+//! - backward: one pass for the per-channel sums (Σg, Σg·(x − centre)) with g = dy masked where
+//!   ReLU was off, one pass writing dx (and the residual's gradient, which is g).
+//!
+//! Rows of `w·c` values are summed in f32, rows into f64 (131,072 values per channel at batch
+//! 128 and 32×32). Sums run over fixed groups of images, added in order, so results do not
+//! depend on the thread count. Only interior pixels are read; every output has a zero ring.
+
+use rayon::prelude::*;
+
+use super::halo::HaloGeometry;
+
+/// Images per reduction task (fixed: the order of the sums does not depend on the pool).
+const TASK_IMAGES: usize = 8;
+
+/// Per-channel (Σ a, Σ b) over interior pixels, where `row` adds one interior row's terms to
+/// two f32 accumulators.
+fn channel_sums(g: &HaloGeometry, row: impl Fn(usize, usize, &mut [f32], &mut [f32]) + Sync) -> (Vec<f64>, Vec<f64>) {
+    let c = g.c;
+    let tasks = g.batch.div_ceil(TASK_IMAGES);
+    let partials: Vec<(Vec<f64>, Vec<f64>)> = (0..tasks)
+        .into_par_iter()
+        .map(|t| {
+            let (mut a, mut b) = (vec![0.0f64; c], vec![0.0f64; c]);
+            let (mut ra, mut rb) = (vec![0.0f32; c], vec![0.0f32; c]);
+            for image in t * TASK_IMAGES..((t + 1) * TASK_IMAGES).min(g.batch) {
+                for offset in g.interior_rows() {
+                    ra.fill(0.0);
+                    rb.fill(0.0);
+                    row(image * g.image_len() + offset, g.w * c, &mut ra, &mut rb);
+                    for ch in 0..c {
+                        a[ch] += ra[ch] as f64;
+                        b[ch] += rb[ch] as f64;
+                    }
+                }
+            }
+            (a, b)
+        })
+        .collect();
+    let (mut a, mut b) = (vec![0.0f64; c], vec![0.0f64; c]);
+    for (pa, pb) in partials {
+        for ch in 0..c {
+            a[ch] += pa[ch];
+            b[ch] += pb[ch];
+        }
+    }
+    (a, b)
+}
+
+/// Per-channel batch mean and biased variance of the interior pixels.
+pub fn halo_moments(x: &[f32], g: &HaloGeometry) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(x.len(), g.len(), "halo batch norm: input size");
+    let c = g.c;
+    // The first image's mean, subtracted before squaring.
+    let mut centre = vec![0.0f64; c];
+    for offset in g.interior_rows() {
+        for px in x[offset..][..g.w * c].chunks_exact(c) {
+            for ch in 0..c {
+                centre[ch] += px[ch] as f64;
+            }
+        }
+    }
+    let centre: Vec<f32> = centre.iter().map(|s| (s / (g.h * g.w) as f64) as f32).collect();
+    let (s, q) = channel_sums(g, |at, len, s, q| {
+        for px in x[at..][..len].chunks_exact(c) {
+            for ch in 0..c {
+                let v = px[ch] - centre[ch];
+                s[ch] += v;
+                q[ch] += v * v;
+            }
+        }
+    });
+    let n = g.count() as f64;
+    (0..c)
+        .map(|ch| {
+            let m = s[ch] / n;
+            ((centre[ch] as f64 + m) as f32, (q[ch] / n - m * m).max(0.0) as f32)
+        })
+        .unzip()
+}
+
+/// y = act(x·scale + shift [+ residual]) on the interior, zero on the ring; act is ReLU or
+/// the identity.
+pub fn halo_affine_forward(x: &[f32], scale: &[f32], shift: &[f32], residual: Option<&[f32]>, relu: bool, g: &HaloGeometry) -> Vec<f32> {
+    assert_eq!(x.len(), g.len(), "halo affine: input size");
+    assert_eq!((scale.len(), shift.len()), (g.c, g.c), "halo affine: parameter size");
+    if let Some(r) = residual {
+        assert_eq!(r.len(), g.len(), "halo affine: residual size");
+    }
+    let (c, len) = (g.c, g.w * g.c);
+    let mut y = vec![0.0f32; g.len()];
+    y.par_chunks_mut(g.image_len()).enumerate().for_each(|(b, yb)| {
+        let base = b * g.image_len();
+        for offset in g.interior_rows() {
+            let (out, inp) = (&mut yb[offset..][..len], &x[base + offset..][..len]);
+            let res = residual.map(|r| &r[base + offset..][..len]);
+            for (p, (o, xi)) in out.chunks_exact_mut(c).zip(inp.chunks_exact(c)).enumerate() {
+                for ch in 0..c {
+                    o[ch] = xi[ch] * scale[ch] + shift[ch];
+                }
+                if let Some(r) = res {
+                    for (o, r) in o.iter_mut().zip(&r[p * c..][..c]) {
+                        *o += r;
+                    }
+                }
+                if relu {
+                    for o in o.iter_mut() {
+                        *o = o.max(0.0);
+                    }
+                }
+            }
+        }
+    });
+    y
+}
+
+/// dy masked by where the forward's ReLU passed (y > 0), or dy itself without ReLU.
+#[inline(always)]
+fn masked(dy: f32, y: f32, relu: bool) -> f32 {
+    if !relu || y > 0.0 { dy } else { 0.0 }
+}
+
+/// Per-channel (Σ g, Σ g·(x − centre)) for g the gradient reaching the affine step.
+pub fn halo_grad_sums(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bool, g: &HaloGeometry) -> (Vec<f64>, Vec<f64>) {
+    assert!(x.len() == g.len() && y.len() == g.len() && dy.len() == g.len(), "halo affine backward: sizes");
+    let c = g.c;
+    channel_sums(g, |at, len, sg, sgx| {
+        for ((xp, yp), dp) in x[at..][..len].chunks_exact(c).zip(y[at..][..len].chunks_exact(c)).zip(dy[at..][..len].chunks_exact(c)) {
+            for ch in 0..c {
+                let gv = masked(dp[ch], yp[ch], relu);
+                sg[ch] += gv;
+                sgx[ch] += gv * (xp[ch] - centre[ch]);
+            }
+        }
+    })
+}
+
+/// dx = a·g + b·x + k per channel on the interior (zero ring), and, when asked, the residual's
+/// gradient g.
+#[allow(clippy::too_many_arguments)]
+pub fn halo_grad_apply(x: &[f32], y: &[f32], dy: &[f32], a: &[f32], b: &[f32], k: &[f32], relu: bool, want_residual: bool, g: &HaloGeometry) -> (Vec<f32>, Option<Vec<f32>>) {
+    let (c, len) = (g.c, g.w * g.c);
+    let mut dx = vec![0.0f32; g.len()];
+    let mut dres = want_residual.then(|| vec![0.0f32; g.len()]);
+    let body = |image: usize, dxb: &mut [f32], mut drb: Option<&mut [f32]>| {
+        let base = image * g.image_len();
+        for offset in g.interior_rows() {
+            let (xs, ys, ds) = (&x[base + offset..][..len], &y[base + offset..][..len], &dy[base + offset..][..len]);
+            let out = &mut dxb[offset..][..len];
+            for (p, ((o, xp), (yp, dp))) in out.chunks_exact_mut(c).zip(xs.chunks_exact(c)).zip(ys.chunks_exact(c).zip(ds.chunks_exact(c))).enumerate() {
+                for ch in 0..c {
+                    o[ch] = a[ch] * masked(dp[ch], yp[ch], relu) + b[ch] * xp[ch] + k[ch];
+                }
+                if let Some(dr) = drb.as_deref_mut() {
+                    let dr = &mut dr[offset + p * c..][..c];
+                    for ch in 0..c {
+                        dr[ch] = masked(dp[ch], yp[ch], relu);
+                    }
+                }
+            }
+        }
+    };
+    match dres.as_mut() {
+        Some(dr) => dx.par_chunks_mut(g.image_len()).zip(dr.par_chunks_mut(g.image_len())).enumerate().for_each(|(i, (dxb, drb))| body(i, dxb, Some(drb))),
+        None => dx.par_chunks_mut(g.image_len()).enumerate().for_each(|(i, dxb)| body(i, dxb, None)),
+    }
+    (dx, dres)
+}
+
+/// Training-mode BatchNorm (+ residual) (+ ReLU): returns (y, batch mean, biased variance).
+#[allow(clippy::too_many_arguments)]
+pub fn halo_bn_train_forward(x: &[f32], gamma: &[f32], beta: &[f32], residual: Option<&[f32]>, relu: bool, epsilon: f64, g: &HaloGeometry) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    assert_eq!((gamma.len(), beta.len()), (g.c, g.c), "halo batch norm: parameter size");
+    let (mean, var) = halo_moments(x, g);
+    let scale: Vec<f32> = (0..g.c).map(|c| gamma[c] / ((var[c] as f64 + epsilon).sqrt() as f32)).collect();
+    let shift: Vec<f32> = (0..g.c).map(|c| beta[c] - mean[c] * scale[c]).collect();
+    (halo_affine_forward(x, &scale, &shift, residual, relu, g), mean, var)
+}
+
+/// The gradients of [`halo_bn_train_forward`]: (dx, dγ, dβ, d residual), given its output y and
+/// statistics: with x̂ = (x − μ)/√(σ² + ε) and g the masked dy, dβ = Σ g, dγ = Σ g·x̂,
+/// dx = γ/√(σ² + ε) · (g − dβ/N − x̂·dγ/N).
+#[allow(clippy::too_many_arguments)]
+pub fn halo_bn_train_backward(x: &[f32], y: &[f32], dy: &[f32], gamma: &[f32], mean: &[f32], var: &[f32], relu: bool, want_residual: bool, epsilon: f64, g: &HaloGeometry) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + epsilon).sqrt()).collect();
+    let (sum_g, sum_gx) = halo_grad_sums(x, y, dy, mean, relu, g);
+    let n = g.count() as f64;
+    let dbeta: Vec<f32> = sum_g.iter().map(|&s| s as f32).collect();
+    let dgamma: Vec<f32> = (0..g.c).map(|c| (sum_gx[c] * inv_std[c]) as f32).collect();
+    let (mut a, mut b, mut k) = (vec![0.0f32; g.c], vec![0.0f32; g.c], vec![0.0f32; g.c]);
+    for c in 0..g.c {
+        let s = gamma[c] as f64 * inv_std[c];
+        let (mb, mg) = (sum_g[c] / n, sum_gx[c] * inv_std[c] / n);
+        let bc = -s * mg * inv_std[c];
+        (a[c], b[c], k[c]) = (s as f32, bc as f32, (-s * mb - bc * mean[c] as f64) as f32);
+    }
+    let (dx, dres) = halo_grad_apply(x, y, dy, &a, &b, &k, relu, want_residual, g);
+    (dx, dgamma, dbeta, dres)
+}
+
+/// The gradients of [`halo_affine_forward`]: (dx, d scale, d shift, d residual).
+#[allow(clippy::too_many_arguments)]
+pub fn halo_affine_backward(x: &[f32], y: &[f32], dy: &[f32], scale: &[f32], relu: bool, want_residual: bool, g: &HaloGeometry) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    let zero = vec![0.0f32; g.c];
+    let (sum_g, sum_gx) = halo_grad_sums(x, y, dy, &zero, relu, g);
+    let (dx, dres) = halo_grad_apply(x, y, dy, scale, &zero, &zero, relu, want_residual, g);
+    let to32 = |v: Vec<f64>| v.into_iter().map(|s| s as f32).collect::<Vec<f32>>();
+    (dx, to32(sum_gx), to32(sum_g), dres)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::batch_norm_cpu::{BnGeometry, batch_norm_train_backward, batch_norm_train_forward};
+    use crate::ops::halo::{halo_to_nchw, nchw_to_halo, ring_is_zero};
+
+    fn values(n: usize, seed: usize, offset: f32) -> Vec<f32> {
+        (0..n).map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0) + offset).collect()
+    }
+
+    fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len(), "{what}: length");
+        let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= tol * scale, "{what}: max |diff| {worst} (scale {scale})");
+    }
+
+    /// Without residual or ReLU the fused op is plain training BatchNorm: compare with the NCHW
+    /// kernels (themselves tested against burn's BatchNorm), on data with a large mean.
+    #[test]
+    fn plain_batch_norm_matches_the_nchw_kernels() {
+        let (b, c, h, w) = (TASK_IMAGES + 3, 5, 4, 6);
+        let n = b * c * h * w;
+        let (x, dy) = (values(n, 1, 30.0), values(n, 2, 0.0));
+        let (gamma, beta) = (values(c, 3, 1.0), values(c, 4, 0.0));
+        let g = HaloGeometry { batch: b, h, w, c };
+        let r = BnGeometry { batch: b, channels: c, plane: h * w };
+        let (xh, dyh) = (nchw_to_halo(&x, b, c, h, w), nchw_to_halo(&dy, b, c, h, w));
+        let (y, mean, var) = halo_bn_train_forward(&xh, &gamma, &beta, None, false, 1e-5, &g);
+        let (ry, rmean, rvar) = batch_norm_train_forward(&x, &gamma, &beta, 1e-5, &r);
+        assert!(ring_is_zero(&y, &g));
+        assert_close("y", &halo_to_nchw(&y, &g), &ry, 1e-5);
+        assert_close("mean", &mean, &rmean, 1e-6);
+        assert_close("var", &var, &rvar, 1e-5);
+        let (dx, dgamma, dbeta, dres) = halo_bn_train_backward(&xh, &y, &dyh, &gamma, &mean, &var, false, false, 1e-5, &g);
+        let (rdx, rdgamma, rdbeta) = batch_norm_train_backward(&x, &dy, &gamma, &rmean, &rvar, 1e-5, &r);
+        assert!(dres.is_none() && ring_is_zero(&dx, &g));
+        assert_close("dx", &halo_to_nchw(&dx, &g), &rdx, 1e-4);
+        assert_close("dgamma", &dgamma, &rdgamma, 1e-4);
+        assert_close("dbeta", &dbeta, &rdbeta, 1e-5);
+    }
+
+    /// With residual and ReLU, against finite differences of L = Σ y·r.
+    #[test]
+    fn residual_and_relu_gradients_match_finite_differences() {
+        let (b, c, h, w) = (2, 3, 3, 2);
+        let n = b * c * h * w;
+        let g = HaloGeometry { batch: b, h, w, c };
+        let (x, res, r) = (nchw_to_halo(&values(n, 5, 0.2), b, c, h, w), nchw_to_halo(&values(n, 6, 0.0), b, c, h, w), nchw_to_halo(&values(n, 7, 0.0), b, c, h, w));
+        let (gamma, beta) = (values(c, 8, 1.0), values(c, 9, 0.0));
+        let loss = |x: &[f32], res: &[f32], gamma: &[f32], beta: &[f32]| -> f64 {
+            let (y, _, _) = halo_bn_train_forward(x, gamma, beta, Some(res), true, 1e-5, &g);
+            y.iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum()
+        };
+        let (y, mean, var) = halo_bn_train_forward(&x, &gamma, &beta, Some(&res), true, 1e-5, &g);
+        assert!(y.iter().any(|&v| v == 0.0) && y.iter().any(|&v| v > 0.0), "ReLU is active somewhere");
+        let (dx, dgamma, dbeta, dres) = halo_bn_train_backward(&x, &y, &r, &gamma, &mean, &var, true, true, 1e-5, &g);
+        let dres = dres.expect("residual gradient");
+        let eps = 1e-3f32;
+        let numeric = |f: &dyn Fn(f32) -> f64| ((f(eps) - f(-eps)) / (2.0 * eps as f64)) as f32;
+        for i in (0..g.len()).filter(|&i| x[i] != 0.0 || res[i] != 0.0).step_by(5) {
+            let bump = |v: &[f32], d: f32| { let mut v = v.to_vec(); v[i] += d; v };
+            let nx = numeric(&|d| loss(&bump(&x, d), &res, &gamma, &beta));
+            let nr = numeric(&|d| loss(&x, &bump(&res, d), &gamma, &beta));
+            assert!((nx - dx[i]).abs() < 2e-2, "dx[{i}]: numeric {nx} analytic {}", dx[i]);
+            assert!((nr - dres[i]).abs() < 2e-2, "dres[{i}]: numeric {nr} analytic {}", dres[i]);
+        }
+        for ch in 0..c {
+            let bump = |v: &[f32], d: f32| { let mut v = v.to_vec(); v[ch] += d; v };
+            let ng = numeric(&|d| loss(&x, &res, &bump(&gamma, d), &beta));
+            let nb = numeric(&|d| loss(&x, &res, &gamma, &bump(&beta, d)));
+            assert!((ng - dgamma[ch]).abs() < 2e-2, "dgamma[{ch}]: numeric {ng} analytic {}", dgamma[ch]);
+            assert!((nb - dbeta[ch]).abs() < 2e-2, "dbeta[{ch}]: numeric {nb} analytic {}", dbeta[ch]);
+        }
+        // The affine op's gradients, likewise.
+        let (scale, shift) = (values(c, 10, 0.5), values(c, 11, 0.0));
+        let ya = halo_affine_forward(&x, &scale, &shift, Some(&res), true, &g);
+        let (adx, ascale, ashift, ares) = halo_affine_backward(&x, &ya, &r, &scale, true, true, &g);
+        let aloss = |x: &[f32], scale: &[f32], shift: &[f32]| -> f64 { halo_affine_forward(x, scale, shift, Some(&res), true, &g).iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum() };
+        let ares = ares.expect("residual gradient");
+        for i in (0..g.len()).filter(|&i| x[i] != 0.0).step_by(7) {
+            let bump = |v: &[f32], d: f32| { let mut v = v.to_vec(); v[i] += d; v };
+            let nx = numeric(&|d| aloss(&bump(&x, d), &scale, &shift));
+            assert!((nx - adx[i]).abs() < 2e-2, "affine dx[{i}]: numeric {nx} analytic {}", adx[i]);
+            let masked_r = if ya[i] > 0.0 { r[i] } else { 0.0 };
+            assert_eq!(ares[i], masked_r);
+        }
+        for ch in 0..c {
+            let bump = |v: &[f32], d: f32| { let mut v = v.to_vec(); v[ch] += d; v };
+            let ns = numeric(&|d| aloss(&x, &bump(&scale, d), &shift));
+            let nt = numeric(&|d| aloss(&x, &scale, &bump(&shift, d)));
+            assert!((ns - ascale[ch]).abs() < 2e-2 && (nt - ashift[ch]).abs() < 2e-2, "affine dscale/dshift[{ch}]");
+        }
+    }
+}
