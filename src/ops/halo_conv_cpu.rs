@@ -49,7 +49,7 @@ impl HaloConv {
     }
     /// Whether this convolution goes through the column matrix rather than overlapping rows.
     fn via_columns(&self) -> bool {
-        self.stride != 1 || self.c_in < 8
+        self.stride != 1 || (self.c_in < 8 && !use_avx512(self.c_out, self.rows().1))
     }
     /// Output rows the GEMMs write, from the first interior pixel to the last: (first, count).
     fn rows(&self) -> (usize, usize) {
@@ -112,26 +112,38 @@ fn flipped_taps(weight: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
     taps
 }
 
+/// A vector of `n` values that the caller overwrites completely before reading any: the
+/// outputs here are written in full (interior by the kernels, ring by [`zero_ring`]), and
+/// zero-filling them first was a measurable share of the step (a memset of every activation).
+pub(crate) fn uninit_f32(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: f32 has no invalid bit patterns, and every caller writes all n values before the
+    // vector is read (see each call site).
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(n)
+    };
+    v
+}
+
 /// Images per rayon task where each image is computed on its own (the split does not change
 /// the result).
 fn chunk(batch: usize) -> usize {
     batch.div_ceil(rayon::current_num_threads().max(1) * 2).max(1)
 }
 
-/// Zeroes the ring columns of the output rows inside the GEMMs' row range, which they fill
-/// with junk, and leaves the rest of the ring as it was (zero).
-fn zero_junk_columns(image: &mut [f32], o: &HaloGeometry) {
-    let (wp, c) = (o.wp(), o.c);
-    for r in 1..=o.h {
-        image[r * wp * c..][..c].fill(0.0);
-        image[(r * wp + wp - 1) * c..][..c].fill(0.0);
-    }
-}
-
-/// Stride-1 forward of one image through overlapping rows.
+/// Stride-1 forward of one image through overlapping rows: writes rows q0..q0 + m of y (the
+/// ring's columns among them with junk, which the caller zeroes).
 fn forward_rows(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32]) {
     let (q0, m) = g.rows();
     let (wp, ci, co) = (g.input().wp(), g.c_in, g.c_out);
+    #[cfg(target_arch = "x86_64")]
+    if use_avx512(co, m) {
+        // SAFETY: the feature is detected; x holds the image ((h + 2)·wp pixels ≥ m − 1 + 2·wp
+        // + 3), taps 9·c_in·c_out, and y from pixel q0 holds m rows.
+        unsafe { super::halo_conv_avx512::conv_rows(x, taps, &mut y[q0 * co..][..m * co], m, ci, co, wp) };
+        return;
+    }
     for ky in 0..3 {
         let lhs = &x[ky * wp * ci..];
         assert!(lhs.len() >= (m - 1) * ci + 3 * ci, "halo conv: input rows");
@@ -143,7 +155,16 @@ fn forward_rows(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32]) {
             gemm_raw(m, co, 3 * ci, (dst.as_mut_ptr(), 1, co as isize), ky > 0, (lhs.as_ptr(), 1, ci as isize), (rhs.as_ptr(), 1, co as isize));
         }
     }
-    zero_junk_columns(y, &g.output());
+}
+
+/// Whether [`forward_rows`] takes the AVX-512 kernel: the CPU has it, c_out is 16, 32 or 64,
+/// the image has at least one register tile of rows, and `RBL_GEMM_CONV` is not set (which
+/// keeps the `gemm` crate's path, for comparison).
+fn use_avx512(c_out: usize, m: usize) -> bool {
+    use std::sync::OnceLock;
+    static ON: OnceLock<bool> = OnceLock::new();
+    let on = *ON.get_or_init(|| super::halo_conv_avx512::available() && std::env::var_os("RBL_GEMM_CONV").is_none());
+    on && matches!(c_out, 16 | 32 | 64) && m >= super::halo_conv_avx512::tile_pixels(c_out / 16)
 }
 
 /// The column matrix of one image: for each output row q of the GEMM range, the 9·c_in input
@@ -184,7 +205,8 @@ fn col2im_add(col: &[f32], g: &HaloConv, dx: &mut [f32]) {
     }
 }
 
-/// Forward of one image through the column matrix.
+/// Forward of one image through the column matrix: writes rows q0..q0 + m of y, like
+/// [`forward_rows`].
 fn forward_columns(x: &[f32], taps: &[f32], g: &HaloConv, col: &mut [f32], y: &mut [f32]) {
     let (q0, m) = g.rows();
     let (k, co) = (9 * g.c_in, g.c_out);
@@ -204,7 +226,8 @@ pub fn halo_conv_forward(x: &[f32], weight: &[f32], g: &HaloConv) -> Vec<f32> {
 }
 
 fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o: &HaloGeometry) -> Vec<f32> {
-    let mut y = vec![0.0f32; o.len()];
+    // Every value is written: rows q0..q0 + m by the product, the ring by zero_ring below.
+    let mut y = uninit_f32(o.len());
     let per = chunk(g.batch);
     let col_len = if g.via_columns() { g.rows().1 * 9 * g.c_in } else { 0 };
     y.par_chunks_mut(per * o.image_len()).zip(x.par_chunks(per * i.image_len())).for_each_init(
@@ -213,27 +236,44 @@ fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o:
             for (yb, xb) in ys.chunks_mut(o.image_len()).zip(xs.chunks(i.image_len())) {
                 if g.via_columns() {
                     forward_columns(xb, taps, g, col, yb);
-                    zero_junk_columns(yb, o);
                 } else {
                     forward_rows(xb, taps, g, yb);
                 }
+                zero_ring(yb, o);
             }
         },
     );
     y
 }
 
+/// Both gradients at once, as the op's backward wants them: (dx if asked, dw if asked), with
+/// dy's ring checked (and zeroed in a copy if needed) once for both.
+pub fn halo_conv_backward(x: &[f32], dy: &[f32], weight: &[f32], g: &HaloConv, want_dx: bool, want_dw: bool) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    assert_eq!(dy.len(), g.output().len(), "halo conv backward: output-gradient size");
+    let dy = with_zero_ring(dy, &g.output());
+    (want_dx.then(|| input_grad(&dy, weight, g)), want_dw.then(|| weight_grad(x, &dy, g)))
+}
+
 /// Input gradient: dx (halo, zero ring) from dy (halo; its ring is ignored).
 pub fn halo_conv_input_grad(dy: &[f32], weight: &[f32], g: &HaloConv) -> Vec<f32> {
+    halo_conv_backward(&[], dy, weight, g, true, false).0.expect("asked for")
+}
+
+/// Weight gradient, in burn's `[c_out, c_in, 3, 3]`, from x (halo, zero ring) and dy (halo;
+/// its ring is ignored).
+pub fn halo_conv_weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
+    halo_conv_backward(x, dy, &[], g, false, true).1.expect("asked for")
+}
+
+/// [`halo_conv_input_grad`] for a dy whose ring is zero.
+fn input_grad(dy: &[f32], weight: &[f32], g: &HaloConv) -> Vec<f32> {
     let (i, o) = (g.input(), g.output());
-    assert_eq!(dy.len(), o.len(), "halo conv backward: output-gradient size");
-    let dy = with_zero_ring(dy, &o);
     if !g.via_columns() {
         // A stride-1 3×3 padding-1 convolution's input gradient is the forward convolution of
         // dy with the flipped, channel-swapped kernel, at the same geometry.
         let t = HaloConv { c_in: g.c_out, c_out: g.c_in, ..*g };
         let taps = flipped_taps(weight, g.c_in, g.c_out);
-        return forward_with_taps(&dy, &taps, &t, &o, &i);
+        return forward_with_taps(dy, &taps, &t, &o, &i);
     }
     let taps = weight_to_taps(weight, g.c_in, g.c_out);
     let (q0, m) = g.rows();
@@ -262,13 +302,10 @@ pub fn halo_conv_input_grad(dy: &[f32], weight: &[f32], g: &HaloConv) -> Vec<f32
 /// same bitwise however many threads compute it.
 const WG_TASK_IMAGES: usize = 32;
 
-/// Weight gradient, in burn's `[c_out, c_in, 3, 3]`, from x (halo, zero ring) and dy (halo;
-/// its ring is ignored).
-pub fn halo_conv_weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
+/// [`halo_conv_weight_grad`] for a dy whose ring is zero.
+fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
     let (i, o) = (g.input(), g.output());
     assert_eq!(x.len(), i.len(), "halo conv backward: input size");
-    assert_eq!(dy.len(), o.len(), "halo conv backward: output-gradient size");
-    let dy = with_zero_ring(dy, &o);
     let (ci, co, wp) = (g.c_in, g.c_out, i.wp());
     let (q0, m) = g.rows();
     let k = 9 * ci;
@@ -361,6 +398,9 @@ mod tests {
     fn matches_the_nchw_kernels() {
         check(3, 16, 8, 8, 16, 1); // overlapping rows
         check(2, 8, 5, 7, 12, 1); // odd, unequal sides
+        check(2, 16, 6, 6, 32, 1); // 32 and 64 output channels: the AVX-512 kernel's other tiles
+        check(2, 8, 4, 5, 64, 1);
+        check(2, 3, 6, 6, 16, 1); // a narrow stem
         check(2, 3, 6, 6, 8, 1); // a narrow stem: column matrix
         check(3, 8, 8, 8, 16, 2); // stride 2
         check(2, 8, 7, 5, 8, 2); // stride 2, odd sides

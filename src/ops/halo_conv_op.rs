@@ -13,7 +13,7 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorData, backend_exten
 use burn::tensor::Tensor;
 
 use super::halo::HaloGeometry;
-use super::halo_conv_cpu::{HaloConv, halo_conv_forward, halo_conv_input_grad, halo_conv_weight_grad};
+use super::halo_conv_cpu::{HaloConv, halo_conv_backward, halo_conv_forward};
 
 /// The backend extension: a 3×3, padding-1, bias-free convolution from one halo tensor to
 /// another.
@@ -58,13 +58,12 @@ impl Backward<Flex, 2> for HaloConvBackward {
         let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
         let weight = checkpointer.retrieve_node_output::<FlexTensor>(weight_state).to_contiguous();
         let g = geometry(&x, &weight, stride);
-        if let Some(node) = node_x {
-            let dx = halo_conv_input_grad(dy.storage::<f32>(), weight.storage::<f32>(), &g);
+        let x = x.to_contiguous();
+        let (dx, dw) = halo_conv_backward(x.storage::<f32>(), dy.storage::<f32>(), weight.storage::<f32>(), &g, node_x.is_some(), node_weight.is_some());
+        if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, flex_f32(dx, g.input().shape()));
         }
-        if let Some(node) = node_weight {
-            let x = x.to_contiguous();
-            let dw = halo_conv_weight_grad(x.storage::<f32>(), dy.storage::<f32>(), &g);
+        if let (Some(node), Some(dw)) = (node_weight, dw) {
             grads.register::<Flex>(node.id, flex_f32(dw, [g.c_out, g.c_in, 3, 3]));
         }
     }

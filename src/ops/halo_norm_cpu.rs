@@ -18,7 +18,8 @@
 
 use rayon::prelude::*;
 
-use super::halo::HaloGeometry;
+use super::halo::{HaloGeometry, zero_ring};
+use super::halo_conv_cpu::uninit_f32;
 
 /// Images per reduction task (fixed: the order of the sums does not depend on the pool).
 const TASK_IMAGES: usize = 8;
@@ -72,12 +73,12 @@ pub fn halo_moments(x: &[f32], g: &HaloGeometry) -> (Vec<f32>, Vec<f32>) {
     }
     let centre: Vec<f32> = centre.iter().map(|s| (s / (g.h * g.w) as f64) as f32).collect();
     let (s, q) = channel_sums(g, |at, len, s, q| {
-        for px in x[at..][..len].chunks_exact(c) {
-            for ch in 0..c {
-                let v = px[ch] - centre[ch];
-                s[ch] += v;
-                q[ch] += v * v;
-            }
+        let row = &x[at..][..len];
+        match c {
+            16 => moments_row::<16>(row, &centre, s, q),
+            32 => moments_row::<32>(row, &centre, s, q),
+            64 => moments_row::<64>(row, &centre, s, q),
+            _ => moments_row_any(row, &centre, s, q),
         }
     });
     let n = g.count() as f64;
@@ -89,6 +90,65 @@ pub fn halo_moments(x: &[f32], g: &HaloGeometry) -> (Vec<f32>, Vec<f32>) {
         .unzip()
 }
 
+/// One row's Σ (x − centre) and Σ (x − centre)² per channel, for C channels (accumulators
+/// in registers: the runtime-width loop kept them in memory and ran at half the speed).
+#[inline(always)]
+fn moments_row<const C: usize>(row: &[f32], centre: &[f32], s: &mut [f32], q: &mut [f32]) {
+    let centre: &[f32; C] = centre.try_into().expect("channels");
+    let (mut sl, mut ql) = ([0.0f32; C], [0.0f32; C]);
+    for px in row.chunks_exact(C) {
+        let px: &[f32; C] = px.try_into().expect("pixel");
+        for ch in 0..C {
+            let v = px[ch] - centre[ch];
+            sl[ch] += v;
+            ql[ch] += v * v;
+        }
+    }
+    s.copy_from_slice(&sl);
+    q.copy_from_slice(&ql);
+}
+
+/// [`moments_row`] for any channel count.
+fn moments_row_any(row: &[f32], centre: &[f32], s: &mut [f32], q: &mut [f32]) {
+    let c = centre.len();
+    for px in row.chunks_exact(c) {
+        for ch in 0..c {
+            let v = px[ch] - centre[ch];
+            s[ch] += v;
+            q[ch] += v * v;
+        }
+    }
+}
+
+/// One row's Σ g and Σ g·(x − centre) per channel, g = dy masked by ReLU, for C channels.
+#[inline(always)]
+fn grad_sums_row<const C: usize>(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bool, sg: &mut [f32], sgx: &mut [f32]) {
+    let centre: &[f32; C] = centre.try_into().expect("channels");
+    let (mut a, mut b) = ([0.0f32; C], [0.0f32; C]);
+    for ((xp, yp), dp) in x.chunks_exact(C).zip(y.chunks_exact(C)).zip(dy.chunks_exact(C)) {
+        let (xp, yp, dp): (&[f32; C], &[f32; C], &[f32; C]) = (xp.try_into().expect("pixel"), yp.try_into().expect("pixel"), dp.try_into().expect("pixel"));
+        for ch in 0..C {
+            let gv = masked(dp[ch], yp[ch], relu);
+            a[ch] += gv;
+            b[ch] += gv * (xp[ch] - centre[ch]);
+        }
+    }
+    sg.copy_from_slice(&a);
+    sgx.copy_from_slice(&b);
+}
+
+/// [`grad_sums_row`] for any channel count.
+fn grad_sums_row_any(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bool, sg: &mut [f32], sgx: &mut [f32]) {
+    let c = centre.len();
+    for ((xp, yp), dp) in x.chunks_exact(c).zip(y.chunks_exact(c)).zip(dy.chunks_exact(c)) {
+        for ch in 0..c {
+            let gv = masked(dp[ch], yp[ch], relu);
+            sg[ch] += gv;
+            sgx[ch] += gv * (xp[ch] - centre[ch]);
+        }
+    }
+}
+
 /// y = act(x·scale + shift [+ residual]) on the interior, zero on the ring; act is ReLU or
 /// the identity.
 pub fn halo_affine_forward(x: &[f32], scale: &[f32], shift: &[f32], residual: Option<&[f32]>, relu: bool, g: &HaloGeometry) -> Vec<f32> {
@@ -98,30 +158,83 @@ pub fn halo_affine_forward(x: &[f32], scale: &[f32], shift: &[f32], residual: Op
         assert_eq!(r.len(), g.len(), "halo affine: residual size");
     }
     let (c, len) = (g.c, g.w * g.c);
-    let mut y = vec![0.0f32; g.len()];
+    // Every value is written: the interior below, the ring by zero_ring.
+    let mut y = uninit_f32(g.len());
     y.par_chunks_mut(g.image_len()).enumerate().for_each(|(b, yb)| {
+        zero_ring(yb, g);
         let base = b * g.image_len();
         for offset in g.interior_rows() {
             let (out, inp) = (&mut yb[offset..][..len], &x[base + offset..][..len]);
             let res = residual.map(|r| &r[base + offset..][..len]);
-            for (p, (o, xi)) in out.chunks_exact_mut(c).zip(inp.chunks_exact(c)).enumerate() {
-                for ch in 0..c {
-                    o[ch] = xi[ch] * scale[ch] + shift[ch];
-                }
-                if let Some(r) = res {
-                    for (o, r) in o.iter_mut().zip(&r[p * c..][..c]) {
-                        *o += r;
-                    }
-                }
-                if relu {
-                    for o in o.iter_mut() {
-                        *o = o.max(0.0);
-                    }
-                }
+            match c {
+                16 => affine_row::<16>(out, inp, res, scale, shift, relu),
+                32 => affine_row::<32>(out, inp, res, scale, shift, relu),
+                64 => affine_row::<64>(out, inp, res, scale, shift, relu),
+                _ => affine_row_any(out, inp, res, scale, shift, relu, c),
             }
         }
     });
     y
+}
+
+/// One interior row of [`halo_affine_forward`], for C channels.
+#[inline(always)]
+fn affine_row<const C: usize>(out: &mut [f32], x: &[f32], res: Option<&[f32]>, scale: &[f32], shift: &[f32], relu: bool) {
+    let (scale, shift): (&[f32; C], &[f32; C]) = (scale.try_into().expect("channels"), shift.try_into().expect("channels"));
+    for (p, (o, xi)) in out.chunks_exact_mut(C).zip(x.chunks_exact(C)).enumerate() {
+        let mut v = [0.0f32; C];
+        for ch in 0..C {
+            v[ch] = xi[ch] * scale[ch] + shift[ch];
+        }
+        if let Some(r) = res {
+            let r: &[f32; C] = r[p * C..][..C].try_into().expect("pixel");
+            for ch in 0..C {
+                v[ch] += r[ch];
+            }
+        }
+        if relu {
+            for e in v.iter_mut() {
+                *e = e.max(0.0);
+            }
+        }
+        o.copy_from_slice(&v);
+    }
+}
+
+/// [`affine_row`] for any channel count.
+fn affine_row_any(out: &mut [f32], x: &[f32], res: Option<&[f32]>, scale: &[f32], shift: &[f32], relu: bool, c: usize) {
+    for (p, (o, xi)) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
+        for ch in 0..c {
+            let v = xi[ch] * scale[ch] + shift[ch] + res.map_or(0.0, |r| r[p * c + ch]);
+            o[ch] = if relu { v.max(0.0) } else { v };
+        }
+    }
+}
+
+/// One interior row of [`halo_grad_apply`], for C channels (C = 0: any, given by `c`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn grad_apply_row<const C: usize>(out: &mut [f32], dres: Option<&mut [f32]>, x: &[f32], y: &[f32], dy: &[f32], a: &[f32], b: &[f32], k: &[f32], relu: bool, c: usize) {
+    let c = if C == 0 { c } else { C };
+    let (a, b, k) = (&a[..c], &b[..c], &k[..c]);
+    match dres {
+        Some(dr) => {
+            for ((((o, d), xp), yp), dp) in out.chunks_exact_mut(c).zip(dr.chunks_exact_mut(c)).zip(x.chunks_exact(c)).zip(y.chunks_exact(c)).zip(dy.chunks_exact(c)) {
+                for ch in 0..c {
+                    let gv = masked(dp[ch], yp[ch], relu);
+                    o[ch] = a[ch] * gv + b[ch] * xp[ch] + k[ch];
+                    d[ch] = gv;
+                }
+            }
+        }
+        None => {
+            for (((o, xp), yp), dp) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(y.chunks_exact(c)).zip(dy.chunks_exact(c)) {
+                for ch in 0..c {
+                    o[ch] = a[ch] * masked(dp[ch], yp[ch], relu) + b[ch] * xp[ch] + k[ch];
+                }
+            }
+        }
+    }
 }
 
 /// dy masked by where the forward's ReLU passed (y > 0), or dy itself without ReLU.
@@ -135,12 +248,12 @@ pub fn halo_grad_sums(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bo
     assert!(x.len() == g.len() && y.len() == g.len() && dy.len() == g.len(), "halo affine backward: sizes");
     let c = g.c;
     channel_sums(g, |at, len, sg, sgx| {
-        for ((xp, yp), dp) in x[at..][..len].chunks_exact(c).zip(y[at..][..len].chunks_exact(c)).zip(dy[at..][..len].chunks_exact(c)) {
-            for ch in 0..c {
-                let gv = masked(dp[ch], yp[ch], relu);
-                sg[ch] += gv;
-                sgx[ch] += gv * (xp[ch] - centre[ch]);
-            }
+        let (xr, yr, dr) = (&x[at..][..len], &y[at..][..len], &dy[at..][..len]);
+        match c {
+            16 => grad_sums_row::<16>(xr, yr, dr, centre, relu, sg, sgx),
+            32 => grad_sums_row::<32>(xr, yr, dr, centre, relu, sg, sgx),
+            64 => grad_sums_row::<64>(xr, yr, dr, centre, relu, sg, sgx),
+            _ => grad_sums_row_any(xr, yr, dr, centre, relu, sg, sgx),
         }
     })
 }
@@ -150,23 +263,24 @@ pub fn halo_grad_sums(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bo
 #[allow(clippy::too_many_arguments)]
 pub fn halo_grad_apply(x: &[f32], y: &[f32], dy: &[f32], a: &[f32], b: &[f32], k: &[f32], relu: bool, want_residual: bool, g: &HaloGeometry) -> (Vec<f32>, Option<Vec<f32>>) {
     let (c, len) = (g.c, g.w * g.c);
-    let mut dx = vec![0.0f32; g.len()];
-    let mut dres = want_residual.then(|| vec![0.0f32; g.len()]);
+    // Every value is written: the interior below, the rings by zero_ring.
+    let mut dx = uninit_f32(g.len());
+    let mut dres = want_residual.then(|| uninit_f32(g.len()));
     let body = |image: usize, dxb: &mut [f32], mut drb: Option<&mut [f32]>| {
+        zero_ring(dxb, g);
+        if let Some(dr) = drb.as_deref_mut() {
+            zero_ring(dr, g);
+        }
         let base = image * g.image_len();
         for offset in g.interior_rows() {
             let (xs, ys, ds) = (&x[base + offset..][..len], &y[base + offset..][..len], &dy[base + offset..][..len]);
             let out = &mut dxb[offset..][..len];
-            for (p, ((o, xp), (yp, dp))) in out.chunks_exact_mut(c).zip(xs.chunks_exact(c)).zip(ys.chunks_exact(c).zip(ds.chunks_exact(c))).enumerate() {
-                for ch in 0..c {
-                    o[ch] = a[ch] * masked(dp[ch], yp[ch], relu) + b[ch] * xp[ch] + k[ch];
-                }
-                if let Some(dr) = drb.as_deref_mut() {
-                    let dr = &mut dr[offset + p * c..][..c];
-                    for ch in 0..c {
-                        dr[ch] = masked(dp[ch], yp[ch], relu);
-                    }
-                }
+            let dr = drb.as_deref_mut().map(|d| &mut d[offset..][..len]);
+            match c {
+                16 => grad_apply_row::<16>(out, dr, xs, ys, ds, a, b, k, relu, c),
+                32 => grad_apply_row::<32>(out, dr, xs, ys, ds, a, b, k, relu, c),
+                64 => grad_apply_row::<64>(out, dr, xs, ys, ds, a, b, k, relu, c),
+                _ => grad_apply_row::<0>(out, dr, xs, ys, ds, a, b, k, relu, c),
             }
         }
     };
@@ -239,7 +353,14 @@ mod tests {
     /// kernels (themselves tested against burn's BatchNorm), on data with a large mean.
     #[test]
     fn plain_batch_norm_matches_the_nchw_kernels() {
-        let (b, c, h, w) = (TASK_IMAGES + 3, 5, 4, 6);
+        // 16, 32 and 64 channels take the fixed-width loops, 5 the general one.
+        for c in [5, 16, 32, 64] {
+            plain_batch_norm(c);
+        }
+    }
+
+    fn plain_batch_norm(c: usize) {
+        let (b, h, w) = (TASK_IMAGES + 3, 4, 6);
         let n = b * c * h * w;
         let (x, dy) = (values(n, 1, 30.0), values(n, 2, 0.0));
         let (gamma, beta) = (values(c, 3, 1.0), values(c, 4, 0.0));
@@ -263,7 +384,13 @@ mod tests {
     /// With residual and ReLU, against finite differences of L = Σ y·r.
     #[test]
     fn residual_and_relu_gradients_match_finite_differences() {
-        let (b, c, h, w) = (2, 3, 3, 2);
+        for c in [3, 16] {
+            residual_and_relu_gradients(c);
+        }
+    }
+
+    fn residual_and_relu_gradients(c: usize) {
+        let (b, h, w) = (2, 3, 2);
         let n = b * c * h * w;
         let g = HaloGeometry { batch: b, h, w, c };
         let (x, res, r) = (nchw_to_halo(&values(n, 5, 0.2), b, c, h, w), nchw_to_halo(&values(n, 6, 0.0), b, c, h, w), nchw_to_halo(&values(n, 7, 0.0), b, c, h, w));

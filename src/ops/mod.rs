@@ -7,6 +7,7 @@ pub mod batch_norm_op;
 pub mod conv2d_cpu;
 pub mod conv2d_op;
 pub mod halo;
+pub mod halo_conv_avx512;
 pub mod halo_conv_cpu;
 pub mod halo_conv_op;
 pub mod halo_norm_cpu;

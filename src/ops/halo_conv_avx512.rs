@@ -1,0 +1,110 @@
+//! The stride-1 halo convolution's inner loop written for AVX-512, for output widths that are
+//! multiples of 16 channels.
+//!
+//! Given to the `gemm` crate, the overlapping-rows product (K = 3·c_in, N = c_out) is packed
+//! first: the input rows are copied into panels, nine copies of the input per image, which is
+//! the im2col the layout was meant to avoid; and with the output channel-contiguous, the crate
+//! puts the channels on the vector axis and picks a 16×6 tile for 16 channels, too few
+//! accumulators to hide the FMA latency. This kernel reads the input where it lies and
+//! broadcasts each value against 1, 2 or 4 vectors of weights, keeping P pixels × CB vectors
+//! of accumulators in registers (24 of the 32), so there is no packing and each input value
+//! is loaded once per kernel tap it meets.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Whether this CPU runs the kernel.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Pixels per register tile for `vectors` 16-channel output vectors.
+pub fn tile_pixels(vectors: usize) -> usize {
+    match vectors {
+        1 => 24,
+        2 => 12,
+        _ => 6,
+    }
+}
+
+/// y[r, :] = Σ_ky Σ_j x[(r + ky·row_step)·c_in + j] · taps[ky][j][:] for r in 0..m, with
+/// j < 3·c_in and c_out = 16·vectors (1, 2 or 4), overwriting y. Rows are done in tiles of
+/// [`tile_pixels`]; the last tile is moved back to end at m (its overlap is recomputed to the
+/// same values), so m must be at least one tile.
+///
+/// # Safety
+/// `available()` must hold; x must hold (m − 1 + 2·row_step)·c_in + 3·c_in values, taps
+/// 9·c_in·c_out, y m·c_out.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn conv_rows(x: &[f32], taps: &[f32], y: &mut [f32], m: usize, c_in: usize, c_out: usize, row_step: usize) {
+    assert!(c_out % 16 == 0 && (1..=4).contains(&(c_out / 16)) && c_out / 16 != 3, "conv_rows: c_out {c_out}");
+    let p = tile_pixels(c_out / 16);
+    assert!(m >= p, "conv_rows: {m} rows, fewer than one tile");
+    assert!(x.len() >= (m - 1 + 2 * row_step) * c_in + 3 * c_in && taps.len() >= 9 * c_in * c_out && y.len() >= m * c_out, "conv_rows: sizes");
+    // SAFETY: sizes asserted above; the feature is the caller's promise.
+    unsafe {
+        match c_out / 16 {
+            1 => rows::<1, 24>(x, taps, y, m, c_in, row_step),
+            2 => rows::<2, 12>(x, taps, y, m, c_in, row_step),
+            _ => rows::<4, 6>(x, taps, y, m, c_in, row_step),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rows<const CB: usize, const P: usize>(x: &[f32], taps: &[f32], y: &mut [f32], m: usize, c_in: usize, row_step: usize) {
+    let c_out = CB * 16;
+    let k = 3 * c_in;
+    let mut r0 = 0;
+    loop {
+        let start = r0.min(m - P);
+        // SAFETY: rows start..start + P < m, so every read is inside x (the caller's bound)
+        // and every write inside y.
+        unsafe { tile::<CB, P>(x.as_ptr().add(start * c_in), taps.as_ptr(), y.as_mut_ptr().add(start * c_out), c_in, k, row_step) };
+        if start + P >= m {
+            break;
+        }
+        r0 += P;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile<const CB: usize, const P: usize>(x: *const f32, taps: *const f32, y: *mut f32, c_in: usize, k: usize, row_step: usize) {
+    let c_out = CB * 16;
+    let mut acc = [[_mm512_setzero_ps(); CB]; P];
+    for ky in 0..3 {
+        // SAFETY (whole block): offsets stay inside the ranges `rows` established.
+        unsafe {
+            let xs = x.add(ky * row_step * c_in);
+            let ws = taps.add(ky * k * c_out);
+            for j in 0..k {
+                let mut w = [_mm512_setzero_ps(); CB];
+                for (cb, wv) in w.iter_mut().enumerate() {
+                    *wv = _mm512_loadu_ps(ws.add(j * c_out + cb * 16));
+                }
+                for (px, a) in acc.iter_mut().enumerate() {
+                    let b = _mm512_set1_ps(*xs.add(px * c_in + j));
+                    for cb in 0..CB {
+                        a[cb] = _mm512_fmadd_ps(b, w[cb], a[cb]);
+                    }
+                }
+            }
+        }
+    }
+    for (px, a) in acc.iter().enumerate() {
+        for (cb, v) in a.iter().enumerate() {
+            // SAFETY: row px of the tile, inside y.
+            unsafe { _mm512_storeu_ps(y.add(px * c_out + cb * 16), *v) };
+        }
+    }
+}
