@@ -10,7 +10,9 @@ use std::time::Instant;
 fn main() {
     rbl::ops::allocator::keep_freed_buffers();
     let (batch, c, h, w) = (128, 3, 32, 32);
-    let cfg = ExperimentConfig::default();
+    let mut cfg = ExperimentConfig::default();
+    cfg.model.widths = [16, 32, 64];
+    cfg.model.feature_dim = 256;
     let device = device_for(&cfg).unwrap().autodiff();
     let mut net = Network::from_config(&cfg, c, 10, &device).unwrap();
     let mut optim = build_optimizer(&cfg.train);
@@ -22,12 +24,12 @@ fn main() {
         let t0 = Instant::now();
         let x = Tensor::<4>::from_data(TensorData::new(images.clone(), [batch, c, h, w]), &device);
         let features = net.features(x);
-        let f: Vec<f32> = features.clone().detach().slice([0..1, 0..1]).into_data().to_vec().unwrap();
+        let f: Vec<f32> = features.clone().detach().slice([0..1, 0..1]).into_data().try_to_vec().unwrap();
         let t1 = Instant::now();
         let directions = net.head.class_directions();
         let logits = net.head.logits_with(features, directions);
         let loss = criterion.forward(logits, &labels, 0);
-        let l: Vec<f32> = loss.clone().detach().into_data().to_vec().unwrap();
+        let l: Vec<f32> = loss.clone().detach().into_data().try_to_vec().unwrap();
         let t2 = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &net);
         let t3 = Instant::now();

@@ -330,6 +330,13 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
                 // images are ring rows, where dy is zero.
                 let images = xs.len() / i.image_len();
                 let rows = images * i.hp() * wp - 2 * q0;
+                #[cfg(target_arch = "x86_64")]
+                if use_avx512(co, rows) && (3 * ci) % super::halo_conv_avx512::weight_tile_inputs(co / 16) == 0 {
+                    // SAFETY: the feature is detected; xs holds the task's images (rows − 1 +
+                    // 2·wp + 3 pixels from the start), dys from q0 holds rows rows, taps 9·c_in·c_out.
+                    unsafe { super::halo_conv_avx512::weight_grad_rows(xs, &dys[q0 * co..], &mut taps, rows, ci, co, wp) };
+                    return taps;
+                }
                 for ky in 0..3 {
                     let lhs = &xs[ky * wp * ci..];
                     let rhs = &dys[q0 * co..];
@@ -405,16 +412,18 @@ mod tests {
         check(3, 8, 8, 8, 16, 2); // stride 2
         check(2, 8, 7, 5, 8, 2); // stride 2, odd sides
         check(WG_TASK_IMAGES + 3, 8, 4, 4, 8, 1); // more than one weight-gradient task
+        check(WG_TASK_IMAGES + 3, 8, 6, 6, 16, 1); // and longer than one AVX-512 row block
     }
 
     #[test]
     fn bitwise_the_same_on_any_number_of_threads() {
-        for stride in [1, 2] {
-            let g = HaloConv { batch: 70, c_in: 8, h: 6, w: 6, c_out: 8, stride };
+        // 16 output channels: the AVX-512 kernels where the CPU has them; 8: the gemm crate.
+        for (stride, c_out) in [(1, 16), (1, 8), (2, 8)] {
+            let g = HaloConv { batch: 70, c_in: 8, h: 6, w: 6, c_out, stride };
             let x = nchw_to_halo(&values(70 * 8 * 36, 4), 70, 8, 6, 6);
             let o = g.output();
-            let dy = nchw_to_halo(&values(70 * 8 * o.h * o.w, 5), 70, 8, o.h, o.w);
-            let w = values(8 * 8 * 9, 6);
+            let dy = nchw_to_halo(&values(70 * c_out * o.h * o.w, 5), 70, c_out, o.h, o.w);
+            let w = values(c_out * 8 * 9, 6);
             let on = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 pool.install(|| (halo_conv_forward(&x, &w, &g), halo_conv_input_grad(&dy, &w, &g), halo_conv_weight_grad(&x, &dy, &g)))
@@ -423,7 +432,7 @@ mod tests {
             let (y1, dx1, dw1) = on(1);
             for threads in [2, 3] {
                 let (y, dx, dw) = on(threads);
-                assert_eq!((bits(&y), bits(&dx), bits(&dw)), (bits(&y1), bits(&dx1), bits(&dw1)), "stride {stride}, {threads} threads");
+                assert_eq!((bits(&y), bits(&dx), bits(&dw)), (bits(&y1), bits(&dx1), bits(&dw1)), "stride {stride}, {c_out} out, {threads} threads");
             }
         }
     }
