@@ -129,7 +129,7 @@ pub(crate) fn uninit_f32(n: usize) -> Vec<f32> {
 /// Images per rayon task where each image is computed on its own (the split does not change
 /// the result).
 fn chunk(batch: usize) -> usize {
-    batch.div_ceil(rayon::current_num_threads().max(1) * 2).max(1)
+    batch.div_ceil(rayon::current_num_threads().max(1) * 8).max(1)
 }
 
 /// Stride-1 forward of one image through overlapping rows: writes rows q0..q0 + m of y (the
