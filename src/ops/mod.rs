@@ -1,5 +1,11 @@
 //! Operations burn lacks or runs slowly on the CPU, written as kernels on plain slices and
 //! plugged into burn as backend extensions with their own backward passes.
+//!
+//! - `halo*`: the CIFAR ResNet's CPU path. Activations live in the halo layout (channels-last
+//!   with a zero ring, [`halo`]); the 3×3 convolution ([`halo_conv_cpu`], inner loops in
+//!   [`halo_conv_avx512`]) and BatchNorm + residual add + ReLU ([`halo_norm_cpu`]) run on it.
+//! - `conv2d_*`, `batch_norm_*`: the same for NCHW tensors (ResNet-50, the projection's norm).
+//! - [`allocator`] and [`precision`]: process-wide settings for both.
 
 pub mod allocator;
 pub mod batch_norm_cpu;
