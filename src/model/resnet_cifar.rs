@@ -118,25 +118,29 @@ fn use_halo_layout(images: &Tensor<4>) -> bool {
 /// training (updating the running ones), with the running ones at evaluation, and the bias
 /// alone once folded ([`fold_conv_bn`]).
 fn halo_conv_norm(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>, residual: Option<Tensor<4>>) -> Tensor<4> {
-    use crate::ops::halo_norm_op::{halo_affine, halo_bn_train};
-    let y = crate::ops::halo_conv_op::halo_conv(x, conv.weight.val(), conv.stride[0]);
-    let (cout, device) = (conv.weight.dims()[0], y.device());
-    match bn {
+    use crate::ops::halo_conv_op::{halo_conv, halo_conv_affine};
+    use crate::ops::halo_norm_op::halo_bn_train;
+    let (cout, device, stride) = (conv.weight.dims()[0], x.device(), conv.stride[0]);
+    let (scale, shift) = match bn {
         Some(bn) if device.is_autodiff() && bn.training.is_enabled() => {
+            let y = halo_conv(x, conv.weight.val(), stride);
             let (y, mean, var) = halo_bn_train(y, bn.gamma.val(), bn.beta.val(), residual, true, bn.epsilon);
             crate::ops::batch_norm_op::update_running_statistics(bn, mean, var);
-            y
+            return y;
         }
         Some(bn) => {
             let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
             let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
-            halo_affine(y, scale, shift, residual, true)
+            (scale, shift)
         }
         None => {
             let bias = conv.bias.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([cout], &device));
-            halo_affine(y, Tensor::ones([cout], &device), bias, residual, true)
+            (Tensor::ones([cout], &device), bias)
         }
-    }
+    };
+    // Evaluation: the affine step, the add and ReLU run on each image as the convolution
+    // finishes it (separate ops under autodiff).
+    halo_conv_affine(x, conv.weight.val(), stride, scale, shift, residual, true)
 }
 
 impl ResNetCifarConfig {

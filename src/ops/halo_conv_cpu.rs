@@ -219,27 +219,56 @@ fn forward_columns(x: &[f32], taps: &[f32], g: &HaloConv, col: &mut [f32], y: &m
 /// Forward pass: y (halo, `[b, oh + 2, ow + 2, c_out]`) from x (halo, `[b, h + 2, w + 2,
 /// c_in]`, zero ring) and burn's weight `[c_out, c_in, 3, 3]`.
 pub fn halo_conv_forward(x: &[f32], weight: &[f32], g: &HaloConv) -> Vec<f32> {
-    let (i, o) = (g.input(), g.output());
-    assert_eq!(x.len(), i.len(), "halo conv: input size");
-    let taps = weight_to_taps(weight, g.c_in, g.c_out);
-    forward_with_taps(x, &taps, g, &i, &o)
+    halo_conv_forward_then(x, weight, g, None)
 }
 
-fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o: &HaloGeometry) -> Vec<f32> {
+/// What to apply to each output image as soon as it is computed, while it is in cache:
+/// act(y·scale + shift [+ residual]) per channel (BatchNorm at evaluation, or a folded
+/// convolution's bias, then the shortcut's add and ReLU), exactly as
+/// [`halo_affine_forward`](super::halo_norm_cpu::halo_affine_forward) would.
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue<'a> {
+    /// Per-channel scale.
+    pub scale: &'a [f32],
+    /// Per-channel shift.
+    pub shift: &'a [f32],
+    /// A halo tensor of the output's shape to add.
+    pub residual: Option<&'a [f32]>,
+    /// ReLU after the add.
+    pub relu: bool,
+}
+
+/// [`halo_conv_forward`] followed, image by image, by `epilogue`.
+pub fn halo_conv_forward_then(x: &[f32], weight: &[f32], g: &HaloConv, epilogue: Option<Epilogue>) -> Vec<f32> {
+    let (i, o) = (g.input(), g.output());
+    assert_eq!(x.len(), i.len(), "halo conv: input size");
+    if let Some(e) = &epilogue {
+        assert!(e.scale.len() == g.c_out && e.shift.len() == g.c_out && e.residual.is_none_or(|r| r.len() == o.len()), "halo conv: epilogue sizes");
+    }
+    let taps = weight_to_taps(weight, g.c_in, g.c_out);
+    forward_with_taps(x, &taps, g, &i, &o, epilogue)
+}
+
+fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o: &HaloGeometry, epilogue: Option<Epilogue>) -> Vec<f32> {
     // Every value is written: rows q0..q0 + m by the product, the ring by zero_ring below.
     let mut y = uninit_f32(o.len());
     let per = chunk(g.batch);
     let col_len = if g.via_columns() { g.rows().1 * 9 * g.c_in } else { 0 };
-    y.par_chunks_mut(per * o.image_len()).zip(x.par_chunks(per * i.image_len())).for_each_init(
+    y.par_chunks_mut(per * o.image_len()).zip(x.par_chunks(per * i.image_len())).enumerate().for_each_init(
         || vec![0.0f32; col_len],
-        |col, (ys, xs)| {
-            for (yb, xb) in ys.chunks_mut(o.image_len()).zip(xs.chunks(i.image_len())) {
+        |col, (task, (ys, xs))| {
+            for (n, (yb, xb)) in ys.chunks_mut(o.image_len()).zip(xs.chunks(i.image_len())).enumerate() {
                 if g.via_columns() {
                     forward_columns(xb, taps, g, col, yb);
                 } else {
                     forward_rows(xb, taps, g, yb);
                 }
                 zero_ring(yb, o);
+                if let Some(e) = &epilogue {
+                    let image = task * per + n;
+                    let residual = e.residual.map(|r| &r[image * o.image_len()..][..o.image_len()]);
+                    super::halo_norm_cpu::halo_affine_in_place(yb, residual, e.scale, e.shift, e.relu, o);
+                }
             }
         },
     );
@@ -273,7 +302,7 @@ fn input_grad(dy: &[f32], weight: &[f32], g: &HaloConv) -> Vec<f32> {
         // dy with the flipped, channel-swapped kernel, at the same geometry.
         let t = HaloConv { c_in: g.c_out, c_out: g.c_in, ..*g };
         let taps = flipped_taps(weight, g.c_in, g.c_out);
-        return forward_with_taps(dy, &taps, &t, &o, &i);
+        return forward_with_taps(dy, &taps, &t, &o, &i, None);
     }
     let taps = weight_to_taps(weight, g.c_in, g.c_out);
     let (q0, m) = g.rows();
@@ -413,6 +442,27 @@ mod tests {
         check(2, 8, 7, 5, 8, 2); // stride 2, odd sides
         check(WG_TASK_IMAGES + 3, 8, 4, 4, 8, 1); // more than one weight-gradient task
         check(WG_TASK_IMAGES + 3, 8, 6, 6, 16, 1); // and longer than one AVX-512 row block
+    }
+
+    /// The fused evaluation form gives the same bits as the convolution then the affine op.
+    #[test]
+    fn epilogue_equals_the_separate_affine_op() {
+        use crate::ops::halo_norm_cpu::halo_affine_forward;
+        for (c_out, stride) in [(16, 1), (12, 1), (16, 2)] {
+            let g = HaloConv { batch: 5, c_in: 8, h: 7, w: 6, c_out, stride };
+            let (i, o) = (g.input(), g.output());
+            let x = nchw_to_halo(&values(5 * 8 * 42, 7), 5, 8, 7, 6);
+            let w = values(c_out * 8 * 9, 8);
+            let (scale, shift) = (values(c_out, 9), values(c_out, 10));
+            let residual = nchw_to_halo(&values(5 * c_out * o.h * o.w, 11), 5, c_out, o.h, o.w);
+            assert_eq!(x.len(), i.len());
+            for (res, relu) in [(None, true), (Some(&residual[..]), true), (Some(&residual[..]), false)] {
+                let fused = halo_conv_forward_then(&x, &w, &g, Some(Epilogue { scale: &scale, shift: &shift, residual: res, relu }));
+                let separate = halo_affine_forward(&halo_conv_forward(&x, &w, &g), &scale, &shift, res, relu, &o);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fused), bits(&separate), "{c_out} out, stride {stride}, residual {}, relu {relu}", res.is_some());
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,8 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorData, backend_exten
 use burn::tensor::Tensor;
 
 use super::halo::HaloGeometry;
-use super::halo_conv_cpu::{HaloConv, halo_conv_backward, halo_conv_forward};
+use super::halo_conv_cpu::{Epilogue, HaloConv, halo_conv_backward, halo_conv_forward, halo_conv_forward_then};
+use super::halo_norm_op::HaloNormBackend;
 
 /// The backend extension: a 3×3, padding-1, bias-free convolution from one halo tensor to
 /// another.
@@ -22,6 +23,11 @@ pub trait HaloConvBackend: Backend {
     /// y = conv3x3(x, weight) at `stride` (1 or 2); x `[b, h + 2, w + 2, c_in]` with a zero
     /// ring, weight burn's `[c_out, c_in, 3, 3]`.
     fn rbl_halo_conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize) -> FloatTensor<Self>;
+    /// act(conv3x3(x, weight)·scale + shift) per output channel, each image finished while in
+    /// cache (evaluation: BatchNorm with running statistics, or a folded bias, then ReLU).
+    fn rbl_halo_conv_affine(x: FloatTensor<Self>, weight: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, stride: usize, relu: bool) -> FloatTensor<Self>;
+    /// act(conv3x3(x, weight)·scale + shift + residual).
+    fn rbl_halo_conv_affine_residual(x: FloatTensor<Self>, weight: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, residual: FloatTensor<Self>, stride: usize, relu: bool) -> FloatTensor<Self>;
 }
 
 fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize) -> HaloConv {
@@ -36,11 +42,24 @@ fn flex_f32(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
+fn conv_affine(x: FlexTensor, weight: FlexTensor, scale: FlexTensor, shift: FlexTensor, residual: Option<FlexTensor>, stride: usize, relu: bool) -> FlexTensor {
+    let g = geometry(&x, &weight, stride);
+    let (x, weight, scale, shift, residual) = (x.to_contiguous(), weight.to_contiguous(), scale.to_contiguous(), shift.to_contiguous(), residual.map(|r| r.to_contiguous()));
+    let epilogue = Epilogue { scale: scale.storage::<f32>(), shift: shift.storage::<f32>(), residual: residual.as_ref().map(|r| r.storage::<f32>()), relu };
+    flex_f32(halo_conv_forward_then(x.storage::<f32>(), weight.storage::<f32>(), &g, Some(epilogue)), g.output().shape())
+}
+
 impl HaloConvBackend for Flex {
     fn rbl_halo_conv(x: FlexTensor, weight: FlexTensor, stride: usize) -> FlexTensor {
         let g = geometry(&x, &weight, stride);
         let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
         flex_f32(halo_conv_forward(x.storage::<f32>(), weight.storage::<f32>(), &g), g.output().shape())
+    }
+    fn rbl_halo_conv_affine(x: FlexTensor, weight: FlexTensor, scale: FlexTensor, shift: FlexTensor, stride: usize, relu: bool) -> FlexTensor {
+        conv_affine(x, weight, scale, shift, None, stride, relu)
+    }
+    fn rbl_halo_conv_affine_residual(x: FlexTensor, weight: FlexTensor, scale: FlexTensor, shift: FlexTensor, residual: FlexTensor, stride: usize, relu: bool) -> FlexTensor {
+        conv_affine(x, weight, scale, shift, Some(residual), stride, relu)
     }
 }
 
@@ -81,9 +100,25 @@ impl<C: CheckpointStrategy> HaloConvBackend for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => prep.finish(Flex::rbl_halo_conv(x.into_primitive(), weight.into_primitive(), stride)),
         }
     }
+    // Under autodiff the two steps stay separate ops, each with its own backward.
+    fn rbl_halo_conv_affine(x: FloatTensor<Self>, weight: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, stride: usize, relu: bool) -> FloatTensor<Self> {
+        <Self as HaloNormBackend>::rbl_halo_affine(Self::rbl_halo_conv(x, weight, stride), scale, shift, relu)
+    }
+    fn rbl_halo_conv_affine_residual(x: FloatTensor<Self>, weight: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, residual: FloatTensor<Self>, stride: usize, relu: bool) -> FloatTensor<Self> {
+        <Self as HaloNormBackend>::rbl_halo_affine_residual(Self::rbl_halo_conv(x, weight, stride), scale, shift, residual, relu)
+    }
 }
 
 /// A 3×3, padding-1, bias-free convolution of a halo tensor on the flex backend (f32).
 pub fn halo_conv(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as HaloConvBackend>::rbl_halo_conv(x.into_dispatch(), weight.into_dispatch(), stride))
+}
+
+/// act(conv3x3(x, weight)·scale + shift (+ residual)) on the flex backend: one fused op
+/// without autodiff, [`halo_conv`] then [`halo_affine`](super::halo_norm_op::halo_affine) with it.
+pub fn halo_conv_affine(x: Tensor<4>, weight: Tensor<4>, stride: usize, scale: Tensor<1>, shift: Tensor<1>, residual: Option<Tensor<4>>, relu: bool) -> Tensor<4> {
+    Tensor::from_dispatch(match residual {
+        None => <Dispatch as HaloConvBackend>::rbl_halo_conv_affine(x.into_dispatch(), weight.into_dispatch(), scale.into_dispatch(), shift.into_dispatch(), stride, relu),
+        Some(r) => <Dispatch as HaloConvBackend>::rbl_halo_conv_affine_residual(x.into_dispatch(), weight.into_dispatch(), scale.into_dispatch(), shift.into_dispatch(), r.into_dispatch(), stride, relu),
+    })
 }
