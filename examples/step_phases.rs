@@ -9,7 +9,7 @@ use rbl::train::optimizer::build_optimizer;
 use std::time::Instant;
 fn main() {
     rbl::ops::allocator::keep_freed_buffers();
-    let (batch, c, h, w) = (128, 3, 32, 32);
+    let (batch, c, h, w) = if std::env::args().any(|a| a == "28") { (128, 1, 28, 28) } else { (128, 3, 32, 32) };
     let mut cfg = ExperimentConfig::default();
     cfg.model.widths = [16, 32, 64];
     cfg.model.feature_dim = 256;

@@ -157,46 +157,50 @@ pub fn halo_affine_forward(x: &[f32], scale: &[f32], shift: &[f32], residual: Op
     if let Some(r) = residual {
         assert_eq!(r.len(), g.len(), "halo affine: residual size");
     }
-    // Every value is written: the interior copied then transformed in place, the ring by
-    // zero_ring.
+    // Every value is written: the interior by affine_image, the ring by zero_ring.
     let mut y = uninit_f32(g.len());
-    let len = g.w * g.c;
     y.par_chunks_mut(g.image_len()).zip(x.par_chunks(g.image_len())).enumerate().for_each(|(b, (yb, xb))| {
         zero_ring(yb, g);
-        for offset in g.interior_rows() {
-            yb[offset..][..len].copy_from_slice(&xb[offset..][..len]);
-        }
-        halo_affine_in_place(yb, residual.map(|r| &r[b * g.image_len()..][..g.image_len()]), scale, shift, relu, g);
+        affine_image(yb, Some(xb), residual.map(|r| &r[b * g.image_len()..][..g.image_len()]), scale, shift, relu, g);
     });
     y
 }
 
 /// One image's interior, in place: v ← act(v·scale + shift [+ residual]); the ring is left as
 /// it is. The convolution applies this to each image as it finishes (evaluation), while the
-/// image is still in cache; [`halo_affine_forward`] applies it to a copy. Both give the same
-/// bits.
+/// image is still in cache; [`halo_affine_forward`] runs the same arithmetic from x to a new
+/// tensor, so both give the same bits.
 pub fn halo_affine_in_place(image: &mut [f32], residual: Option<&[f32]>, scale: &[f32], shift: &[f32], relu: bool, g: &HaloGeometry) {
+    affine_image(image, None, residual, scale, shift, relu, g);
+}
+
+/// out ← act(src·scale + shift [+ residual]) on one image's interior, src = out when `None`.
+fn affine_image(out: &mut [f32], src: Option<&[f32]>, residual: Option<&[f32]>, scale: &[f32], shift: &[f32], relu: bool, g: &HaloGeometry) {
     let (c, len) = (g.c, g.w * g.c);
     for offset in g.interior_rows() {
-        let row = &mut image[offset..][..len];
-        let res = residual.map(|r| &r[offset..][..len]);
+        let row = &mut out[offset..][..len];
+        let (src, res) = (src.map(|s| &s[offset..][..len]), residual.map(|r| &r[offset..][..len]));
         match c {
-            16 => affine_row::<16>(row, res, scale, shift, relu),
-            32 => affine_row::<32>(row, res, scale, shift, relu),
-            64 => affine_row::<64>(row, res, scale, shift, relu),
-            _ => affine_row_any(row, res, scale, shift, relu, c),
+            16 => affine_row::<16>(row, src, res, scale, shift, relu),
+            32 => affine_row::<32>(row, src, res, scale, shift, relu),
+            64 => affine_row::<64>(row, src, res, scale, shift, relu),
+            _ => affine_row_any(row, src, res, scale, shift, relu, c),
         }
     }
 }
 
-/// One interior row of [`halo_affine_in_place`], for C channels.
+/// One interior row of [`affine_image`], for C channels.
 #[inline(always)]
-fn affine_row<const C: usize>(row: &mut [f32], res: Option<&[f32]>, scale: &[f32], shift: &[f32], relu: bool) {
+fn affine_row<const C: usize>(row: &mut [f32], src: Option<&[f32]>, res: Option<&[f32]>, scale: &[f32], shift: &[f32], relu: bool) {
     let (scale, shift): (&[f32; C], &[f32; C]) = (scale.try_into().expect("channels"), shift.try_into().expect("channels"));
-    for (p, o) in row.chunks_exact_mut(C).enumerate() {
+    for p in 0..row.len() / C {
+        let x: [f32; C] = match src {
+            Some(s) => s[p * C..][..C].try_into().expect("pixel"),
+            None => row[p * C..][..C].try_into().expect("pixel"),
+        };
         let mut v = [0.0f32; C];
         for ch in 0..C {
-            v[ch] = o[ch] * scale[ch] + shift[ch];
+            v[ch] = x[ch] * scale[ch] + shift[ch];
         }
         if let Some(r) = res {
             let r: &[f32; C] = r[p * C..][..C].try_into().expect("pixel");
@@ -209,17 +213,17 @@ fn affine_row<const C: usize>(row: &mut [f32], res: Option<&[f32]>, scale: &[f32
                 *e = e.max(0.0);
             }
         }
-        o.copy_from_slice(&v);
+        row[p * C..][..C].copy_from_slice(&v);
     }
 }
 
 /// [`affine_row`] for any channel count.
-fn affine_row_any(row: &mut [f32], res: Option<&[f32]>, scale: &[f32], shift: &[f32], relu: bool, c: usize) {
-    for (p, o) in row.chunks_exact_mut(c).enumerate() {
-        for ch in 0..c {
-            let v = o[ch] * scale[ch] + shift[ch] + res.map_or(0.0, |r| r[p * c + ch]);
-            o[ch] = if relu { v.max(0.0) } else { v };
-        }
+fn affine_row_any(row: &mut [f32], src: Option<&[f32]>, res: Option<&[f32]>, scale: &[f32], shift: &[f32], relu: bool, c: usize) {
+    for i in 0..row.len() {
+        let ch = i % c;
+        let x = src.map_or(row[i], |s| s[i]);
+        let v = x * scale[ch] + shift[ch] + res.map_or(0.0, |r| r[i]);
+        row[i] = if relu { v.max(0.0) } else { v };
     }
 }
 
