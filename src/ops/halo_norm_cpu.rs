@@ -397,6 +397,29 @@ mod tests {
         assert_close("dbeta", &dbeta, &rdbeta, 1e-5);
     }
 
+    /// The sums run over fixed groups of images, so every output is the same bitwise on any
+    /// number of threads.
+    #[test]
+    fn bitwise_the_same_on_any_number_of_threads() {
+        let (b, c, h, w) = (3 * TASK_IMAGES + 5, 16, 5, 4);
+        let g = HaloGeometry { batch: b, h, w, c };
+        let n = b * c * h * w;
+        let (x, res, dy) = (nchw_to_halo(&values(n, 12, 0.3), b, c, h, w), nchw_to_halo(&values(n, 13, 0.0), b, c, h, w), nchw_to_halo(&values(n, 14, 0.0), b, c, h, w));
+        let (gamma, beta) = (values(c, 15, 1.0), values(c, 16, 0.0));
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let (y, mean, var) = halo_bn_train_forward(&x, &gamma, &beta, Some(&res), true, 1e-5, &g);
+                let (dx, dgamma, dbeta, dres) = halo_bn_train_backward(&x, &y, &dy, &gamma, &mean, &var, true, true, 1e-5, &g);
+                [y, mean, var, dx, dgamma, dbeta, dres.unwrap()].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
+            })
+        };
+        let one = on(1);
+        for threads in [2, 3] {
+            assert!(on(threads) == one, "{threads} threads");
+        }
+    }
+
     /// With residual and ReLU, against finite differences of L = Σ y·r.
     #[test]
     fn residual_and_relu_gradients_match_finite_differences() {
