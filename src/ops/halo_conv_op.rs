@@ -9,7 +9,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorData, backend_extension};
+use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, TensorData, backend_extension};
 use burn::tensor::Tensor;
 
 use super::halo::HaloGeometry;
@@ -35,6 +35,7 @@ fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize) -> HaloConv {
     let ws = weight.layout().shape();
     assert!(ws.num_dims() == 4 && ws[1] == i.c && ws[2] == 3 && ws[3] == 3, "halo conv: weight {ws:?} for {} input channels", i.c);
     assert!(stride == 1 || stride == 2, "halo conv: stride {stride}");
+    assert!(x.dtype() == DType::F32 && weight.dtype() == DType::F32, "halo conv: f32 tensors only (the halo path is the f32 CPU path)");
     HaloConv { batch: i.batch, c_in: i.c, h: i.h, w: i.w, c_out: ws[0], stride }
 }
 

@@ -10,7 +10,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorData, backend_extension};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, DType, Dispatch, Flex, TensorData, backend_extension};
 use burn::tensor::Tensor;
 
 use super::halo::HaloGeometry;
@@ -30,7 +30,9 @@ pub trait HaloNormBackend: Backend {
     fn rbl_halo_affine_residual(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, residual: FloatTensor<Self>, relu: bool) -> FloatTensor<Self>;
 }
 
-fn f32s(t: &FlexTensor) -> FlexTensor {
+/// A contiguous f32 copy-or-view of `t` (the kernels read plain slices).
+fn contiguous_f32(t: &FlexTensor) -> FlexTensor {
+    assert_eq!(t.dtype(), DType::F32, "halo batch norm: f32 tensors only (the halo path is the f32 CPU path)");
     t.clone().to_contiguous()
 }
 
@@ -44,14 +46,14 @@ fn geometry(x: &FlexTensor) -> HaloGeometry {
 
 fn bn_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, residual: Option<FlexTensor>, relu: bool, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
     let g = geometry(&x);
-    let (x, gamma, beta, residual) = (f32s(&x), f32s(&gamma), f32s(&beta), residual.as_ref().map(f32s));
+    let (x, gamma, beta, residual) = (contiguous_f32(&x), contiguous_f32(&gamma), contiguous_f32(&beta), residual.as_ref().map(contiguous_f32));
     let (y, mean, var) = halo_bn_train_forward(x.storage::<f32>(), gamma.storage::<f32>(), beta.storage::<f32>(), residual.as_ref().map(|r| r.storage::<f32>()), relu, epsilon, &g);
     (flex_f32(y, g.shape().to_vec()), flex_f32(mean, vec![g.c]), flex_f32(var, vec![g.c]))
 }
 
 fn affine(x: FlexTensor, scale: FlexTensor, shift: FlexTensor, residual: Option<FlexTensor>, relu: bool) -> FlexTensor {
     let g = geometry(&x);
-    let (x, scale, shift, residual) = (f32s(&x), f32s(&scale), f32s(&shift), residual.as_ref().map(f32s));
+    let (x, scale, shift, residual) = (contiguous_f32(&x), contiguous_f32(&scale), contiguous_f32(&shift), residual.as_ref().map(contiguous_f32));
     flex_f32(halo_affine_forward(x.storage::<f32>(), scale.storage::<f32>(), shift.storage::<f32>(), residual.as_ref().map(|r| r.storage::<f32>()), relu, &g), g.shape().to_vec())
 }
 
