@@ -123,3 +123,58 @@ pub fn halo_conv_affine(x: Tensor<4>, weight: Tensor<4>, stride: usize, scale: T
         Some(r) => <Dispatch as HaloConvBackend>::rbl_halo_conv_affine_residual(x.into_dispatch(), weight.into_dispatch(), scale.into_dispatch(), shift.into_dispatch(), r.into_dispatch(), stride, relu),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::halo::{halo_to_nchw, nchw_to_halo};
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{Device, TensorData};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec().unwrap()
+    }
+
+    fn assert_close(what: &str, a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len(), "{what}: length");
+        let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 2e-5 * scale, "{what}: max |diff| {worst} (scale {scale})");
+    }
+
+    /// The op under autodiff against burn's own `conv2d` on the same values in NCHW: output,
+    /// input gradient and weight gradient for L = Σ y ⊙ r.
+    #[test]
+    fn matches_burn_conv2d_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        for (b, c_in, h, w, c_out, stride) in [(3, 16, 8, 8, 16, 1), (2, 8, 7, 5, 32, 1), (2, 3, 6, 6, 16, 1), (2, 8, 8, 7, 12, 2)] {
+            let what = format!("b{b} {c_in}→{c_out} {h}×{w} s{stride}");
+            let mut rng = ChaCha8Rng::seed_from_u64((b * 100 + c_in + c_out + stride) as u64);
+            let (x, wt) = (random(b * c_in * h * w, &mut rng), random(c_out * c_in * 9, &mut rng));
+            let weight = Tensor::<4>::from_data(TensorData::new(wt, [c_out, c_in, 3, 3]), &device).require_grad();
+            let x_nchw = Tensor::<4>::from_data(TensorData::new(x.clone(), [b, c_in, h, w]), &device).require_grad();
+            let reference = conv2d(x_nchw.clone(), weight.clone(), None, ConvOptions::new([stride, stride], [1, 1], [1, 1], 1));
+            let [_, _, oh, ow] = reference.dims();
+            let r = random(b * c_out * oh * ow, &mut rng);
+            let g_ref = (reference.clone() * Tensor::<4>::from_data(TensorData::new(r.clone(), [b, c_out, oh, ow]), &device)).sum().backward();
+
+            let x_halo = Tensor::<4>::from_data(TensorData::new(nchw_to_halo(&x, b, c_in, h, w), [b, h + 2, w + 2, c_in]), &device).require_grad();
+            let y = halo_conv(x_halo.clone(), weight.clone(), stride);
+            let out = HaloGeometry { batch: b, h: oh, w: ow, c: c_out };
+            assert_eq!(y.dims(), out.shape(), "{what}: shape");
+            let r_halo = Tensor::<4>::from_data(TensorData::new(nchw_to_halo(&r, b, c_out, oh, ow), out.shape()), &device);
+            let g = (y.clone() * r_halo).sum().backward();
+            assert_close(&format!("{what} forward"), &halo_to_nchw(&to_vec(y), &out), &to_vec(reference));
+            let dx = to_vec(x_halo.grad(&g).unwrap());
+            assert_close(&format!("{what} dx"), &halo_to_nchw(&dx, &HaloGeometry { batch: b, h, w, c: c_in }), &to_vec(x_nchw.grad(&g_ref).unwrap()));
+            assert_close(&format!("{what} dw"), &to_vec(weight.grad(&g).unwrap()), &to_vec(weight.grad(&g_ref).unwrap()));
+        }
+    }
+}

@@ -194,3 +194,86 @@ pub fn halo_affine(x: Tensor<4>, scale: Tensor<1>, shift: Tensor<1>, residual: O
         Some(r) => <Dispatch as HaloNormBackend>::rbl_halo_affine_residual(x.into_dispatch(), scale.into_dispatch(), shift.into_dispatch(), r.into_dispatch(), relu),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::halo::{halo_to_nchw, nchw_to_halo};
+    use burn::module::Param;
+    use burn::nn::BatchNormConfig;
+    use burn::tensor::activation::relu;
+    use burn::tensor::{Device, TensorData};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(n: usize, offset: f32, rng: &mut ChaCha8Rng) -> Vec<f32> {
+        (0..n).map(|_| offset + rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec().unwrap()
+    }
+
+    fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len(), "{what}: length");
+        let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= tol * scale, "{what}: max |diff| {worst} (scale {scale})");
+    }
+
+    /// relu(BN(x) + residual) through the op against burn's `BatchNorm`, add and `relu` on the
+    /// same values in NCHW: output, batch statistics, and the gradients of x, the residual, γ
+    /// and β; then the affine form against burn's elementwise ops.
+    #[test]
+    fn matches_burn_batch_norm_add_relu_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        for c in [5, 16] {
+            let (b, h, w) = (4, 5, 3);
+            let n = b * c * h * w;
+            let mut rng = ChaCha8Rng::seed_from_u64(c as u64);
+            let (x, res, r) = (random(n, 0.5, &mut rng), random(n, 0.0, &mut rng), random(n, 0.0, &mut rng));
+            let (gamma, beta) = (random(c, 1.0, &mut rng), random(c, 0.0, &mut rng));
+            let g = HaloGeometry { batch: b, h, w, c };
+            let nchw = |v: &[f32]| Tensor::<4>::from_data(TensorData::new(v.to_vec(), [b, c, h, w]), &device);
+            let halo = |v: &[f32]| Tensor::<4>::from_data(TensorData::new(nchw_to_halo(v, b, c, h, w), g.shape()), &device);
+            let vec1 = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [c]), &device);
+
+            let mut bn = BatchNormConfig::new(c).init(&device);
+            bn.gamma = Param::from_tensor(vec1(&gamma));
+            bn.beta = Param::from_tensor(vec1(&beta));
+            let (xr, rr) = (nchw(&x).require_grad(), nchw(&res).require_grad());
+            let reference = relu(bn.forward(xr.clone()) + rr.clone());
+            let g_ref = (reference.clone() * nchw(&r)).sum().backward();
+
+            let (xh, rh) = (halo(&x).require_grad(), halo(&res).require_grad());
+            let (gm, bt) = (vec1(&gamma).require_grad(), vec1(&beta).require_grad());
+            let (y, mean, var) = halo_bn_train(xh.clone(), gm.clone(), bt.clone(), Some(rh.clone()), true, bn.epsilon);
+            let grads = (y.clone() * halo(&r)).sum().backward();
+            assert_close(&format!("c{c} output"), &halo_to_nchw(&to_vec(y), &g), &to_vec(reference), 1e-5);
+            let mean_ref: Vec<f32> = (0..c).map(|ch| (0..b).flat_map(|i| x[(i * c + ch) * h * w..][..h * w].iter()).sum::<f32>() / (b * h * w) as f32).collect();
+            assert_close("batch mean", &to_vec(mean), &mean_ref, 1e-5);
+            assert!(to_vec(var).iter().all(|&v| v > 0.0));
+            let back = |t: Tensor<4>| halo_to_nchw(&to_vec(t), &g);
+            assert_close(&format!("c{c} dx"), &back(xh.grad(&grads).unwrap()), &to_vec(xr.grad(&g_ref).unwrap()), 1e-4);
+            assert_close(&format!("c{c} d residual"), &back(rh.grad(&grads).unwrap()), &to_vec(rr.grad(&g_ref).unwrap()), 1e-5);
+            assert_close(&format!("c{c} dgamma"), &to_vec(gm.grad(&grads).unwrap()), &to_vec(bn.gamma.val().grad(&g_ref).unwrap()), 1e-4);
+            assert_close(&format!("c{c} dbeta"), &to_vec(bt.grad(&grads).unwrap()), &to_vec(bn.beta.val().grad(&g_ref).unwrap()), 1e-4);
+
+            // The affine form: relu(x·s + t + residual) against burn's broadcast ops.
+            let (scale, shift) = (random(c, 0.5, &mut rng), random(c, 0.0, &mut rng));
+            let (xr, rr) = (nchw(&x).require_grad(), nchw(&res).require_grad());
+            let (sr, tr) = (vec1(&scale).require_grad(), vec1(&shift).require_grad());
+            let reference = relu(xr.clone() * sr.clone().reshape([1, c, 1, 1]) + tr.clone().reshape([1, c, 1, 1]) + rr.clone());
+            let g_ref = (reference.clone() * nchw(&r)).sum().backward();
+            let (xh, rh) = (halo(&x).require_grad(), halo(&res).require_grad());
+            let (sh, th) = (vec1(&scale).require_grad(), vec1(&shift).require_grad());
+            let y = halo_affine(xh.clone(), sh.clone(), th.clone(), Some(rh.clone()), true);
+            let grads = (y.clone() * halo(&r)).sum().backward();
+            assert_close(&format!("c{c} affine output"), &back(y), &to_vec(reference), 1e-6);
+            assert_close(&format!("c{c} affine dx"), &back(xh.grad(&grads).unwrap()), &to_vec(xr.grad(&g_ref).unwrap()), 1e-5);
+            assert_close(&format!("c{c} affine d residual"), &back(rh.grad(&grads).unwrap()), &to_vec(rr.grad(&g_ref).unwrap()), 1e-6);
+            assert_close(&format!("c{c} affine dscale"), &to_vec(sh.grad(&grads).unwrap()), &to_vec(sr.grad(&g_ref).unwrap()), 1e-5);
+            assert_close(&format!("c{c} affine dshift"), &to_vec(th.grad(&grads).unwrap()), &to_vec(tr.grad(&g_ref).unwrap()), 1e-5);
+        }
+    }
+}
