@@ -7,7 +7,7 @@ fn main() {
     rbl::ops::allocator::keep_freed_buffers();
     let b: usize = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(128);
     let s0: usize = std::env::args().nth(2).map(|s| s.parse().unwrap()).unwrap_or(32);
-    let (s1, s2) = ((s0 + 1) / 2, (s0 + 3) / 4);
+    let (s1, s2) = (s0.div_ceil(2), s0.div_ceil(4));
     let shapes = [(3, 16, s0, 1, 1), (16, 16, s0, 1, 10), (16, 32, s0, 2, 1), (32, 32, s1, 1, 9), (32, 64, s1, 2, 1), (64, 64, s2, 1, 9)];
     let mut tot = [0.0; 3];
     for (ci, co, hw, s, count) in shapes {

@@ -16,7 +16,7 @@ fn main() {
     let device = device_for(&cfg).unwrap().autodiff();
     let mut net = Network::from_config(&cfg, c, 10, &device).unwrap();
     let mut optim = build_optimizer(&cfg.train);
-    let criterion = Criterion::new(&cfg.loss, &vec![1; 10]).unwrap();
+    let criterion = Criterion::new(&cfg.loss, &[1; 10]).unwrap();
     let images: Vec<f32> = (0..batch * c * h * w).map(|i| ((i * 7919 % 2003) as f32) / 1000.0 - 1.0).collect();
     let labels: Vec<i64> = (0..batch).map(|i| (i % 10) as i64).collect();
     let mut acc = [0.0f64; 5];

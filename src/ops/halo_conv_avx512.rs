@@ -44,7 +44,7 @@ pub fn tile_pixels(vectors: usize) -> usize {
 /// 9·c_in·c_out, y m·c_out.
 #[cfg(target_arch = "x86_64")]
 pub unsafe fn conv_rows(x: &[f32], taps: &[f32], y: &mut [f32], m: usize, c_in: usize, c_out: usize, row_step: usize) {
-    assert!(c_out % 16 == 0 && (1..=4).contains(&(c_out / 16)) && c_out / 16 != 3, "conv_rows: c_out {c_out}");
+    assert!(c_out.is_multiple_of(16) && matches!(c_out / 16, 1 | 2 | 4), "conv_rows: c_out {c_out}");
     let p = tile_pixels(c_out / 16);
     assert!(m >= p, "conv_rows: {m} rows, fewer than one tile");
     assert!(x.len() >= (m - 1 + 2 * row_step) * c_in + 3 * c_in && taps.len() >= 9 * c_in * c_out && y.len() >= m * c_out, "conv_rows: sizes");
@@ -129,8 +129,8 @@ const WEIGHT_ROW_BLOCK: usize = 256;
 #[cfg(target_arch = "x86_64")]
 pub unsafe fn weight_grad_rows(x: &[f32], dy: &[f32], taps: &mut [f32], rows: usize, c_in: usize, c_out: usize, row_step: usize) {
     let vectors = c_out / 16;
-    assert!(c_out % 16 == 0 && matches!(vectors, 1 | 2 | 4), "weight_grad_rows: c_out {c_out}");
-    assert!((3 * c_in) % weight_tile_inputs(vectors) == 0, "weight_grad_rows: c_in {c_in}");
+    assert!(c_out.is_multiple_of(16) && matches!(vectors, 1 | 2 | 4), "weight_grad_rows: c_out {c_out}");
+    assert!((3 * c_in).is_multiple_of(weight_tile_inputs(vectors)), "weight_grad_rows: c_in {c_in}");
     assert!(rows >= 1 && x.len() >= (rows - 1 + 2 * row_step) * c_in + 3 * c_in && dy.len() >= rows * c_out && taps.len() >= 9 * c_in * c_out, "weight_grad_rows: sizes");
     taps[..9 * c_in * c_out].fill(0.0);
     // SAFETY: sizes asserted above; the feature is the caller's promise.

@@ -360,7 +360,7 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
                 let images = xs.len() / i.image_len();
                 let rows = images * i.hp() * wp - 2 * q0;
                 #[cfg(target_arch = "x86_64")]
-                if use_avx512(co, rows) && (3 * ci) % super::halo_conv_avx512::weight_tile_inputs(co / 16) == 0 {
+                if use_avx512(co, rows) && (3 * ci).is_multiple_of(super::halo_conv_avx512::weight_tile_inputs(co / 16)) {
                     // SAFETY: the feature is detected; xs holds the task's images (rows − 1 +
                     // 2·wp + 3 pixels from the start), dys from q0 holds rows rows, taps 9·c_in·c_out.
                     unsafe { super::halo_conv_avx512::weight_grad_rows(xs, &dys[q0 * co..], &mut taps, rows, ci, co, wp) };

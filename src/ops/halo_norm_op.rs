@@ -76,7 +76,7 @@ impl HaloNormBackend for Flex {
 #[derive(Debug, Clone)]
 enum NormKind {
     /// Training BatchNorm: the batch statistics of the forward pass.
-    Train { mean: FlexTensor, var: FlexTensor, epsilon: f64 },
+    Train { stats: Box<(FlexTensor, FlexTensor)>, epsilon: f64 },
     /// A fixed scale and shift.
     Affine,
 }
@@ -100,8 +100,8 @@ impl<const N: usize> Backward<Flex, N> for HaloNormBackward<N> {
         let want_residual = N == 4 && parents[3].is_some();
         let (xs, ys, ds, ps) = (x.storage::<f32>(), y.storage::<f32>(), dy.storage::<f32>(), param.storage::<f32>());
         let (dx, dparam, dshift, dres) = match kind {
-            NormKind::Train { mean, var, epsilon } => {
-                let (mean, var) = (mean.to_contiguous(), var.to_contiguous());
+            NormKind::Train { stats, epsilon } => {
+                let (mean, var) = (stats.0.to_contiguous(), stats.1.to_contiguous());
                 halo_bn_train_backward(xs, ys, ds, ps, mean.storage::<f32>(), var.storage::<f32>(), relu, want_residual, epsilon, &g)
             }
             NormKind::Affine => halo_affine_backward(xs, ys, ds, ps, relu, want_residual, &g),
@@ -124,11 +124,14 @@ impl<const N: usize> Backward<Flex, N> for HaloNormBackward<N> {
 
 /// Runs `forward` under autodiff with [`HaloNormBackward`]: `tensors` are the parents (x and
 /// the parameter first), `kind` turns the forward's extra outputs into the backward's state.
+/// The batch statistics a training forward pass returns: (mean, variance).
+type Stats = (FlexTensor, FlexTensor);
+
 fn tracked<C: CheckpointStrategy, const N: usize>(
     tensors: [&FloatTensor<Autodiff<Flex, C>>; N],
     relu: bool,
     forward: impl FnOnce() -> (FlexTensor, Option<(FlexTensor, FlexTensor, f64)>),
-) -> (FloatTensor<Autodiff<Flex, C>>, Option<(FlexTensor, FlexTensor)>) {
+) -> (FloatTensor<Autodiff<Flex, C>>, Option<Stats>) {
     let nodes = tensors.map(|t| t.node());
     match HaloNormBackward::<N>.prepare::<C>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
@@ -136,7 +139,7 @@ fn tracked<C: CheckpointStrategy, const N: usize>(
             let param_state = prep.checkpoint(tensors[1]);
             let (y, stats) = forward();
             let kind = match &stats {
-                Some((mean, var, epsilon)) => NormKind::Train { mean: mean.clone(), var: var.clone(), epsilon: *epsilon },
+                Some((mean, var, epsilon)) => NormKind::Train { stats: Box::new((mean.clone(), var.clone())), epsilon: *epsilon },
                 None => NormKind::Affine,
             };
             (prep.finish((x_state, param_state, y.clone(), kind, relu), y), stats.map(|(m, v, _)| (m, v)))
