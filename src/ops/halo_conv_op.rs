@@ -143,10 +143,7 @@ mod tests {
     }
 
     fn assert_close(what: &str, a: &[f32], b: &[f32]) {
-        assert_eq!(a.len(), b.len(), "{what}: length");
-        let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-        assert!(worst <= 2e-5 * scale, "{what}: max |diff| {worst} (scale {scale})");
+        crate::ops::assert_close(what, a, b, 2e-5);
     }
 
     /// The op under autodiff against burn's own `conv2d` on the same values in NCHW: output,

@@ -358,12 +358,7 @@ mod tests {
         (0..n).map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0) + offset).collect()
     }
 
-    fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
-        assert_eq!(a.len(), b.len(), "{what}: length");
-        let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-        assert!(worst <= tol * scale, "{what}: max |diff| {worst} (scale {scale})");
-    }
+    use crate::ops::assert_close;
 
     /// Without residual or ReLU the fused op is plain training BatchNorm: compare with the NCHW
     /// kernels (themselves tested against burn's BatchNorm), on data with a large mean.

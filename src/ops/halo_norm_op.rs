@@ -217,12 +217,7 @@ mod tests {
         t.into_data().try_to_vec().unwrap()
     }
 
-    fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
-        assert_eq!(a.len(), b.len(), "{what}: length");
-        let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-        assert!(worst <= tol * scale, "{what}: max |diff| {worst} (scale {scale})");
-    }
+    use crate::ops::assert_close;
 
     /// relu(BN(x) + residual) through the op against burn's `BatchNorm`, add and `relu` on the
     /// same values in NCHW: output, batch statistics, and the gradients of x, the residual, γ

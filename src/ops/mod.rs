@@ -28,3 +28,13 @@ pub use conv2d_op::conv2d_square;
 pub(crate) fn on_flex(device: &burn::tensor::Device) -> bool {
     device.clone().without_autodiff() == burn::tensor::Device::flex()
 }
+
+/// Test helper shared by the ops' tests: max |a − b| within `tol` times the largest |b| (at
+/// least 1).
+#[cfg(test)]
+pub(crate) fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len(), "{what}: length");
+    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= tol * scale, "{what}: max |diff| {worst} (scale {scale})");
+}
