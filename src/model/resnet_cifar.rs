@@ -122,6 +122,8 @@ fn halo_conv_norm(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>, residual:
     use crate::ops::halo_norm_op::halo_bn_train;
     let (cout, device, stride) = (conv.weight.dims()[0], x.device(), conv.stride[0]);
     let (scale, shift) = match bn {
+        // A convolution bias before batch statistics cancels in the output (and has a zero
+        // gradient), so this path leaves it out; the CIFAR convolutions have none anyway.
         Some(bn) if device.is_autodiff() && bn.training.is_enabled() => {
             let y = halo_conv(x, conv.weight.val(), stride);
             let (y, mean, var) = halo_bn_train(y, bn.gamma.val(), bn.beta.val(), residual, true, bn.epsilon);
@@ -129,8 +131,13 @@ fn halo_conv_norm(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>, residual:
             return y;
         }
         Some(bn) => {
+            // BN(conv(x) + b) = conv(x)·s + β − (μ − b)·s, as in fold_conv_bn.
             let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
-            let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
+            let mean = match &conv.bias {
+                Some(b) => bn.running_mean.value() - b.val(),
+                None => bn.running_mean.value(),
+            };
+            let shift = bn.beta.val() - mean * scale.clone();
             (scale, shift)
         }
         None => {
@@ -376,6 +383,28 @@ mod tests {
         close("evaluation", &vec(ea.project(ea.pooled_halo(plain.clone()))), &want, 1e-4);
         let folded = ea.fold_batch_norms();
         close("folded evaluation", &vec(folded.project(folded.pooled_halo(plain))), &want, 1e-4);
+    }
+
+    /// At evaluation the halo path keeps a convolution's bias in front of BatchNorm (the CIFAR
+    /// network has none, but the layer function must not drop one silently).
+    #[test]
+    fn halo_evaluation_keeps_a_bias_before_batch_norm() {
+        use crate::ops::halo::{HaloGeometry, halo_to_nchw, nchw_to_halo};
+        use burn::tensor::{Distribution, TensorData};
+        let _lock = crate::SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let device = Device::flex();
+        device.seed(21);
+        let mut conv = conv3x3(4, 16, 1, &device);
+        conv.bias = Some(Param::from_tensor(Tensor::random([16], Distribution::Normal(0.0, 1.0), &device)));
+        let mut bn = BatchNormConfig::new(16).init(&device);
+        bn.gamma = Param::from_tensor(Tensor::random([16], Distribution::Normal(1.0, 0.3), &device));
+        let (bn, x) = (Some(bn), Tensor::<4>::random([2, 4, 6, 5], Distribution::Normal(0.0, 1.0), &device));
+        let want: Vec<f32> = relu(conv_bn(&conv, &bn, x.clone())).into_data().try_to_vec().unwrap();
+        let xs: Vec<f32> = x.into_data().try_to_vec().unwrap();
+        let xh = Tensor::<4>::from_data(TensorData::new(nchw_to_halo(&xs, 2, 4, 6, 5), [2, 8, 7, 4]), &device);
+        let got: Vec<f32> = halo_conv_norm(&conv, &bn, xh, None).into_data().try_to_vec().unwrap();
+        let got = halo_to_nchw(&got, &HaloGeometry { batch: 2, h: 6, w: 5, c: 16 });
+        crate::ops::assert_close("conv + bias + BN + ReLU", &got, &want, 1e-5);
     }
 
     #[test]

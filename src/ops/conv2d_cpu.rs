@@ -14,6 +14,8 @@
 
 use rayon::prelude::*;
 
+use super::cpu_common::{WEIGHT_GRAD_TASK_IMAGES, gemm_f32, images_per_task};
+
 /// The geometry of one convolution (groups 1, dilation 1, the same padding on every side).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {
@@ -149,42 +151,10 @@ fn col2im_add(col: &[f32], g: &ConvGeometry, x: &mut [f32]) {
     }
 }
 
-/// dst[m×n] (row-major, contiguous) = (accumulate ? dst : 0) + lhs · rhs, where lhs is m×k and
-/// rhs k×n, each given as (slice, column stride, row stride).
-fn gemm_f32(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: (&[f32], isize, isize), rhs: (&[f32], isize, isize)) {
-    assert!(dst.len() >= m * n, "gemm: destination too small");
-    // SAFETY: the strides address lhs (m×k), rhs (k×n) and dst (m×n) inside the slices, which
-    // the callers size exactly; gemm reads lhs/rhs and writes only dst.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.0.as_ptr(),
-            lhs.1,
-            lhs.2,
-            rhs.0.as_ptr(),
-            rhs.1,
-            rhs.2,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
-/// Images per rayon task of the forward and input-gradient passes (each image is computed on
-/// its own there, so the split does not change the result): enough to keep the pool busy, few
-/// enough that column buffers are reused.
+/// Images per rayon task of the forward and input-gradient passes: two tasks per worker, few
+/// enough that the (large, for ImageNet-sized inputs) column buffers are reused.
 fn chunk(batch: usize) -> usize {
-    batch.div_ceil(rayon::current_num_threads().max(1) * 2).max(1)
+    images_per_task(batch, 2)
 }
 
 /// Forward pass: y[b, co, oy, ox] for x [b, c_in, h, w] and weight [c_out, c_in, kh, kw].
@@ -260,10 +230,6 @@ fn conv2d_input_grad_col2im(dy: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec
 /// consecutive images are contiguous, so a group is one product with a longer sum).
 const WG_IMAGES: usize = 8;
 
-/// Images per weight-gradient task; the tasks' partial sums are added in order. Fixed rather
-/// than derived from the thread count, so that the gradient, and with it a whole run, is the
-/// same bitwise however many threads compute it.
-const WG_TASK_IMAGES: usize = 32;
 
 /// Weight gradient: dW [c_out, c_in, kh, kw] from x and dy.
 ///
@@ -277,7 +243,7 @@ pub fn conv2d_weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
     assert_eq!(x.len(), g.batch * g.x_len(), "conv2d backward: input size");
     assert_eq!(dy.len(), g.batch * g.y_len(), "conv2d backward: output-gradient size");
-    let per = WG_TASK_IMAGES;
+    let per = WEIGHT_GRAD_TASK_IMAGES;
     let partials: Vec<Vec<f32>> = x
         .par_chunks(per * g.x_len())
         .zip(dy.par_chunks(per * g.y_len()))

@@ -19,6 +19,7 @@
 
 use rayon::prelude::*;
 
+use super::cpu_common::{WEIGHT_GRAD_TASK_IMAGES, gemm_f32, images_per_task, uninit_f32};
 use super::halo::{HaloGeometry, with_zero_ring, zero_ring};
 
 /// One 3×3, padding-1 convolution between halo tensors.
@@ -55,20 +56,6 @@ impl HaloConv {
     fn rows(&self) -> (usize, usize) {
         let o = self.output();
         (o.wp() + 1, o.h * o.wp() - 2)
-    }
-}
-
-/// dst (m×n) = (accumulate ? dst : 0) + lhs · rhs, every operand as (pointer, column stride,
-/// row stride).
-///
-/// # Safety
-/// The strides must address lhs (m×k), rhs (k×n) and dst (m×n) inside live allocations, and
-/// dst must not overlap the others.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw(m: usize, n: usize, k: usize, dst: (*mut f32, isize, isize), accumulate: bool, lhs: (*const f32, isize, isize), rhs: (*const f32, isize, isize)) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        gemm::gemm(m, n, k, dst.0, dst.1, dst.2, accumulate, lhs.0, lhs.1, lhs.2, rhs.0, rhs.1, rhs.2, 1.0f32, 1.0f32, false, false, false, gemm::Parallelism::None);
     }
 }
 
@@ -112,52 +99,32 @@ fn flipped_taps(weight: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
     taps
 }
 
-/// A vector of `n` values that the caller overwrites completely before reading any: the
-/// outputs here are written in full (interior by the kernels, ring by [`zero_ring`]), and
-/// zero-filling them first was a measurable share of the step (a memset of every activation).
-pub(crate) fn uninit_f32(n: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(n);
-    // SAFETY: f32 has no invalid bit patterns, and every caller writes all n values before the
-    // vector is read (see each call site).
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        v.set_len(n)
-    };
-    v
-}
-
-/// Images per rayon task where each image is computed on its own (the split does not change
-/// the result).
+/// Images per rayon task of the per-image passes: eight tasks per worker (the scratch here is
+/// small, and finer tasks balance the two workers better).
 fn chunk(batch: usize) -> usize {
-    batch.div_ceil(rayon::current_num_threads().max(1) * 8).max(1)
+    images_per_task(batch, 8)
 }
 
 /// Stride-1 forward of one image through overlapping rows: writes rows q0..q0 + m of y (the
 /// ring's columns among them with junk, which the caller zeroes).
-fn forward_rows(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32]) {
+fn forward_rows(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32], avx512: bool) {
     let (q0, m) = g.rows();
     let (wp, ci, co) = (g.input().wp(), g.c_in, g.c_out);
     #[cfg(target_arch = "x86_64")]
-    if use_avx512(co, m) {
+    if avx512 {
         // SAFETY: the feature is detected; x holds the image ((h + 2)·wp pixels ≥ m − 1 + 2·wp
         // + 3), taps 9·c_in·c_out, and y from pixel q0 holds m rows.
         unsafe { super::halo_conv_avx512::conv_rows(x, taps, &mut y[q0 * co..][..m * co], m, ci, co, wp) };
         return;
     }
     for ky in 0..3 {
-        let lhs = &x[ky * wp * ci..];
-        assert!(lhs.len() >= (m - 1) * ci + 3 * ci, "halo conv: input rows");
-        // SAFETY: dst rows q0..q0+m of y (checked by the slice), lhs rows r·c_in..r·c_in+3·c_in
-        // for r < m (asserted), rhs the 3·c_in × c_out block of kernel row ky.
-        unsafe {
-            let dst = &mut y[q0 * co..][..m * co];
-            let rhs = &taps[ky * 3 * ci * co..][..3 * ci * co];
-            gemm_raw(m, co, 3 * ci, (dst.as_mut_ptr(), 1, co as isize), ky > 0, (lhs.as_ptr(), 1, ci as isize), (rhs.as_ptr(), 1, co as isize));
-        }
+        // Rows r·c_in .. r·c_in + 3·c_in of the input from kernel row ky: overlapping rows.
+        let rhs = &taps[ky * 3 * ci * co..][..3 * ci * co];
+        gemm_f32(m, co, 3 * ci, &mut y[q0 * co..][..m * co], ky > 0, (&x[ky * wp * ci..], 1, ci as isize), (rhs, 1, co as isize));
     }
 }
 
-/// Whether [`forward_rows`] takes the AVX-512 kernel: the CPU has it, c_out is 16, 32 or 64,
+/// Whether the overlapping-rows products take the AVX-512 kernels: the CPU has it, c_out is 16, 32 or 64,
 /// the image has at least one register tile of rows, and `RBL_GEMM_CONV` is not set (which
 /// keeps the `gemm` crate's path, for comparison).
 fn use_avx512(c_out: usize, m: usize) -> bool {
@@ -211,9 +178,7 @@ fn forward_columns(x: &[f32], taps: &[f32], g: &HaloConv, col: &mut [f32], y: &m
     let (q0, m) = g.rows();
     let (k, co) = (9 * g.c_in, g.c_out);
     im2col(x, g, col);
-    let dst = &mut y[q0 * co..][..m * co];
-    // SAFETY: col is m×k, taps k×c_out, dst m×c_out, all contiguous row-major.
-    unsafe { gemm_raw(m, co, k, (dst.as_mut_ptr(), 1, co as isize), false, (col.as_ptr(), 1, k as isize), (taps.as_ptr(), 1, co as isize)) };
+    gemm_f32(m, co, k, &mut y[q0 * co..][..m * co], false, (col, 1, k as isize), (taps, 1, co as isize));
 }
 
 /// Forward pass: y (halo, `[b, oh + 2, ow + 2, c_out]`) from x (halo, `[b, h + 2, w + 2,
@@ -253,15 +218,18 @@ fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o:
     // Every value is written: rows q0..q0 + m by the product, the ring by zero_ring below.
     let mut y = uninit_f32(o.len());
     let per = chunk(g.batch);
-    let col_len = if g.via_columns() { g.rows().1 * 9 * g.c_in } else { 0 };
+    // Decided once per call, not per image.
+    let columns = g.via_columns();
+    let avx512 = !columns && use_avx512(g.c_out, g.rows().1);
+    let col_len = if columns { g.rows().1 * 9 * g.c_in } else { 0 };
     y.par_chunks_mut(per * o.image_len()).zip(x.par_chunks(per * i.image_len())).enumerate().for_each_init(
         || vec![0.0f32; col_len],
         |col, (task, (ys, xs))| {
             for (n, (yb, xb)) in ys.chunks_mut(o.image_len()).zip(xs.chunks(i.image_len())).enumerate() {
-                if g.via_columns() {
+                if columns {
                     forward_columns(xb, taps, g, col, yb);
                 } else {
-                    forward_rows(xb, taps, g, yb);
+                    forward_rows(xb, taps, g, yb, avx512);
                 }
                 zero_ring(yb, o);
                 if let Some(e) = &epilogue {
@@ -313,11 +281,8 @@ fn input_grad(dy: &[f32], weight: &[f32], g: &HaloConv) -> Vec<f32> {
         || vec![0.0f32; m * k],
         |col, (dxs, dys)| {
             for (dxb, dyb) in dxs.chunks_mut(i.image_len()).zip(dys.chunks(o.image_len())) {
-                let lhs = &dyb[q0 * co..][..m * co];
                 // dcol (m×k) = dY rows (m×c_out) · tapsᵀ (c_out×k).
-                // SAFETY: lhs m×c_out row-major, taps read transposed as c_out×k (column
-                // stride c_out, row stride 1), col m×k.
-                unsafe { gemm_raw(m, k, co, (col.as_mut_ptr(), 1, k as isize), false, (lhs.as_ptr(), 1, co as isize), (taps.as_ptr(), co as isize, 1)) };
+                gemm_f32(m, k, co, col, false, (&dyb[q0 * co..][..m * co], 1, co as isize), (&taps, co as isize, 1));
                 col2im_add(col, g, dxb);
                 zero_ring(dxb, &i);
             }
@@ -325,11 +290,6 @@ fn input_grad(dy: &[f32], weight: &[f32], g: &HaloConv) -> Vec<f32> {
     );
     dx
 }
-
-/// Images per weight-gradient task; the tasks' partial sums are added in order. Fixed rather
-/// than derived from the thread count, so that the gradient, and with it a whole run, is the
-/// same bitwise however many threads compute it.
-const WG_TASK_IMAGES: usize = 32;
 
 /// [`halo_conv_weight_grad`] for a dy whose ring is zero.
 fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
@@ -339,19 +299,16 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
     let (q0, m) = g.rows();
     let k = 9 * ci;
     let partials: Vec<Vec<f32>> = x
-        .par_chunks(WG_TASK_IMAGES * i.image_len())
-        .zip(dy.par_chunks(WG_TASK_IMAGES * o.image_len()))
+        .par_chunks(WEIGHT_GRAD_TASK_IMAGES * i.image_len())
+        .zip(dy.par_chunks(WEIGHT_GRAD_TASK_IMAGES * o.image_len()))
         .map(|(xs, dys)| {
             let mut taps = vec![0.0f32; k * co];
             if g.via_columns() {
                 let mut col = vec![0.0f32; m * k];
                 for (n, (xb, dyb)) in xs.chunks(i.image_len()).zip(dys.chunks(o.image_len())).enumerate() {
                     im2col(xb, g, &mut col);
-                    let rhs = &dyb[q0 * co..][..m * co];
                     // taps (k×c_out) += colᵀ (k×m) · dY rows (m×c_out).
-                    // SAFETY: col m×k read transposed (column stride k, row stride 1), rhs
-                    // m×c_out row-major, taps k×c_out.
-                    unsafe { gemm_raw(k, co, m, (taps.as_mut_ptr(), 1, co as isize), n > 0, (col.as_ptr(), k as isize, 1), (rhs.as_ptr(), 1, co as isize)) };
+                    gemm_f32(k, co, m, &mut taps, n > 0, (&col, k as isize, 1), (&dyb[q0 * co..][..m * co], 1, co as isize));
                 }
             } else {
                 // The task's images are contiguous, so their rows form one long sum: from the
@@ -367,16 +324,10 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
                     return taps;
                 }
                 for ky in 0..3 {
-                    let lhs = &xs[ky * wp * ci..];
-                    let rhs = &dys[q0 * co..];
-                    assert!(lhs.len() >= (rows - 1) * ci + 3 * ci && rhs.len() >= rows * co, "halo conv backward: rows");
-                    // taps_ky (3·c_in × c_out) = Xᵀ (3·c_in × rows) · dY (rows × c_out).
-                    // SAFETY: lhs read as rows × 3·c_in with row stride c_in (asserted in
-                    // bounds), transposed; rhs rows × c_out row-major; dst the ky block.
-                    unsafe {
-                        let dst = &mut taps[ky * 3 * ci * co..][..3 * ci * co];
-                        gemm_raw(3 * ci, co, rows, (dst.as_mut_ptr(), 1, co as isize), false, (lhs.as_ptr(), ci as isize, 1), (rhs.as_ptr(), 1, co as isize));
-                    }
+                    // taps_ky (3·c_in × c_out) = Xᵀ (3·c_in × rows) · dY (rows × c_out), X read
+                    // with overlapping rows of stride c_in.
+                    let dst = &mut taps[ky * 3 * ci * co..][..3 * ci * co];
+                    gemm_f32(3 * ci, co, rows, dst, false, (&xs[ky * wp * ci..], ci as isize, 1), (&dys[q0 * co..], 1, co as isize));
                 }
             }
             taps
@@ -437,8 +388,8 @@ mod tests {
         check(2, 3, 6, 6, 8, 1); // a narrow stem: column matrix
         check(3, 8, 8, 8, 16, 2); // stride 2
         check(2, 8, 7, 5, 8, 2); // stride 2, odd sides
-        check(WG_TASK_IMAGES + 3, 8, 4, 4, 8, 1); // more than one weight-gradient task
-        check(WG_TASK_IMAGES + 3, 8, 6, 6, 16, 1); // and longer than one AVX-512 row block
+        check(WEIGHT_GRAD_TASK_IMAGES + 3, 8, 4, 4, 8, 1); // more than one weight-gradient task
+        check(WEIGHT_GRAD_TASK_IMAGES + 3, 8, 6, 6, 16, 1); // and longer than one AVX-512 row block
     }
 
     /// The fused evaluation form gives the same bits as the convolution then the affine op.

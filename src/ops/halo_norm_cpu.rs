@@ -19,7 +19,7 @@
 use rayon::prelude::*;
 
 use super::halo::{HaloGeometry, zero_ring};
-use super::halo_conv_cpu::uninit_f32;
+use super::cpu_common::uninit_f32;
 
 /// Images per reduction task (fixed: the order of the sums does not depend on the pool).
 const TASK_IMAGES: usize = 8;

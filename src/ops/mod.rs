@@ -11,6 +11,7 @@ pub mod allocator;
 pub mod batch_norm_cpu;
 pub mod batch_norm_op;
 pub mod conv2d_cpu;
+mod cpu_common;
 pub mod conv2d_op;
 pub mod halo;
 pub mod halo_conv_avx512;

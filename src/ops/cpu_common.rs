@@ -1,0 +1,69 @@
+//! What the CPU kernels share: one GEMM call shape, the split of a batch into rayon tasks, and
+//! output buffers that are written in full before they are read.
+
+/// dst[m×n] (row-major, contiguous) = (accumulate ? dst : 0) + lhs · rhs, where lhs is m×k and
+/// rhs k×n, each given as (slice, column stride, row stride) with non-negative strides. Rows of
+/// an operand may overlap (the halo convolution reads its input that way); every element the
+/// strides reach must lie inside its slice, which is checked.
+pub(crate) fn gemm_f32(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: (&[f32], isize, isize), rhs: (&[f32], isize, isize)) {
+    assert!(dst.len() >= m * n, "gemm: destination too small");
+    let reach = |rows: usize, cols: usize, (s, cs, rs): (&[f32], isize, isize)| {
+        assert!(cs >= 0 && rs >= 0, "gemm: negative stride");
+        assert!(rows == 0 || cols == 0 || (rows - 1) * (rs as usize) + (cols - 1) * (cs as usize) < s.len(), "gemm: operand outside its slice");
+    };
+    reach(m, k, lhs);
+    reach(k, n, rhs);
+    // SAFETY: the assertions above keep every element the strides address for lhs (m×k), rhs
+    // (k×n) and dst (m×n) inside its slice; dst is a unique borrow, so it overlaps neither
+    // operand; gemm reads lhs and rhs and writes only dst.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.0.as_ptr(),
+            lhs.1,
+            lhs.2,
+            rhs.0.as_ptr(),
+            rhs.1,
+            rhs.2,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Images per rayon task for passes where each image is computed on its own (so the split does
+/// not change the result): `tasks_per_thread` tasks for every worker of the pool, for balance,
+/// and no more, so that per-task scratch buffers are reused.
+pub(crate) fn images_per_task(batch: usize, tasks_per_thread: usize) -> usize {
+    batch.div_ceil(rayon::current_num_threads().max(1) * tasks_per_thread).max(1)
+}
+
+/// Images per weight-gradient task; the tasks' partial sums are added in order. Fixed rather
+/// than derived from the thread count, so that the gradient, and with it a whole run, is the
+/// same bitwise however many threads compute it.
+pub(crate) const WEIGHT_GRAD_TASK_IMAGES: usize = 32;
+
+/// A vector of `n` values that the caller overwrites completely before reading any: the
+/// halo kernels' outputs are written in full (interior by the kernels, ring by `zero_ring`),
+/// and zero-filling them first was a measurable share of the step (a memset of every
+/// activation).
+pub(crate) fn uninit_f32(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: f32 has no invalid bit patterns, and every caller writes all n values before the
+    // vector is read (see each call site).
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(n)
+    };
+    v
+}
