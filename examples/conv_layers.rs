@@ -17,18 +17,30 @@ fn main() {
         let y = halo_conv_forward(&x, &w, &g);
         let reps = 5;
         let t = Instant::now();
-        for _ in 0..reps { std::hint::black_box(halo_conv_forward(&x, &w, &g)); }
+        for _ in 0..reps {
+            std::hint::black_box(halo_conv_forward(&x, &w, &g));
+        }
         let f = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
         let t = Instant::now();
-        for _ in 0..reps { std::hint::black_box(halo_conv_input_grad(&y, &w, &g)); }
+        for _ in 0..reps {
+            std::hint::black_box(halo_conv_input_grad(&y, &w, &g));
+        }
         let d = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
         let t = Instant::now();
-        for _ in 0..reps { std::hint::black_box(halo_conv_weight_grad(&x, &y, &g)); }
+        for _ in 0..reps {
+            std::hint::black_box(halo_conv_weight_grad(&x, &y, &g));
+        }
         let wg = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
         let o = g.output();
         let macs = (b * co * ci * 9 * o.h * o.w) as f64;
-        println!("{ci:>3}->{co:<3} {hw:>2} s{s} x{count:<2}  fwd {f:6.2} ms ({:5.1} GF/s)  dx {d:6.2} ms  dw {wg:6.2} ms ({:5.1} GF/s)", 2.0 * macs / f / 1e6, 2.0 * macs / wg / 1e6);
-        tot[0] += f * count as f64; tot[1] += if ci < 8 { 0.0 } else { d * count as f64 }; tot[2] += wg * count as f64;
+        println!(
+            "{ci:>3}->{co:<3} {hw:>2} s{s} x{count:<2}  fwd {f:6.2} ms ({:5.1} GF/s)  dx {d:6.2} ms  dw {wg:6.2} ms ({:5.1} GF/s)",
+            2.0 * macs / f / 1e6,
+            2.0 * macs / wg / 1e6
+        );
+        tot[0] += f * count as f64;
+        tot[1] += if ci < 8 { 0.0 } else { d * count as f64 };
+        tot[2] += wg * count as f64;
     }
     println!("total fwd {:.1} ms dx {:.1} dw {:.1} = {:.1} ms (no stem dx)", tot[0], tot[1], tot[2], tot.iter().sum::<f64>());
 }

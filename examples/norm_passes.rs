@@ -11,21 +11,34 @@ fn main() {
         let beta = vec![0.1f32; c];
         let reps = 10;
         let t = Instant::now();
-        for _ in 0..reps { std::hint::black_box(halo_moments(&x, &g)); }
+        for _ in 0..reps {
+            std::hint::black_box(halo_moments(&x, &g));
+        }
         let m = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
         let t = Instant::now();
-        for _ in 0..reps { std::hint::black_box(halo_affine_forward(&x, &gamma, &beta, Some(&x), true, &g)); }
+        for _ in 0..reps {
+            std::hint::black_box(halo_affine_forward(&x, &gamma, &beta, Some(&x), true, &g));
+        }
         let a = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
         let (y, mean, var) = halo_bn_train_forward(&x, &gamma, &beta, None, true, 1e-5, &g);
         let t = Instant::now();
-        for _ in 0..reps { std::hint::black_box(halo_grad_sums(&x, &y, &x, &mean, true, &g)); }
+        for _ in 0..reps {
+            std::hint::black_box(halo_grad_sums(&x, &y, &x, &mean, true, &g));
+        }
         let s = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
         let t = Instant::now();
-        for _ in 0..reps { std::hint::black_box(halo_bn_train_backward(&x, &y, &x, &gamma, &mean, &var, true, true, 1e-5, &g)); }
+        for _ in 0..reps {
+            std::hint::black_box(halo_bn_train_backward(&x, &y, &x, &gamma, &mean, &var, true, true, 1e-5, &g));
+        }
         let b = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
         let t = Instant::now();
-        for _ in 0..reps { std::hint::black_box(rbl::ops::halo::ring_is_zero(&x, &g)); }
+        for _ in 0..reps {
+            std::hint::black_box(rbl::ops::halo::ring_is_zero(&x, &g));
+        }
         let r = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
-        println!("c{c} {hw}x{hw} ({:.1} MB): moments {m:.2} ms, affine+res {a:.2}, grad sums {s:.2}, full backward {b:.2}, ring check {r:.2}", g.len() as f64 * 4e-6);
+        println!(
+            "c{c} {hw}x{hw} ({:.1} MB): moments {m:.2} ms, affine+res {a:.2}, grad sums {s:.2}, full backward {b:.2}, ring check {r:.2}",
+            g.len() as f64 * 4e-6
+        );
     }
 }

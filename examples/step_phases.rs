@@ -1,6 +1,6 @@
 //! Wall-clock split of one training step into phases (development aid).
 use burn::optim::GradientsParams;
-use burn::tensor::{Tensor, TensorData, Int};
+use burn::tensor::{Int, Tensor, TensorData};
 use rbl::config::ExperimentConfig;
 use rbl::loss::Criterion;
 use rbl::network::Network;
@@ -37,9 +37,14 @@ fn main() {
         let _ = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64], [1]), &device);
         let t4 = Instant::now();
         if step >= 2 {
-            for (a, d) in acc.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0]) { *a += d.as_secs_f64() * 1e3 / 5.0; }
+            for (a, d) in acc.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0]) {
+                *a += d.as_secs_f64() * 1e3 / 5.0;
+            }
         }
         std::hint::black_box((f, l));
     }
-    println!("backbone fwd {:.1} ms | head+loss fwd {:.1} | backward {:.1} | optimizer {:.1} | total {:.1}", acc[0], acc[1], acc[2], acc[3], acc[4]);
+    println!(
+        "backbone fwd {:.1} ms | head+loss fwd {:.1} | backward {:.1} | optimizer {:.1} | total {:.1}",
+        acc[0], acc[1], acc[2], acc[3], acc[4]
+    );
 }

@@ -229,7 +229,15 @@ impl Default for DataConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { backbone: "resnet32".into(), widths: [16, 32, 64], feature_dim: 256, head: "rbl".into(), cosine: false, feature_bn_l2: false, frame_seed: None }
+        Self {
+            backbone: "resnet32".into(),
+            widths: [16, 32, 64],
+            feature_dim: 256,
+            head: "rbl".into(),
+            cosine: false,
+            feature_bn_l2: false,
+            frame_seed: None,
+        }
     }
 }
 
@@ -272,14 +280,12 @@ impl ExperimentConfig {
 
     /// Parses TOML text (named `origin` in errors) and applies overrides.
     pub fn from_toml_str(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        let mut value: toml::Value = toml::from_str(text)
-            .map_err(|e| RblError::Config { origin: origin.into(), msg: e.to_string() })?;
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| RblError::Config { origin: origin.into(), msg: e.to_string() })?;
         for ov in overrides {
             apply_override(&mut value, ov)?;
         }
-        let cfg: ExperimentConfig = value
-            .try_into()
-            .map_err(|e: toml::de::Error| RblError::Config { origin: origin.into(), msg: e.to_string() })?;
+        let cfg: ExperimentConfig =
+            value.try_into().map_err(|e: toml::de::Error| RblError::Config { origin: origin.into(), msg: e.to_string() })?;
         cfg.validate(origin)?;
         Ok(cfg)
     }
@@ -314,7 +320,10 @@ impl ExperimentConfig {
             return bad("data.imbalance_ratio", format!("{} is outside 1 … 500", self.data.imbalance_ratio));
         }
         if !["fashion-mnist", "mnist", "cifar10", "cifar100", "folder"].contains(&self.data.dataset.as_str()) {
-            return bad("data.dataset", format!("unknown dataset '{}' (fashion-mnist, mnist, cifar10, cifar100, folder)", self.data.dataset));
+            return bad(
+                "data.dataset",
+                format!("unknown dataset '{}' (fashion-mnist, mnist, cifar10, cifar100, folder)", self.data.dataset),
+            );
         }
         if self.data.dataset == "folder" {
             if self.data.train_split.is_empty() || self.data.test_split.is_empty() {
@@ -337,7 +346,10 @@ impl ExperimentConfig {
             return bad("model.head", format!("unknown head '{}' (linear, etf, rbl)", self.model.head));
         }
         if !crate::model::backbone::BACKBONES.contains(&self.model.backbone.as_str()) {
-            return bad("model.backbone", format!("unknown backbone '{}' ({})", self.model.backbone, crate::model::backbone::BACKBONES.join(", ")));
+            return bad(
+                "model.backbone",
+                format!("unknown backbone '{}' ({})", self.model.backbone, crate::model::backbone::BACKBONES.join(", ")),
+            );
         }
         if !LOSS_NAMES.contains(&self.loss.name.as_str()) {
             return bad("loss.name", format!("unknown loss '{}' ({})", self.loss.name, LOSS_NAMES.join(", ")));
@@ -379,9 +391,8 @@ impl ExperimentConfig {
 /// Sets `a.b.c=value` in a TOML tree; the value is parsed as TOML, else taken as a string.
 fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
     let origin = format!("--set {assignment}");
-    let (key, raw) = assignment
-        .split_once('=')
-        .ok_or_else(|| RblError::Config { origin: origin.clone(), msg: "expected key=value".into() })?;
+    let (key, raw) =
+        assignment.split_once('=').ok_or_else(|| RblError::Config { origin: origin.clone(), msg: "expected key=value".into() })?;
     let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
@@ -389,9 +400,8 @@ fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
     let parts: Vec<&str> = key.trim().split('.').collect();
     let mut node = root;
     for (i, part) in parts.iter().enumerate() {
-        let table = node
-            .as_table_mut()
-            .ok_or_else(|| RblError::Config { origin: origin.clone(), msg: format!("'{key}' is not a table") })?;
+        let table =
+            node.as_table_mut().ok_or_else(|| RblError::Config { origin: origin.clone(), msg: format!("'{key}' is not a table") })?;
         if i + 1 == parts.len() {
             table.insert(part.to_string(), value);
             return Ok(());
@@ -407,7 +417,9 @@ mod tests {
 
     #[test]
     fn overrides_apply_and_unknown_keys_are_named() {
-        let cfg = ExperimentConfig::from_toml_str("name = \"x\"\n[train]\nepochs = 3\n", "t", &["train.lr=0.05".into(), "model.head=etf".into()]).unwrap();
+        let cfg =
+            ExperimentConfig::from_toml_str("name = \"x\"\n[train]\nepochs = 3\n", "t", &["train.lr=0.05".into(), "model.head=etf".into()])
+                .unwrap();
         assert_eq!(cfg.train.epochs, 3);
         assert_eq!(cfg.train.lr, 0.05);
         assert_eq!(cfg.model.head, "etf");

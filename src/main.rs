@@ -6,11 +6,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use rbl::ExperimentConfig;
-use rbl::train::checkpoint::resolve_checkpoint;
 use rbl::report::table::{TableOptions, render_table, run_entries};
+use rbl::train::checkpoint::resolve_checkpoint;
 use rbl::train::posthoc::{PostHoc, tune_posthoc};
-use rbl::train::stage2::{Stage2, Stage2Options, run_stage2};
 use rbl::train::run::eval_checkpoint;
+use rbl::train::stage2::{Stage2, Stage2Options, run_stage2};
 use rbl::train::{RunOptions, train_run};
 
 /// Long-tailed image classification with Rotated Balanced Learning.
@@ -242,14 +242,19 @@ fn run(cli: Cli) -> Result<()> {
                     let dir = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
                     if dir.join("config.toml").exists() {
                         if !force {
-                            bail!("{} already holds a run: continue it with --resume {}, or pass --force to start over", dir.display(), dir.display());
+                            bail!(
+                                "{} already holds a run: continue it with --resume {}, or pass --force to start over",
+                                dir.display(),
+                                dir.display()
+                            );
                         }
                         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
                     }
                     (cfg, dir, false)
                 }
             };
-            let opts = RunOptions { run_dir: run_dir.clone(), resume: resuming, stop_after_epoch, quiet, crash_after_steps: crash_after_step };
+            let opts =
+                RunOptions { run_dir: run_dir.clone(), resume: resuming, stop_after_epoch, quiet, crash_after_steps: crash_after_step };
             match train_run(cfg, &opts)? {
                 Some(m) => {
                     println!(
@@ -284,7 +289,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Plot { run } => {
             let log = rbl::report::plots::read_log(&run)?;
-            let metrics: Option<rbl::report::FinalMetrics> = std::fs::read_to_string(run.join("metrics.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+            let metrics: Option<rbl::report::FinalMetrics> =
+                std::fs::read_to_string(run.join("metrics.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
             for f in rbl::report::plots::plot_run(&log, metrics.as_ref(), &run.join("plots"))? {
                 println!("{}", f.display());
             }
@@ -313,7 +319,10 @@ fn run(cli: Cli) -> Result<()> {
                     let run_dir = runs.join(&cfg.name);
                     if train && !run_dir.join("metrics.json").is_file() {
                         let resume = run_dir.join("config.toml").is_file();
-                        train_run(cfg.clone(), &RunOptions { run_dir: run_dir.clone(), resume, stop_after_epoch: None, quiet: false, crash_after_steps: None })?;
+                        train_run(
+                            cfg.clone(),
+                            &RunOptions { run_dir: run_dir.clone(), resume, stop_after_epoch: None, quiet: false, crash_after_steps: None },
+                        )?;
                     }
                     let source = format!("{} (run {})", path.display(), run_dir.display());
                     entries.extend(run_entries(&cfg.method_label(), &cfg.column_label(), &source, &run_dir, two_stage)?);
@@ -333,8 +342,14 @@ fn run(cli: Cli) -> Result<()> {
             let set = rbl::data::folder::FolderDataset::open(&root, &split, classes)?;
             let total = set.entries.len();
             let bar = indicatif::ProgressBar::new(total as u64);
-            bar.set_style(indicatif::ProgressStyle::with_template("decoding {pos}/{len} [{elapsed_precise}, {per_sec}]").expect("template"));
-            let bad = set.check(workers, &|n| if n % 64 == 0 || n == total { bar.set_position(n as u64) });
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("decoding {pos}/{len} [{elapsed_precise}, {per_sec}]").expect("template"),
+            );
+            let bad = set.check(workers, &|n| {
+                if n % 64 == 0 || n == total {
+                    bar.set_position(n as u64)
+                }
+            });
             bar.finish_and_clear();
             let counts = rbl::data::split_file::class_counts(&set.entries, classes);
             let empty = counts.iter().filter(|&&n| n == 0).count();

@@ -29,8 +29,10 @@ impl Network {
     /// Builds a freshly initialised network for `cfg` (the caller seeds the device).
     pub fn from_config(cfg: &ExperimentConfig, in_channels: usize, classes: usize, device: &Device) -> Result<Network> {
         let kind = HeadKind::parse(&cfg.model.head).ok_or_else(|| RblError::Model(format!("unknown head '{}'", cfg.model.head)))?;
-        let ((backbone, backbone_imagenet), dim) = build_backbone(&cfg.model.backbone, in_channels, cfg.model.widths, cfg.model.feature_dim, device)?;
-        let head = Head::new(kind, dim, classes, cfg.model.frame_seed.unwrap_or(cfg.seed), cfg.device == "cpu", device)?.with_cosine(cfg.model.cosine);
+        let ((backbone, backbone_imagenet), dim) =
+            build_backbone(&cfg.model.backbone, in_channels, cfg.model.widths, cfg.model.feature_dim, device)?;
+        let head = Head::new(kind, dim, classes, cfg.model.frame_seed.unwrap_or(cfg.seed), cfg.device == "cpu", device)?
+            .with_cosine(cfg.model.cosine);
         let feature_norm = cfg.model.feature_bn_l2.then(|| BatchNormConfig::new(dim).init(device));
         Ok(Network { backbone, backbone_imagenet, feature_norm, head })
     }
@@ -68,8 +70,8 @@ impl Network {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Tolerance;
     use crate::head::host_linalg::Mat;
+    use burn::tensor::Tolerance;
 
     /// A small network and its features of a fixed input, computed at once: burn initialises
     /// parameters lazily from the seeded global generator, on first use.

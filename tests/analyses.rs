@@ -34,7 +34,8 @@ fn feature_pictures_and_report_cover_every_section() {
 
     // Eval-mode train accuracy is logged each epoch, and agrees with its own definition:
     // a percentage of the 100-odd training images.
-    let log: Vec<Value> = std::fs::read_to_string(run.join("epochs.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let log: Vec<Value> =
+        std::fs::read_to_string(run.join("epochs.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     for e in &log {
         let acc = e["train_eval_acc"].as_f64().expect("train_eval_acc logged");
         assert!((0.0..=100.0).contains(&acc));
@@ -67,7 +68,17 @@ fn frame_directions_experiment_trains_three_arms_and_summarises() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(dir.path(), "tiny.toml", &tiny_config("etf", 2));
     let out_dir = dir.path().join("fd");
-    let args = ["experiment", "frame-directions", "--config", cfg.to_str().unwrap(), "--set", "data.n_max=20", "--out", out_dir.to_str().unwrap(), "-q"];
+    let args = [
+        "experiment",
+        "frame-directions",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        "data.n_max=20",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "-q",
+    ];
     let out = rbl(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     let summary: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap()).unwrap();
@@ -80,7 +91,10 @@ fn frame_directions_experiment_trains_three_arms_and_summarises() {
         assert!((train - test - gap).abs() < 1e-9);
         assert!(std::path::Path::new(r["features_png"].as_str().unwrap()).is_file(), "{r}");
         // The arm's test accuracy is its run's final metric.
-        let m: Value = serde_json::from_str(&std::fs::read_to_string(std::path::Path::new(r["run_dir"].as_str().unwrap()).join("metrics.json")).unwrap()).unwrap();
+        let m: Value = serde_json::from_str(
+            &std::fs::read_to_string(std::path::Path::new(r["run_dir"].as_str().unwrap()).join("metrics.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(m["test"]["raw"]["top1"].as_f64().unwrap(), test);
     }
     // The two fixed arms differ only in the frame: different frames, so (almost surely) different logits.

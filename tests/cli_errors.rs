@@ -18,7 +18,15 @@ fn assert_clean_failure(out: &std::process::Output, needles: &[&str]) {
 fn unknown_config_key_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(dir.path(), "c.toml", &tiny_config("rbl", 1));
-    let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", "train.learning_rate=0.1", "--out", dir.path().join("r").to_str().unwrap()]);
+    let out = rbl(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        "train.learning_rate=0.1",
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
+    ]);
     assert_clean_failure(&out, &["learning_rate"]);
     let bad = write(dir.path(), "bad.toml", "[model]\nhead = \"rbl\"\ndepth = 32\n");
     assert_clean_failure(&rbl(&["train", "--config", bad.to_str().unwrap()]), &["bad.toml", "depth"]);
@@ -35,7 +43,17 @@ fn missing_truncated_and_mislabelled_data_files_are_named() {
         std::fs::copy(std::path::Path::new(FMNIST).join(f), data.join(f)).unwrap();
     }
     let cfg = write(dir.path(), "c.toml", &tiny_config("etf", 1));
-    let train = |run: &str| rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", &format!("data.root=\"{}\"", data.display()), "--out", dir.path().join(run).to_str().unwrap()]);
+    let train = |run: &str| {
+        rbl(&[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            &format!("data.root=\"{}\"", data.display()),
+            "--out",
+            dir.path().join(run).to_str().unwrap(),
+        ])
+    };
 
     // Truncated: the label file cut short.
     let labels = data.join("t10k-labels-idx1-ubyte.gz");
@@ -71,7 +89,17 @@ fn nan_loss_stops_with_epoch_step_and_advice() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(dir.path(), "c.toml", &tiny_config("linear", 2));
     let run = dir.path().join("run");
-    let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", "train.lr=1e30", "--set", "train.warmup_epochs=0", "--out", run.to_str().unwrap()]);
+    let out = rbl(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        "train.lr=1e30",
+        "--set",
+        "train.warmup_epochs=0",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
     assert_clean_failure(&out, &["diverged", "epoch 1", "step", "train.lr"]);
     assert!(!run.join("metrics.json").exists(), "no result from a diverged run");
     assert!(!run.join("latest").exists(), "no checkpoint of diverged weights");

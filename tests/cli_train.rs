@@ -24,7 +24,19 @@ fn train_writes_the_run_folder_and_eval_reproduces_it() {
     let lines: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 1);
     let e = &lines[0];
-    for key in ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "test_acc_adjusted", "test_shots", "test_shots_adjusted", "seconds", "loader_wait_seconds"] {
+    for key in [
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "test_acc_adjusted",
+        "test_shots",
+        "test_shots_adjusted",
+        "seconds",
+        "loader_wait_seconds",
+    ] {
         assert!(!e[key].is_null(), "epoch record lacks {key}: {e}");
     }
     assert_eq!(e["epoch"], 1);
@@ -84,7 +96,20 @@ fn every_loss_and_sampler_trains_through_the_binary() {
     ];
     for (i, (a, b)) in runs.iter().enumerate() {
         let run = dir.path().join(format!("r{i}"));
-        let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", a, "--set", b, "--set", "data.n_max=20", "--out", run.to_str().unwrap(), "-q"]);
+        let out = rbl(&[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            a,
+            "--set",
+            b,
+            "--set",
+            "data.n_max=20",
+            "--out",
+            run.to_str().unwrap(),
+            "-q",
+        ]);
         assert!(out.status.success(), "{a} {b}: {}", stderr(&out));
         let log = std::fs::read_to_string(run.join("epochs.jsonl")).unwrap();
         let e: Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
@@ -93,7 +118,15 @@ fn every_loss_and_sampler_trains_through_the_binary() {
         let key = a.split('=').nth(1).unwrap();
         assert!(resolved.contains(key), "{key} not in the resolved config: {resolved}");
     }
-    let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", "data.sampler=\"balanced\"", "--out", dir.path().join("bad").to_str().unwrap()]);
+    let out = rbl(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        "data.sampler=\"balanced\"",
+        "--out",
+        dir.path().join("bad").to_str().unwrap(),
+    ]);
     assert!(!out.status.success() && stderr(&out).contains("sampler"), "{}", stderr(&out));
 }
 
@@ -130,7 +163,11 @@ fn posthoc_tau_is_chosen_on_validation() {
     // τ-norm needs a linear head; post-hoc needs a validation split.
     let etf = dir.path().join("etf");
     let cfg_etf = write(dir.path(), "etf.toml", &tiny_config("etf", 1));
-    assert!(rbl(&["train", "--config", cfg_etf.to_str().unwrap(), "--set", "data.n_max=20", "--out", etf.to_str().unwrap(), "-q"]).status.success());
+    assert!(
+        rbl(&["train", "--config", cfg_etf.to_str().unwrap(), "--set", "data.n_max=20", "--out", etf.to_str().unwrap(), "-q"])
+            .status
+            .success()
+    );
     let e = rbl(&["posthoc", "--checkpoint", etf.to_str().unwrap(), "--method", "logit-adjust"]);
     assert!(!e.status.success() && stderr(&e).contains("val_per_class"), "{}", stderr(&e));
 }
@@ -142,7 +179,13 @@ fn table_on_two_tiny_runs_names_the_missing_cell() {
     let runs = dir.path().join("runs");
     let etf = write(dir.path(), "etf.toml", &tiny_config("etf", 1).replace("[data]", "method = \"Fixed\"\n[data]"));
     let rbl_cfg = write(dir.path(), "rbl.toml", &tiny_config("rbl", 1));
-    let other_ir = write(dir.path(), "rbl_ir5.toml", &tiny_config("rbl", 1).replace("imbalance_ratio = 10.0", "imbalance_ratio = 5.0").replace("name = \"tiny_rbl\"", "name = \"tiny_rbl_ir5\""));
+    let other_ir = write(
+        dir.path(),
+        "rbl_ir5.toml",
+        &tiny_config("rbl", 1)
+            .replace("imbalance_ratio = 10.0", "imbalance_ratio = 5.0")
+            .replace("name = \"tiny_rbl\"", "name = \"tiny_rbl_ir5\""),
+    );
     let r = runs.to_str().unwrap();
     // Train two of the three; the third stays missing.
     let out = rbl(&["table", etf.to_str().unwrap(), rbl_cfg.to_str().unwrap(), "--runs", r, "--train", "--raw"]);
@@ -220,7 +263,18 @@ fn plot_and_compare_write_png_and_svg() {
     for head in ["etf", "rbl"] {
         let cfg = write(dir.path(), &format!("{head}.toml"), &tiny_config(head, 2));
         let run = dir.path().join(head);
-        let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", "data.n_max=20", "--set", "eval.nc_every=1", "--out", run.to_str().unwrap(), "-q"]);
+        let out = rbl(&[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "data.n_max=20",
+            "--set",
+            "eval.nc_every=1",
+            "--out",
+            run.to_str().unwrap(),
+            "-q",
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
         runs.push(run);
     }
@@ -257,7 +311,14 @@ fn trains_on_cifar10_binary_files() {
     let imgs: Vec<Vec<u8>> = (0..20).map(|k| image(1000 + k)).collect();
     let labels: Vec<(u8, u8)> = (0..20).map(|k| ((k % 10) as u8, 0)).collect();
     std::fs::write(&test[0], encode_cifar(&imgs, &labels, Cifar::Ten)).unwrap();
-    let cfg = write(dir.path(), "c.toml", &tiny_config("rbl", 1).replace("[data]", "[data]\ndataset = \"cifar10\"\ncounts = \"official-rbl\"").replace(&format!("root = \"{FMNIST}\""), &format!("root = \"{}\"", data.display())).replace("n_max = 40", "n_max = 20"));
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        &tiny_config("rbl", 1)
+            .replace("[data]", "[data]\ndataset = \"cifar10\"\ncounts = \"official-rbl\"")
+            .replace(&format!("root = \"{FMNIST}\""), &format!("root = \"{}\"", data.display()))
+            .replace("n_max = 40", "n_max = 20"),
+    );
     let run = dir.path().join("run");
     let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -274,9 +335,24 @@ fn trains_on_cifar10_binary_files() {
         let root = format!("data.root=\"{}\"", data.display());
         let run = dir.path().join(method);
         let out = rbl(&[
-            "train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q",
-            "--set", &root, "--set", "data.imbalance_ratio=10.0", "--set", "data.n_max=20",
-            "--set", "train.epochs=1", "--set", "train.batch_size=8", "--set", "train.warmup_epochs=0",
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "-q",
+            "--set",
+            &root,
+            "--set",
+            "data.imbalance_ratio=10.0",
+            "--set",
+            "data.n_max=20",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "train.warmup_epochs=0",
         ]);
         assert!(out.status.success(), "{method}: {}", stderr(&out));
         assert!(run.join("metrics.json").is_file());
@@ -308,7 +384,15 @@ fn autoaugment_cutout_and_mixup_train_and_reproduce() {
     assert_ne!(digest(&a), digest(&train("plain", &[])), "the switches change training");
     let log: Value = serde_json::from_str(std::fs::read_to_string(a.join("epochs.jsonl")).unwrap().lines().next().unwrap()).unwrap();
     assert!(log["train_loss"].as_f64().unwrap().is_finite());
-    let bad = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", "train.mixup_alpha=-1", "--out", dir.path().join("x").to_str().unwrap()]);
+    let bad = rbl(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        "train.mixup_alpha=-1",
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
     assert!(!bad.status.success() && stderr(&bad).contains("train.mixup_alpha"));
 }
 

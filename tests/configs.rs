@@ -4,7 +4,8 @@
 fn every_shipped_config_loads() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
     let mut n = 0;
-    let paths: Vec<_> = std::fs::read_dir(&dir).unwrap().chain(std::fs::read_dir(dir.join("paper")).unwrap()).map(|e| e.unwrap().path()).collect();
+    let paths: Vec<_> =
+        std::fs::read_dir(&dir).unwrap().chain(std::fs::read_dir(dir.join("paper")).unwrap()).map(|e| e.unwrap().path()).collect();
     for path in paths {
         if path.extension().is_some_and(|e| e == "toml") {
             let cfg = rbl::ExperimentConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -26,7 +27,10 @@ fn paper_table_configs_carry_their_recipes() {
             assert_eq!((r.data.imbalance_ratio, f.data.imbalance_ratio), (ir as f64, ir as f64));
             assert_eq!((r.model.head.as_str(), r.train.epochs, r.train.batch_size, r.train.warmup_epochs), ("rbl", 600, 256, 8));
             assert!(r.data.autoaugment && r.data.cutout == 16 && r.train.schedule == "cosine");
-            assert_eq!((f.model.head.as_str(), f.loss.name.as_str(), f.train.epochs, f.train.batch_size), ("etf", "dot_regression", 200, 128));
+            assert_eq!(
+                (f.model.head.as_str(), f.loss.name.as_str(), f.train.epochs, f.train.batch_size),
+                ("etf", "dot_regression", 200, 128)
+            );
             assert!(f.model.feature_bn_l2 && f.train.mixup_alpha == 1.0 && f.train.lr_milestones == [160, 180]);
             assert_eq!(f.model.widths, if ds == "cifar100" { [32, 64, 128] } else { [16, 32, 64] });
         }

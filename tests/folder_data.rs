@@ -117,7 +117,14 @@ fn trains_on_a_folder_dataset_and_reproduces() {
     let dir = tempfile::tempdir().unwrap();
     let (train, test) = tiny_folder(dir.path());
     let cfg = write(dir.path(), "c.toml", &folder_config(dir.path(), &train, &test, "resnet32", 32));
-    let digest = |run: &std::path::Path| std::fs::read_to_string(run.join("checkpoint-000002/state.json")).unwrap().lines().find(|l| l.contains("weights_crc32")).unwrap().to_string();
+    let digest = |run: &std::path::Path| {
+        std::fs::read_to_string(run.join("checkpoint-000002/state.json"))
+            .unwrap()
+            .lines()
+            .find(|l| l.contains("weights_crc32"))
+            .unwrap()
+            .to_string()
+    };
     let mut runs = Vec::new();
     for name in ["a", "b"] {
         let run = dir.path().join(name);
@@ -166,5 +173,9 @@ fn bad_training_images_stop_the_run_or_are_skipped_and_counted() {
     let text = text.replace(train.to_str().unwrap(), missing.to_str().unwrap());
     let cfg = write(dir.path(), "m.toml", &text);
     let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--out", dir.path().join("m").to_str().unwrap(), "-q"]);
-    assert!(!out.status.success() && stderr(&out).contains("1 of 13 listed images are missing") && stderr(&out).contains("none.JPEG"), "{}", stderr(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("1 of 13 listed images are missing") && stderr(&out).contains("none.JPEG"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -149,6 +149,10 @@ fn crashes_mid_epoch_resume_to_the_same_weights() {
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert_eq!(std::fs::read_to_string(run.join("metrics.json")).unwrap(), written);
     // Only the final checkpoint is left, no temporary folders.
-    let names: Vec<String> = std::fs::read_dir(&run).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains("checkpoint")).collect();
+    let names: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("checkpoint"))
+        .collect();
     assert_eq!(names, ["checkpoint-000002"]);
 }

@@ -58,7 +58,15 @@ impl Augmenter {
 
 /// Writes `img` shifted by (dy, dx) with zero fill, mirrored when `flip`, into `out`, each
 /// byte of channel `ch` passed through `value(ch, byte)`.
-fn shift_flip<T>(img: &[u8], c: usize, h: usize, w: usize, (dy, dx, flip): (isize, isize, bool), out: &mut [T], value: impl Fn(usize, u8) -> T) {
+fn shift_flip<T>(
+    img: &[u8],
+    c: usize,
+    h: usize,
+    w: usize,
+    (dy, dx, flip): (isize, isize, bool),
+    out: &mut [T],
+    value: impl Fn(usize, u8) -> T,
+) {
     for ch in 0..c {
         let plane = &img[ch * h * w..(ch + 1) * h * w];
         let dst = &mut out[ch * h * w..(ch + 1) * h * w];

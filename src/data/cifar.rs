@@ -52,11 +52,23 @@ pub fn parse_cifar(bytes: &[u8], kind: Cifar, path: &Path) -> Result<ImageSet> {
     if !bytes.len().is_multiple_of(record) {
         return Err(RblError::format(
             path,
-            format!("truncated: {} bytes is not a whole number of {record}-byte records (record {} is cut short)", bytes.len(), bytes.len() / record),
+            format!(
+                "truncated: {} bytes is not a whole number of {record}-byte records (record {} is cut short)",
+                bytes.len(),
+                bytes.len() / record
+            ),
         ));
     }
     let n = bytes.len() / record;
-    let mut set = ImageSet { pixels: Vec::with_capacity(n * PIXELS), labels: Vec::with_capacity(n), num_classes: kind.classes(), channels: 3, height: 32, width: 32, files: None };
+    let mut set = ImageSet {
+        pixels: Vec::with_capacity(n * PIXELS),
+        labels: Vec::with_capacity(n),
+        num_classes: kind.classes(),
+        channels: 3,
+        height: 32,
+        width: 32,
+        files: None,
+    };
     for (index, r) in bytes.chunks_exact(record).enumerate() {
         let label = r[kind.label_bytes() - 1] as u32;
         if label as usize >= kind.classes() {

@@ -39,10 +39,7 @@ pub fn parse_idx(raw: &[u8], path: &Path) -> Result<IdxArray> {
         let dims = decode_dims(&dims_raw);
         let len = payload_len(&dims, path)?;
         let mut data = Vec::new();
-        decoder
-            .take(len as u64 + 1)
-            .read_to_end(&mut data)
-            .map_err(|e| RblError::format(path, format!("gzip stream is corrupt: {e}")))?;
+        decoder.take(len as u64 + 1).read_to_end(&mut data).map_err(|e| RblError::format(path, format!("gzip stream is corrupt: {e}")))?;
         check_len(data.len(), len, path)?;
         Ok(IdxArray { dims, data })
     } else {
@@ -79,7 +76,10 @@ fn read_exact(r: &mut impl Read, buf: &mut [u8], path: &Path, what: &str) -> Res
 
 fn check_magic(h: &[u8], path: &Path) -> Result<()> {
     if h[0] != 0 || h[1] != 0 {
-        return Err(RblError::format(path, format!("wrong magic number {:02x}{:02x}{:02x}{:02x}: not an IDX file", h[0], h[1], h[2], h[3])));
+        return Err(RblError::format(
+            path,
+            format!("wrong magic number {:02x}{:02x}{:02x}{:02x}: not an IDX file", h[0], h[1], h[2], h[3]),
+        ));
     }
     if h[2] != 0x08 {
         return Err(RblError::format(path, format!("IDX element type 0x{:02x} is not unsigned byte (0x08)", h[2])));

@@ -86,7 +86,8 @@ mod tests {
 
     fn mean_rgb(img: &RgbImage) -> [f64; 3] {
         let n = (img.width * img.height) as f64;
-        [0, 1, 2].map(|c| img.pixels[c * img.width * img.height..(c + 1) * img.width * img.height].iter().map(|&v| v as f64).sum::<f64>() / n)
+        [0, 1, 2]
+            .map(|c| img.pixels[c * img.width * img.height..(c + 1) * img.width * img.height].iter().map(|&v| v as f64).sum::<f64>() / n)
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! while the model trains on the current one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::ImageSet;
-use crate::data::image_set::FileImages;
 use crate::data::augment::Augmenter;
+use crate::data::image_set::FileImages;
 use crate::data::sampler::Sampler;
 
 /// One batch as flat host memory, ready to become tensors.
@@ -218,7 +218,8 @@ fn decode_files(files: &FileImages, idx: &[usize], seeds: &[Option<u64>], worker
     let workers = workers.clamp(1, idx.len().max(1));
     let mut out: Vec<Option<crate::error::Result<Vec<u8>>>> = (0..idx.len()).map(|_| None).collect();
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers).map(|t| s.spawn(move || (t..idx.len()).step_by(workers).map(|k| (k, load(k))).collect::<Vec<_>>())).collect();
+        let handles: Vec<_> =
+            (0..workers).map(|t| s.spawn(move || (t..idx.len()).step_by(workers).map(|k| (k, load(k))).collect::<Vec<_>>())).collect();
         for h in handles {
             for (k, r) in h.join().expect("decoder thread") {
                 out[k] = Some(r);
@@ -256,8 +257,17 @@ mod tests {
 
     #[test]
     fn yields_every_image_once_in_a_seeded_order() {
-        let set = Arc::new(ImageSet { pixels: (0..10u8).collect(), labels: (0..10).collect(), num_classes: 10, channels: 1, height: 1, width: 1, files: None });
-        let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false, autoaugment: false, cutout: 0 });
+        let set = Arc::new(ImageSet {
+            pixels: (0..10u8).collect(),
+            labels: (0..10).collect(),
+            num_classes: 10,
+            channels: 1,
+            height: 1,
+            width: 1,
+            files: None,
+        });
+        let aug =
+            Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false, autoaugment: false, cutout: 0 });
         let run = |seed, drop_last| {
             let plan = LoaderPlan { batch_size: 4, seed, drop_last, sampler: Sampler::Instance, skip: 0, mixup_alpha: 0.0, workers: 1 };
             Loader::start(set.clone(), aug.clone(), plan).flat_map(|b| b.labels).collect::<Vec<_>>()
@@ -278,10 +288,26 @@ mod tests {
     fn skipping_batches_leaves_the_rest_unchanged() {
         // Augmentation draws from the same stream as the order: a skip must still draw for the
         // skipped batches, or every later crop and flip would change on resume.
-        let set = Arc::new(ImageSet { pixels: (0..10 * 16).map(|i| (i * 7 % 251) as u8).collect(), labels: (0..10).collect(), num_classes: 10, channels: 1, height: 4, width: 4, files: None });
+        let set = Arc::new(ImageSet {
+            pixels: (0..10 * 16).map(|i| (i * 7 % 251) as u8).collect(),
+            labels: (0..10).collect(),
+            num_classes: 10,
+            channels: 1,
+            height: 4,
+            width: 4,
+            files: None,
+        });
         let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0], crop_padding: 1, flip: true, autoaugment: false, cutout: 0 });
         let run = |skip| {
-            let plan = LoaderPlan { batch_size: 3, seed: Some(9), drop_last: false, sampler: Sampler::Instance, skip, mixup_alpha: 0.0, workers: 1 };
+            let plan = LoaderPlan {
+                batch_size: 3,
+                seed: Some(9),
+                drop_last: false,
+                sampler: Sampler::Instance,
+                skip,
+                mixup_alpha: 0.0,
+                workers: 1,
+            };
             let loader = Loader::start(set.clone(), aug.clone(), plan);
             let len = loader.len();
             let batches: Vec<(Vec<f32>, Vec<i64>)> = loader.map(|b| (b.images, b.labels)).collect();
@@ -296,9 +322,26 @@ mod tests {
 
     #[test]
     fn mixup_mixes_images_and_labels_by_one_lambda() {
-        let set = Arc::new(ImageSet { pixels: (0..8).map(|i| i * 30).collect(), labels: (0..8).collect(), num_classes: 8, channels: 1, height: 1, width: 1, files: None });
-        let aug = Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false, autoaugment: false, cutout: 0 });
-        let plan = LoaderPlan { batch_size: 8, seed: Some(1), drop_last: false, sampler: Sampler::Instance, skip: 0, mixup_alpha: 1.0, workers: 1 };
+        let set = Arc::new(ImageSet {
+            pixels: (0..8).map(|i| i * 30).collect(),
+            labels: (0..8).collect(),
+            num_classes: 8,
+            channels: 1,
+            height: 1,
+            width: 1,
+            files: None,
+        });
+        let aug =
+            Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false, autoaugment: false, cutout: 0 });
+        let plan = LoaderPlan {
+            batch_size: 8,
+            seed: Some(1),
+            drop_last: false,
+            sampler: Sampler::Instance,
+            skip: 0,
+            mixup_alpha: 1.0,
+            workers: 1,
+        };
         let batch = Loader::start(set.clone(), aug.clone(), plan.clone()).next().unwrap();
         let mix = batch.mix.clone().expect("mixup on");
         assert!((0.0..=1.0).contains(&mix.lambda));

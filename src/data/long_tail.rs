@@ -52,10 +52,7 @@ pub fn sample_long_tail(set: &ImageSet, counts: &[usize], seed: u64) -> Result<V
     for (class, mut idx) in set.indices_by_class().into_iter().enumerate() {
         let want = counts[class];
         if idx.len() < want {
-            return Err(RblError::Dataset(format!(
-                "class {class} has {} training images, the long-tail rule asks for {want}",
-                idx.len()
-            )));
+            return Err(RblError::Dataset(format!("class {class} has {} training images, the long-tail rule asks for {want}", idx.len())));
         }
         idx.shuffle(&mut rng);
         keep.extend_from_slice(&idx[..want]);
@@ -85,8 +82,7 @@ pub fn split_validation(set: &ImageSet, per_class: usize, seed: u64) -> Result<(
 
 /// The first `per_class` images of each class, in set order (a smaller balanced test set).
 pub fn first_per_class(set: &ImageSet, per_class: usize) -> Vec<usize> {
-    let mut keep: Vec<usize> =
-        set.indices_by_class().into_iter().flat_map(|idx| idx.into_iter().take(per_class)).collect();
+    let mut keep: Vec<usize> = set.indices_by_class().into_iter().flat_map(|idx| idx.into_iter().take(per_class)).collect();
     keep.sort_unstable();
     keep
 }
@@ -111,7 +107,15 @@ mod tests {
 
     fn toy(per_class: usize, classes: usize) -> ImageSet {
         let labels: Vec<u32> = (0..per_class * classes).map(|i| (i % classes) as u32).collect();
-        ImageSet { pixels: (0..labels.len()).map(|i| i as u8).collect(), labels, num_classes: classes, channels: 1, height: 1, width: 1, files: None }
+        ImageSet {
+            pixels: (0..labels.len()).map(|i| i as u8).collect(),
+            labels,
+            num_classes: classes,
+            channels: 1,
+            height: 1,
+            width: 1,
+            files: None,
+        }
     }
 
     #[test]

@@ -55,7 +55,13 @@ pub fn resize_center_crop(img: &RgbImage, resize_to: usize, crop: usize) -> RgbI
 
 /// The window (x, y, w, h) of a RandomResizedCrop with area fraction in `scale` and aspect
 /// ratio (w/h) in `ratio`, as torchvision chooses it.
-pub fn random_resized_window<R: Rng>(width: usize, height: usize, scale: (f64, f64), ratio: (f64, f64), rng: &mut R) -> (usize, usize, usize, usize) {
+pub fn random_resized_window<R: Rng>(
+    width: usize,
+    height: usize,
+    scale: (f64, f64),
+    ratio: (f64, f64),
+    rng: &mut R,
+) -> (usize, usize, usize, usize) {
     let area = (width * height) as f64;
     let (log_lo, log_hi) = (ratio.0.ln(), ratio.1.ln());
     for _ in 0..10 {

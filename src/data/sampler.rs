@@ -37,7 +37,13 @@ impl Sampler {
                 let power = if *self == Sampler::Sqrt { 0.5 } else { 0.0 };
                 let mass: Vec<f64> = by_class.iter().map(|v| (v.len() as f64).powf(power)).collect();
                 let total: f64 = mass.iter().sum();
-                let cumulative: Vec<f64> = mass.iter().scan(0.0, |acc, m| { *acc += m / total; Some(*acc) }).collect();
+                let cumulative: Vec<f64> = mass
+                    .iter()
+                    .scan(0.0, |acc, m| {
+                        *acc += m / total;
+                        Some(*acc)
+                    })
+                    .collect();
                 (0..n)
                     .map(|_| {
                         let u: f64 = rng.random();

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config::DataConfig;
 use crate::data::ImageSet;
-use crate::data::idx::read_idx;
 use crate::data::cifar::{Cifar, read_cifar};
+use crate::data::idx::read_idx;
 use crate::data::long_tail::{first_per_class, long_tail_counts_with, sample_long_tail, split_validation};
 use crate::error::{RblError, Result};
 

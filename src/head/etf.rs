@@ -25,7 +25,11 @@ pub fn simplex_etf(dim: usize, classes: usize, seed: u64) -> Result<Mat> {
     for x in centred.data.iter_mut() {
         *x -= 1.0 / classes as f64;
     }
-    let q = orthonormal_columns(&Mat { rows: classes, cols: classes - 1, data: (0..classes).flat_map(|i| (0..classes - 1).map(move |j| (i, j))).map(|(i, j)| centred.at(i, j)).collect() });
+    let q = orthonormal_columns(&Mat {
+        rows: classes,
+        cols: classes - 1,
+        data: (0..classes).flat_map(|i| (0..classes - 1).map(move |j| (i, j))).map(|(i, j)| centred.at(i, j)).collect(),
+    });
     let u = random_orthonormal(dim, classes - 1, seed);
     Ok(u.matmul(&q.t()).scale((classes as f64 / (classes - 1) as f64).sqrt()))
 }

@@ -58,7 +58,12 @@ fn taylor_paterson_stockmeyer(x: Tensor<2>, eye: Tensor<2>) -> Tensor<2> {
     let x2 = x.clone().matmul(x.clone());
     let x3 = x2.clone().matmul(x.clone());
     let x4 = x2.clone().matmul(x2.clone());
-    let block = |j: i32| eye.clone().mul_scalar(c(4 * j)) + x.clone().mul_scalar(c(4 * j + 1)) + x2.clone().mul_scalar(c(4 * j + 2)) + x3.clone().mul_scalar(c(4 * j + 3));
+    let block = |j: i32| {
+        eye.clone().mul_scalar(c(4 * j))
+            + x.clone().mul_scalar(c(4 * j + 1))
+            + x2.clone().mul_scalar(c(4 * j + 2))
+            + x3.clone().mul_scalar(c(4 * j + 3))
+    };
     let b2 = block(2) + x4.clone().mul_scalar(c(12));
     block(0) + x4.clone().matmul(block(1) + x4.matmul(b2))
 }

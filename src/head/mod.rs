@@ -59,11 +59,16 @@ impl Head {
             Ok(Tensor::from_data(TensorData::new(m.to_f32(), [dim, classes]), device))
         };
         Ok(match kind {
-            HeadKind::Linear => Head { cosine: false, linear: Some(LinearConfig::new(dim, classes).init(device)), frame: None, rotation: None },
-            HeadKind::Etf => Head { cosine: false, linear: None, frame: Some(frame(device)?), rotation: None },
-            HeadKind::Rbl => {
-                Head { cosine: false, linear: None, frame: Some(frame(device)?), rotation: Some(Rotation::new(dim, seed ^ 0xB0, wide, device)) }
+            HeadKind::Linear => {
+                Head { cosine: false, linear: Some(LinearConfig::new(dim, classes).init(device)), frame: None, rotation: None }
             }
+            HeadKind::Etf => Head { cosine: false, linear: None, frame: Some(frame(device)?), rotation: None },
+            HeadKind::Rbl => Head {
+                cosine: false,
+                linear: None,
+                frame: Some(frame(device)?),
+                rotation: Some(Rotation::new(dim, seed ^ 0xB0, wide, device)),
+            },
         })
     }
 

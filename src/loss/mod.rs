@@ -73,7 +73,10 @@ impl Criterion {
     /// Binds `cfg` to the training counts.
     pub fn new(cfg: &LossConfig, counts: &[usize]) -> Result<Criterion> {
         if !LOSS_NAMES.contains(&cfg.name.as_str()) {
-            return Err(RblError::Config { origin: "loss.name".into(), msg: format!("unknown loss '{}' ({})", cfg.name, LOSS_NAMES.join(", ")) });
+            return Err(RblError::Config {
+                origin: "loss.name".into(),
+                msg: format!("unknown loss '{}' ({})", cfg.name, LOSS_NAMES.join(", ")),
+            });
         }
         let total: usize = counts.iter().sum();
         Ok(Criterion {
@@ -102,7 +105,8 @@ impl Criterion {
         let [b, c] = logits.dims();
         let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), &device);
         let vec1 = |v: Vec<f32>, d: &Device| Tensor::<1>::from_data(TensorData::new(v, [c]), d);
-        let per_image_weights = |w: &[f32]| Tensor::<1>::from_data(TensorData::new(labels.iter().map(|&l| w[l as usize]).collect::<Vec<f32>>(), [b]), &device);
+        let per_image_weights =
+            |w: &[f32]| Tensor::<1>::from_data(TensorData::new(labels.iter().map(|&l| w[l as usize]).collect::<Vec<f32>>(), [b]), &device);
         match self.cfg.name.as_str() {
             "ce" => cross_entropy(logits, y),
             "logit_adjusted" => cross_entropy(shift_by_prior(logits, vec1(self.log_prior.clone(), &device), self.cfg.tau), y),

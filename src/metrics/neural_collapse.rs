@@ -198,7 +198,8 @@ mod tests {
         let (mut f, mut y, mut logits) = (Vec::new(), Vec::new(), Vec::new());
         for class in 0..c {
             for _ in 0..per_class {
-                let h: Vec<f64> = (0..d).map(|k| a * m.at(k, class) + 0.3 + if sigma > 0.0 { noise.sample(&mut rng) } else { 0.0 }).collect();
+                let h: Vec<f64> =
+                    (0..d).map(|k| a * m.at(k, class) + 0.3 + if sigma > 0.0 { noise.sample(&mut rng) } else { 0.0 }).collect();
                 logits.extend((0..c).map(|j| (0..d).map(|k| h[k] * m.at(k, j)).sum::<f64>() as f32));
                 f.extend(h.iter().map(|&x| x as f32));
                 y.push(class);

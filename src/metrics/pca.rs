@@ -133,7 +133,10 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let mut out = Vec::new();
         for _ in 0..4000 {
-            let z: [f64; 3] = [5.0, 2.0, 0.1].map(|sd| { let z: f64 = StandardNormal.sample(&mut rng); sd * z });
+            let z: [f64; 3] = [5.0, 2.0, 0.1].map(|sd| {
+                let z: f64 = StandardNormal.sample(&mut rng);
+                sd * z
+            });
             for k in 0..4 {
                 out.push((3.0 + (0..3).map(|a| z[a] * axes[a][k]).sum::<f64>()) as f32);
             }

@@ -17,14 +17,24 @@ pub const BACKBONES: [&str; 3] = ["resnet32", "resnet50", "resnext50_32x4d"];
 /// enum modules put the variant's name into every parameter's record path, which would have made
 /// checkpoints written before the ImageNet backbones existed unloadable. `Option` is transparent
 /// in the path, so the CIFAR ResNet's parameters keep their names (`backbone.stem.weight`, …).
-pub fn build_backbone(name: &str, in_channels: usize, widths: [usize; 3], feature_dim: usize, device: &Device) -> Result<((Option<ResNetCifar>, Option<ResNetImageNet>), usize)> {
+pub fn build_backbone(
+    name: &str,
+    in_channels: usize,
+    widths: [usize; 3],
+    feature_dim: usize,
+    device: &Device,
+) -> Result<((Option<ResNetCifar>, Option<ResNetImageNet>), usize)> {
     Ok(match name {
         "resnet32" => {
             let cfg = ResNetCifarConfig::new(in_channels, widths).with_feature_dim(feature_dim);
             ((Some(cfg.init(device)), None), cfg.output_dim())
         }
         "resnet50" | "resnext50_32x4d" => {
-            let cfg = if name == "resnet50" { ResNetImageNetConfig::resnet50(in_channels) } else { ResNetImageNetConfig::resnext50_32x4d(in_channels) };
+            let cfg = if name == "resnet50" {
+                ResNetImageNetConfig::resnet50(in_channels)
+            } else {
+                ResNetImageNetConfig::resnext50_32x4d(in_channels)
+            };
             let cfg = cfg.with_feature_dim(feature_dim);
             ((None, Some(cfg.init(device))), cfg.output_dim())
         }

@@ -102,7 +102,8 @@ impl BasicBlock {
             let [b, hp, wp, c] = x.dims();
             let x = x.slice(s![.., 1..hp - 1;self.stride, 1..wp - 1;self.stride, ..]);
             let [_, h, w, _] = x.dims();
-            Tensor::zeros([b, h + 2, w + 2, c + 2 * self.pad_channels], &x.device()).slice_assign(s![.., 1..h + 1, 1..w + 1, self.pad_channels..self.pad_channels + c], x)
+            Tensor::zeros([b, h + 2, w + 2, c + 2 * self.pad_channels], &x.device())
+                .slice_assign(s![.., 1..h + 1, 1..w + 1, self.pad_channels..self.pad_channels + c], x)
         };
         halo_conv_norm(&self.conv2, &self.bn2, out, Some(shortcut))
     }
@@ -111,7 +112,9 @@ impl BasicBlock {
 /// Whether the network runs in the halo layout: f32 on the flex backend, where rbl's halo
 /// kernels exist; elsewhere (wgpu, half-precision convolutions) NCHW with burn's ops.
 fn use_halo_layout(images: &Tensor<4>) -> bool {
-    crate::ops::on_flex(&images.device()) && images.dtype() == burn::tensor::DType::F32 && crate::ops::precision::conv_precision() == Precision::F32
+    crate::ops::on_flex(&images.device())
+        && images.dtype() == burn::tensor::DType::F32
+        && crate::ops::precision::conv_precision() == Precision::F32
 }
 
 /// relu(BN(conv(x)) [+ residual]) between halo tensors: BatchNorm with batch statistics when
@@ -162,8 +165,8 @@ impl ResNetCifarConfig {
                 cin = width;
             }
         }
-        let projection = (self.feature_dim > 0)
-            .then(|| LinearConfig::new(self.widths[2], self.feature_dim).with_initializer(he_normal()).init(device));
+        let projection =
+            (self.feature_dim > 0).then(|| LinearConfig::new(self.widths[2], self.feature_dim).with_initializer(he_normal()).init(device));
         ResNetCifar {
             stem: conv3x3(self.in_channels, self.widths[0], 1, device),
             stem_bn: Some(BatchNormConfig::new(self.widths[0]).init(device)),
@@ -211,7 +214,9 @@ pub(crate) fn apply_conv_in(conv: &Conv2d, x: Tensor<4>, precision: Precision) -
         None => (x, conv.weight.val()),
     };
     let y = match square_padding {
-        Some(pad) if conv.groups == 1 && conv.dilation == [1, 1] && conv.stride[0] == conv.stride[1] => crate::ops::conv2d_square(x, weight, conv.stride[0], pad),
+        Some(pad) if conv.groups == 1 && conv.dilation == [1, 1] && conv.stride[0] == conv.stride[1] => {
+            crate::ops::conv2d_square(x, weight, conv.stride[0], pad)
+        }
         _ => {
             let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
             burn::tensor::module::conv2d(x, weight, None, options)
@@ -281,7 +286,8 @@ impl ResNetCifar {
     /// The pooled feature `[B, c]` through halo tensors.
     fn pooled_halo(&self, images: Tensor<4>) -> Tensor<2> {
         let [b, c, h, w] = images.dims();
-        let x = Tensor::zeros([b, h + 2, w + 2, c], &images.device()).slice_assign(s![.., 1..h + 1, 1..w + 1, ..], images.permute([0, 2, 3, 1]));
+        let x = Tensor::zeros([b, h + 2, w + 2, c], &images.device())
+            .slice_assign(s![.., 1..h + 1, 1..w + 1, ..], images.permute([0, 2, 3, 1]));
         let mut x = halo_conv_norm(&self.stem, &self.stem_bn, x, None);
         for block in &self.blocks {
             x = block.forward_halo(x);

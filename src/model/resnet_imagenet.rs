@@ -114,7 +114,8 @@ impl BottleneckBlock {
             bn2: Some(BatchNormConfig::new(width).init(device)),
             conv3: conv(width, cout, 1, 1, 1, device),
             bn3: Some(BatchNormConfig::new(cout).init(device)),
-            shortcut: (stride != 1 || cin != cout).then(|| (conv(cin, cout, 1, stride, 1, device), Some(BatchNormConfig::new(cout).init(device)))),
+            shortcut: (stride != 1 || cin != cout)
+                .then(|| (conv(cin, cout, 1, stride, 1, device), Some(BatchNormConfig::new(cout).init(device)))),
         }
     }
 

@@ -70,7 +70,15 @@ pub fn batch_norm_train_forward(x: &[f32], gamma: &[f32], beta: &[f32], epsilon:
 /// forward pass returned:
 /// dβ = Σ dy, dγ = Σ dy·x̂, dx = γ/√(σ² + ε) · (dy − dβ/N − x̂·dγ/N), x̂ = (x − μ)/√(σ² + ε).
 #[allow(clippy::too_many_arguments)]
-pub fn batch_norm_train_backward(x: &[f32], dy: &[f32], gamma: &[f32], mean: &[f32], var: &[f32], epsilon: f64, g: &BnGeometry) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub fn batch_norm_train_backward(
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f64,
+    g: &BnGeometry,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), dy.len(), "batch norm backward: gradient size");
     let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + epsilon).sqrt()).collect();
     let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = (0..g.channels)

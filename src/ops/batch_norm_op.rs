@@ -19,7 +19,12 @@ use super::batch_norm_cpu::{BnGeometry, batch_norm_train_backward, batch_norm_tr
 #[backend_extension(Flex, Autodiff)]
 pub trait BatchNormBackend: Backend {
     /// (y, batch mean, biased batch variance) of training-mode batch norm on NCHW `x`.
-    fn rbl_batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    fn rbl_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 fn geometry(x: &FlexTensor) -> BnGeometry {
@@ -56,7 +61,15 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let gamma = checkpointer.retrieve_node_output::<FlexTensor>(gamma_state).to_contiguous();
         let g = geometry(&x);
         let shape = x.layout().shape().to_vec();
-        let (dx, dgamma, dbeta) = batch_norm_train_backward(x.storage::<f32>(), dy.storage::<f32>(), gamma.storage::<f32>(), mean.storage::<f32>(), var.storage::<f32>(), epsilon, &g);
+        let (dx, dgamma, dbeta) = batch_norm_train_backward(
+            x.storage::<f32>(),
+            dy.storage::<f32>(),
+            gamma.storage::<f32>(),
+            mean.storage::<f32>(),
+            var.storage::<f32>(),
+            epsilon,
+            &g,
+        );
         if let Some(node) = node_x {
             grads.register::<Flex>(node.id, flex_f32(dx, shape));
         }
@@ -70,7 +83,12 @@ impl Backward<Flex, 3> for BatchNormBackward {
 }
 
 impl<C: CheckpointStrategy> BatchNormBackend for Autodiff<Flex, C> {
-    fn rbl_batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    fn rbl_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let lift = |t: FlexTensor| <Self as AutodiffBackend>::from_inner(t);
         match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
@@ -98,7 +116,12 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     if !fused {
         return bn.forward(x);
     }
-    let (y, mean, var) = <Dispatch as BatchNormBackend>::rbl_batch_norm_train(x.into_dispatch(), bn.gamma.val().into_dispatch(), bn.beta.val().into_dispatch(), bn.epsilon);
+    let (y, mean, var) = <Dispatch as BatchNormBackend>::rbl_batch_norm_train(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        bn.epsilon,
+    );
     let (y, mean, var) = (Tensor::<D>::from_dispatch(y), Tensor::<1>::from_dispatch(mean), Tensor::<1>::from_dispatch(var));
     update_running_statistics(bn, mean, var);
     y
@@ -107,8 +130,10 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
 /// Moves `bn`'s running mean and variance toward a batch's, exactly as burn's layer does.
 pub(crate) fn update_running_statistics(bn: &BatchNorm, mean: Tensor<1>, var: Tensor<1>) {
     let device = mean.device();
-    let running_mean = bn.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - bn.momentum).add(mean.detach().mul_scalar(bn.momentum));
-    let running_var = bn.running_var.value_sync().to_device(&device).mul_scalar(1.0 - bn.momentum).add(var.detach().mul_scalar(bn.momentum));
+    let running_mean =
+        bn.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - bn.momentum).add(mean.detach().mul_scalar(bn.momentum));
+    let running_var =
+        bn.running_var.value_sync().to_device(&device).mul_scalar(1.0 - bn.momentum).add(var.detach().mul_scalar(bn.momentum));
     bn.running_mean.update(running_mean.detach());
     bn.running_var.update(running_var.detach());
 }
@@ -116,9 +141,9 @@ pub(crate) fn update_running_statistics(bn: &BatchNorm, mean: Tensor<1>, var: Te
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Device;
     use burn::module::Param;
     use burn::nn::BatchNormConfig;
+    use burn::tensor::Device;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 

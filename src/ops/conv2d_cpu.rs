@@ -186,7 +186,17 @@ pub fn conv2d_input_grad(dy: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f3
     assert_eq!(dy.len(), g.batch * g.y_len(), "conv2d backward: output-gradient size");
     if g.stride == 1 && g.kh == g.kw && g.pad < g.kh {
         let flipped = flip_transpose(weight, g);
-        let t = ConvGeometry { batch: g.batch, c_in: g.c_out, h: g.oh(), w: g.ow(), c_out: g.c_in, kh: g.kh, kw: g.kw, stride: 1, pad: g.kh - 1 - g.pad };
+        let t = ConvGeometry {
+            batch: g.batch,
+            c_in: g.c_out,
+            h: g.oh(),
+            w: g.ow(),
+            c_out: g.c_in,
+            kh: g.kh,
+            kw: g.kw,
+            stride: 1,
+            pad: g.kh - 1 - g.pad,
+        };
         return conv2d_forward(dy, &flipped, &t);
     }
     conv2d_input_grad_col2im(dy, weight, g)
@@ -229,7 +239,6 @@ fn conv2d_input_grad_col2im(dy: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec
 /// Images whose pixels one weight-gradient GEMM sums over at once (pixel-major operands of
 /// consecutive images are contiguous, so a group is one product with a longer sum).
 const WG_IMAGES: usize = 8;
-
 
 /// Weight gradient: dW [c_out, c_in, kh, kw] from x and dy.
 ///
@@ -348,7 +357,8 @@ mod tests {
     #[test]
     fn every_pass_is_bitwise_the_same_on_any_number_of_threads() {
         let g = ConvGeometry { batch: 70, c_in: 5, h: 9, w: 9, c_out: 6, kh: 3, kw: 3, stride: 1, pad: 1 };
-        let values = |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| (((i * 7919 + seed) % 2003) as f32 / 1001.0 - 1.0) * 0.37).collect() };
+        let values =
+            |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| (((i * 7919 + seed) % 2003) as f32 / 1001.0 - 1.0) * 0.37).collect() };
         let (x, w) = (values(g.batch * g.x_len(), 1), values(g.c_out * g.k(), 2));
         let dy = values(g.batch * g.y_len(), 3);
         let on = |threads: usize| {

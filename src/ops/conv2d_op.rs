@@ -11,9 +11,9 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, TensorData, backend_extension};
+use burn::tensor::Tensor;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::Tensor;
 
 use super::conv2d_cpu::{ConvGeometry, conv2d_forward, conv2d_input_grad, conv2d_weight_grad};
 use super::on_flex;
@@ -70,7 +70,10 @@ impl Backward<Flex, 2> for ConvBackward {
         let weight = checkpointer.retrieve_node_output::<FlexTensor>(weight_state);
         if !supported(&x, &weight) || dy.dtype() != DType::F32 {
             if let Some(node) = node_x {
-                grads.register::<Flex>(node.id, <Flex as ModuleOps<Flex>>::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), options(stride, padding)));
+                grads.register::<Flex>(
+                    node.id,
+                    <Flex as ModuleOps<Flex>>::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), options(stride, padding)),
+                );
             }
             if let Some(node) = node_weight {
                 grads.register::<Flex>(node.id, <Flex as ModuleOps<Flex>>::conv2d_weight_backward(x, weight, dy, options(stride, padding)));

@@ -5,11 +5,22 @@
 /// rhs k×n, each given as (slice, column stride, row stride) with non-negative strides. Rows of
 /// an operand may overlap (the halo convolution reads its input that way); every element the
 /// strides reach must lie inside its slice, which is checked.
-pub(crate) fn gemm_f32(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: (&[f32], isize, isize), rhs: (&[f32], isize, isize)) {
+pub(crate) fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: (&[f32], isize, isize),
+    rhs: (&[f32], isize, isize),
+) {
     assert!(dst.len() >= m * n, "gemm: destination too small");
     let reach = |rows: usize, cols: usize, (s, cs, rs): (&[f32], isize, isize)| {
         assert!(cs >= 0 && rs >= 0, "gemm: negative stride");
-        assert!(rows == 0 || cols == 0 || (rows - 1) * (rs as usize) + (cols - 1) * (cs as usize) < s.len(), "gemm: operand outside its slice");
+        assert!(
+            rows == 0 || cols == 0 || (rows - 1) * (rs as usize) + (cols - 1) * (cs as usize) < s.len(),
+            "gemm: operand outside its slice"
+        );
     };
     reach(m, k, lhs);
     reach(k, n, rhs);

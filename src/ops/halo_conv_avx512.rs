@@ -47,7 +47,10 @@ pub unsafe fn conv_rows(x: &[f32], taps: &[f32], y: &mut [f32], m: usize, c_in: 
     assert!(c_out.is_multiple_of(16) && matches!(c_out / 16, 1 | 2 | 4), "conv_rows: c_out {c_out}");
     let p = tile_pixels(c_out / 16);
     assert!(m >= p, "conv_rows: {m} rows, fewer than one tile");
-    assert!(x.len() >= (m - 1 + 2 * row_step) * c_in + 3 * c_in && taps.len() >= 9 * c_in * c_out && y.len() >= m * c_out, "conv_rows: sizes");
+    assert!(
+        x.len() >= (m - 1 + 2 * row_step) * c_in + 3 * c_in && taps.len() >= 9 * c_in * c_out && y.len() >= m * c_out,
+        "conv_rows: sizes"
+    );
     // SAFETY: sizes asserted above; the feature is the caller's promise.
     unsafe {
         match c_out / 16 {
@@ -131,7 +134,10 @@ pub unsafe fn weight_grad_rows(x: &[f32], dy: &[f32], taps: &mut [f32], rows: us
     let vectors = c_out / 16;
     assert!(c_out.is_multiple_of(16) && matches!(vectors, 1 | 2 | 4), "weight_grad_rows: c_out {c_out}");
     assert!((3 * c_in).is_multiple_of(weight_tile_inputs(vectors)), "weight_grad_rows: c_in {c_in}");
-    assert!(rows >= 1 && x.len() >= (rows - 1 + 2 * row_step) * c_in + 3 * c_in && dy.len() >= rows * c_out && taps.len() >= 9 * c_in * c_out, "weight_grad_rows: sizes");
+    assert!(
+        rows >= 1 && x.len() >= (rows - 1 + 2 * row_step) * c_in + 3 * c_in && dy.len() >= rows * c_out && taps.len() >= 9 * c_in * c_out,
+        "weight_grad_rows: sizes"
+    );
     taps[..9 * c_in * c_out].fill(0.0);
     // SAFETY: sizes asserted above; the feature is the caller's promise.
     unsafe {
@@ -154,7 +160,15 @@ unsafe fn weight_rows<const CB: usize, const J: usize>(x: &[f32], dy: &[f32], ta
                 // SAFETY: rows r0..r0 + n of x (from kernel row ky, inputs j0..j0 + J) and of
                 // dy, and taps rows ky·k + j0.., all inside the bounds `weight_grad_rows`
                 // asserted.
-                unsafe { weight_tile::<CB, J>(x.as_ptr().add((r0 + ky * row_step) * c_in + j0), dy.as_ptr().add(r0 * c_out), taps.as_mut_ptr().add((ky * k + j0) * c_out), n, c_in) };
+                unsafe {
+                    weight_tile::<CB, J>(
+                        x.as_ptr().add((r0 + ky * row_step) * c_in + j0),
+                        dy.as_ptr().add(r0 * c_out),
+                        taps.as_mut_ptr().add((ky * k + j0) * c_out),
+                        n,
+                        c_in,
+                    )
+                };
             }
         }
     }

@@ -208,7 +208,10 @@ pub fn halo_conv_forward_then(x: &[f32], weight: &[f32], g: &HaloConv, epilogue:
     let (i, o) = (g.input(), g.output());
     assert_eq!(x.len(), i.len(), "halo conv: input size");
     if let Some(e) = &epilogue {
-        assert!(e.scale.len() == g.c_out && e.shift.len() == g.c_out && e.residual.is_none_or(|r| r.len() == o.len()), "halo conv: epilogue sizes");
+        assert!(
+            e.scale.len() == g.c_out && e.shift.len() == g.c_out && e.residual.is_none_or(|r| r.len() == o.len()),
+            "halo conv: epilogue sizes"
+        );
     }
     let taps = weight_to_taps(weight, g.c_in, g.c_out);
     forward_with_taps(x, &taps, g, &i, &o, epilogue)
@@ -245,7 +248,14 @@ fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o:
 
 /// Both gradients at once, as the op's backward wants them: (dx if asked, dw if asked), with
 /// dy's ring checked (and zeroed in a copy if needed) once for both.
-pub fn halo_conv_backward(x: &[f32], dy: &[f32], weight: &[f32], g: &HaloConv, want_dx: bool, want_dw: bool) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+pub fn halo_conv_backward(
+    x: &[f32],
+    dy: &[f32],
+    weight: &[f32],
+    g: &HaloConv,
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     assert_eq!(dy.len(), g.output().len(), "halo conv backward: output-gradient size");
     let dy = with_zero_ring(dy, &g.output());
     (want_dx.then(|| input_grad(&dy, weight, g)), want_dw.then(|| weight_grad(x, &dy, g)))
@@ -430,7 +440,11 @@ mod tests {
             let (y1, dx1, dw1) = on(1);
             for threads in [2, 3] {
                 let (y, dx, dw) = on(threads);
-                assert_eq!((bits(&y), bits(&dx), bits(&dw)), (bits(&y1), bits(&dx1), bits(&dw1)), "stride {stride}, {c_out} out, {threads} threads");
+                assert_eq!(
+                    (bits(&y), bits(&dx), bits(&dw)),
+                    (bits(&y1), bits(&dx1), bits(&dw1)),
+                    "stride {stride}, {c_out} out, {threads} threads"
+                );
             }
         }
     }

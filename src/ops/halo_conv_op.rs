@@ -25,9 +25,24 @@ pub trait HaloConvBackend: Backend {
     fn rbl_halo_conv(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize) -> FloatTensor<Self>;
     /// act(conv3x3(x, weight)·scale + shift) per output channel, each image finished while in
     /// cache (evaluation: BatchNorm with running statistics, or a folded bias, then ReLU).
-    fn rbl_halo_conv_affine(x: FloatTensor<Self>, weight: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, stride: usize, relu: bool) -> FloatTensor<Self>;
+    fn rbl_halo_conv_affine(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        stride: usize,
+        relu: bool,
+    ) -> FloatTensor<Self>;
     /// act(conv3x3(x, weight)·scale + shift + residual).
-    fn rbl_halo_conv_affine_residual(x: FloatTensor<Self>, weight: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, residual: FloatTensor<Self>, stride: usize, relu: bool) -> FloatTensor<Self>;
+    fn rbl_halo_conv_affine_residual(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        stride: usize,
+        relu: bool,
+    ) -> FloatTensor<Self>;
 }
 
 fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize) -> HaloConv {
@@ -43,10 +58,24 @@ fn flex_f32(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-fn conv_affine(x: FlexTensor, weight: FlexTensor, scale: FlexTensor, shift: FlexTensor, residual: Option<FlexTensor>, stride: usize, relu: bool) -> FlexTensor {
+fn conv_affine(
+    x: FlexTensor,
+    weight: FlexTensor,
+    scale: FlexTensor,
+    shift: FlexTensor,
+    residual: Option<FlexTensor>,
+    stride: usize,
+    relu: bool,
+) -> FlexTensor {
     let g = geometry(&x, &weight, stride);
-    let (x, weight, scale, shift, residual) = (x.to_contiguous(), weight.to_contiguous(), scale.to_contiguous(), shift.to_contiguous(), residual.map(|r| r.to_contiguous()));
-    let epilogue = Epilogue { scale: scale.storage::<f32>(), shift: shift.storage::<f32>(), residual: residual.as_ref().map(|r| r.storage::<f32>()), relu };
+    let (x, weight, scale, shift, residual) =
+        (x.to_contiguous(), weight.to_contiguous(), scale.to_contiguous(), shift.to_contiguous(), residual.map(|r| r.to_contiguous()));
+    let epilogue = Epilogue {
+        scale: scale.storage::<f32>(),
+        shift: shift.storage::<f32>(),
+        residual: residual.as_ref().map(|r| r.storage::<f32>()),
+        relu,
+    };
     flex_f32(halo_conv_forward_then(x.storage::<f32>(), weight.storage::<f32>(), &g, Some(epilogue)), g.output().shape())
 }
 
@@ -56,10 +85,25 @@ impl HaloConvBackend for Flex {
         let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
         flex_f32(halo_conv_forward(x.storage::<f32>(), weight.storage::<f32>(), &g), g.output().shape())
     }
-    fn rbl_halo_conv_affine(x: FlexTensor, weight: FlexTensor, scale: FlexTensor, shift: FlexTensor, stride: usize, relu: bool) -> FlexTensor {
+    fn rbl_halo_conv_affine(
+        x: FlexTensor,
+        weight: FlexTensor,
+        scale: FlexTensor,
+        shift: FlexTensor,
+        stride: usize,
+        relu: bool,
+    ) -> FlexTensor {
         conv_affine(x, weight, scale, shift, None, stride, relu)
     }
-    fn rbl_halo_conv_affine_residual(x: FlexTensor, weight: FlexTensor, scale: FlexTensor, shift: FlexTensor, residual: FlexTensor, stride: usize, relu: bool) -> FlexTensor {
+    fn rbl_halo_conv_affine_residual(
+        x: FlexTensor,
+        weight: FlexTensor,
+        scale: FlexTensor,
+        shift: FlexTensor,
+        residual: FlexTensor,
+        stride: usize,
+        relu: bool,
+    ) -> FlexTensor {
         conv_affine(x, weight, scale, shift, Some(residual), stride, relu)
     }
 }
@@ -79,7 +123,14 @@ impl Backward<Flex, 2> for HaloConvBackward {
         let weight = checkpointer.retrieve_node_output::<FlexTensor>(weight_state).to_contiguous();
         let g = geometry(&x, &weight, stride);
         let x = x.to_contiguous();
-        let (dx, dw) = halo_conv_backward(x.storage::<f32>(), dy.storage::<f32>(), weight.storage::<f32>(), &g, node_x.is_some(), node_weight.is_some());
+        let (dx, dw) = halo_conv_backward(
+            x.storage::<f32>(),
+            dy.storage::<f32>(),
+            weight.storage::<f32>(),
+            &g,
+            node_x.is_some(),
+            node_weight.is_some(),
+        );
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, flex_f32(dx, g.input().shape()));
         }
@@ -102,10 +153,25 @@ impl<C: CheckpointStrategy> HaloConvBackend for Autodiff<Flex, C> {
         }
     }
     // Under autodiff the two steps stay separate ops, each with its own backward.
-    fn rbl_halo_conv_affine(x: FloatTensor<Self>, weight: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, stride: usize, relu: bool) -> FloatTensor<Self> {
+    fn rbl_halo_conv_affine(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        stride: usize,
+        relu: bool,
+    ) -> FloatTensor<Self> {
         <Self as HaloNormBackend>::rbl_halo_affine(Self::rbl_halo_conv(x, weight, stride), scale, shift, relu)
     }
-    fn rbl_halo_conv_affine_residual(x: FloatTensor<Self>, weight: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, residual: FloatTensor<Self>, stride: usize, relu: bool) -> FloatTensor<Self> {
+    fn rbl_halo_conv_affine_residual(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        stride: usize,
+        relu: bool,
+    ) -> FloatTensor<Self> {
         <Self as HaloNormBackend>::rbl_halo_affine_residual(Self::rbl_halo_conv(x, weight, stride), scale, shift, residual, relu)
     }
 }
@@ -117,10 +183,33 @@ pub fn halo_conv(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
 
 /// act(conv3x3(x, weight)·scale + shift (+ residual)) on the flex backend: one fused op
 /// without autodiff, [`halo_conv`] then [`halo_affine`](super::halo_norm_op::halo_affine) with it.
-pub fn halo_conv_affine(x: Tensor<4>, weight: Tensor<4>, stride: usize, scale: Tensor<1>, shift: Tensor<1>, residual: Option<Tensor<4>>, relu: bool) -> Tensor<4> {
+pub fn halo_conv_affine(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    stride: usize,
+    scale: Tensor<1>,
+    shift: Tensor<1>,
+    residual: Option<Tensor<4>>,
+    relu: bool,
+) -> Tensor<4> {
     Tensor::from_dispatch(match residual {
-        None => <Dispatch as HaloConvBackend>::rbl_halo_conv_affine(x.into_dispatch(), weight.into_dispatch(), scale.into_dispatch(), shift.into_dispatch(), stride, relu),
-        Some(r) => <Dispatch as HaloConvBackend>::rbl_halo_conv_affine_residual(x.into_dispatch(), weight.into_dispatch(), scale.into_dispatch(), shift.into_dispatch(), r.into_dispatch(), stride, relu),
+        None => <Dispatch as HaloConvBackend>::rbl_halo_conv_affine(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            scale.into_dispatch(),
+            shift.into_dispatch(),
+            stride,
+            relu,
+        ),
+        Some(r) => <Dispatch as HaloConvBackend>::rbl_halo_conv_affine_residual(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            scale.into_dispatch(),
+            shift.into_dispatch(),
+            r.into_dispatch(),
+            stride,
+            relu,
+        ),
     })
 }
 
@@ -160,9 +249,11 @@ mod tests {
             let reference = conv2d(x_nchw.clone(), weight.clone(), None, ConvOptions::new([stride, stride], [1, 1], [1, 1], 1));
             let [_, _, oh, ow] = reference.dims();
             let r = random(b * c_out * oh * ow, &mut rng);
-            let g_ref = (reference.clone() * Tensor::<4>::from_data(TensorData::new(r.clone(), [b, c_out, oh, ow]), &device)).sum().backward();
+            let g_ref =
+                (reference.clone() * Tensor::<4>::from_data(TensorData::new(r.clone(), [b, c_out, oh, ow]), &device)).sum().backward();
 
-            let x_halo = Tensor::<4>::from_data(TensorData::new(nchw_to_halo(&x, b, c_in, h, w), [b, h + 2, w + 2, c_in]), &device).require_grad();
+            let x_halo =
+                Tensor::<4>::from_data(TensorData::new(nchw_to_halo(&x, b, c_in, h, w), [b, h + 2, w + 2, c_in]), &device).require_grad();
             let y = halo_conv(x_halo.clone(), weight.clone(), stride);
             let out = HaloGeometry { batch: b, h: oh, w: ow, c: c_out };
             assert_eq!(y.dims(), out.shape(), "{what}: shape");
@@ -170,7 +261,11 @@ mod tests {
             let g = (y.clone() * r_halo).sum().backward();
             assert_close(&format!("{what} forward"), &halo_to_nchw(&to_vec(y), &out), &to_vec(reference));
             let dx = to_vec(x_halo.grad(&g).unwrap());
-            assert_close(&format!("{what} dx"), &halo_to_nchw(&dx, &HaloGeometry { batch: b, h, w, c: c_in }), &to_vec(x_nchw.grad(&g_ref).unwrap()));
+            assert_close(
+                &format!("{what} dx"),
+                &halo_to_nchw(&dx, &HaloGeometry { batch: b, h, w, c: c_in }),
+                &to_vec(x_nchw.grad(&g_ref).unwrap()),
+            );
             assert_close(&format!("{what} dw"), &to_vec(weight.grad(&g).unwrap()), &to_vec(weight.grad(&g_ref).unwrap()));
         }
     }

@@ -18,8 +18,8 @@
 
 use rayon::prelude::*;
 
-use super::halo::{HaloGeometry, zero_ring};
 use super::cpu_common::uninit_f32;
+use super::halo::{HaloGeometry, zero_ring};
 
 /// Images per reduction task (fixed: the order of the sums does not depend on the pool).
 const TASK_IMAGES: usize = 8;
@@ -126,7 +126,8 @@ fn grad_sums_row<const C: usize>(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32
     let centre: &[f32; C] = centre.try_into().expect("channels");
     let (mut a, mut b) = ([0.0f32; C], [0.0f32; C]);
     for ((xp, yp), dp) in x.chunks_exact(C).zip(y.chunks_exact(C)).zip(dy.chunks_exact(C)) {
-        let (xp, yp, dp): (&[f32; C], &[f32; C], &[f32; C]) = (xp.try_into().expect("pixel"), yp.try_into().expect("pixel"), dp.try_into().expect("pixel"));
+        let (xp, yp, dp): (&[f32; C], &[f32; C], &[f32; C]) =
+            (xp.try_into().expect("pixel"), yp.try_into().expect("pixel"), dp.try_into().expect("pixel"));
         for ch in 0..C {
             let gv = masked(dp[ch], yp[ch], relu);
             a[ch] += gv;
@@ -175,7 +176,15 @@ pub fn halo_affine_in_place(image: &mut [f32], residual: Option<&[f32]>, scale: 
 }
 
 /// out ← act(src·scale + shift [+ residual]) on one image's interior, src = out when `None`.
-fn affine_image(out: &mut [f32], src: Option<&[f32]>, residual: Option<&[f32]>, scale: &[f32], shift: &[f32], relu: bool, g: &HaloGeometry) {
+fn affine_image(
+    out: &mut [f32],
+    src: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    scale: &[f32],
+    shift: &[f32],
+    relu: bool,
+    g: &HaloGeometry,
+) {
     let (c, len) = (g.c, g.w * g.c);
     for offset in g.interior_rows() {
         let row = &mut out[offset..][..len];
@@ -230,12 +239,25 @@ fn affine_row_any(row: &mut [f32], src: Option<&[f32]>, res: Option<&[f32]>, sca
 /// One interior row of [`halo_grad_apply`], for C channels (C = 0: any, given by `c`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn grad_apply_row<const C: usize>(out: &mut [f32], dres: Option<&mut [f32]>, x: &[f32], y: &[f32], dy: &[f32], a: &[f32], b: &[f32], k: &[f32], relu: bool, c: usize) {
+fn grad_apply_row<const C: usize>(
+    out: &mut [f32],
+    dres: Option<&mut [f32]>,
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    a: &[f32],
+    b: &[f32],
+    k: &[f32],
+    relu: bool,
+    c: usize,
+) {
     let c = if C == 0 { c } else { C };
     let (a, b, k) = (&a[..c], &b[..c], &k[..c]);
     match dres {
         Some(dr) => {
-            for ((((o, d), xp), yp), dp) in out.chunks_exact_mut(c).zip(dr.chunks_exact_mut(c)).zip(x.chunks_exact(c)).zip(y.chunks_exact(c)).zip(dy.chunks_exact(c)) {
+            for ((((o, d), xp), yp), dp) in
+                out.chunks_exact_mut(c).zip(dr.chunks_exact_mut(c)).zip(x.chunks_exact(c)).zip(y.chunks_exact(c)).zip(dy.chunks_exact(c))
+            {
                 for ch in 0..c {
                     let gv = masked(dp[ch], yp[ch], relu);
                     o[ch] = a[ch] * gv + b[ch] * xp[ch] + k[ch];
@@ -277,7 +299,17 @@ pub fn halo_grad_sums(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bo
 /// dx = a·g + b·x + k per channel on the interior (zero ring), and, when asked, the residual's
 /// gradient g.
 #[allow(clippy::too_many_arguments)]
-pub fn halo_grad_apply(x: &[f32], y: &[f32], dy: &[f32], a: &[f32], b: &[f32], k: &[f32], relu: bool, want_residual: bool, g: &HaloGeometry) -> (Vec<f32>, Option<Vec<f32>>) {
+pub fn halo_grad_apply(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    a: &[f32],
+    b: &[f32],
+    k: &[f32],
+    relu: bool,
+    want_residual: bool,
+    g: &HaloGeometry,
+) -> (Vec<f32>, Option<Vec<f32>>) {
     let (c, len) = (g.c, g.w * g.c);
     // Every value is written: the interior below, the rings by zero_ring.
     let mut dx = uninit_f32(g.len());
@@ -301,7 +333,11 @@ pub fn halo_grad_apply(x: &[f32], y: &[f32], dy: &[f32], a: &[f32], b: &[f32], k
         }
     };
     match dres.as_mut() {
-        Some(dr) => dx.par_chunks_mut(g.image_len()).zip(dr.par_chunks_mut(g.image_len())).enumerate().for_each(|(i, (dxb, drb))| body(i, dxb, Some(drb))),
+        Some(dr) => dx
+            .par_chunks_mut(g.image_len())
+            .zip(dr.par_chunks_mut(g.image_len()))
+            .enumerate()
+            .for_each(|(i, (dxb, drb))| body(i, dxb, Some(drb))),
         None => dx.par_chunks_mut(g.image_len()).enumerate().for_each(|(i, dxb)| body(i, dxb, None)),
     }
     (dx, dres)
@@ -309,7 +345,15 @@ pub fn halo_grad_apply(x: &[f32], y: &[f32], dy: &[f32], a: &[f32], b: &[f32], k
 
 /// Training-mode BatchNorm (+ residual) (+ ReLU): returns (y, batch mean, biased variance).
 #[allow(clippy::too_many_arguments)]
-pub fn halo_bn_train_forward(x: &[f32], gamma: &[f32], beta: &[f32], residual: Option<&[f32]>, relu: bool, epsilon: f64, g: &HaloGeometry) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub fn halo_bn_train_forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    residual: Option<&[f32]>,
+    relu: bool,
+    epsilon: f64,
+    g: &HaloGeometry,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!((gamma.len(), beta.len()), (g.c, g.c), "halo batch norm: parameter size");
     let (mean, var) = halo_moments(x, g);
     let scale: Vec<f32> = (0..g.c).map(|c| gamma[c] / ((var[c] as f64 + epsilon).sqrt() as f32)).collect();
@@ -321,7 +365,18 @@ pub fn halo_bn_train_forward(x: &[f32], gamma: &[f32], beta: &[f32], residual: O
 /// statistics: with x̂ = (x − μ)/√(σ² + ε) and g the masked dy, dβ = Σ g, dγ = Σ g·x̂,
 /// dx = γ/√(σ² + ε) · (g − dβ/N − x̂·dγ/N).
 #[allow(clippy::too_many_arguments)]
-pub fn halo_bn_train_backward(x: &[f32], y: &[f32], dy: &[f32], gamma: &[f32], mean: &[f32], var: &[f32], relu: bool, want_residual: bool, epsilon: f64, g: &HaloGeometry) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+pub fn halo_bn_train_backward(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    relu: bool,
+    want_residual: bool,
+    epsilon: f64,
+    g: &HaloGeometry,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
     let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + epsilon).sqrt()).collect();
     let (sum_g, sum_gx) = halo_grad_sums(x, y, dy, mean, relu, g);
     let n = g.count() as f64;
@@ -340,7 +395,15 @@ pub fn halo_bn_train_backward(x: &[f32], y: &[f32], dy: &[f32], gamma: &[f32], m
 
 /// The gradients of [`halo_affine_forward`]: (dx, d scale, d shift, d residual).
 #[allow(clippy::too_many_arguments)]
-pub fn halo_affine_backward(x: &[f32], y: &[f32], dy: &[f32], scale: &[f32], relu: bool, want_residual: bool, g: &HaloGeometry) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+pub fn halo_affine_backward(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    scale: &[f32],
+    relu: bool,
+    want_residual: bool,
+    g: &HaloGeometry,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
     let zero = vec![0.0f32; g.c];
     let (sum_g, sum_gx) = halo_grad_sums(x, y, dy, &zero, relu, g);
     let (dx, dres) = halo_grad_apply(x, y, dy, scale, &zero, &zero, relu, want_residual, g);
@@ -399,7 +462,11 @@ mod tests {
         let (b, c, h, w) = (3 * TASK_IMAGES + 5, 16, 5, 4);
         let g = HaloGeometry { batch: b, h, w, c };
         let n = b * c * h * w;
-        let (x, res, dy) = (nchw_to_halo(&values(n, 12, 0.3), b, c, h, w), nchw_to_halo(&values(n, 13, 0.0), b, c, h, w), nchw_to_halo(&values(n, 14, 0.0), b, c, h, w));
+        let (x, res, dy) = (
+            nchw_to_halo(&values(n, 12, 0.3), b, c, h, w),
+            nchw_to_halo(&values(n, 13, 0.0), b, c, h, w),
+            nchw_to_halo(&values(n, 14, 0.0), b, c, h, w),
+        );
         let (gamma, beta) = (values(c, 15, 1.0), values(c, 16, 0.0));
         let on = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
@@ -427,7 +494,11 @@ mod tests {
         let (b, h, w) = (2, 3, 2);
         let n = b * c * h * w;
         let g = HaloGeometry { batch: b, h, w, c };
-        let (x, res, r) = (nchw_to_halo(&values(n, 5, 0.2), b, c, h, w), nchw_to_halo(&values(n, 6, 0.0), b, c, h, w), nchw_to_halo(&values(n, 7, 0.0), b, c, h, w));
+        let (x, res, r) = (
+            nchw_to_halo(&values(n, 5, 0.2), b, c, h, w),
+            nchw_to_halo(&values(n, 6, 0.0), b, c, h, w),
+            nchw_to_halo(&values(n, 7, 0.0), b, c, h, w),
+        );
         let (gamma, beta) = (values(c, 8, 1.0), values(c, 9, 0.0));
         let loss = |x: &[f32], res: &[f32], gamma: &[f32], beta: &[f32]| -> f64 {
             let (y, _, _) = halo_bn_train_forward(x, gamma, beta, Some(res), true, 1e-5, &g);
@@ -440,14 +511,22 @@ mod tests {
         let eps = 1e-3f32;
         let numeric = |f: &dyn Fn(f32) -> f64| ((f(eps) - f(-eps)) / (2.0 * eps as f64)) as f32;
         for i in (0..g.len()).filter(|&i| x[i] != 0.0 || res[i] != 0.0).step_by(5) {
-            let bump = |v: &[f32], d: f32| { let mut v = v.to_vec(); v[i] += d; v };
+            let bump = |v: &[f32], d: f32| {
+                let mut v = v.to_vec();
+                v[i] += d;
+                v
+            };
             let nx = numeric(&|d| loss(&bump(&x, d), &res, &gamma, &beta));
             let nr = numeric(&|d| loss(&x, &bump(&res, d), &gamma, &beta));
             assert!((nx - dx[i]).abs() < 2e-2, "dx[{i}]: numeric {nx} analytic {}", dx[i]);
             assert!((nr - dres[i]).abs() < 2e-2, "dres[{i}]: numeric {nr} analytic {}", dres[i]);
         }
         for ch in 0..c {
-            let bump = |v: &[f32], d: f32| { let mut v = v.to_vec(); v[ch] += d; v };
+            let bump = |v: &[f32], d: f32| {
+                let mut v = v.to_vec();
+                v[ch] += d;
+                v
+            };
             let ng = numeric(&|d| loss(&x, &res, &bump(&gamma, d), &beta));
             let nb = numeric(&|d| loss(&x, &res, &gamma, &bump(&beta, d)));
             assert!((ng - dgamma[ch]).abs() < 2e-2, "dgamma[{ch}]: numeric {ng} analytic {}", dgamma[ch]);
@@ -457,17 +536,27 @@ mod tests {
         let (scale, shift) = (values(c, 10, 0.5), values(c, 11, 0.0));
         let ya = halo_affine_forward(&x, &scale, &shift, Some(&res), true, &g);
         let (adx, ascale, ashift, ares) = halo_affine_backward(&x, &ya, &r, &scale, true, true, &g);
-        let aloss = |x: &[f32], scale: &[f32], shift: &[f32]| -> f64 { halo_affine_forward(x, scale, shift, Some(&res), true, &g).iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum() };
+        let aloss = |x: &[f32], scale: &[f32], shift: &[f32]| -> f64 {
+            halo_affine_forward(x, scale, shift, Some(&res), true, &g).iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum()
+        };
         let ares = ares.expect("residual gradient");
         for i in (0..g.len()).filter(|&i| x[i] != 0.0).step_by(7) {
-            let bump = |v: &[f32], d: f32| { let mut v = v.to_vec(); v[i] += d; v };
+            let bump = |v: &[f32], d: f32| {
+                let mut v = v.to_vec();
+                v[i] += d;
+                v
+            };
             let nx = numeric(&|d| aloss(&bump(&x, d), &scale, &shift));
             assert!((nx - adx[i]).abs() < 2e-2, "affine dx[{i}]: numeric {nx} analytic {}", adx[i]);
             let masked_r = if ya[i] > 0.0 { r[i] } else { 0.0 };
             assert_eq!(ares[i], masked_r);
         }
         for ch in 0..c {
-            let bump = |v: &[f32], d: f32| { let mut v = v.to_vec(); v[ch] += d; v };
+            let bump = |v: &[f32], d: f32| {
+                let mut v = v.to_vec();
+                v[ch] += d;
+                v
+            };
             let ns = numeric(&|d| aloss(&x, &bump(&scale, d), &shift));
             let nt = numeric(&|d| aloss(&x, &scale, &bump(&shift, d)));
             assert!((ns - ascale[ch]).abs() < 2e-2 && (nt - ashift[ch]).abs() < 2e-2, "affine dscale/dshift[{ch}]");

@@ -21,13 +21,32 @@ use super::halo_norm_cpu::{halo_affine_backward, halo_affine_forward, halo_bn_tr
 #[backend_extension(Flex, Autodiff)]
 pub trait HaloNormBackend: Backend {
     /// (act(BN(x)), batch mean, biased batch variance).
-    fn rbl_halo_bn_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, relu: bool, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    fn rbl_halo_bn_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        relu: bool,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     /// (act(BN(x) + residual), batch mean, biased batch variance).
-    fn rbl_halo_bn_train_residual(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, residual: FloatTensor<Self>, relu: bool, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    fn rbl_halo_bn_train_residual(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        relu: bool,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     /// act(x·scale + shift).
     fn rbl_halo_affine(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, relu: bool) -> FloatTensor<Self>;
     /// act(x·scale + shift + residual).
-    fn rbl_halo_affine_residual(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, residual: FloatTensor<Self>, relu: bool) -> FloatTensor<Self>;
+    fn rbl_halo_affine_residual(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        relu: bool,
+    ) -> FloatTensor<Self>;
 }
 
 /// A contiguous f32 copy-or-view of `t` (the kernels read plain slices).
@@ -44,24 +63,64 @@ fn geometry(x: &FlexTensor) -> HaloGeometry {
     HaloGeometry::of_shape(x.layout().shape())
 }
 
-fn bn_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, residual: Option<FlexTensor>, relu: bool, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
+fn bn_train(
+    x: FlexTensor,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    residual: Option<FlexTensor>,
+    relu: bool,
+    epsilon: f64,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
     let g = geometry(&x);
-    let (x, gamma, beta, residual) = (contiguous_f32(&x), contiguous_f32(&gamma), contiguous_f32(&beta), residual.as_ref().map(contiguous_f32));
-    let (y, mean, var) = halo_bn_train_forward(x.storage::<f32>(), gamma.storage::<f32>(), beta.storage::<f32>(), residual.as_ref().map(|r| r.storage::<f32>()), relu, epsilon, &g);
+    let (x, gamma, beta, residual) =
+        (contiguous_f32(&x), contiguous_f32(&gamma), contiguous_f32(&beta), residual.as_ref().map(contiguous_f32));
+    let (y, mean, var) = halo_bn_train_forward(
+        x.storage::<f32>(),
+        gamma.storage::<f32>(),
+        beta.storage::<f32>(),
+        residual.as_ref().map(|r| r.storage::<f32>()),
+        relu,
+        epsilon,
+        &g,
+    );
     (flex_f32(y, g.shape().to_vec()), flex_f32(mean, vec![g.c]), flex_f32(var, vec![g.c]))
 }
 
 fn affine(x: FlexTensor, scale: FlexTensor, shift: FlexTensor, residual: Option<FlexTensor>, relu: bool) -> FlexTensor {
     let g = geometry(&x);
-    let (x, scale, shift, residual) = (contiguous_f32(&x), contiguous_f32(&scale), contiguous_f32(&shift), residual.as_ref().map(contiguous_f32));
-    flex_f32(halo_affine_forward(x.storage::<f32>(), scale.storage::<f32>(), shift.storage::<f32>(), residual.as_ref().map(|r| r.storage::<f32>()), relu, &g), g.shape().to_vec())
+    let (x, scale, shift, residual) =
+        (contiguous_f32(&x), contiguous_f32(&scale), contiguous_f32(&shift), residual.as_ref().map(contiguous_f32));
+    flex_f32(
+        halo_affine_forward(
+            x.storage::<f32>(),
+            scale.storage::<f32>(),
+            shift.storage::<f32>(),
+            residual.as_ref().map(|r| r.storage::<f32>()),
+            relu,
+            &g,
+        ),
+        g.shape().to_vec(),
+    )
 }
 
 impl HaloNormBackend for Flex {
-    fn rbl_halo_bn_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, relu: bool, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
+    fn rbl_halo_bn_train(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        relu: bool,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
         bn_train(x, gamma, beta, None, relu, epsilon)
     }
-    fn rbl_halo_bn_train_residual(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, residual: FlexTensor, relu: bool, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
+    fn rbl_halo_bn_train_residual(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        residual: FlexTensor,
+        relu: bool,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
         bn_train(x, gamma, beta, Some(residual), relu, epsilon)
     }
     fn rbl_halo_affine(x: FlexTensor, scale: FlexTensor, shift: FlexTensor, relu: bool) -> FlexTensor {
@@ -152,7 +211,13 @@ fn tracked<C: CheckpointStrategy, const N: usize>(
 }
 
 impl<C: CheckpointStrategy> HaloNormBackend for Autodiff<Flex, C> {
-    fn rbl_halo_bn_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, relu: bool, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    fn rbl_halo_bn_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        relu: bool,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let inner = (x.clone().into_primitive(), gamma.clone().into_primitive(), beta.clone().into_primitive());
         let (y, stats) = tracked::<C, 3>([&x, &gamma, &beta], relu, || {
             let (y, m, v) = Flex::rbl_halo_bn_train(inner.0, inner.1, inner.2, relu, epsilon);
@@ -161,8 +226,16 @@ impl<C: CheckpointStrategy> HaloNormBackend for Autodiff<Flex, C> {
         let (m, v) = stats.expect("statistics");
         (y, <Self as AutodiffBackend>::from_inner(m), <Self as AutodiffBackend>::from_inner(v))
     }
-    fn rbl_halo_bn_train_residual(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, residual: FloatTensor<Self>, relu: bool, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let inner = (x.clone().into_primitive(), gamma.clone().into_primitive(), beta.clone().into_primitive(), residual.clone().into_primitive());
+    fn rbl_halo_bn_train_residual(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        relu: bool,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let inner =
+            (x.clone().into_primitive(), gamma.clone().into_primitive(), beta.clone().into_primitive(), residual.clone().into_primitive());
         let (y, stats) = tracked::<C, 4>([&x, &gamma, &beta, &residual], relu, || {
             let (y, m, v) = Flex::rbl_halo_bn_train_residual(inner.0, inner.1, inner.2, inner.3, relu, epsilon);
             (y, Some((m, v, epsilon)))
@@ -174,18 +247,44 @@ impl<C: CheckpointStrategy> HaloNormBackend for Autodiff<Flex, C> {
         let inner = (x.clone().into_primitive(), scale.clone().into_primitive(), shift.clone().into_primitive());
         tracked::<C, 3>([&x, &scale, &shift], relu, || (Flex::rbl_halo_affine(inner.0, inner.1, inner.2, relu), None)).0
     }
-    fn rbl_halo_affine_residual(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, residual: FloatTensor<Self>, relu: bool) -> FloatTensor<Self> {
-        let inner = (x.clone().into_primitive(), scale.clone().into_primitive(), shift.clone().into_primitive(), residual.clone().into_primitive());
-        tracked::<C, 4>([&x, &scale, &shift, &residual], relu, || (Flex::rbl_halo_affine_residual(inner.0, inner.1, inner.2, inner.3, relu), None)).0
+    fn rbl_halo_affine_residual(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let inner =
+            (x.clone().into_primitive(), scale.clone().into_primitive(), shift.clone().into_primitive(), residual.clone().into_primitive());
+        tracked::<C, 4>([&x, &scale, &shift, &residual], relu, || {
+            (Flex::rbl_halo_affine_residual(inner.0, inner.1, inner.2, inner.3, relu), None)
+        })
+        .0
     }
 }
 
 /// Training-mode BatchNorm (+ residual) (+ ReLU) of a halo tensor: (y, batch mean, batch
 /// variance), the statistics detached for the caller's running averages.
-pub fn halo_bn_train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, residual: Option<Tensor<4>>, relu: bool, epsilon: f64) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
+pub fn halo_bn_train(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    residual: Option<Tensor<4>>,
+    relu: bool,
+    epsilon: f64,
+) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
     let (y, m, v) = match residual {
-        None => <Dispatch as HaloNormBackend>::rbl_halo_bn_train(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), relu, epsilon),
-        Some(r) => <Dispatch as HaloNormBackend>::rbl_halo_bn_train_residual(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), r.into_dispatch(), relu, epsilon),
+        None => {
+            <Dispatch as HaloNormBackend>::rbl_halo_bn_train(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), relu, epsilon)
+        }
+        Some(r) => <Dispatch as HaloNormBackend>::rbl_halo_bn_train_residual(
+            x.into_dispatch(),
+            gamma.into_dispatch(),
+            beta.into_dispatch(),
+            r.into_dispatch(),
+            relu,
+            epsilon,
+        ),
     };
     (Tensor::from_dispatch(y), Tensor::from_dispatch(m), Tensor::from_dispatch(v))
 }
@@ -194,7 +293,13 @@ pub fn halo_bn_train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, residual: 
 pub fn halo_affine(x: Tensor<4>, scale: Tensor<1>, shift: Tensor<1>, residual: Option<Tensor<4>>, relu: bool) -> Tensor<4> {
     Tensor::from_dispatch(match residual {
         None => <Dispatch as HaloNormBackend>::rbl_halo_affine(x.into_dispatch(), scale.into_dispatch(), shift.into_dispatch(), relu),
-        Some(r) => <Dispatch as HaloNormBackend>::rbl_halo_affine_residual(x.into_dispatch(), scale.into_dispatch(), shift.into_dispatch(), r.into_dispatch(), relu),
+        Some(r) => <Dispatch as HaloNormBackend>::rbl_halo_affine_residual(
+            x.into_dispatch(),
+            scale.into_dispatch(),
+            shift.into_dispatch(),
+            r.into_dispatch(),
+            relu,
+        ),
     })
 }
 
@@ -248,7 +353,8 @@ mod tests {
             let (y, mean, var) = halo_bn_train(xh.clone(), gm.clone(), bt.clone(), Some(rh.clone()), true, bn.epsilon);
             let grads = (y.clone() * halo(&r)).sum().backward();
             assert_close(&format!("c{c} output"), &halo_to_nchw(&to_vec(y), &g), &to_vec(reference), 1e-5);
-            let mean_ref: Vec<f32> = (0..c).map(|ch| (0..b).flat_map(|i| x[(i * c + ch) * h * w..][..h * w].iter()).sum::<f32>() / (b * h * w) as f32).collect();
+            let mean_ref: Vec<f32> =
+                (0..c).map(|ch| (0..b).flat_map(|i| x[(i * c + ch) * h * w..][..h * w].iter()).sum::<f32>() / (b * h * w) as f32).collect();
             assert_close("batch mean", &to_vec(mean), &mean_ref, 1e-5);
             assert!(to_vec(var).iter().all(|&v| v > 0.0));
             let back = |t: Tensor<4>| halo_to_nchw(&to_vec(t), &g);

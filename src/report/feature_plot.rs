@@ -46,9 +46,8 @@ pub fn plot_features(stem: &Path, caption: &str, sets: &[LabelledFeatures<'_>], 
                     Series::scatter(format!("class {c} ({})", of_class.len()), shown).with_color(c).with_radius(2)
                 })
                 .collect();
-            let tips: Vec<(f64, f64)> = (0..classes)
-                .map(|c| pca.project_direction(&(0..dim).map(|k| directions.at(k, c)).collect::<Vec<_>>()))
-                .collect();
+            let tips: Vec<(f64, f64)> =
+                (0..classes).map(|c| pca.project_direction(&(0..dim).map(|k| directions.at(k, c)).collect::<Vec<_>>())).collect();
             let longest = tips.iter().map(|(a, b)| a.hypot(*b)).fold(0.0, f64::max);
             let scale = if longest > 0.0 { radius / longest } else { 0.0 };
             for (c, (a, b)) in tips.into_iter().enumerate() {
@@ -56,12 +55,7 @@ pub fn plot_features(stem: &Path, caption: &str, sets: &[LabelledFeatures<'_>], 
                 series.push(Series::scatter("", vec![(a * scale, b * scale)]).with_color(c).with_radius(6));
             }
             Panel {
-                title: format!(
-                    "{caption}: {} (PC1 {:.0}%, PC2 {:.0}%)",
-                    set.name,
-                    100.0 * pca.explained[0],
-                    100.0 * pca.explained[1]
-                ),
+                title: format!("{caption}: {} (PC1 {:.0}%, PC2 {:.0}%)", set.name, 100.0 * pca.explained[0], 100.0 * pca.explained[1]),
                 x_label: "PC1 of the training features".into(),
                 y_label: "PC2".into(),
                 log_x: false,

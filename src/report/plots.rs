@@ -109,7 +109,12 @@ pub fn draw_figure_sized(stem: &Path, panels: &[Panel], columns: usize, panel_si
     Ok([png, svg])
 }
 
-fn draw_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, panels: &[Panel], rows: usize, columns: usize) -> std::result::Result<(), String>
+fn draw_panels<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    panels: &[Panel],
+    rows: usize,
+    columns: usize,
+) -> std::result::Result<(), String>
 where
     DB::ErrorType: 'static,
 {
@@ -144,7 +149,10 @@ fn bounds(panel: &Panel) -> ((f64, f64), (f64, f64)) {
     ((x0, x1), (y0 - pad, y1 + pad))
 }
 
-fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> std::result::Result<(), Box<dyn std::error::Error + 'static>>
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+) -> std::result::Result<(), Box<dyn std::error::Error + 'static>>
 where
     DB::ErrorType: 'static,
 {
@@ -165,7 +173,10 @@ where
     Ok(())
 }
 
-fn draw_series<'a, DB: DrawingBackend + 'a, CT>(chart: &mut ChartContext<'a, DB, CT>, panel: &Panel) -> std::result::Result<(), Box<dyn std::error::Error + 'static>>
+fn draw_series<'a, DB: DrawingBackend + 'a, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    panel: &Panel,
+) -> std::result::Result<(), Box<dyn std::error::Error + 'static>>
 where
     CT: plotters::coord::CoordTranslate<From = (f64, f64)>,
     DB::ErrorType: 'static,
@@ -208,28 +219,40 @@ pub fn plot_run(log: &[EpochRecord], metrics: Option<&FinalMetrics>, out: &Path)
     std::fs::create_dir_all(out).map_err(|e| RblError::io(out, e))?;
     let mut files = Vec::new();
     let curves = vec![
-        panel("accuracy", "top-1 %", vec![
-            line("train (augmented batches)", log, |r| Some(r.train_acc)),
-            line("train (eval mode)", log, |r| r.train_eval_acc),
-            line("test", log, |r| r.test_acc),
-            line("test, adjusted", log, |r| r.test_acc_adjusted),
-        ]),
-        panel("cross-entropy", "loss", vec![
-            line("train (augmented batches)", log, |r| Some(r.train_loss)),
-            line("train (eval mode)", log, |r| r.train_eval_loss),
-            line("test", log, |r| r.test_loss),
-        ]),
+        panel(
+            "accuracy",
+            "top-1 %",
+            vec![
+                line("train (augmented batches)", log, |r| Some(r.train_acc)),
+                line("train (eval mode)", log, |r| r.train_eval_acc),
+                line("test", log, |r| r.test_acc),
+                line("test, adjusted", log, |r| r.test_acc_adjusted),
+            ],
+        ),
+        panel(
+            "cross-entropy",
+            "loss",
+            vec![
+                line("train (augmented batches)", log, |r| Some(r.train_loss)),
+                line("train (eval mode)", log, |r| r.train_eval_loss),
+                line("test", log, |r| r.test_loss),
+            ],
+        ),
     ];
     files.extend(draw_figure(&out.join("curves"), &curves, 2)?);
     if log.iter().any(|r| r.neural_collapse.is_some()) {
         let nc = |f: fn(&crate::metrics::neural_collapse::NeuralCollapse) -> f64| move |r: &EpochRecord| r.neural_collapse.as_ref().map(f);
         let panels = vec![
             panel("NC1: Tr(Σ_W Σ_B⁺)/C", "NC1", vec![line("train features", log, nc(|n| n.nc1))]),
-            panel("NC2: equinorm and equiangularity", "value", vec![
-                line("equinorm (std/mean)", log, nc(|n| n.equinorm)),
-                line("equiangularity (std cos)", log, nc(|n| n.equiangularity)),
-                line("|cos + 1/(C−1)|", log, nc(|n| n.max_angle_distance)),
-            ]),
+            panel(
+                "NC2: equinorm and equiangularity",
+                "value",
+                vec![
+                    line("equinorm (std/mean)", log, nc(|n| n.equinorm)),
+                    line("equiangularity (std cos)", log, nc(|n| n.equiangularity)),
+                    line("|cos + 1/(C−1)|", log, nc(|n| n.max_angle_distance)),
+                ],
+            ),
             panel("NC3: self-duality", "‖W̃ − M̃‖", vec![line("classifier vs means", log, nc(|n| n.self_duality))]),
             panel("NC4: agreement with nearest class mean", "fraction", vec![line("agreement", log, nc(|n| n.ncc_agreement))]),
         ];
@@ -245,10 +268,7 @@ pub fn plot_run(log: &[EpochRecord], metrics: Option<&FinalMetrics>, out: &Path)
             x_label: "training images of the class (log)".into(),
             y_label: "test top-1 %".into(),
             log_x: true,
-            series: vec![
-                Series::scatter("raw", points(false)),
-                Series::scatter(format!("adjusted (τ = {})", m.test.tau), points(true)),
-            ],
+            series: vec![Series::scatter("raw", points(false)), Series::scatter(format!("adjusted (τ = {})", m.test.tau), points(true))],
         };
         files.extend(draw_figure(&out.join("per_class"), &[p], 1)?);
     }
@@ -272,7 +292,11 @@ pub fn plot_comparison(runs: &[(String, Vec<EpochRecord>)], stem: &Path) -> Resu
         panel("test accuracy (adjusted)", "top-1 %", per(|r| r.test_acc_adjusted)),
         panel(&format!("train cross-entropy ({how})"), "loss", per(train_loss)),
         panel("test cross-entropy", "loss", per(|r| r.test_loss)),
-        panel("generalisation gap: train − test top-1 (raw)", "points", runs.iter().map(|(name, log)| line(name, log, |r| Some(train_acc(r)? - r.test_acc?))).collect()),
+        panel(
+            "generalisation gap: train − test top-1 (raw)",
+            "points",
+            runs.iter().map(|(name, log)| line(name, log, |r| Some(train_acc(r)? - r.test_acc?))).collect(),
+        ),
     ];
     draw_figure(stem, &panels, 3)
 }
@@ -323,9 +347,12 @@ mod tests {
         assert!(std::fs::metadata(&png).unwrap().len() > 1000);
         let text = std::fs::read_to_string(&svg).unwrap();
         // Series are drawn 2 px wide (the grid 1 px): 6 panels × 2 runs, plus a legend mark each.
-        let series_lines = |t: &str| t.split("<polyline").skip(1).filter(|tag| tag.split('>').next().unwrap_or("").contains("stroke-width=\"2\"")).count();
+        let series_lines =
+            |t: &str| t.split("<polyline").skip(1).filter(|tag| tag.split('>').next().unwrap_or("").contains("stroke-width=\"2\"")).count();
         assert_eq!(series_lines(&text), 12 + 12, "lines and legend marks");
-        assert!(text.contains("Fixed") && text.contains("RBL") && text.contains("test cross-entropy") && text.contains("generalisation gap"));
+        assert!(
+            text.contains("Fixed") && text.contains("RBL") && text.contains("test cross-entropy") && text.contains("generalisation gap")
+        );
         assert!(text.contains("train accuracy (augmented batches)"), "no eval-mode train accuracy logged: the batch figures, said so");
         let files = plot_run(&a, None, &dir.path().join("run")).unwrap();
         assert_eq!(files.len(), 2, "curves only: no NC logged, no metrics");

@@ -57,7 +57,12 @@ pub fn run_entries(method: &str, column: &str, source: &str, run_dir: &Path, two
             if let Some(mut t) = test {
                 let own = if adjusted { t.adjusted.clone() } else { t.raw.clone() };
                 (t.raw, t.adjusted) = (own.clone(), own);
-                out.push(TableEntry { method: format!("{method} + {suffix}"), column: column.into(), source: path.display().to_string(), test: Some(t) });
+                out.push(TableEntry {
+                    method: format!("{method} + {suffix}"),
+                    column: column.into(),
+                    source: path.display().to_string(),
+                    test: Some(t),
+                });
             }
         }
     }
@@ -159,7 +164,12 @@ mod tests {
     }
 
     fn entry(method: &str, column: &str, m: Option<f64>) -> TableEntry {
-        TableEntry { method: method.into(), column: column.into(), source: format!("{method}-{column}.toml"), test: m.map(|t| summary(t, t)) }
+        TableEntry {
+            method: method.into(),
+            column: column.into(),
+            source: format!("{method}-{column}.toml"),
+            test: m.map(|t| summary(t, t)),
+        }
     }
 
     #[test]
@@ -203,7 +213,12 @@ mod tests {
     fn cells_average_seeds_and_missing_runs_are_listed() {
         assert_eq!(mean_std(&[1.0, 3.0]), (2.0, 2f64.sqrt()));
         let t = render_table(
-            &[entry("RBL", "IR100", Some(80.0)), entry("RBL", "IR100", Some(82.0)), entry("RBL", "IR50", None), entry("CE", "IR100", Some(70.0))],
+            &[
+                entry("RBL", "IR100", Some(80.0)),
+                entry("RBL", "IR100", Some(82.0)),
+                entry("RBL", "IR50", None),
+                entry("CE", "IR100", Some(70.0)),
+            ],
             TableOptions { adjusted: true, shots: false },
         );
         assert!(t.contains("| method | IR100 | IR50 |"), "{t}");

@@ -174,7 +174,8 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     if path.join("state.json").is_file() {
         return Ok(path.to_path_buf());
     }
-    latest_checkpoint(path)?.ok_or_else(|| RblError::Checkpoint { path: path.into(), msg: "no checkpoint here (no state.json, no 'latest')".into() })
+    latest_checkpoint(path)?
+        .ok_or_else(|| RblError::Checkpoint { path: path.into(), msg: "no checkpoint here (no state.json, no 'latest')".into() })
 }
 
 /// Reads and verifies a checkpoint folder.
@@ -233,7 +234,16 @@ mod tests {
         // Perturb A so the rotation is not the identity and the weights differ from a fresh init.
         let x = Tensor::<4>::random([3, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
         let optim = crate::train::optimizer::build_optimizer(&cfg.train);
-        let state = CheckpointState { epoch: 4, config_toml: cfg.to_toml_string(), history: vec![], wall_seconds: 1.5, model_crc32: 0, optimizer_crc32: 0, weights_crc32: 0, partial: None };
+        let state = CheckpointState {
+            epoch: 4,
+            config_toml: cfg.to_toml_string(),
+            history: vec![],
+            wall_seconds: 1.5,
+            model_crc32: 0,
+            optimizer_crc32: 0,
+            weights_crc32: 0,
+            partial: None,
+        };
         let saved = save_checkpoint(dir.path(), &net, &optim, state).unwrap();
         assert_eq!(latest_checkpoint(dir.path()).unwrap(), Some(saved.clone()));
 
@@ -256,7 +266,16 @@ mod tests {
         let cfg = small_config();
         let net = Network::from_config(&cfg, 1, 10, &device).unwrap();
         let optim = crate::train::optimizer::build_optimizer(&cfg.train);
-        let state = CheckpointState { epoch: 1, config_toml: cfg.to_toml_string(), history: vec![], wall_seconds: 0.0, model_crc32: 0, optimizer_crc32: 0, weights_crc32: 0, partial: None };
+        let state = CheckpointState {
+            epoch: 1,
+            config_toml: cfg.to_toml_string(),
+            history: vec![],
+            wall_seconds: 0.0,
+            model_crc32: 0,
+            optimizer_crc32: 0,
+            weights_crc32: 0,
+            partial: None,
+        };
         let saved = save_checkpoint(dir.path(), &net, &optim, state).unwrap();
         // Weights of another architecture do not fit.
         let mut other = cfg.clone();

@@ -7,11 +7,11 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::data::ImageSet;
 use crate::data::augment::Augmenter;
 use crate::data::loader::{Loader, LoaderPlan};
+use crate::error::{RblError, Result};
 use crate::loss::cross_entropy::mean_cross_entropy;
 use crate::metrics::accuracy::argmax_rows;
 use crate::metrics::{ClassificationReport, ShotBuckets, adjust_logits, log_prior};
 use crate::network::Network;
-use crate::error::{RblError, Result};
 use crate::report::EvalSummary;
 
 /// One pass of a frozen network over a set, in set order.
@@ -26,8 +26,19 @@ pub struct ForwardPass {
 
 /// Runs `net` (in eval mode, `Module::valid`, on the plain `device`) over every image of `set`
 /// without augmentation; keeps the features when `keep_features`.
-pub fn forward_all(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, batch_size: usize, device: &Device, keep_features: bool) -> Result<ForwardPass> {
-    let mut loader = Loader::start(set.clone(), aug.clone(), LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Default::default(), skip: 0, mixup_alpha: 0.0, workers: 4 });
+pub fn forward_all(
+    net: &Network,
+    set: &Arc<ImageSet>,
+    aug: &Arc<Augmenter>,
+    batch_size: usize,
+    device: &Device,
+    keep_features: bool,
+) -> Result<ForwardPass> {
+    let mut loader = Loader::start(
+        set.clone(),
+        aug.clone(),
+        LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Default::default(), skip: 0, mixup_alpha: 0.0, workers: 4 },
+    );
     let (c, h, w) = (set.channels, set.height, set.width);
     let mut pass = ForwardPass { features: Vec::new(), logits: Vec::with_capacity(set.len() * set.num_classes), loss: 0.0 };
     // BatchNorms folded into their convolutions, and the head's directions (RBL's rotation)

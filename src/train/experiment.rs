@@ -104,7 +104,10 @@ pub fn run_frame_directions(base: &ExperimentConfig, opts: &FrameDirections) -> 
             if !opts.quiet {
                 eprintln!("frame-directions: arm {arm} (head {}, frame seed {})", cfg.model.head, cfg.model.frame_seed.unwrap_or(cfg.seed));
             }
-            train_run(cfg.clone(), &RunOptions { run_dir: run_dir.clone(), resume, stop_after_epoch: None, quiet: opts.quiet, crash_after_steps: None })?;
+            train_run(
+                cfg.clone(),
+                &RunOptions { run_dir: run_dir.clone(), resume, stop_after_epoch: None, quiet: opts.quiet, crash_after_steps: None },
+            )?;
         }
         let log = read_log(&run_dir)?;
         let text = std::fs::read_to_string(&metrics_path).map_err(|e| RblError::io(&metrics_path, e))?;
@@ -122,7 +125,9 @@ fn arm_result(arm: &str, cfg: &ExperimentConfig, log: &[EpochRecord], metrics: &
     let last = log.last().ok_or_else(|| RblError::format(run_dir.join("epochs.jsonl"), "empty log"))?;
     let gap = |r: &EpochRecord| Some(r.train_eval_acc? - r.test_acc?);
     let late: Vec<f64> = log[log.len() - log.len().div_ceil(3)..].iter().filter_map(gap).collect();
-    let train_acc = last.train_eval_acc.ok_or_else(|| RblError::format(run_dir.join("epochs.jsonl"), "no eval-mode train accuracy (eval.train_eval)"))?;
+    let train_acc = last
+        .train_eval_acc
+        .ok_or_else(|| RblError::format(run_dir.join("epochs.jsonl"), "no eval-mode train accuracy (eval.train_eval)"))?;
     let picture = cfg.eval.feature_epochs.iter().max().copied().unwrap_or(cfg.train.epochs);
     Ok(ArmResult {
         arm: arm.into(),

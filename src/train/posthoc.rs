@@ -67,9 +67,9 @@ pub fn tune_posthoc(dir: &Path, method: PostHoc, grid: &[f64]) -> Result<PostHoc
             (validation, summarize(test_logits, loss, &ctx.test, &counts, chosen, ctx.buckets))
         }
         PostHoc::TauNorm => {
-            let weights = net.head.linear_weight().ok_or_else(|| RblError::Model(
-                "τ-normalisation needs a linear head: the ETF's class directions already have equal norms".into(),
-            ))?;
+            let weights = net.head.linear_weight().ok_or_else(|| {
+                RblError::Model("τ-normalisation needs a linear head: the ETF's class directions already have equal norms".into())
+            })?;
             let w = Mat::from_tensor(weights);
             let (d, c) = (w.rows, w.cols);
             let norms = w.column_norms();
@@ -77,7 +77,9 @@ pub fn tune_posthoc(dir: &Path, method: PostHoc, grid: &[f64]) -> Result<PostHoc
             let logits = |f: &[f32], tau: f64| -> Vec<f32> {
                 let scale: Vec<f64> = norms.iter().map(|n| n.powf(tau).max(1e-12)).collect();
                 f.chunks_exact(d)
-                    .flat_map(|row| (0..c).map(|j| ((0..d).map(|i| row[i] as f64 * w.at(i, j)).sum::<f64>() / scale[j]) as f32).collect::<Vec<_>>())
+                    .flat_map(|row| {
+                        (0..c).map(|j| ((0..d).map(|i| row[i] as f64 * w.at(i, j)).sum::<f64>() / scale[j]) as f32).collect::<Vec<_>>()
+                    })
                     .collect()
             };
             let validation: Vec<(f64, f64)> = grid.iter().map(|&t| (t, score(logits(&val_f, t), &val, 0.0).raw.top1)).collect();

@@ -13,16 +13,16 @@ use crate::data::augment::Augmenter;
 use crate::data::loader::{Loader, LoaderPlan, epoch_seed};
 use crate::data::source::{PreparedData, prepare};
 use crate::error::{RblError, Result};
+use crate::head::host_linalg::Mat;
 use crate::loss::Criterion;
 use crate::metrics::ShotBuckets;
+use crate::metrics::accuracy::argmax_rows;
+use crate::metrics::neural_collapse::{NeuralCollapse, neural_collapse};
 use crate::network::Network;
+use crate::report::feature_plot::{LabelledFeatures, plot_features};
 use crate::report::{EpochRecord, EvalSummary, FinalMetrics, write_atomic};
 use crate::train::checkpoint::{CheckpointState, PartialEpoch, apply_weights, latest_checkpoint, load_checkpoint, save_checkpoint};
 use crate::train::device::device_for;
-use crate::head::host_linalg::Mat;
-use crate::metrics::neural_collapse::{NeuralCollapse, neural_collapse};
-use crate::metrics::accuracy::argmax_rows;
-use crate::report::feature_plot::{LabelledFeatures, plot_features};
 use crate::train::evaluate::{Evaluator, ForwardPass, forward_all};
 use crate::train::interrupt;
 use crate::train::optimizer::build_optimizer;
@@ -297,7 +297,14 @@ fn collapse_metrics(net: &Network, ctx: &Context, pass: &ForwardPass) -> NeuralC
 
 /// PCA pictures of the training and test features (passes that kept them) after `epoch`, into
 /// `RUN_DIR/features/epoch_NNN.{png,svg}`.
-fn feature_picture(net: &Network, ctx: &Context, train_pass: &ForwardPass, test_pass: &ForwardPass, run_dir: &Path, epoch: usize) -> Result<()> {
+fn feature_picture(
+    net: &Network,
+    ctx: &Context,
+    train_pass: &ForwardPass,
+    test_pass: &ForwardPass,
+    run_dir: &Path,
+    epoch: usize,
+) -> Result<()> {
     let directions = Mat::from_tensor(net.head.class_directions());
     let train_labels: Vec<usize> = ctx.train.labels.iter().map(|&l| l as usize).collect();
     let test_labels: Vec<usize> = ctx.test.labels.iter().map(|&l| l as usize).collect();
@@ -483,7 +490,9 @@ pub fn eval_checkpoint(dir: &Path, tau: Option<f64>, on_val: bool, device_name: 
     let net = Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &device)?;
     let net = apply_weights(net, &ckpt)?.valid();
     let set = if on_val {
-        ctx.val.clone().ok_or_else(|| RblError::Config { origin: "data.val_per_class".into(), msg: "this run has no validation split".into() })?
+        ctx.val
+            .clone()
+            .ok_or_else(|| RblError::Config { origin: "data.val_per_class".into(), msg: "this run has no validation split".into() })?
     } else {
         ctx.test.clone()
     };

@@ -106,7 +106,8 @@ pub fn run_stage2(dir: &Path, method: Stage2, opts: &Stage2Options) -> Result<St
     let width = train_out.len() / ctx.train.len();
     let ad = device.clone().autodiff();
     let to_tensor = |rows: &[f32], n: usize| Tensor::<2>::from_data(TensorData::new(rows.to_vec(), [n, width]), &ad);
-    let train_cfg = crate::config::TrainConfig { epochs: opts.epochs, lr: opts.lr, warmup_epochs: 0, weight_decay: 5e-4, ..cfg.train.clone() };
+    let train_cfg =
+        crate::config::TrainConfig { epochs: opts.epochs, lr: opts.lr, warmup_epochs: 0, weight_decay: 5e-4, ..cfg.train.clone() };
     let mut optim = build_optimizer(&train_cfg);
     let (sampler, loss) = match method {
         Stage2::Crt | Stage2::Lws => (Sampler::ClassBalanced, LossConfig::default()),
@@ -117,10 +118,19 @@ pub fn run_stage2(dir: &Path, method: Stage2, opts: &Stage2Options) -> Result<St
     let w_norm_t = |dev: &Device| Tensor::<1>::from_data(TensorData::new(w_norm.clone(), [c]), dev);
 
     // Index-only "image set" so the usual samplers draw the stage-2 batches.
-    let labels_only = Arc::new(ImageSet { pixels: vec![0; ctx.train.len()], labels: ctx.train.labels.clone(), num_classes: c, channels: 1, height: 1, width: 1, files: None });
+    let labels_only = Arc::new(ImageSet {
+        pixels: vec![0; ctx.train.len()],
+        labels: ctx.train.labels.clone(),
+        num_classes: c,
+        channels: 1,
+        height: 1,
+        width: 1,
+        files: None,
+    });
     let mut crt = (method == Stage2::Crt).then(|| LinearConfig::new(width, c).init(&ad));
     let mut lws = (method == Stage2::Lws).then(|| Scales { s: Param::from_tensor(Tensor::ones([c], &ad)) });
-    let mut marc = (method == Stage2::Marc).then(|| Marc { omega: Param::from_tensor(Tensor::ones([c], &ad)), beta: Param::from_tensor(Tensor::zeros([c], &ad)) });
+    let mut marc = (method == Stage2::Marc)
+        .then(|| Marc { omega: Param::from_tensor(Tensor::ones([c], &ad)), beta: Param::from_tensor(Tensor::zeros([c], &ad)) });
     for epoch in 0..opts.epochs {
         let lr = learning_rate(&train_cfg, epoch);
         let mut rng = ChaCha8Rng::seed_from_u64(epoch_seed(cfg.seed ^ 0x57A6E2, epoch));
