@@ -28,7 +28,7 @@ fn main() {
         let t1 = Instant::now();
         let directions = net.head.class_directions();
         let logits = net.head.logits_with(features, directions);
-        let loss = criterion.forward(logits, &labels, 0);
+        let loss = criterion.forward(&rbl::loss::LossInputs::logits(logits), &labels, 0);
         let l: Vec<f32> = loss.clone().detach().into_data().try_to_vec().unwrap();
         let t2 = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &net);

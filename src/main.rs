@@ -41,8 +41,8 @@ enum Command {
         #[arg(long)]
         force: bool,
         /// Device: cpu or gpu (wgpu; needs a build with --features gpu). Same as --set device=….
-        #[arg(long)]
-        device: Option<String>,
+        #[arg(long, value_enum)]
+        device: Option<rbl::config::DeviceKind>,
         /// Stop after this many epochs in total, as an interruption would (for testing resume).
         #[arg(long, hide = true)]
         stop_after_epoch: Option<usize>,
@@ -66,8 +66,8 @@ enum Command {
         #[arg(long)]
         val: bool,
         /// Device override (cpu, gpu).
-        #[arg(long)]
-        device: Option<String>,
+        #[arg(long, value_enum)]
+        device: Option<rbl::config::DeviceKind>,
     },
     /// Two-stage methods on a trained run (frozen backbone): cRT, LWS, MARC. Writes
     /// stage2-<method>.json into the run folder.
@@ -226,7 +226,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train { config, mut overrides, out, resume, force, device, stop_after_epoch, crash_after_step, quiet } => {
             if let Some(d) = device {
-                overrides.push(format!("device={d}"));
+                overrides.push(format!("device=\"{d}\""));
             }
             let (cfg, run_dir, resuming) = match resume {
                 Some(dir) => {
@@ -275,7 +275,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval { checkpoint, tau, val, device } => {
             let dir = resolve_checkpoint(&checkpoint)?;
-            let summary = eval_checkpoint(&dir, tau, val, device.as_deref())?;
+            let summary = eval_checkpoint(&dir, tau, val, device)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
         Command::Stage2 { checkpoint, method, epochs, batch_size, lr } => {

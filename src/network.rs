@@ -4,9 +4,9 @@ use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::{Device, Tensor};
 
-use crate::config::ExperimentConfig;
-use crate::error::{RblError, Result};
-use crate::head::{Head, HeadKind, l2_normalize};
+use crate::config::{DeviceKind, ExperimentConfig};
+use crate::error::Result;
+use crate::head::{Head, l2_normalize};
 use crate::model::backbone::build_backbone;
 use crate::model::{ResNetCifar, ResNetImageNet};
 
@@ -28,11 +28,11 @@ pub struct Network {
 impl Network {
     /// Builds a freshly initialised network for `cfg` (the caller seeds the device).
     pub fn from_config(cfg: &ExperimentConfig, in_channels: usize, classes: usize, device: &Device) -> Result<Network> {
-        let kind = HeadKind::parse(&cfg.model.head).ok_or_else(|| RblError::Model(format!("unknown head '{}'", cfg.model.head)))?;
         let ((backbone, backbone_imagenet), dim) =
-            build_backbone(&cfg.model.backbone, in_channels, cfg.model.widths, cfg.model.feature_dim, device)?;
-        let head = Head::new(kind, dim, classes, cfg.model.frame_seed.unwrap_or(cfg.seed), cfg.device == "cpu", device)?
-            .with_cosine(cfg.model.cosine);
+            build_backbone(cfg.model.backbone, in_channels, cfg.model.widths, cfg.model.feature_dim, device)?;
+        let head =
+            Head::new(cfg.model.head, dim, classes, cfg.model.frame_seed.unwrap_or(cfg.seed), cfg.device == DeviceKind::Cpu, device)?
+                .with_cosine(cfg.model.cosine);
         let feature_norm = cfg.model.feature_bn_l2.then(|| BatchNormConfig::new(dim).init(device));
         Ok(Network { backbone, backbone_imagenet, feature_norm, head })
     }
@@ -70,14 +70,16 @@ impl Network {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::head::HeadKind;
     use crate::head::host_linalg::Mat;
+    use crate::model::backbone::BackboneKind;
     use burn::tensor::Tolerance;
 
     /// A small network and its features of a fixed input, computed at once: burn initialises
     /// parameters lazily from the seeded global generator, on first use.
-    fn build(head: &str, frame_seed: Option<u64>) -> (Network, Tensor<2>) {
+    fn build(head: HeadKind, frame_seed: Option<u64>) -> (Network, Tensor<2>) {
         let mut cfg = ExperimentConfig::default();
-        cfg.model.head = head.into();
+        cfg.model.head = head;
         cfg.model.widths = [4, 4, 8];
         cfg.model.feature_dim = 16;
         cfg.model.frame_seed = frame_seed;
@@ -91,7 +93,7 @@ mod tests {
     #[test]
     fn frame_seed_moves_the_frame_and_nothing_else() {
         let _seeded = crate::SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let ((a, fa), (b, fb)) = (build("etf", Some(1)), build("etf", Some(2)));
+        let ((a, fa), (b, fb)) = (build(HeadKind::Etf, Some(1)), build(HeadKind::Etf, Some(2)));
         // Same backbone initialisation: identical features.
         fa.into_data().assert_approx_eq::<f32>(&fb.into_data(), Tolerance::absolute(0.0));
         let (da, db) = (Mat::from_tensor(a.head.class_directions()), Mat::from_tensor(b.head.class_directions()));
@@ -100,15 +102,15 @@ mod tests {
         let (ga, gb) = (da.t().matmul(&da), db.t().matmul(&db));
         assert!(ga.add_scaled(&gb, -1.0).frobenius() < 1e-5);
         // Unset, the frame follows the run's seed (0 here).
-        let default = Mat::from_tensor(build("etf", None).0.head.class_directions());
-        assert_eq!(default, Mat::from_tensor(build("etf", Some(0)).0.head.class_directions()));
+        let default = Mat::from_tensor(build(HeadKind::Etf, None).0.head.class_directions());
+        assert_eq!(default, Mat::from_tensor(build(HeadKind::Etf, Some(0)).0.head.class_directions()));
     }
 
     #[test]
     fn folded_batch_norms_give_the_same_predictions() {
-        for backbone in ["resnet32", "resnet50"] {
+        for backbone in [BackboneKind::Resnet32, BackboneKind::Resnet50] {
             let mut cfg = ExperimentConfig::default();
-            cfg.model.backbone = backbone.into();
+            cfg.model.backbone = backbone;
             cfg.model.widths = [4, 8, 8];
             cfg.model.feature_dim = 16;
             let device = Device::flex().autodiff();

@@ -15,10 +15,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use rbl::ExperimentConfig;
+use rbl::head::HeadKind;
 use rbl::loss::Criterion;
 use rbl::network::Network;
 use rbl::ops::precision::Precision;
-use rbl::train::device::device_for;
+use rbl::train::device::{DeviceKind, device_for};
 use rbl::train::optimizer::build_optimizer;
 use rbl::train::step::train_step;
 
@@ -27,8 +28,8 @@ use rbl::train::step::train_step;
 #[command(name = "rbl-bench", version, about)]
 struct Args {
     /// cpu (flex) or gpu (wgpu; a --features gpu build).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceKind,
     /// Batch sizes (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "128")]
     batch: Vec<usize>,
@@ -45,8 +46,8 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     classes: usize,
     /// Head: rbl, etf or linear.
-    #[arg(long, default_value = "rbl")]
-    head: String,
+    #[arg(long, value_enum, default_value = "rbl")]
+    head: HeadKind,
     /// Convolution arithmetic (mixed precision, train.precision).
     #[arg(long, value_enum, default_value = "f32")]
     precision: Precision,
@@ -64,7 +65,7 @@ fn main() -> Result<()> {
                 "{{\"impl\":\"rbl\",\"device\":\"{}\",\"head\":\"{}\",\"precision\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"peak_rss_mb\":{:.1}}}",
                 args.device,
                 args.head,
-                serde_json::to_value(args.precision)?.as_str().unwrap_or("?"),
+                rbl::config::variant_name(&args.precision),
                 peak_rss_mb()
             );
         }
@@ -74,8 +75,8 @@ fn main() -> Result<()> {
 
 /// Train and eval images per second for one batch size and input shape.
 fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64)> {
-    let mut cfg = ExperimentConfig { device: args.device.clone(), ..Default::default() };
-    cfg.model.head = args.head.clone();
+    let mut cfg = ExperimentConfig { device: args.device, ..Default::default() };
+    cfg.model.head = args.head;
     cfg.model.widths = [16, 32, 64];
     cfg.model.feature_dim = 256;
     cfg.train.precision = args.precision;

@@ -3,6 +3,7 @@
 pub mod augment;
 pub mod autoaugment;
 pub mod cifar;
+pub mod config;
 pub mod folder;
 pub mod idx;
 pub mod image_set;

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::DataConfig;
 use crate::data::ImageSet;
 use crate::data::cifar::{Cifar, read_cifar};
+use crate::data::config::{BadImages, DataConfig, DatasetKind};
 use crate::data::idx::read_idx;
 use crate::data::long_tail::{first_per_class, long_tail_counts_with, sample_long_tail, split_validation};
 use crate::error::{RblError, Result};
@@ -74,10 +74,11 @@ pub fn load_dataset(cfg: &DataConfig) -> Result<(ImageSet, ImageSet)> {
         let (train, test) = kind.files(root);
         Ok((read_cifar(&train, kind)?, read_cifar(&test, kind)?))
     };
-    match cfg.dataset.as_str() {
-        "cifar10" => cifar(Cifar::Ten),
-        "cifar100" => cifar(Cifar::Hundred),
-        _ => load_idx_dataset(root),
+    match cfg.dataset {
+        DatasetKind::Cifar10 => cifar(Cifar::Ten),
+        DatasetKind::Cifar100 => cifar(Cifar::Hundred),
+        DatasetKind::FashionMnist | DatasetKind::Mnist => load_idx_dataset(root),
+        DatasetKind::Folder => Err(RblError::Dataset("a folder dataset is read image by image: use prepare".into())),
     }
 }
 
@@ -99,7 +100,7 @@ pub fn folder_set(cfg: &DataConfig, split: &str) -> Result<ImageSet> {
     if !missing.is_empty() {
         let names: Vec<String> = missing.iter().take(3).map(|e| root.join(&e.path).display().to_string()).collect();
         let msg = format!("{} of {} listed images are missing (first: {})", missing.len(), missing.len() + present.len(), names.join(", "));
-        if cfg.bad_images != "skip" {
+        if cfg.bad_images == BadImages::Error {
             return Err(RblError::format(split_path, format!("{msg}; set data.bad_images = \"skip\" to train without them")));
         }
         eprintln!("warning: {}: {msg}; skipped", split_path.display());
@@ -115,7 +116,7 @@ pub fn folder_set(cfg: &DataConfig, split: &str) -> Result<ImageSet> {
             root: root.into(),
             paths: present.into_iter().map(|e| e.path).collect(),
             size: cfg.image_size,
-            skip_bad: cfg.bad_images == "skip",
+            skip_bad: cfg.bad_images == BadImages::Skip,
         })),
     })
 }
@@ -152,7 +153,7 @@ fn normalisation(cfg: &DataConfig, train: &ImageSet) -> Result<(Vec<f32>, Vec<f3
 
 /// Builds the experiment's sets from the config: validation split first, then the long tail.
 pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<PreparedData> {
-    if cfg.dataset == "folder" {
+    if cfg.dataset == DatasetKind::Folder {
         return prepare_folder(cfg);
     }
     let (pool, test) = load_dataset(cfg)?;

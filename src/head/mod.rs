@@ -15,9 +15,12 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::Result;
 pub use rotation::Rotation;
+use serde::{Deserialize, Serialize};
 
-/// Which classifier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which classifier (`model.head`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+#[value(rename_all = "lowercase")]
 pub enum HeadKind {
     /// Learned linear classifier.
     Linear,
@@ -27,15 +30,9 @@ pub enum HeadKind {
     Rbl,
 }
 
-impl HeadKind {
-    /// Parses the config name (`linear`, `etf`, `rbl`).
-    pub fn parse(name: &str) -> Option<HeadKind> {
-        match name {
-            "linear" => Some(HeadKind::Linear),
-            "etf" => Some(HeadKind::Etf),
-            "rbl" => Some(HeadKind::Rbl),
-            _ => None,
-        }
+impl std::fmt::Display for HeadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::config::variant_name(self))
     }
 }
 

@@ -12,9 +12,38 @@ use serde::{Deserialize, Serialize};
 
 pub use cross_entropy::cross_entropy;
 
-use crate::error::{RblError, Result};
+use crate::error::Result;
 use cross_entropy::{cross_entropy_per_image, weighted_mean};
 use logit_adjusted::shift_by_prior;
+
+/// Which training loss (`loss.name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// Cross-entropy (RBL's, and the plain baseline's).
+    #[default]
+    Ce,
+    /// Cross-entropy of z + τ·log π (Menon et al. 2021).
+    LogitAdjusted,
+    /// Cross-entropy of z + log π (Ren et al. 2020): the logit-adjusted loss at τ = 1.
+    BalancedSoftmax,
+    /// Cross-entropy weighted by the effective number (Cui et al. 2019).
+    CbCe,
+    /// Focal loss weighted by the effective number.
+    CbFocal,
+    /// Label-distribution-aware margins (Cao et al. 2019), with optional deferred re-weighting.
+    Ldam,
+    /// LADE (Hong et al. 2021): the prior-shifted CE plus its regulariser.
+    Lade,
+    /// Features vs. fixed class directions (Yang et al. 2022); use with `model.feature_bn_l2`.
+    DotRegression,
+}
+
+impl std::fmt::Display for LossKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::config::variant_name(self))
+    }
+}
 
 /// The `[loss]` section of a config.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -22,7 +51,7 @@ use logit_adjusted::shift_by_prior;
 pub struct LossConfig {
     /// `ce`, `logit_adjusted`, `balanced_softmax`, `cb_ce`, `cb_focal`, `ldam`, `lade` or
     /// `dot_regression` (features vs. class directions; use with `model.feature_bn_l2`).
-    pub name: String,
+    pub name: LossKind,
     /// τ of the logit-adjusted loss.
     pub tau: f64,
     /// β of the effective number (class-balanced weights; LDAM's deferred re-weighting).
@@ -44,7 +73,7 @@ pub struct LossConfig {
 impl Default for LossConfig {
     fn default() -> Self {
         LossConfig {
-            name: "ce".into(),
+            name: LossKind::Ce,
             tau: 1.0,
             beta: 0.9999,
             gamma: 1.0,
@@ -66,18 +95,27 @@ pub struct Criterion {
     margins: Vec<f32>,
 }
 
-/// The loss names a config may use.
-pub const LOSS_NAMES: [&str; 8] = ["ce", "logit_adjusted", "balanced_softmax", "cb_ce", "cb_focal", "ldam", "lade", "dot_regression"];
+/// What a loss is computed from: the batch's logits, and for a loss on the feature itself
+/// (dot regression) the features `[B, d]` and class directions `[d, C]` they came from.
+#[derive(Clone)]
+pub struct LossInputs {
+    /// Logits `[B, C]`.
+    pub logits: Tensor<2>,
+    /// Features and class directions; the training step always passes them, a classifier-only
+    /// stage (`rbl stage2`, whose losses are on logits) passes `None`.
+    pub features: Option<(Tensor<2>, Tensor<2>)>,
+}
+
+impl LossInputs {
+    /// Logits alone, for losses on logits.
+    pub fn logits(logits: Tensor<2>) -> LossInputs {
+        LossInputs { logits, features: None }
+    }
+}
 
 impl Criterion {
     /// Binds `cfg` to the training counts.
     pub fn new(cfg: &LossConfig, counts: &[usize]) -> Result<Criterion> {
-        if !LOSS_NAMES.contains(&cfg.name.as_str()) {
-            return Err(RblError::Config {
-                origin: "loss.name".into(),
-                msg: format!("unknown loss '{}' ({})", cfg.name, LOSS_NAMES.join(", ")),
-            });
-        }
         let total: usize = counts.iter().sum();
         Ok(Criterion {
             cfg: cfg.clone(),
@@ -87,37 +125,26 @@ impl Criterion {
         })
     }
 
-    /// True when the loss needs the features and class directions ([`Self::forward_features`]).
-    pub fn needs_features(&self) -> bool {
-        self.cfg.name == "dot_regression"
-    }
-
-    /// The loss from features `[B, d]` and class directions `[d, C]` (dot regression).
-    pub fn forward_features(&self, features: Tensor<2>, directions: Tensor<2>, labels: &[i64]) -> Tensor<1> {
-        let device = features.device();
-        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [labels.len()]), &device);
-        dot_regression::dot_regression(features, directions, y)
-    }
-
     /// The mean loss of a batch at 0-based `epoch`; `labels` also given on the host.
-    pub fn forward(&self, logits: Tensor<2>, labels: &[i64], epoch: usize) -> Tensor<1> {
+    pub fn forward(&self, inputs: &LossInputs, labels: &[i64], epoch: usize) -> Tensor<1> {
+        let logits = inputs.logits.clone();
         let device = logits.device();
         let [b, c] = logits.dims();
         let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), &device);
         let vec1 = |v: Vec<f32>, d: &Device| Tensor::<1>::from_data(TensorData::new(v, [c]), d);
         let per_image_weights =
             |w: &[f32]| Tensor::<1>::from_data(TensorData::new(labels.iter().map(|&l| w[l as usize]).collect::<Vec<f32>>(), [b]), &device);
-        match self.cfg.name.as_str() {
-            "ce" => cross_entropy(logits, y),
-            "logit_adjusted" => cross_entropy(shift_by_prior(logits, vec1(self.log_prior.clone(), &device), self.cfg.tau), y),
-            "balanced_softmax" => cross_entropy(shift_by_prior(logits, vec1(self.log_prior.clone(), &device), 1.0), y),
-            "cb_ce" => weighted_mean(cross_entropy_per_image(logits, y), per_image_weights(&self.cb_weights)),
-            "cb_focal" => {
+        match self.cfg.name {
+            LossKind::Ce => cross_entropy(logits, y),
+            LossKind::LogitAdjusted => cross_entropy(shift_by_prior(logits, vec1(self.log_prior.clone(), &device), self.cfg.tau), y),
+            LossKind::BalancedSoftmax => cross_entropy(shift_by_prior(logits, vec1(self.log_prior.clone(), &device), 1.0), y),
+            LossKind::CbCe => weighted_mean(cross_entropy_per_image(logits, y), per_image_weights(&self.cb_weights)),
+            LossKind::CbFocal => {
                 let ce = cross_entropy_per_image(logits, y);
                 let focal = ce.clone().neg().exp().neg().add_scalar(1.0).powf_scalar(self.cfg.gamma) * ce;
                 weighted_mean(focal, per_image_weights(&self.cb_weights))
             }
-            "ldam" => {
+            LossKind::Ldam => {
                 let shift: Vec<f32> = (0..b * c).map(|k| if labels[k / c] as usize == k % c { self.margins[k % c] } else { 0.0 }).collect();
                 let shifted = (logits - Tensor::<2>::from_data(TensorData::new(shift, [b, c]), &device)).mul_scalar(self.cfg.ldam_scale);
                 let per_image = cross_entropy_per_image(shifted, y);
@@ -127,14 +154,18 @@ impl Criterion {
                     per_image.mean()
                 }
             }
-            "lade" => {
+            LossKind::Lade => {
                 let log_prior = vec1(self.log_prior.clone(), &device);
                 let one_hot: Vec<f32> = (0..b * c).map(|k| (labels[k / c] as usize == k % c) as u8 as f32).collect();
                 let one_hot = Tensor::<2>::from_data(TensorData::new(one_hot, [b, c]), &device);
                 let pc = cross_entropy(shift_by_prior(logits.clone(), log_prior.clone(), 1.0), y);
                 pc + lade::lade_regularizer(logits, one_hot, log_prior, self.cfg.lade_lambda).mul_scalar(self.cfg.lade_alpha)
             }
-            other => unreachable!("loss '{other}' takes features, or was refused by Criterion::new"),
+            LossKind::DotRegression => {
+                let (features, directions) =
+                    inputs.features.clone().expect("dot regression is given the features (train_step passes them)");
+                dot_regression::dot_regression(features, directions, y)
+            }
         }
     }
 }
@@ -150,12 +181,12 @@ mod tests {
     fn loss(cfg: LossConfig, counts: &[usize], epoch: usize) -> f64 {
         let device = Device::flex();
         let logits = Tensor::<2>::from_data(TensorData::new(LOGITS.to_vec(), [2, 3]), &device);
-        let v: f32 = Criterion::new(&cfg, counts).unwrap().forward(logits, &LABELS, epoch).into_scalar();
+        let v: f32 = Criterion::new(&cfg, counts).unwrap().forward(&LossInputs::logits(logits), &LABELS, epoch).into_scalar();
         v as f64
     }
 
     fn named(name: &str) -> LossConfig {
-        LossConfig { name: name.into(), ..Default::default() }
+        LossConfig { name: serde_json::from_value(serde_json::Value::String(name.into())).unwrap(), ..Default::default() }
     }
 
     /// −log softmax(z)[y] in f64.
@@ -243,7 +274,7 @@ mod tests {
 
     #[test]
     fn unknown_loss_is_named() {
-        let e = Criterion::new(&named("hinge"), &COUNTS).unwrap_err().to_string();
+        let e = crate::ExperimentConfig::from_toml_str("[loss]\nname = \"hinge\"\n", "t", &[]).unwrap_err().to_string();
         assert!(e.contains("loss.name") && e.contains("hinge"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! Backbones: networks that turn an image batch into a feature batch.
 
 pub mod backbone;
+pub mod config;
 pub mod resnet_cifar;
 pub mod resnet_imagenet;
 

@@ -219,7 +219,7 @@ mod tests {
         let scalar = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap()[0];
         let before = scalar(loss.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &net);
-        let mut optim = crate::train::optimizer::build_optimizer(&crate::config::TrainConfig::default());
+        let mut optim = crate::train::optimizer::build_optimizer(&crate::train::config::TrainConfig::default());
         let net = optim.step(0.01, net, grads);
         let after = scalar(net.forward(x).powi_scalar(2).mean());
         assert!(before.is_finite() && after.is_finite());

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ExperimentConfig;
 use crate::error::{RblError, Result};
+use crate::head::HeadKind;
 use crate::report::plots::{plot_comparison, read_log};
 use crate::report::{EpochRecord, FinalMetrics, write_atomic};
 use crate::train::run::{RunOptions, train_run};
@@ -62,11 +63,11 @@ pub struct ArmResult {
 /// and schedule; only the head and the frame seed differ.
 pub fn arm_configs(base: &ExperimentConfig, seed_a: u64, seed_b: u64) -> Vec<(String, ExperimentConfig)> {
     let picture = PICTURE_EPOCH.min(base.train.epochs);
-    let arm = |arm: &str, head: &str, frame_seed: u64| {
+    let arm = |arm: &str, head: HeadKind, frame_seed: u64| {
         let mut cfg = base.clone();
         cfg.name = format!("{}_{arm}", base.name);
         cfg.method = String::new();
-        cfg.model.head = head.into();
+        cfg.model.head = head;
         cfg.model.frame_seed = Some(frame_seed);
         cfg.train.eval_every = 1;
         cfg.eval.train_eval = true;
@@ -75,7 +76,7 @@ pub fn arm_configs(base: &ExperimentConfig, seed_a: u64, seed_b: u64) -> Vec<(St
         }
         (arm.to_string(), cfg)
     };
-    vec![arm("A", "etf", seed_a), arm("B", "etf", seed_b), arm("rbl", "rbl", seed_a)]
+    vec![arm("A", HeadKind::Etf, seed_a), arm("B", HeadKind::Etf, seed_b), arm("rbl", HeadKind::Rbl, seed_a)]
 }
 
 /// Trains (or resumes, or picks up) the three arms, then writes `summary.md`, `summary.json`
@@ -131,7 +132,7 @@ fn arm_result(arm: &str, cfg: &ExperimentConfig, log: &[EpochRecord], metrics: &
     let picture = cfg.eval.feature_epochs.iter().max().copied().unwrap_or(cfg.train.epochs);
     Ok(ArmResult {
         arm: arm.into(),
-        head: cfg.model.head.clone(),
+        head: cfg.model.head.to_string(),
         frame_seed: cfg.model.frame_seed.unwrap_or(cfg.seed),
         train_acc,
         test_acc: metrics.test.raw.top1,
@@ -200,7 +201,7 @@ mod tests {
         assert_eq!(arms[0].1.model.frame_seed, Some(1));
         assert_eq!(arms[1].1.model.frame_seed, Some(2));
         assert_eq!(arms[2].1.model.frame_seed, Some(1));
-        assert_eq!(arms[2].1.model.head, "rbl");
+        assert_eq!(arms[2].1.model.head, HeadKind::Rbl);
         base.train.epochs = 12;
         assert_eq!(arm_configs(&base, 1, 2)[0].1.eval.feature_epochs, vec![12]);
     }

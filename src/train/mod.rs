@@ -1,6 +1,7 @@
 //! Training: the schedule, the optimiser, evaluation, checkpoints, progress and the run loop.
 
 pub mod checkpoint;
+pub mod config;
 pub mod device;
 pub mod evaluate;
 pub mod experiment;

@@ -4,7 +4,7 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{ModuleOptimizer, SgdConfig};
 
-use crate::config::TrainConfig;
+use crate::train::config::TrainConfig;
 
 /// The optimiser of a run. Dampening is 0 (PyTorch's default; burn's default is 0.1).
 pub fn build_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {

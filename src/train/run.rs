@@ -277,7 +277,7 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
 fn final_metrics(ctx: &Context, test: EvalSummary, val: Option<EvalSummary>, wall_seconds: f64, ortho: Option<f64>) -> FinalMetrics {
     FinalMetrics {
         name: ctx.cfg.name.clone(),
-        head: ctx.cfg.model.head.clone(),
+        head: ctx.cfg.model.head.to_string(),
         epoch: ctx.cfg.train.epochs,
         train_counts: ctx.train_counts.clone(),
         test,
@@ -478,11 +478,11 @@ pub fn features_from_checkpoint(dir: &Path) -> Result<PathBuf> {
 }
 
 /// Evaluates a saved checkpoint on the test (or validation) set of its config.
-pub fn eval_checkpoint(dir: &Path, tau: Option<f64>, on_val: bool, device_name: Option<&str>) -> Result<EvalSummary> {
+pub fn eval_checkpoint(dir: &Path, tau: Option<f64>, on_val: bool, device: Option<crate::config::DeviceKind>) -> Result<EvalSummary> {
     let ckpt = load_checkpoint(dir)?;
     let mut cfg = ckpt.config.clone();
-    if let Some(d) = device_name {
-        cfg.device = d.into();
+    if let Some(d) = device {
+        cfg.device = d;
     }
     let device = device_for(&cfg)?;
     let data = prepare(&cfg.data, cfg.seed)?;

@@ -1,7 +1,20 @@
 //! Learning-rate schedules: linear warm-up, then cosine decay to zero (the RBL paper's) or
 //! step decay at milestones (the "Fixed" paper's: ×0.1 at epochs 160 and 180 of 200).
 
-use crate::config::TrainConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::train::config::TrainConfig;
+
+/// What follows the warm-up (`train.schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Cosine decay to 0 at the last epoch (the RBL paper's).
+    #[default]
+    Cosine,
+    /// × `lr_gamma` at each of `lr_milestones` (the "Fixed" paper's).
+    Step,
+}
 
 /// Learning rate of 0-based `epoch`: from `start·lr` rising linearly to `lr` over the warm-up
 /// epochs, then lr·½(1 + cos(π·t/T)) over the remaining T epochs.
@@ -10,7 +23,7 @@ pub fn learning_rate(cfg: &TrainConfig, epoch: usize) -> f64 {
     if epoch < w {
         return cfg.lr * (cfg.warmup_start_factor + (1.0 - cfg.warmup_start_factor) * epoch as f64 / w as f64);
     }
-    if cfg.schedule == "step" {
+    if cfg.schedule == Schedule::Step {
         let drops = cfg.lr_milestones.iter().filter(|&&m| epoch >= m).count();
         return cfg.lr * cfg.lr_gamma.powi(drops as i32);
     }
@@ -42,7 +55,7 @@ mod tests {
             epochs: 200,
             warmup_epochs: 5,
             warmup_start_factor: 0.0,
-            schedule: "step".into(),
+            schedule: Schedule::Step,
             lr_milestones: vec![160, 180],
             lr_gamma: 0.1,
             ..Default::default()

@@ -27,7 +27,7 @@ use crate::data::sampler::Sampler;
 use crate::error::{RblError, Result};
 use crate::head::host_linalg::Mat;
 use crate::loss::cross_entropy::mean_cross_entropy;
-use crate::loss::{Criterion, LossConfig};
+use crate::loss::{Criterion, LossConfig, LossInputs, LossKind};
 use crate::network::Network;
 use crate::report::EvalSummary;
 use crate::train::checkpoint::{apply_weights, load_checkpoint, weights_digest};
@@ -107,11 +107,11 @@ pub fn run_stage2(dir: &Path, method: Stage2, opts: &Stage2Options) -> Result<St
     let ad = device.clone().autodiff();
     let to_tensor = |rows: &[f32], n: usize| Tensor::<2>::from_data(TensorData::new(rows.to_vec(), [n, width]), &ad);
     let train_cfg =
-        crate::config::TrainConfig { epochs: opts.epochs, lr: opts.lr, warmup_epochs: 0, weight_decay: 5e-4, ..cfg.train.clone() };
+        crate::train::config::TrainConfig { epochs: opts.epochs, lr: opts.lr, warmup_epochs: 0, weight_decay: 5e-4, ..cfg.train.clone() };
     let mut optim = build_optimizer(&train_cfg);
     let (sampler, loss) = match method {
         Stage2::Crt | Stage2::Lws => (Sampler::ClassBalanced, LossConfig::default()),
-        Stage2::Marc => (Sampler::Instance, LossConfig { name: "balanced_softmax".into(), ..Default::default() }),
+        Stage2::Marc => (Sampler::Instance, LossConfig { name: LossKind::BalancedSoftmax, ..Default::default() }),
     };
     let criterion = Criterion::new(&loss, &counts)?;
     let w_norm: Vec<f32> = Mat::from_tensor(net.head.class_directions()).column_norms().into_iter().map(|n| n as f32).collect();
@@ -140,16 +140,16 @@ pub fn run_stage2(dir: &Path, method: Stage2, opts: &Stage2Options) -> Result<St
             let labels: Vec<i64> = batch.iter().map(|&i| ctx.train.labels[i] as i64).collect();
             let x = to_tensor(&rows, batch.len());
             if let Some(m) = crt.take() {
-                let l = criterion.forward(m.forward(x), &labels, epoch);
+                let l = criterion.forward(&LossInputs::logits(m.forward(x)), &labels, epoch);
                 let g = GradientsParams::from_grads(l.backward(), &m);
                 crt = Some(optim.step(lr, m, g));
             } else if let Some(m) = lws.take() {
-                let l = criterion.forward(x * m.s.val().reshape([1, c]), &labels, epoch);
+                let l = criterion.forward(&LossInputs::logits(x * m.s.val().reshape([1, c])), &labels, epoch);
                 let g = GradientsParams::from_grads(l.backward(), &m);
                 lws = Some(optim.step(lr, m, g));
             } else if let Some(m) = marc.take() {
                 let z = x * m.omega.val().reshape([1, c]) + (m.beta.val() * w_norm_t(&ad)).reshape([1, c]);
-                let l = criterion.forward(z, &labels, epoch);
+                let l = criterion.forward(&LossInputs::logits(z), &labels, epoch);
                 let g = GradientsParams::from_grads(l.backward(), &m);
                 marc = Some(optim.step(lr, m, g));
             }

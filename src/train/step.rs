@@ -7,7 +7,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::data::loader::Mix;
-use crate::loss::Criterion;
+use crate::loss::{Criterion, LossInputs};
 use crate::network::Network;
 
 /// What one step reports back to the host.
@@ -48,18 +48,9 @@ pub fn train_step(
     let features = net.features(images);
     let directions = net.head.class_directions();
     let logits = net.head.logits_with(features.clone(), directions.clone());
-    let loss = targets
-        .iter()
-        .map(|&(l, w)| {
-            let loss = if criterion.needs_features() {
-                criterion.forward_features(features.clone(), directions.clone(), l)
-            } else {
-                criterion.forward(logits.clone(), l, epoch)
-            };
-            weighted(loss, w)
-        })
-        .reduce(|a, b| a + b)
-        .expect("at least one target");
+    let inputs = LossInputs { logits: logits.clone(), features: Some((features, directions)) };
+    let loss =
+        targets.iter().map(|&(l, w)| weighted(criterion.forward(&inputs, l, epoch), w)).reduce(|a, b| a + b).expect("at least one target");
     // One device→host read per step: the loss and the number of correct predictions.
     let predicted = logits.detach().argmax(1).reshape([b]);
     let correct = targets

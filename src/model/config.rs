@@ -1,0 +1,43 @@
+//! The `[model]` section of a config: backbone and classifier head.
+
+use serde::{Deserialize, Serialize};
+
+use crate::head::HeadKind;
+use crate::model::backbone::BackboneKind;
+
+/// Backbone and classifier head.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Backbone: `resnet32` (CIFAR ResNet, `widths`), `resnet50` or `resnext50_32x4d` (224-px input).
+    pub backbone: BackboneKind,
+    /// Channel widths of the three stages.
+    pub widths: [usize; 3],
+    /// Linear projection to this feature dimension (0 = none, the feature is the last width).
+    pub feature_dim: usize,
+    /// `linear` (learned), `etf` (fixed simplex ETF, "Fixed") or `rbl` (ETF + learned rotation).
+    pub head: HeadKind,
+    /// Cosine logits (normalised features and class directions); LDAM's scale assumes them.
+    pub cosine: bool,
+    /// BatchNorm1d then L2 normalisation of the feature (the "Fixed" paper's dot-regression setup).
+    pub feature_bn_l2: bool,
+    /// Seed of the frame's directions (the ETF's U and RBL's base B0); unset: the run's seed.
+    /// Lets an experiment change only where the fixed classifier points (`rbl experiment
+    /// frame-directions`), keeping the backbone's initialisation and the data order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_seed: Option<u64>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            backbone: BackboneKind::Resnet32,
+            widths: [16, 32, 64],
+            feature_dim: 256,
+            head: HeadKind::Rbl,
+            cosine: false,
+            feature_bn_l2: false,
+            frame_seed: None,
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The `[train]` and `[eval]` sections of a config: optimiser, schedule, precision, and how
+//! and when a run is evaluated.
+
+use serde::{Deserialize, Serialize};
+
+use crate::train::schedule::Schedule;
+
+/// Optimiser and learning-rate schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// L2 weight decay on every parameter.
+    pub weight_decay: f64,
+    /// Linear warm-up epochs before the cosine decay.
+    pub warmup_epochs: usize,
+    /// Warm-up starts at this fraction of `lr`.
+    pub warmup_start_factor: f64,
+    /// Drop the last incomplete batch of each epoch.
+    pub drop_last: bool,
+    /// Evaluate on the test set every this many epochs (and always at the last).
+    pub eval_every: usize,
+    /// Also checkpoint every this many steps inside an epoch (0: at epoch ends only; Ctrl-C
+    /// always saves). Long epochs then lose at most this many steps to a crash; a resumed run
+    /// still ends bitwise equal to an uninterrupted one.
+    pub checkpoint_every_steps: usize,
+    /// Mixup's Beta(α, α) parameter (0 = off; the "Fixed" paper uses α = 1 on CIFAR).
+    pub mixup_alpha: f64,
+    /// After warm-up: `cosine` (to 0 at the last epoch) or `step` (× `lr_gamma` at each of
+    /// `lr_milestones`, 0-based epochs).
+    pub schedule: Schedule,
+    /// Epochs where the step schedule multiplies the learning rate by `lr_gamma`.
+    pub lr_milestones: Vec<usize>,
+    /// Factor of each step.
+    pub lr_gamma: f64,
+    /// Arithmetic of the convolutions: `f32`, or mixed precision with the convolutions in
+    /// `f16` / `bf16` and weights, norms, head, loss and optimizer in f32 (see
+    /// `ops::precision`). Meant for GPUs; on the CPU, flex's half-precision convolution is
+    /// slower than rbl's f32 one.
+    pub precision: crate::ops::precision::Precision,
+    /// The loss is multiplied by this before the backward pass and the gradients divided by
+    /// it after, so that small f16 gradients do not flush to zero (0: 1024 for f16, else 1).
+    pub loss_scale: f64,
+}
+
+/// Evaluation options.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Post-hoc logit-adjustment strength τ.
+    pub tau: f64,
+    /// Images per evaluation batch.
+    pub batch_size: usize,
+    /// Neural-collapse metrics of the training features every this many epochs (0 = never).
+    pub nc_every: usize,
+    /// At every evaluation, also score the eval-mode network on the un-augmented training set:
+    /// the train accuracy and loss the paper's curves show (the running figures of the
+    /// augmented batches lag the model and see augmented images).
+    pub train_eval: bool,
+    /// After these epochs, draw PCA pictures of the train and test features with the class
+    /// directions into `RUN_DIR/features/` (the paper's feature visualisations).
+    pub feature_epochs: Vec<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 128,
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            warmup_epochs: 1,
+            warmup_start_factor: 0.5,
+            drop_last: true,
+            eval_every: 1,
+            checkpoint_every_steps: 0,
+            mixup_alpha: 0.0,
+            schedule: Schedule::Cosine,
+            lr_milestones: Vec::new(),
+            lr_gamma: 0.1,
+            precision: crate::ops::precision::Precision::F32,
+            loss_scale: 0.0,
+        }
+    }
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self { tau: 1.0, batch_size: 256, nc_every: 0, train_eval: false, feature_epochs: Vec::new() }
+    }
+}
