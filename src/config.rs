@@ -84,6 +84,12 @@ impl ExperimentConfig {
         if self.loss.name == LossKind::Ce { self.model.head.to_string() } else { format!("{}+{}", self.model.head, self.loss.name) }
     }
 
+    /// The same experiment with seed `seed`, named `<name>-s<seed>`: one of the runs
+    /// `rbl table --seeds` averages over.
+    pub fn for_seed(&self, seed: u64) -> ExperimentConfig {
+        ExperimentConfig { seed, name: format!("{}-s{seed}", self.name), ..self.clone() }
+    }
+
     /// The loss scale a step uses: `train.loss_scale`, or the precision's default for 0.
     pub fn loss_scale(&self) -> f64 {
         if self.train.loss_scale > 0.0 { self.train.loss_scale } else { self.train.precision.default_loss_scale() }

@@ -21,7 +21,7 @@ use rbl::network::Network;
 use rbl::ops::precision::Precision;
 use rbl::train::device::{DeviceKind, device_for};
 use rbl::train::optimizer::build_optimizer;
-use rbl::train::step::train_step;
+use rbl::train::step::{StepBatch, StepSettings, train_step};
 
 /// Step benchmark of rbl (see bench/README.md).
 #[derive(Parser)]
@@ -90,11 +90,12 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     let images: Vec<f32> = (0..batch * c * h * w).map(|_| rng.random_range(-1.0..1.0)).collect();
     let labels: Vec<i64> = (0..batch).map(|_| rng.random_range(0..args.classes as i64)).collect();
 
+    let settings = StepSettings { criterion: &criterion, epoch: 0, lr: 0.01, loss_scale: cfg.loss_scale() };
     let mut timed = 0.0;
     for step in 0..args.warmup + args.steps {
         let t0 = Instant::now();
         let x = Tensor::<4>::from_data(TensorData::new(images.clone(), [batch, c, h, w]), &train_device);
-        let (updated, stats) = train_step(net, &mut optim, &criterion, x, &labels, None, 0, 0.01, cfg.loss_scale(), &train_device);
+        let (updated, stats) = train_step(net, &mut optim, StepBatch { images: x, labels: &labels, mix: None }, &settings);
         net = updated;
         if !stats.loss.is_finite() {
             bail!("loss became {} at step {step}", stats.loss);

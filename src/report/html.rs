@@ -7,25 +7,27 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{RblError, Result};
 use crate::metrics::ClassificationReport;
-use crate::report::plots::{plot_run, read_log};
+use crate::report::plots::plot_run;
+use crate::report::run_dir::RunDir;
 use crate::report::{EpochRecord, FinalMetrics, write_atomic};
 
 /// The page's section anchors, in order; a reader (or a test) can check each is there.
 pub const SECTIONS: [&str; 7] = ["config", "results", "curves", "per-class", "neural-collapse", "features", "epochs"];
 
 /// Writes `RUN_DIR/report.html` (regenerating the run's plots first) and returns its path.
-pub fn write_report(run_dir: &Path) -> Result<PathBuf> {
-    let config_path = run_dir.join("config.toml");
+pub fn write_report(run: &RunDir) -> Result<PathBuf> {
+    let run_dir = run.path();
+    let config_path = run.config();
     let config = std::fs::read_to_string(&config_path).map_err(|e| RblError::io(&config_path, e))?;
-    let log = read_log(run_dir)?;
-    let metrics_path = run_dir.join("metrics.json");
+    let log = run.read_epoch_log()?;
+    let metrics_path = run.metrics();
     let metrics: Option<FinalMetrics> = match std::fs::read_to_string(&metrics_path) {
         Ok(text) => Some(serde_json::from_str(&text).map_err(|e| RblError::format(&metrics_path, e.to_string()))?),
         Err(_) => None,
     };
-    let plots = run_dir.join("plots");
+    let plots = run.plots();
     plot_run(&log, metrics.as_ref(), &plots)?;
-    let mut pictures: Vec<PathBuf> = match std::fs::read_dir(run_dir.join("features")) {
+    let mut pictures: Vec<PathBuf> = match std::fs::read_dir(run.features()) {
         Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "png")).collect(),
         Err(_) => Vec::new(),
     };
@@ -56,7 +58,7 @@ pub fn write_report(run_dir: &Path) -> Result<PathBuf> {
     section(&mut page, "epochs", "Epoch log", &epochs_html(&log));
     page += SCRIPT;
     page += "</body></html>\n";
-    let out = run_dir.join("report.html");
+    let out = run.report();
     write_atomic(&out, page.as_bytes())?;
     Ok(out)
 }

@@ -6,6 +6,7 @@ pub mod feature_plot;
 pub mod html;
 pub mod plots;
 pub mod records;
+pub mod run_dir;
 pub mod table;
 
 pub use atomic::write_atomic;

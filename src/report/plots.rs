@@ -301,16 +301,6 @@ pub fn plot_comparison(runs: &[(String, Vec<EpochRecord>)], stem: &Path) -> Resu
     draw_figure(stem, &panels, 3)
 }
 
-/// Reads a run folder's `epochs.jsonl`.
-pub fn read_log(run_dir: &Path) -> Result<Vec<EpochRecord>> {
-    let p = run_dir.join("epochs.jsonl");
-    let text = std::fs::read_to_string(&p).map_err(|e| RblError::io(&p, e))?;
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| RblError::format(&p, format!("line {}: {e}", i + 1))))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

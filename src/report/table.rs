@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{RblError, Result};
+use crate::report::run_dir::RunDir;
 use crate::report::{EvalSummary, FinalMetrics};
 
 /// One config's (or one two-stage result's) place in the table and its test scores, if the run
@@ -25,12 +26,12 @@ pub struct TableEntry {
 /// The two-stage results `rbl stage2` / `rbl posthoc` leave in a run folder: file, row suffix,
 /// and whether the method's own answer is the `adjusted` report (post-hoc logit adjustment at
 /// its validated τ) rather than `raw` (a re-trained or re-scaled classifier).
-pub const TWO_STAGE_FILES: [(&str, &str, bool); 5] = [
-    ("stage2-crt.json", "cRT", false),
-    ("stage2-lws.json", "LWS", false),
-    ("stage2-marc.json", "MARC", false),
-    ("posthoc-tau-norm.json", "τ-norm", false),
-    ("posthoc-logit-adjust.json", "post-hoc LA", true),
+pub const TWO_STAGE_RESULTS: [(&str, &str, &str, bool); 5] = [
+    ("stage2", "crt", "cRT", false),
+    ("stage2", "lws", "LWS", false),
+    ("stage2", "marc", "MARC", false),
+    ("posthoc", "tau-norm", "τ-norm", false),
+    ("posthoc", "logit-adjust", "post-hoc LA", true),
 ];
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
@@ -45,12 +46,12 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 /// and, with `two_stage`, one entry per two-stage result found beside it, labelled
 /// "`method` + cRT" and so on. A two-stage result's cell is the method's own answer whichever
 /// kind of table is drawn: both reports of its entry are set to it.
-pub fn run_entries(method: &str, column: &str, source: &str, run_dir: &Path, two_stage: bool) -> Result<Vec<TableEntry>> {
-    let metrics: Option<FinalMetrics> = read_json(&run_dir.join("metrics.json"))?;
+pub fn run_entries(method: &str, column: &str, source: &str, run: &RunDir, two_stage: bool) -> Result<Vec<TableEntry>> {
+    let metrics: Option<FinalMetrics> = read_json(&run.metrics())?;
     let mut out = vec![TableEntry { method: method.into(), column: column.into(), source: source.into(), test: metrics.map(|m| m.test) }];
     if two_stage && out[0].test.is_some() {
-        for (file, suffix, adjusted) in TWO_STAGE_FILES {
-            let path = run_dir.join(file);
+        for (command, name, suffix, adjusted) in TWO_STAGE_RESULTS {
+            let path = run.two_stage_result(command, name);
             let test: Option<EvalSummary> = read_json::<serde_json::Value>(&path)?
                 .map(|v| serde_json::from_value(v["test"].clone()).map_err(|e| RblError::format(&path, format!("test: {e}"))))
                 .transpose()?;
@@ -188,12 +189,12 @@ mod tests {
         };
         // Before metrics.json exists the run is missing and its two-stage files are not read.
         write("stage2-crt.json", serde_json::json!({ "test": summary(75.0, 77.0) }));
-        let e = run_entries("CE", "IR100", "ce.toml", dir.path(), true).unwrap();
+        let e = run_entries("CE", "IR100", "ce.toml", &RunDir::new(dir.path()), true).unwrap();
         assert_eq!(e.len(), 1);
         assert!(e[0].test.is_none());
         write("metrics.json", serde_json::to_value(&metrics).unwrap());
         write("posthoc-logit-adjust.json", serde_json::json!({ "test": summary(60.0, 73.0), "chosen_tau": 0.8 }));
-        let e = run_entries("CE", "IR100", "ce.toml", dir.path(), true).unwrap();
+        let e = run_entries("CE", "IR100", "ce.toml", &RunDir::new(dir.path()), true).unwrap();
         let labels: Vec<&str> = e.iter().map(|e| e.method.as_str()).collect();
         assert_eq!(labels, ["CE", "CE + cRT", "CE + post-hoc LA"]);
         let raw = render_table(&e, TableOptions { adjusted: false, shots: false });
@@ -203,9 +204,9 @@ mod tests {
             assert!(t.contains("| CE + cRT | 75.00 |") && t.contains("| CE + post-hoc LA | 73.00 |"), "{t}");
         }
         assert!(raw.contains("| CE | 60.00 |") && adj.contains("| CE | 70.00 |"));
-        assert_eq!(run_entries("CE", "IR100", "ce.toml", dir.path(), false).unwrap().len(), 1);
+        assert_eq!(run_entries("CE", "IR100", "ce.toml", &RunDir::new(dir.path()), false).unwrap().len(), 1);
         std::fs::write(dir.path().join("stage2-lws.json"), "{ not json").unwrap();
-        let err = run_entries("CE", "IR100", "ce.toml", dir.path(), true).unwrap_err().to_string();
+        let err = run_entries("CE", "IR100", "ce.toml", &RunDir::new(dir.path()), true).unwrap_err().to_string();
         assert!(err.contains("stage2-lws.json"), "{err}");
     }
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ExperimentConfig;
 use crate::error::{RblError, Result};
 use crate::network::Network;
+use crate::report::run_dir::RunDir;
 use crate::report::{EpochRecord, write_atomic};
 
 /// `state.json` of a checkpoint.
@@ -118,8 +119,6 @@ pub struct LoadedCheckpoint {
     pub optimizer: Bytes,
 }
 
-const LATEST: &str = "latest";
-
 /// Writes a checkpoint of `net` and `optim` after `state.epoch` epochs into `run_dir`, then
 /// points `latest` at it and removes older checkpoints.
 pub fn save_checkpoint(run_dir: &Path, net: &Network, optim: &ModuleOptimizer, mut state: CheckpointState) -> Result<PathBuf> {
@@ -146,7 +145,7 @@ pub fn save_checkpoint(run_dir: &Path, net: &Network, optim: &ModuleOptimizer, m
     write_atomic(&tmp_dir.join("state.json"), serde_json::to_string_pretty(&state).expect("state serialises").as_bytes())?;
     let _ = std::fs::remove_dir_all(&final_dir);
     std::fs::rename(&tmp_dir, &final_dir).map_err(|e| RblError::io(&final_dir, e))?;
-    write_atomic(&run_dir.join(LATEST), name.as_bytes())?;
+    write_atomic(&RunDir::new(run_dir).latest(), name.as_bytes())?;
     // Older checkpoints are no longer needed once `latest` names the new one.
     if let Ok(entries) = std::fs::read_dir(run_dir) {
         for e in entries.flatten() {
@@ -161,7 +160,7 @@ pub fn save_checkpoint(run_dir: &Path, net: &Network, optim: &ModuleOptimizer, m
 
 /// The checkpoint folder `latest` names in `run_dir`, if any.
 pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
-    let p = run_dir.join(LATEST);
+    let p = RunDir::new(run_dir).latest();
     match std::fs::read_to_string(&p) {
         Ok(name) => Ok(Some(run_dir.join(name.trim()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

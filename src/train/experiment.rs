@@ -7,14 +7,15 @@
 //! test accuracy every epoch, feature pictures at epoch 30 (or the last), and writes the gaps.
 //! Each arm is an ordinary run folder, so an interrupted experiment resumes arm by arm.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::ExperimentConfig;
 use crate::error::{RblError, Result};
 use crate::head::HeadKind;
-use crate::report::plots::{plot_comparison, read_log};
+use crate::report::plots::plot_comparison;
+use crate::report::run_dir::RunDir;
 use crate::report::{EpochRecord, FinalMetrics, write_atomic};
 use crate::train::run::{RunOptions, train_run};
 
@@ -89,15 +90,15 @@ pub fn run_frame_directions(base: &ExperimentConfig, opts: &FrameDirections) -> 
     let mut results = Vec::new();
     let mut logs = Vec::new();
     for (arm, cfg) in arm_configs(base, opts.seed_a, opts.seed_b) {
-        let run_dir = opts.out.join(&arm);
-        let metrics_path = run_dir.join("metrics.json");
-        if !metrics_path.is_file() {
-            let resume = run_dir.join("config.toml").is_file();
+        let run_dir = RunDir::new(opts.out.join(&arm));
+        let metrics_path = run_dir.metrics();
+        if !run_dir.is_finished() {
+            let resume = run_dir.holds_run();
             if resume {
-                let existing = ExperimentConfig::load(&run_dir.join("config.toml"), &[])?;
+                let existing = ExperimentConfig::load(&run_dir.config(), &[])?;
                 if existing != cfg {
                     return Err(RblError::Config {
-                        origin: run_dir.join("config.toml").display().to_string(),
+                        origin: run_dir.config().display().to_string(),
                         msg: "this arm was started with a different config; use a new --out folder".into(),
                     });
                 }
@@ -105,12 +106,9 @@ pub fn run_frame_directions(base: &ExperimentConfig, opts: &FrameDirections) -> 
             if !opts.quiet {
                 eprintln!("frame-directions: arm {arm} (head {}, frame seed {})", cfg.model.head, cfg.model.frame_seed.unwrap_or(cfg.seed));
             }
-            train_run(
-                cfg.clone(),
-                &RunOptions { run_dir: run_dir.clone(), resume, stop_after_epoch: None, quiet: opts.quiet, crash_after_steps: None },
-            )?;
+            train_run(cfg.clone(), &RunOptions { quiet: opts.quiet, ..RunOptions::new(run_dir.clone(), resume) })?;
         }
-        let log = read_log(&run_dir)?;
+        let log = run_dir.read_epoch_log()?;
         let text = std::fs::read_to_string(&metrics_path).map_err(|e| RblError::io(&metrics_path, e))?;
         let metrics: FinalMetrics = serde_json::from_str(&text).map_err(|e| RblError::format(&metrics_path, e.to_string()))?;
         results.push(arm_result(&arm, &cfg, &log, &metrics, &run_dir)?);
@@ -122,13 +120,12 @@ pub fn run_frame_directions(base: &ExperimentConfig, opts: &FrameDirections) -> 
     Ok(results)
 }
 
-fn arm_result(arm: &str, cfg: &ExperimentConfig, log: &[EpochRecord], metrics: &FinalMetrics, run_dir: &Path) -> Result<ArmResult> {
-    let last = log.last().ok_or_else(|| RblError::format(run_dir.join("epochs.jsonl"), "empty log"))?;
+fn arm_result(arm: &str, cfg: &ExperimentConfig, log: &[EpochRecord], metrics: &FinalMetrics, run_dir: &RunDir) -> Result<ArmResult> {
+    let last = log.last().ok_or_else(|| RblError::format(run_dir.epoch_log(), "empty log"))?;
     let gap = |r: &EpochRecord| Some(r.train_eval_acc? - r.test_acc?);
     let late: Vec<f64> = log[log.len() - log.len().div_ceil(3)..].iter().filter_map(gap).collect();
-    let train_acc = last
-        .train_eval_acc
-        .ok_or_else(|| RblError::format(run_dir.join("epochs.jsonl"), "no eval-mode train accuracy (eval.train_eval)"))?;
+    let train_acc =
+        last.train_eval_acc.ok_or_else(|| RblError::format(run_dir.epoch_log(), "no eval-mode train accuracy (eval.train_eval)"))?;
     let picture = cfg.eval.feature_epochs.iter().max().copied().unwrap_or(cfg.train.epochs);
     Ok(ArmResult {
         arm: arm.into(),
@@ -139,8 +136,8 @@ fn arm_result(arm: &str, cfg: &ExperimentConfig, log: &[EpochRecord], metrics: &
         test_acc_adjusted: metrics.test.adjusted.top1,
         gap: train_acc - metrics.test.raw.top1,
         gap_late_mean: late.iter().sum::<f64>() / late.len().max(1) as f64,
-        run_dir: run_dir.display().to_string(),
-        features_png: run_dir.join("features").join(format!("epoch_{picture:03}.png")).display().to_string(),
+        run_dir: run_dir.path().display().to_string(),
+        features_png: run_dir.feature_picture_stem(picture).with_extension("png").display().to_string(),
     })
 }
 

@@ -2,7 +2,10 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod context;
 pub mod device;
+pub mod epoch;
+pub mod epoch_end;
 pub mod evaluate;
 pub mod experiment;
 pub mod interrupt;
@@ -13,5 +16,6 @@ pub mod run;
 pub mod schedule;
 pub mod stage2;
 pub mod step;
+pub mod trained_run;
 
 pub use run::{RunOptions, train_run};

@@ -2,21 +2,15 @@
 //! split (never on the test set): logit adjustment (Menon et al. 2021) and τ-normalisation of
 //! a linear classifier (Kang et al., ICLR 2020). The test set is scored once, at the chosen τ.
 
-use std::path::Path;
-
-use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 use crate::data::ImageSet;
 use crate::error::{RblError, Result};
 use crate::head::host_linalg::Mat;
 use crate::loss::cross_entropy::mean_cross_entropy;
-use crate::network::Network;
 use crate::report::EvalSummary;
-use crate::train::checkpoint::{apply_weights, load_checkpoint};
-use crate::train::device::device_for;
 use crate::train::evaluate::{forward_all, predict, summarize};
-use crate::train::run::context_for;
+use crate::train::trained_run::TrainedRun;
 
 /// Which correction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -41,29 +35,26 @@ pub struct PostHocResult {
     pub test: EvalSummary,
 }
 
-/// Runs `method` on the checkpoint in `dir` over `grid`.
-pub fn tune_posthoc(dir: &Path, method: PostHoc, grid: &[f64]) -> Result<PostHocResult> {
+/// Runs `method` on a trained run over `grid`.
+pub fn tune_posthoc(run: &TrainedRun, method: PostHoc, grid: &[f64]) -> Result<PostHocResult> {
     if grid.is_empty() {
         return Err(RblError::Config { origin: "--grid".into(), msg: "no τ to try".into() });
     }
-    let ckpt = load_checkpoint(dir)?;
-    let cfg = ckpt.config.clone();
-    let device = device_for(&cfg)?;
-    let ctx = context_for(&cfg, device.clone())?;
+    let (ctx, net) = (&run.ctx, &run.net);
+    let (cfg, device) = (&ctx.cfg, &ctx.device);
     let val = ctx.val.clone().ok_or_else(|| RblError::Config {
         origin: "data.val_per_class".into(),
         msg: "post-hoc τ is chosen on the validation split, and this run has none: train with --set data.val_per_class=K".into(),
     })?;
-    let net = apply_weights(Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &device)?, &ckpt)?.valid();
     let counts = ctx.train_counts.clone();
     let score = |logits: Vec<f32>, set: &ImageSet, tau_la: f64| summarize(logits, f64::NAN, set, &counts, tau_la, ctx.buckets);
 
     let (validation, test) = match method {
         PostHoc::LogitAdjust => {
-            let (val_logits, _) = predict(&net, &val, &ctx.eval_aug, cfg.eval.batch_size, &device)?;
+            let (val_logits, _) = predict(net, &val, &ctx.eval_aug, cfg.eval.batch_size, device)?;
             let validation: Vec<(f64, f64)> = grid.iter().map(|&t| (t, score(val_logits.clone(), &val, t).adjusted.top1)).collect();
             let chosen = best(&validation);
-            let (test_logits, loss) = predict(&net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, &device)?;
+            let (test_logits, loss) = predict(net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, device)?;
             (validation, summarize(test_logits, loss, &ctx.test, &counts, chosen, ctx.buckets))
         }
         PostHoc::TauNorm => {
@@ -73,7 +64,7 @@ pub fn tune_posthoc(dir: &Path, method: PostHoc, grid: &[f64]) -> Result<PostHoc
             let w = Mat::from_tensor(weights);
             let (d, c) = (w.rows, w.cols);
             let norms = w.column_norms();
-            let val_f = forward_all(&net, &val, &ctx.eval_aug, cfg.eval.batch_size, &device, true)?.features;
+            let val_f = forward_all(net, &val, &ctx.eval_aug, cfg.eval.batch_size, device, true)?.features;
             let logits = |f: &[f32], tau: f64| -> Vec<f32> {
                 let scale: Vec<f64> = norms.iter().map(|n| n.powf(tau).max(1e-12)).collect();
                 f.chunks_exact(d)
@@ -84,7 +75,7 @@ pub fn tune_posthoc(dir: &Path, method: PostHoc, grid: &[f64]) -> Result<PostHoc
             };
             let validation: Vec<(f64, f64)> = grid.iter().map(|&t| (t, score(logits(&val_f, t), &val, 0.0).raw.top1)).collect();
             let chosen = best(&validation);
-            let test_f = forward_all(&net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, &device, true)?.features;
+            let test_f = forward_all(net, &ctx.test, &ctx.eval_aug, cfg.eval.batch_size, device, true)?.features;
             let test_logits = logits(&test_f, chosen);
             let loss = mean_cross_entropy(&test_logits, &ctx.test.labels, c);
             (validation, summarize(test_logits, loss, &ctx.test, &counts, 0.0, ctx.buckets))

@@ -10,7 +10,6 @@
 //! Simplification: features come from un-augmented training images (one pass), rather than a
 //! forward pass of augmented images every stage-2 epoch.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::{Module, Param};
@@ -28,14 +27,12 @@ use crate::error::{RblError, Result};
 use crate::head::host_linalg::Mat;
 use crate::loss::cross_entropy::mean_cross_entropy;
 use crate::loss::{Criterion, LossConfig, LossInputs, LossKind};
-use crate::network::Network;
 use crate::report::EvalSummary;
-use crate::train::checkpoint::{apply_weights, load_checkpoint, weights_digest};
-use crate::train::device::device_for;
+use crate::train::checkpoint::weights_digest;
 use crate::train::evaluate::{forward_all, summarize};
 use crate::train::optimizer::build_optimizer;
-use crate::train::run::context_for;
 use crate::train::schedule::learning_rate;
+use crate::train::trained_run::TrainedRun;
 
 /// Which two-stage method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -86,20 +83,17 @@ struct Marc {
     beta: Param<Tensor<1>>,
 }
 
-/// Runs `method` on the checkpoint in `dir`.
-pub fn run_stage2(dir: &Path, method: Stage2, opts: &Stage2Options) -> Result<Stage2Result> {
-    let ckpt = load_checkpoint(dir)?;
-    let cfg = ckpt.config.clone();
-    let device = device_for(&cfg)?;
-    let ctx = context_for(&cfg, device.clone())?;
-    let net = apply_weights(Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &device)?, &ckpt)?.valid();
+/// Runs `method` on a trained run.
+pub fn run_stage2(run: &TrainedRun, method: Stage2, opts: &Stage2Options) -> Result<Stage2Result> {
+    let (ctx, net) = (&run.ctx, &run.net);
+    let (cfg, device) = (&ctx.cfg, &ctx.device);
     let before = weights_digest(&net);
     let counts = ctx.train_counts.clone();
     let c = counts.len();
 
     // Frozen network outputs, once: features for cRT, logits for LWS / MARC.
     let outputs = |set: &Arc<ImageSet>| -> Result<Vec<f32>> {
-        let pass = forward_all(&net, set, &ctx.eval_aug, cfg.eval.batch_size, &device, method == Stage2::Crt)?;
+        let pass = forward_all(net, set, &ctx.eval_aug, cfg.eval.batch_size, device, method == Stage2::Crt)?;
         Ok(if method == Stage2::Crt { pass.features } else { pass.logits })
     };
     let (train_out, test_out) = (outputs(&ctx.train)?, outputs(&ctx.test)?);
@@ -157,7 +151,7 @@ pub fn run_stage2(dir: &Path, method: Stage2, opts: &Stage2Options) -> Result<St
     }
 
     let n_test = ctx.test.len();
-    let x = Tensor::<2>::from_data(TensorData::new(test_out, [n_test, width]), &device);
+    let x = Tensor::<2>::from_data(TensorData::new(test_out, [n_test, width]), device);
     let (logits, per_class) = match method {
         Stage2::Crt => (crt.expect("trained").valid().forward(x), vec![]),
         Stage2::Lws => {
@@ -167,7 +161,7 @@ pub fn run_stage2(dir: &Path, method: Stage2, opts: &Stage2Options) -> Result<St
         Stage2::Marc => {
             let m = marc.expect("trained");
             let (o, b) = (m.omega.val().without_autodiff(), m.beta.val().without_autodiff());
-            (x * o.clone().reshape([1, c]) + (b.clone() * w_norm_t(&device)).reshape([1, c]), vec![vec_of(o), vec_of(b)])
+            (x * o.clone().reshape([1, c]) + (b.clone() * w_norm_t(device)).reshape([1, c]), vec![vec_of(o), vec_of(b)])
         }
     };
     let host: Vec<f32> = logits.into_data().try_to_vec().expect("f32 logits");

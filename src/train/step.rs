@@ -4,7 +4,7 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::data::loader::Mix;
 use crate::loss::{Criterion, LossInputs};
@@ -19,25 +19,43 @@ pub struct StepStats {
     pub correct: usize,
 }
 
-/// Runs one step on `images` (`[B, C, H, W]` on the autodiff `device`) with `labels`; `epoch`
-/// is 0-based (deferred re-weighting uses it). With `mix` (mixup) the loss is
-/// λ·loss(labels) + (1 − λ)·loss(partner labels) and the correct count is the same mixture,
-/// rounded. The backward pass runs on `loss_scale`·loss and the gradients are divided by
-/// `loss_scale` before the update (mixed precision; 1 leaves them alone). Returns the updated
-/// network and the stats; the caller checks `loss` for NaN before trusting the update.
-#[allow(clippy::too_many_arguments)]
+/// One batch of a step: images `[B, C, H, W]` on the autodiff device, their labels, and the
+/// mixup partner when mixup is on.
+pub struct StepBatch<'a> {
+    /// The images.
+    pub images: Tensor<4>,
+    /// Their labels (also on the host).
+    pub labels: &'a [i64],
+    /// Mixup: partner labels and λ.
+    pub mix: Option<&'a Mix>,
+}
+
+/// What a step is run with besides the batch.
+pub struct StepSettings<'a> {
+    /// The loss.
+    pub criterion: &'a Criterion,
+    /// 0-based epoch (deferred re-weighting uses it).
+    pub epoch: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Loss scale (mixed precision; 1 leaves the gradients alone).
+    pub loss_scale: f64,
+}
+
+/// Runs one step on `batch`. With mixup the loss is λ·loss(labels) + (1 − λ)·loss(partner
+/// labels) and the correct count is the same mixture, rounded. The backward pass runs on
+/// `loss_scale`·loss and the gradients are divided by `loss_scale` before the update. Returns
+/// the updated network and the stats; the caller checks `loss` for NaN before trusting the
+/// update.
 pub fn train_step(
     net: Network,
     optim: &mut burn::optim::ModuleOptimizer,
-    criterion: &Criterion,
-    images: Tensor<4>,
-    labels: &[i64],
-    mix: Option<&Mix>,
-    epoch: usize,
-    lr: f64,
-    loss_scale: f64,
-    device: &Device,
+    batch: StepBatch<'_>,
+    settings: &StepSettings<'_>,
 ) -> (Network, StepStats) {
+    let StepBatch { images, labels, mix } = batch;
+    let StepSettings { criterion, epoch, lr, loss_scale } = *settings;
+    let device = &images.device();
     let b = labels.len();
     // The labels the loss and the hit count are taken against, with their weights.
     let targets: Vec<(&[i64], f32)> = match mix {

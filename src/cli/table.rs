@@ -1,0 +1,58 @@
+//! `rbl table`: methods × dataset/IR, mean ± std over seeds, from finished runs (training the
+//! missing ones first with `--train`).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use rbl::ExperimentConfig;
+use rbl::report::run_dir::RunDir;
+use rbl::report::table::{TableOptions, render_table, run_entries};
+use rbl::train::{RunOptions, train_run};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Experiment configs (each run is looked up in runs/<name>, or under --runs).
+    #[arg(required = true)]
+    configs: Vec<PathBuf>,
+    /// Folder holding the run folders.
+    #[arg(long, default_value = "runs")]
+    runs: PathBuf,
+    /// Train the configs whose run has not finished (resuming interrupted ones) first.
+    #[arg(long)]
+    train: bool,
+    /// Show many / medium / few under each cell.
+    #[arg(long)]
+    shots: bool,
+    /// Raw rather than logit-adjusted accuracy.
+    #[arg(long)]
+    raw: bool,
+    /// Seeds, comma-separated: each config stands for the runs <name>-s<seed>, trained with
+    /// that seed, and its cells are mean ± std over them.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// Add rows for the two-stage results (rbl stage2 / rbl posthoc) found in each run folder.
+    #[arg(long)]
+    two_stage: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut entries = Vec::new();
+    for path in &args.configs {
+        let base = ExperimentConfig::load(path, &[])?;
+        // Without --seeds, the config's own run.
+        let variants: Vec<ExperimentConfig> =
+            if args.seeds.is_empty() { vec![base.clone()] } else { args.seeds.iter().map(|&s| base.for_seed(s)).collect() };
+        for cfg in variants {
+            let run_dir = RunDir::new(args.runs.join(&cfg.name));
+            if args.train && !run_dir.is_finished() {
+                let resume = run_dir.holds_run();
+                train_run(cfg.clone(), &RunOptions::new(run_dir.clone(), resume))?;
+            }
+            let source = format!("{} (run {})", path.display(), run_dir.path().display());
+            entries.extend(run_entries(&cfg.method_label(), &cfg.column_label(), &source, &run_dir, args.two_stage)?);
+        }
+    }
+    print!("{}", render_table(&entries, TableOptions { adjusted: !args.raw, shots: args.shots }));
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! `rbl train`: a new run from a config, or `--resume` an interrupted one.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use rbl::ExperimentConfig;
+use rbl::config::DeviceKind;
+use rbl::report::run_dir::RunDir;
+use rbl::train::{RunOptions, train_run};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Experiment config (TOML).
+    #[arg(long, required_unless_present = "resume")]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. --set train.epochs=5 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Run folder (default runs/<name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder from its latest checkpoint.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "out"])]
+    resume: Option<PathBuf>,
+    /// Replace an existing run folder.
+    #[arg(long)]
+    force: bool,
+    /// Device: cpu or gpu (wgpu; needs a build with --features gpu). Same as --set device=….
+    #[arg(long, value_enum)]
+    device: Option<DeviceKind>,
+    /// Stop after this many epochs in total, as an interruption would (for testing resume).
+    #[arg(long, hide = true)]
+    stop_after_epoch: Option<usize>,
+    /// Abort the process after this many training steps, as SIGKILL would (for testing
+    /// crash safety).
+    #[arg(long, hide = true)]
+    crash_after_step: Option<usize>,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut overrides = args.overrides;
+    if let Some(d) = args.device {
+        overrides.push(format!("device=\"{d}\""));
+    }
+    let (cfg, run_dir, resume) = match args.resume {
+        Some(dir) => {
+            let run_dir = RunDir::new(dir);
+            if !run_dir.holds_run() {
+                bail!("{}: not a run folder (no config.toml)", run_dir.path().display());
+            }
+            (ExperimentConfig::load(&run_dir.config(), &overrides)?, run_dir, true)
+        }
+        None => {
+            let path = args.config.expect("clap requires --config");
+            let cfg = ExperimentConfig::load(&path, &overrides)?;
+            let run_dir = RunDir::new(args.out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name)));
+            let dir = run_dir.path();
+            if run_dir.config().exists() {
+                if !args.force {
+                    bail!(
+                        "{} already holds a run: continue it with --resume {}, or pass --force to start over",
+                        dir.display(),
+                        dir.display()
+                    );
+                }
+                std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+            }
+            (cfg, run_dir, false)
+        }
+    };
+    let opts = RunOptions {
+        stop_after_epoch: args.stop_after_epoch,
+        quiet: args.quiet,
+        crash_after_steps: args.crash_after_step,
+        ..RunOptions::new(run_dir.clone(), resume)
+    };
+    match train_run(cfg, &opts)? {
+        Some(m) => println!(
+            "{}: top-1 {:.2}% (adjusted τ={} {:.2}%: many {} / medium {} / few {}), {:.0}s — {}",
+            m.name,
+            m.test.raw.top1,
+            m.test.tau,
+            m.test.adjusted.top1,
+            percent(m.test.adjusted.many),
+            percent(m.test.adjusted.medium),
+            percent(m.test.adjusted.few),
+            m.wall_seconds,
+            run_dir.metrics().display()
+        ),
+        None => println!("stopped early; continue with: rbl train --resume {}", run_dir.path().display()),
+    }
+    Ok(())
+}
+
+/// A bucket's accuracy with two decimals, or `-` for an empty bucket.
+fn percent(x: Option<f64>) -> String {
+    x.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+}

@@ -1,0 +1,162 @@
+//! The layout of a run folder, in one place: every file a run writes and every command reads
+//! is named here, so a new output gets its name once and a rename touches one line.
+//!
+//! ```text
+//! RUN_DIR/
+//!   config.toml               the resolved config (a run is reproducible from its folder)
+//!   epochs.jsonl              one EpochRecord per finished epoch
+//!   metrics.json              FinalMetrics, written when the last epoch is done
+//!   latest                    the name of the newest complete checkpoint folder
+//!   checkpoint-NNNNNN[-step-SSSSSS]/   see train::checkpoint
+//!   plots/  features/  report.html     pictures and the HTML page
+//!   stage2-<method>.json  posthoc-<method>.json   two-stage results
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{RblError, Result};
+use crate::report::{EpochRecord, FinalMetrics, write_atomic};
+
+/// A run folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// The run folder at `path` (which need not exist yet).
+    pub fn new(path: impl Into<PathBuf>) -> RunDir {
+        RunDir { path: path.into() }
+    }
+
+    /// The run folder a checkpoint folder belongs to (its parent).
+    pub fn of_checkpoint(checkpoint_dir: &Path) -> RunDir {
+        RunDir::new(checkpoint_dir.parent().map(Path::to_path_buf).unwrap_or_default())
+    }
+
+    /// The folder itself.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `config.toml`: the resolved config of the run.
+    pub fn config(&self) -> PathBuf {
+        self.path.join("config.toml")
+    }
+
+    /// `epochs.jsonl`: the epoch log.
+    pub fn epoch_log(&self) -> PathBuf {
+        self.path.join("epochs.jsonl")
+    }
+
+    /// `metrics.json`: the final numbers of a finished run.
+    pub fn metrics(&self) -> PathBuf {
+        self.path.join("metrics.json")
+    }
+
+    /// `latest`: names the newest complete checkpoint.
+    pub fn latest(&self) -> PathBuf {
+        self.path.join("latest")
+    }
+
+    /// `plots/`: the run's curves (`rbl plot`, `rbl report`).
+    pub fn plots(&self) -> PathBuf {
+        self.path.join("plots")
+    }
+
+    /// `features/`: PCA pictures of the features.
+    pub fn features(&self) -> PathBuf {
+        self.path.join("features")
+    }
+
+    /// The stem of the feature pictures after `epoch` (`.png` and `.svg` are added).
+    pub fn feature_picture_stem(&self, epoch: usize) -> PathBuf {
+        self.features().join(format!("epoch_{epoch:03}"))
+    }
+
+    /// `report.html`.
+    pub fn report(&self) -> PathBuf {
+        self.path.join("report.html")
+    }
+
+    /// The result `rbl <command>` (`stage2` or `posthoc`) writes for `method`:
+    /// `<command>-<method>.json`.
+    pub fn two_stage_result(&self, command: &str, method: &str) -> PathBuf {
+        self.path.join(format!("{command}-{method}.json"))
+    }
+
+    /// Whether the folder holds a run (it has a `config.toml`).
+    pub fn holds_run(&self) -> bool {
+        self.config().is_file()
+    }
+
+    /// Whether the run has finished (it has a `metrics.json`).
+    pub fn is_finished(&self) -> bool {
+        self.metrics().is_file()
+    }
+
+    /// The final metrics, or `None` before the run has finished.
+    pub fn read_metrics(&self) -> Result<Option<FinalMetrics>> {
+        let p = self.metrics();
+        match std::fs::read_to_string(&p) {
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| RblError::format(&p, e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(RblError::io(p, e)),
+        }
+    }
+
+    /// The epoch log (`epochs.jsonl`), one record per finished epoch.
+    pub fn read_epoch_log(&self) -> Result<Vec<EpochRecord>> {
+        let p = self.epoch_log();
+        let text = std::fs::read_to_string(&p).map_err(|e| RblError::io(&p, e))?;
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| serde_json::from_str(l).map_err(|e| RblError::format(&p, format!("line {}: {e}", i + 1))))
+            .collect()
+    }
+
+    /// Writes `metrics.json` (atomically).
+    pub fn write_metrics(&self, metrics: &FinalMetrics) -> Result<()> {
+        write_json(&self.metrics(), metrics)
+    }
+
+    /// Writes a two-stage result ([`Self::two_stage_result`]) as pretty JSON and returns the text.
+    pub fn write_two_stage_result<T: Serialize>(&self, command: &str, method: &str, result: &T) -> Result<String> {
+        let text = serde_json::to_string_pretty(result).expect("results serialise");
+        write_atomic(&self.two_stage_result(command, method), text.as_bytes())?;
+        Ok(text)
+    }
+}
+
+/// Writes `value` as pretty JSON to `path` (atomically).
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_atomic(path, serde_json::to_string_pretty(value).expect("results serialise").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_files_of_a_run_folder() {
+        let run = RunDir::new("runs/x");
+        assert_eq!(run.config(), Path::new("runs/x/config.toml"));
+        assert_eq!(run.metrics(), Path::new("runs/x/metrics.json"));
+        assert_eq!(run.epoch_log(), Path::new("runs/x/epochs.jsonl"));
+        assert_eq!(run.feature_picture_stem(8), Path::new("runs/x/features/epoch_008"));
+        assert_eq!(run.two_stage_result("stage2", "crt"), Path::new("runs/x/stage2-crt.json"));
+        assert_eq!(RunDir::of_checkpoint(Path::new("runs/x/checkpoint-000003")), run);
+    }
+
+    #[test]
+    fn metrics_are_absent_until_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        assert!(run.read_metrics().unwrap().is_none() && !run.is_finished());
+        std::fs::write(run.metrics(), "{ not json").unwrap();
+        let err = run.read_metrics().unwrap_err().to_string();
+        assert!(err.contains("metrics.json"), "{err}");
+    }
+}

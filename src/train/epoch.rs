@@ -1,0 +1,141 @@
+//! One training epoch: the loader's batches through [`train_step`], with the running figures,
+//! mid-epoch checkpoints, Ctrl-C, NaN and crash-test handling.
+
+use std::time::Instant;
+
+use burn::tensor::{Tensor, TensorData};
+
+use crate::data::loader::{Loader, LoaderPlan, epoch_seed};
+use crate::error::{RblError, Result};
+use crate::network::Network;
+use crate::train::checkpoint::{CheckpointState, PartialEpoch, save_checkpoint};
+use crate::train::interrupt;
+use crate::train::progress::Progress;
+use crate::train::run::Trainer;
+use crate::train::step::{StepBatch, StepSettings, train_step};
+
+/// Figures of one training epoch.
+pub(crate) struct EpochStats {
+    /// Mean training loss over the epoch's images.
+    pub(crate) loss: f64,
+    /// Training top-1 (%) of the augmented batches, before each update.
+    pub(crate) acc: f64,
+    /// Steps of the epoch.
+    pub(crate) steps: usize,
+    /// Images of the epoch.
+    pub(crate) images: usize,
+    /// Seconds spent in the epoch's steps.
+    pub(crate) train_seconds: f64,
+    /// Seconds the steps waited for the loader.
+    pub(crate) loader_wait: f64,
+    /// Training images skipped as undecodable.
+    pub(crate) skipped: usize,
+}
+
+/// How an epoch ended.
+pub(crate) enum EpochOutcome {
+    /// Every batch done: the trained network and the epoch's figures.
+    Finished(Network, EpochStats),
+    /// Stopped by Ctrl-C / SIGTERM; `saved` describes the mid-epoch checkpoint written, if any.
+    Interrupted { saved: Option<String> },
+}
+
+/// The running sums of an epoch, as a mid-epoch checkpoint stores them.
+struct Running {
+    loss_sum: f64,
+    hits: usize,
+    images: usize,
+    steps: usize,
+}
+
+impl Trainer<'_> {
+    /// Trains epoch `epoch` (0-based) at learning rate `lr`, continuing from `resume` when an
+    /// earlier process got partway through it.
+    pub(crate) fn train_epoch(&mut self, mut net: Network, epoch: usize, lr: f64, resume: Option<PartialEpoch>) -> Result<EpochOutcome> {
+        let cfg = &self.cfg;
+        let start = resume.unwrap_or_default();
+        let plan = LoaderPlan {
+            batch_size: cfg.train.batch_size,
+            seed: Some(epoch_seed(cfg.seed, epoch)),
+            drop_last: cfg.train.drop_last,
+            sampler: cfg.data.sampler,
+            skip: start.steps,
+            mixup_alpha: cfg.train.mixup_alpha,
+            workers: cfg.data.workers,
+        };
+        let mut loader = Loader::start(self.ctx.train.clone(), self.ctx.train_aug.clone(), plan);
+        let total_steps = start.steps + loader.len();
+        let every = cfg.train.checkpoint_every_steps;
+        let progress = Progress::new(epoch + 1, cfg.train.epochs, total_steps, self.opts.quiet);
+        let (c, h, w) = (self.ctx.train.channels, self.ctx.train.height, self.ctx.train.width);
+        let settings = StepSettings { criterion: &self.criterion, epoch, lr, loss_scale: cfg.loss_scale() };
+        let t0 = Instant::now();
+        let mut run = Running { loss_sum: start.loss_sum, hits: start.hits, images: start.images, steps: start.steps };
+        let partial = |run: &Running, loader: &Loader| PartialEpoch {
+            steps: run.steps,
+            loss_sum: run.loss_sum,
+            hits: run.hits,
+            images: run.images,
+            train_seconds: start.train_seconds + t0.elapsed().as_secs_f64(),
+            loader_wait: start.loader_wait + loader.waited().as_secs_f64(),
+        };
+        while let Some(batch) = loader.next() {
+            if interrupt::requested() {
+                progress.finish();
+                let saved = if run.steps > start.steps { Some(save_partial(self, &net, epoch, partial(&run, &loader))?) } else { None };
+                return Ok(EpochOutcome::Interrupted { saved });
+            }
+            let b = batch.len();
+            let images = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), &self.train_device);
+            let step_batch = StepBatch { images, labels: &batch.labels, mix: batch.mix.as_ref() };
+            let (updated, step) = train_step(net, &mut self.optim, step_batch, &settings);
+            if !step.loss.is_finite() {
+                progress.finish();
+                return Err(RblError::Diverged { epoch: epoch + 1, step: run.steps, loss: step.loss });
+            }
+            net = updated;
+            run.hits += step.correct;
+            run.loss_sum += step.loss as f64 * b as f64;
+            run.images += b;
+            run.steps += 1;
+            self.steps_this_process += 1;
+            if every > 0 && run.steps % every == 0 && run.steps < total_steps {
+                save_partial(self, &net, epoch, partial(&run, &loader))?;
+            }
+            if self.opts.crash_after_steps.is_some_and(|n| self.steps_this_process >= n) {
+                // A stand-in for SIGKILL or a power cut: no destructors, no flushing.
+                std::process::abort();
+            }
+            let seen = (run.images - start.images) as f64;
+            let (loss, acc) = (run.loss_sum / run.images as f64, 100.0 * run.hits as f64 / run.images as f64);
+            progress.step(run.steps, loss, acc, seen / t0.elapsed().as_secs_f64());
+        }
+        progress.finish();
+        if let Some(e) = loader.failure() {
+            return Err(RblError::Dataset(format!(
+                "{e} (epoch {}; set data.bad_images = \"skip\" to skip such training images)",
+                epoch + 1
+            )));
+        }
+        let n = run.images.max(1) as f64;
+        let done = partial(&run, &loader);
+        let stats = EpochStats {
+            loss: run.loss_sum / n,
+            acc: 100.0 * run.hits as f64 / n,
+            steps: run.steps,
+            images: run.images,
+            train_seconds: done.train_seconds.max(1e-9),
+            loader_wait: done.loader_wait,
+            skipped: loader.skipped(),
+        };
+        Ok(EpochOutcome::Finished(net, stats))
+    }
+}
+
+/// Writes a mid-epoch checkpoint of epoch `epoch` (0-based) and says what it holds.
+fn save_partial(trainer: &Trainer<'_>, net: &Network, epoch: usize, partial: PartialEpoch) -> Result<String> {
+    let state = CheckpointState::new(epoch, &trainer.cfg, &trainer.history, trainer.wall_seconds, Some(partial));
+    let described = state.describe();
+    save_checkpoint(trainer.opts.run_dir.path(), net, &trainer.optim, state)?;
+    Ok(described)
+}
