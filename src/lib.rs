@@ -3,7 +3,8 @@
 //!
 //! Data flows one way: [`data`] (formats, long-tail sampling, augmentation, loader) →
 //! [`model`] (backbones) → [`head`] (linear, ETF, rotated ETF) → [`loss`] / [`metrics`] →
-//! [`report`] (logs, results), driven by [`train`]. [`ops`] holds the kernels burn lacks.
+//! [`report`] (logs, results), driven by [`train`]. The CPU kernels burn lacks are the crate
+//! `rbl-ops` (`crates/rbl-ops`); the command line is the binary's `src/cli/`.
 
 pub mod config;
 pub mod data;
@@ -13,7 +14,6 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod network;
-pub mod ops;
 pub mod report;
 pub mod train;
 

@@ -6,7 +6,7 @@ mod cli;
 use clap::Parser;
 
 fn main() {
-    let _ = rbl::ops::allocator::keep_freed_buffers();
+    let _ = rbl_ops::keep_freed_buffers();
     if let Err(e) = cli::run(cli::Cli::parse()) {
         eprintln!("error: {e:#}");
         let interrupted = matches!(e.downcast_ref::<rbl::RblError>(), Some(rbl::RblError::Interrupted { .. }));

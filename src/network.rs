@@ -7,17 +7,13 @@ use burn::tensor::{Device, Tensor};
 use crate::config::{DeviceKind, ExperimentConfig};
 use crate::error::Result;
 use crate::head::{Head, l2_normalize};
-use crate::model::backbone::build_backbone;
-use crate::model::{ResNetCifar, ResNetImageNet};
+use crate::model::backbone::{Backbone, BackboneShape};
 
 /// Backbone + head: images to logits.
 #[derive(Module, Debug)]
 pub struct Network {
-    /// Feature extractor when it is the CIFAR ResNet (the field keeps its historical name so
-    /// older checkpoints load; see [`build_backbone`]).
-    pub backbone: Option<ResNetCifar>,
-    /// Feature extractor when it is an ImageNet ResNet / ResNeXt.
-    pub backbone_imagenet: Option<ResNetImageNet>,
+    /// Feature extractor.
+    pub backbone: Backbone,
     /// BatchNorm1d applied to the feature before L2 normalisation (the "Fixed" paper's
     /// feature; `model.feature_bn_l2`).
     pub feature_norm: Option<BatchNorm>,
@@ -28,24 +24,20 @@ pub struct Network {
 impl Network {
     /// Builds a freshly initialised network for `cfg` (the caller seeds the device).
     pub fn from_config(cfg: &ExperimentConfig, in_channels: usize, classes: usize, device: &Device) -> Result<Network> {
-        let ((backbone, backbone_imagenet), dim) =
-            build_backbone(cfg.model.backbone, in_channels, cfg.model.widths, cfg.model.feature_dim, device)?;
+        let shape =
+            BackboneShape { in_channels, widths: cfg.model.widths, feature_dim: cfg.model.feature_dim, precision: cfg.train.precision };
+        let (backbone, dim) = Backbone::build(cfg.model.backbone, shape, device)?;
         let head =
             Head::new(cfg.model.head, dim, classes, cfg.model.frame_seed.unwrap_or(cfg.seed), cfg.device == DeviceKind::Cpu, device)?
                 .with_cosine(cfg.model.cosine);
         let feature_norm = cfg.model.feature_bn_l2.then(|| BatchNormConfig::new(dim).init(device));
-        Ok(Network { backbone, backbone_imagenet, feature_norm, head })
+        Ok(Network { backbone, feature_norm, head })
     }
 
     /// The eval-mode network with the backbone's BatchNorms folded into their convolutions:
     /// what evaluation runs (one op fewer per layer; the same predictions, tested).
     pub fn fold_batch_norms(&self) -> Network {
-        Network {
-            backbone: self.backbone.as_ref().map(|b| b.fold_batch_norms()),
-            backbone_imagenet: self.backbone_imagenet.as_ref().map(|b| b.fold_batch_norms()),
-            feature_norm: self.feature_norm.clone(),
-            head: self.head.clone(),
-        }
+        Network { backbone: self.backbone.fold_batch_norms(), feature_norm: self.feature_norm.clone(), head: self.head.clone() }
     }
 
     /// Images `[B, C, H, W]` to logits `[B, classes]`.
@@ -55,13 +47,9 @@ impl Network {
 
     /// Images to the features the head sees `[B, d]`.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        let f = match (&self.backbone, &self.backbone_imagenet) {
-            (Some(n), _) => n.forward(images),
-            (None, Some(n)) => n.forward(images),
-            (None, None) => unreachable!("a network always has a backbone"),
-        };
+        let f = self.backbone.forward(images);
         match &self.feature_norm {
-            Some(bn) => l2_normalize(crate::ops::batch_norm(bn, f), 1),
+            Some(bn) => l2_normalize(rbl_ops::batch_norm(bn, f), 1),
             None => f,
         }
     }

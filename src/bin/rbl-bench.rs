@@ -17,8 +17,8 @@ use rand_chacha::ChaCha8Rng;
 use rbl::ExperimentConfig;
 use rbl::head::HeadKind;
 use rbl::loss::Criterion;
+use rbl::model::precision::Precision;
 use rbl::network::Network;
-use rbl::ops::precision::Precision;
 use rbl::train::device::{DeviceKind, device_for};
 use rbl::train::optimizer::build_optimizer;
 use rbl::train::step::{StepBatch, StepSettings, train_step};
@@ -54,7 +54,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    let _ = rbl::ops::allocator::keep_freed_buffers();
+    let _ = rbl_ops::keep_freed_buffers();
     let args = Args::parse();
     for input in &args.input {
         let dims: Vec<usize> = input.split('x').map(|d| d.parse()).collect::<std::result::Result<_, _>>()?;

@@ -2,6 +2,8 @@
 
 pub mod backbone;
 pub mod config;
+pub mod layers;
+pub mod precision;
 pub mod resnet_cifar;
 pub mod resnet_imagenet;
 

@@ -3,14 +3,14 @@
 //! ResNet-32, the backbone of the RBL paper's CIFAR experiments.
 
 use burn::config::Config;
-use burn::module::{Initializer, Module, Param};
+use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
-use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, FloatDType, Tensor, s};
+use burn::tensor::{Device, Tensor, s};
 
-use crate::ops::precision::Precision;
+use crate::model::layers::{conv_bn, fold_conv_bn, he_normal};
+use crate::model::precision::Precision;
 
 /// Shape of a CIFAR-style ResNet.
 #[derive(Config, Debug)]
@@ -25,6 +25,9 @@ pub struct ResNetCifarConfig {
     /// Linear projection of the pooled feature to this size; 0 for none.
     #[config(default = 0)]
     pub feature_dim: usize,
+    /// Arithmetic of the convolutions (`train.precision`); f32 on the CPU runs the halo kernels.
+    #[config(default = "Precision::F32")]
+    pub precision: Precision,
 }
 
 /// Conv–BN–ReLU–Conv–BN with an identity or option-A shortcut.
@@ -48,11 +51,9 @@ pub struct ResNetCifar {
     stem_bn: Option<BatchNorm>,
     blocks: Vec<BasicBlock>,
     projection: Option<Linear>,
-}
-
-/// He-normal initialisation (fan-in, gain √2), as the paper's code applies to every conv and linear.
-fn he_normal() -> Initializer {
-    Initializer::KaimingNormal { gain: std::f64::consts::SQRT_2, fan_out_only: false }
+    /// Arithmetic of the convolutions: chosen by the run, not a weight.
+    #[module(skip)]
+    precision: Precision,
 }
 
 fn conv3x3(cin: usize, cout: usize, stride: usize, device: &Device) -> Conv2d {
@@ -76,9 +77,9 @@ impl BasicBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(conv_bn(&self.conv1, &self.bn1, x.clone()));
-        let out = conv_bn(&self.conv2, &self.bn2, out);
+    fn forward(&self, x: Tensor<4>, precision: Precision) -> Tensor<4> {
+        let out = relu(conv_bn(&self.conv1, &self.bn1, x.clone(), precision));
+        let out = conv_bn(&self.conv2, &self.bn2, out, precision);
         let shortcut = if self.stride == 1 && self.pad_channels == 0 {
             x
         } else {
@@ -91,7 +92,7 @@ impl BasicBlock {
         relu(out + shortcut)
     }
 
-    /// [`Self::forward`] on a halo tensor ([`crate::ops::halo`]): convolution, then BatchNorm,
+    /// [`Self::forward`] on a halo tensor ([`rbl_ops`]): convolution, then BatchNorm,
     /// the shortcut's add and ReLU fused into one op.
     fn forward_halo(&self, x: Tensor<4>) -> Tensor<4> {
         let out = halo_conv_norm(&self.conv1, &self.bn1, x.clone(), None);
@@ -111,18 +112,16 @@ impl BasicBlock {
 
 /// Whether the network runs in the halo layout: f32 on the flex backend, where rbl's halo
 /// kernels exist; elsewhere (wgpu, half-precision convolutions) NCHW with burn's ops.
-fn use_halo_layout(images: &Tensor<4>) -> bool {
-    crate::ops::on_flex(&images.device())
-        && images.dtype() == burn::tensor::DType::F32
-        && crate::ops::precision::conv_precision() == Precision::F32
+fn use_halo_layout(images: &Tensor<4>, precision: Precision) -> bool {
+    rbl_ops::on_flex(&images.device()) && images.dtype() == burn::tensor::DType::F32 && precision == Precision::F32
 }
 
 /// relu(BN(conv(x)) [+ residual]) between halo tensors: BatchNorm with batch statistics when
 /// training (updating the running ones), with the running ones at evaluation, and the bias
 /// alone once folded ([`fold_conv_bn`]).
 fn halo_conv_norm(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>, residual: Option<Tensor<4>>) -> Tensor<4> {
-    use crate::ops::halo_conv_op::{halo_conv, halo_conv_affine};
-    use crate::ops::halo_norm_op::halo_bn_train;
+    use rbl_ops::halo_bn_train;
+    use rbl_ops::{halo_conv, halo_conv_affine};
     let (cout, device, stride) = (conv.weight.dims()[0], x.device(), conv.stride[0]);
     let (scale, shift) = match bn {
         // A convolution bias before batch statistics cancels in the output (and has a zero
@@ -130,7 +129,7 @@ fn halo_conv_norm(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>, residual:
         Some(bn) if device.is_autodiff() && bn.training.is_enabled() => {
             let y = halo_conv(x, conv.weight.val(), stride);
             let (y, mean, var) = halo_bn_train(y, bn.gamma.val(), bn.beta.val(), residual, true, bn.epsilon);
-            crate::ops::batch_norm_op::update_running_statistics(bn, mean, var);
+            rbl_ops::update_running_statistics(bn, mean, var);
             return y;
         }
         Some(bn) => {
@@ -172,6 +171,7 @@ impl ResNetCifarConfig {
             stem_bn: Some(BatchNormConfig::new(self.widths[0]).init(device)),
             blocks,
             projection,
+            precision: self.precision,
         }
     }
 
@@ -179,73 +179,6 @@ impl ResNetCifarConfig {
     pub fn output_dim(&self) -> usize {
         if self.feature_dim > 0 { self.feature_dim } else { self.widths[2] }
     }
-}
-
-/// A convolution followed by its BatchNorm, or the convolution alone once the norm is folded in;
-/// both through rbl's own ops ([`apply_conv`], [`crate::ops::batch_norm`]).
-pub(crate) fn conv_bn(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>) -> Tensor<4> {
-    match bn {
-        Some(bn) => crate::ops::batch_norm(bn, apply_conv(conv, x)),
-        None => apply_conv(conv, x),
-    }
-}
-
-/// `conv.forward(x)` in the process's convolution precision ([`crate::ops::precision`]).
-pub(crate) fn apply_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    apply_conv_in(conv, x, crate::ops::precision::conv_precision())
-}
-
-/// `conv.forward(x)` with its arithmetic in `precision`, through rbl's own convolution op
-/// ([`crate::ops::conv2d_square`]) when the layer has its shape (one group, no dilation, equal
-/// strides, the same padding on every side): on the CPU that op is several times faster than
-/// burn's in both directions. In half precision the input and weight are cast down and the
-/// output back up to f32. The parameters stay those of the burn module (f32), so records are
-/// unchanged.
-pub(crate) fn apply_conv_in(conv: &Conv2d, x: Tensor<4>, precision: Precision) -> Tensor<4> {
-    let padding = match conv.padding {
-        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
-        PaddingConfig2d::Valid => [(0, 0), (0, 0)],
-        // "Same" depends on the input size; no network here uses it.
-        PaddingConfig2d::Same => return conv.forward(x),
-    };
-    let square_padding = (padding[0].0 == padding[0].1 && padding[0] == padding[1]).then_some(padding[0].0);
-    let (x, weight) = match precision.half() {
-        Some(half) => (x.cast(half), conv.weight.val().cast(half)),
-        None => (x, conv.weight.val()),
-    };
-    let y = match square_padding {
-        Some(pad) if conv.groups == 1 && conv.dilation == [1, 1] && conv.stride[0] == conv.stride[1] => {
-            crate::ops::conv2d_square(x, weight, conv.stride[0], pad)
-        }
-        _ => {
-            let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
-            burn::tensor::module::conv2d(x, weight, None, options)
-        }
-    };
-    let y = if precision.half().is_some() { y.cast(FloatDType::F32) } else { y };
-    match &conv.bias {
-        Some(b) => {
-            let c = b.dims()[0];
-            y + b.val().reshape([1, c, 1, 1])
-        }
-        None => y,
-    }
-}
-
-/// The convolution that computes conv then eval-mode BN in one op: per output channel c,
-/// w'_c = w_c·s_c and b'_c = β_c + (b_c − μ_c)·s_c with s_c = γ_c / √(σ²_c + ε).
-pub(crate) fn fold_conv_bn(conv: &Conv2d, bn: &Option<BatchNorm>) -> (Conv2d, Option<BatchNorm>) {
-    let Some(bn) = bn else { return (conv.clone(), None) };
-    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
-    let cout = scale.dims()[0];
-    let bias = match &conv.bias {
-        Some(b) => b.val(),
-        None => Tensor::zeros([cout], &scale.device()),
-    };
-    let mut folded = conv.clone();
-    folded.weight = Param::from_tensor(conv.weight.val() * scale.clone().reshape([cout, 1, 1, 1]));
-    folded.bias = Some(Param::from_tensor(bn.beta.val() + (bias - bn.running_mean.value()) * scale));
-    (folded, None)
 }
 
 impl ResNetCifar {
@@ -263,21 +196,21 @@ impl ResNetCifar {
                 BasicBlock { conv1, bn1, conv2, bn2, ..b.clone() }
             })
             .collect();
-        ResNetCifar { stem, stem_bn, blocks, projection: self.projection.clone() }
+        ResNetCifar { stem, stem_bn, blocks, projection: self.projection.clone(), precision: self.precision }
     }
 
     /// Images `[B, C, H, W]` to features `[B, d]`. On the CPU in f32 the activations are kept
-    /// in the halo layout ([`crate::ops::halo`]) with rbl's fused kernels; elsewhere in NCHW.
+    /// in the halo layout ([`rbl_ops`]) with rbl's fused kernels; elsewhere in NCHW.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let pooled = if use_halo_layout(&images) { self.pooled_halo(images) } else { self.pooled_nchw(images) };
+        let pooled = if use_halo_layout(&images, self.precision) { self.pooled_halo(images) } else { self.pooled_nchw(images) };
         self.project(pooled)
     }
 
     /// The pooled feature `[B, c]` through NCHW tensors.
     fn pooled_nchw(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(conv_bn(&self.stem, &self.stem_bn, images));
+        let mut x = relu(conv_bn(&self.stem, &self.stem_bn, images, self.precision));
         for block in &self.blocks {
-            x = block.forward(x);
+            x = block.forward(x, self.precision);
         }
         let [b, c, _, _] = x.dims();
         x.mean_dim(3).mean_dim(2).reshape([b, c])
@@ -308,37 +241,6 @@ impl ResNetCifar {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn half_precision_convolution_is_close_and_keeps_f32_weights() {
-        use burn::tensor::Distribution;
-        let _lock = crate::SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let device = Device::flex().autodiff();
-        device.seed(5);
-        let conv = conv3x3(4, 8, 1, &device);
-        let x = Tensor::<4>::random([2, 4, 6, 6], Distribution::Normal(0.0, 1.0), &device);
-        let full = apply_conv_in(&conv, x.clone(), Precision::F32);
-        let b: Vec<f32> = full.clone().into_data().try_to_vec().unwrap();
-        let gf: Vec<f32> = conv.weight.val().grad(&full.sum().backward()).unwrap().into_data().try_to_vec().unwrap();
-        let close = |a: &[f32], b: &[f32], tol: f32| {
-            let worst = a.iter().zip(b).map(|(u, v)| (u - v).abs()).fold(0.0f32, f32::max);
-            (worst < tol * b.iter().fold(1.0f32, |m, v| m.max(v.abs())), worst)
-        };
-        for p in [Precision::F16, Precision::Bf16] {
-            let half = apply_conv_in(&conv, x.clone(), p);
-            assert_eq!(half.dtype(), burn::tensor::DType::F32, "{p:?}: the output comes back in f32");
-            let tol = if p == Precision::F16 { 1e-2 } else { 5e-2 };
-            let a: Vec<f32> = half.clone().into_data().try_to_vec().unwrap();
-            let (ok, worst) = close(&a, &b, tol);
-            assert!(ok, "{p:?}: max |diff| {worst}");
-            // The gradient reaches the f32 weight through the casts.
-            let gw = conv.weight.val().grad(&half.sum().backward()).expect("weight gradient");
-            assert_eq!(gw.dtype(), burn::tensor::DType::F32);
-            let gh: Vec<f32> = gw.into_data().try_to_vec().unwrap();
-            let (ok, worst) = close(&gh, &gf, tol);
-            assert!(ok, "{p:?}: weight gradient off by {worst}");
-        }
-    }
 
     /// The halo path (rbl's fused CPU kernels) against the NCHW path (burn's relu, add and
     /// option-A shortcut around rbl's NCHW conv and BN, themselves tested against burn's):
@@ -395,8 +297,9 @@ mod tests {
     /// network has none, but the layer function must not drop one silently).
     #[test]
     fn halo_evaluation_keeps_a_bias_before_batch_norm() {
-        use crate::ops::halo::{HaloGeometry, halo_to_nchw, nchw_to_halo};
+        use burn::module::Param;
         use burn::tensor::{Distribution, TensorData};
+        use rbl_ops::{HaloGeometry, halo_to_nchw, nchw_to_halo};
         let _lock = crate::SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let device = Device::flex();
         device.seed(21);
@@ -405,12 +308,14 @@ mod tests {
         let mut bn = BatchNormConfig::new(16).init(&device);
         bn.gamma = Param::from_tensor(Tensor::random([16], Distribution::Normal(1.0, 0.3), &device));
         let (bn, x) = (Some(bn), Tensor::<4>::random([2, 4, 6, 5], Distribution::Normal(0.0, 1.0), &device));
-        let want: Vec<f32> = relu(conv_bn(&conv, &bn, x.clone())).into_data().try_to_vec().unwrap();
+        let want: Vec<f32> = relu(conv_bn(&conv, &bn, x.clone(), Precision::F32)).into_data().try_to_vec().unwrap();
         let xs: Vec<f32> = x.into_data().try_to_vec().unwrap();
         let xh = Tensor::<4>::from_data(TensorData::new(nchw_to_halo(&xs, 2, 4, 6, 5), [2, 8, 7, 4]), &device);
         let got: Vec<f32> = halo_conv_norm(&conv, &bn, xh, None).into_data().try_to_vec().unwrap();
         let got = halo_to_nchw(&got, &HaloGeometry { batch: 2, h: 6, w: 5, c: 16 });
-        crate::ops::assert_close("conv + bias + BN + ReLU", &got, &want, 1e-5);
+        let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(got.len() == want.len() && worst <= 1e-5 * scale, "conv + bias + BN + ReLU: max |diff| {worst} (scale {scale})");
     }
 
     #[test]

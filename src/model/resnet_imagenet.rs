@@ -11,7 +11,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::model::resnet_cifar::{conv_bn, fold_conv_bn};
+use crate::model::layers::{conv_bn, fold_conv_bn};
+use crate::model::precision::Precision;
 
 /// Shape of a bottleneck ResNet / ResNeXt.
 #[derive(Config, Debug)]
@@ -29,6 +30,9 @@ pub struct ResNetImageNetConfig {
     /// Linear projection of the pooled feature to this size; 0 for none (2048-d).
     #[config(default = 0)]
     pub feature_dim: usize,
+    /// Arithmetic of the convolutions (`train.precision`).
+    #[config(default = "Precision::F32")]
+    pub precision: Precision,
 }
 
 impl ResNetImageNetConfig {
@@ -85,6 +89,7 @@ impl ResNetImageNetConfig {
             pool: MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(),
             blocks,
             projection: (self.feature_dim > 0).then(|| LinearConfig::new(cin, self.feature_dim).init(device)),
+            precision: self.precision,
         }
     }
 }
@@ -119,12 +124,12 @@ impl BottleneckBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(conv_bn(&self.conv1, &self.bn1, x.clone()));
-        let out = relu(conv_bn(&self.conv2, &self.bn2, out));
-        let out = conv_bn(&self.conv3, &self.bn3, out);
+    fn forward(&self, x: Tensor<4>, precision: Precision) -> Tensor<4> {
+        let out = relu(conv_bn(&self.conv1, &self.bn1, x.clone(), precision));
+        let out = relu(conv_bn(&self.conv2, &self.bn2, out, precision));
+        let out = conv_bn(&self.conv3, &self.bn3, out, precision);
         let shortcut = match &self.shortcut {
-            Some((c, bn)) => conv_bn(c, bn, x),
+            Some((c, bn)) => conv_bn(c, bn, x, precision),
             None => x,
         };
         relu(out + shortcut)
@@ -139,6 +144,9 @@ pub struct ResNetImageNet {
     pool: MaxPool2d,
     blocks: Vec<BottleneckBlock>,
     projection: Option<Linear>,
+    /// Arithmetic of the convolutions: chosen by the run, not a weight.
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl ResNetImageNet {
@@ -157,14 +165,14 @@ impl ResNetImageNet {
                 BottleneckBlock { conv1, bn1, conv2, bn2, conv3, bn3, shortcut }
             })
             .collect();
-        ResNetImageNet { stem, stem_bn, pool: self.pool.clone(), blocks, projection: self.projection.clone() }
+        ResNetImageNet { stem, stem_bn, pool: self.pool.clone(), blocks, projection: self.projection.clone(), precision: self.precision }
     }
 
     /// Images `[B, C, H, W]` (224 × 224 in the recipes) to features `[B, d]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = self.pool.forward(relu(conv_bn(&self.stem, &self.stem_bn, images)));
+        let mut x = self.pool.forward(relu(conv_bn(&self.stem, &self.stem_bn, images, self.precision)));
         for block in &self.blocks {
-            x = block.forward(x);
+            x = block.forward(x, self.precision);
         }
         let [b, c, _, _] = x.dims();
         let pooled = x.mean_dim(3).mean_dim(2).reshape([b, c]);

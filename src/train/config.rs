@@ -44,9 +44,9 @@ pub struct TrainConfig {
     pub lr_gamma: f64,
     /// Arithmetic of the convolutions: `f32`, or mixed precision with the convolutions in
     /// `f16` / `bf16` and weights, norms, head, loss and optimizer in f32 (see
-    /// `ops::precision`). Meant for GPUs; on the CPU, flex's half-precision convolution is
+    /// `model::precision`). Meant for GPUs; on the CPU, flex's half-precision convolution is
     /// slower than rbl's f32 one.
-    pub precision: crate::ops::precision::Precision,
+    pub precision: crate::model::precision::Precision,
     /// The loss is multiplied by this before the backward pass and the gradients divided by
     /// it after, so that small f16 gradients do not flush to zero (0: 1024 for f16, else 1).
     pub loss_scale: f64,
@@ -89,7 +89,7 @@ impl Default for TrainConfig {
             schedule: Schedule::Cosine,
             lr_milestones: Vec::new(),
             lr_gamma: 0.1,
-            precision: crate::ops::precision::Precision::F32,
+            precision: crate::model::precision::Precision::F32,
             loss_scale: 0.0,
         }
     }

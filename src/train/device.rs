@@ -4,7 +4,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RblError, Result};
-use crate::ops::precision::Precision;
+use crate::model::precision::Precision;
 
 /// Where a run computes (`device`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -43,7 +43,6 @@ pub fn device_from_kind(kind: DeviceKind) -> Result<Device> {
 pub fn device_for(cfg: &crate::ExperimentConfig) -> Result<Device> {
     let device = device_from_kind(cfg.device)?;
     check_precision(&device, cfg.device, cfg.train.precision)?;
-    crate::ops::precision::set_conv_precision(cfg.train.precision);
     Ok(device)
 }
 

@@ -8,7 +8,7 @@ use rbl::train::device::device_for;
 use rbl::train::optimizer::build_optimizer;
 use std::time::Instant;
 fn main() {
-    rbl::ops::allocator::keep_freed_buffers();
+    rbl_ops::keep_freed_buffers();
     let (batch, c, h, w) = if std::env::args().any(|a| a == "28") { (128, 1, 28, 28) } else { (128, 3, 32, 32) };
     let mut cfg = ExperimentConfig::default();
     cfg.model.widths = [16, 32, 64];

@@ -1,9 +1,9 @@
 //! Timing of the halo BatchNorm kernels on the ResNet-32 stage shapes (development aid).
-use rbl::ops::halo::HaloGeometry;
-use rbl::ops::halo_norm_cpu::*;
+use rbl_ops::HaloGeometry;
+use rbl_ops::dev::*;
 use std::time::Instant;
 fn main() {
-    rbl::ops::allocator::keep_freed_buffers();
+    rbl_ops::keep_freed_buffers();
     for (c, hw) in [(16usize, 32usize), (32, 16), (64, 8)] {
         let g = HaloGeometry { batch: 128, h: hw, w: hw, c };
         let x: Vec<f32> = (0..g.len()).map(|i| ((i * 7919 % 2003) as f32) / 1000.0 - 1.0).collect();
@@ -33,7 +33,7 @@ fn main() {
         let b = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
         let t = Instant::now();
         for _ in 0..reps {
-            std::hint::black_box(rbl::ops::halo::ring_is_zero(&x, &g));
+            std::hint::black_box(rbl_ops::dev::ring_is_zero(&x, &g));
         }
         let r = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
         println!(

@@ -216,7 +216,7 @@ pub fn halo_conv_affine(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::halo::{halo_to_nchw, nchw_to_halo};
+    use crate::halo::{halo_to_nchw, nchw_to_halo};
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
     use burn::tensor::{Device, TensorData};
@@ -232,7 +232,7 @@ mod tests {
     }
 
     fn assert_close(what: &str, a: &[f32], b: &[f32]) {
-        crate::ops::assert_close(what, a, b, 2e-5);
+        crate::assert_close(what, a, b, 2e-5);
     }
 
     /// The op under autodiff against burn's own `conv2d` on the same values in NCHW: output,

@@ -5,28 +5,45 @@
 //!   with a zero ring, [`halo`]); the 3×3 convolution ([`halo_conv_cpu`], inner loops in
 //!   [`halo_conv_avx512`]) and BatchNorm + residual add + ReLU ([`halo_norm_cpu`]) run on it.
 //! - `conv2d_*`, `batch_norm_*`: the same for NCHW tensors (ResNet-50, the projection's norm).
-//! - [`allocator`] and [`precision`]: process-wide settings for both.
+//! - [`keep_freed_buffers`]: the process-wide allocator setting both rely on.
+//!
+//! The public surface is the burn-level ops the backbones call; the slice kernels stay inside
+//! (the timing programs in `dev/` reach them with `--features dev`). Every `unsafe` block of
+//! rbl is in this crate, each with its SAFETY comment.
 
-pub mod allocator;
-pub mod batch_norm_cpu;
-pub mod batch_norm_op;
-pub mod conv2d_cpu;
-pub mod conv2d_op;
+mod allocator;
+mod batch_norm_cpu;
+mod batch_norm_op;
+mod conv2d_cpu;
+mod conv2d_op;
 mod cpu_common;
-pub mod halo;
-pub mod halo_conv_avx512;
-pub mod halo_conv_cpu;
-pub mod halo_conv_op;
-pub mod halo_norm_cpu;
-pub mod halo_norm_op;
-pub mod precision;
+mod halo;
+mod halo_conv_avx512;
+mod halo_conv_cpu;
+mod halo_conv_op;
+mod halo_norm_cpu;
+mod halo_norm_op;
 
-pub use batch_norm_op::batch_norm;
+pub use allocator::keep_freed_buffers;
+pub use batch_norm_op::{batch_norm, update_running_statistics};
 pub use conv2d_op::conv2d_square;
+pub use halo::{HaloGeometry, halo_to_nchw, nchw_to_halo};
+pub use halo_conv_op::{halo_conv, halo_conv_affine};
+pub use halo_norm_op::{halo_affine, halo_bn_train};
+
+/// The slice kernels behind the ops, for the timing programs in `dev/` (`--features dev`).
+/// Not an API: they change with the kernels.
+#[cfg(feature = "dev")]
+#[doc(hidden)]
+pub mod dev {
+    pub use crate::halo::ring_is_zero;
+    pub use crate::halo_conv_cpu::*;
+    pub use crate::halo_norm_cpu::*;
+}
 
 /// Whether `device` runs on the flex backend (with or without autodiff): the ops above replace
 /// burn's there and defer to burn's own everywhere else.
-pub(crate) fn on_flex(device: &burn::tensor::Device) -> bool {
+pub fn on_flex(device: &burn::tensor::Device) -> bool {
     device.clone().without_autodiff() == burn::tensor::Device::flex()
 }
 

@@ -218,8 +218,9 @@ pub fn halo_conv_forward_then(x: &[f32], weight: &[f32], g: &HaloConv, epilogue:
 }
 
 fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o: &HaloGeometry, epilogue: Option<Epilogue>) -> Vec<f32> {
-    // Every value is written: rows q0..q0 + m by the product, the ring by zero_ring below.
-    let mut y = uninit_f32(o.len());
+    // SAFETY: every value is written before y is read or returned: rows q0..q0 + m by the
+    // product, the ring by zero_ring below.
+    let mut y = unsafe { uninit_f32(o.len()) };
     let per = chunk(g.batch);
     // Decided once per call, not per image.
     let columns = g.via_columns();
@@ -261,13 +262,16 @@ pub fn halo_conv_backward(
     (want_dx.then(|| input_grad(&dy, weight, g)), want_dw.then(|| weight_grad(x, &dy, g)))
 }
 
-/// Input gradient: dx (halo, zero ring) from dy (halo; its ring is ignored).
+/// Input gradient: dx (halo, zero ring) from dy (halo; its ring is ignored). For tests and the
+/// timing programs; the op asks [`halo_conv_backward`] for both gradients at once.
+#[cfg(any(test, feature = "dev"))]
 pub fn halo_conv_input_grad(dy: &[f32], weight: &[f32], g: &HaloConv) -> Vec<f32> {
     halo_conv_backward(&[], dy, weight, g, true, false).0.expect("asked for")
 }
 
 /// Weight gradient, in burn's `[c_out, c_in, 3, 3]`, from x (halo, zero ring) and dy (halo;
-/// its ring is ignored).
+/// its ring is ignored). For tests and the timing programs.
+#[cfg(any(test, feature = "dev"))]
 pub fn halo_conv_weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
     halo_conv_backward(x, dy, &[], g, false, true).1.expect("asked for")
 }
@@ -355,15 +359,15 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::conv2d_cpu::{ConvGeometry, conv2d_forward, conv2d_input_grad, conv2d_weight_grad};
-    use crate::ops::halo::{halo_to_nchw, nchw_to_halo, ring_is_zero};
+    use crate::conv2d_cpu::{ConvGeometry, conv2d_forward, conv2d_input_grad, conv2d_weight_grad};
+    use crate::halo::{halo_to_nchw, nchw_to_halo, ring_is_zero};
 
     fn values(n: usize, seed: usize) -> Vec<f32> {
         (0..n).map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0) * 0.37).collect()
     }
 
     fn assert_close(what: &str, a: &[f32], b: &[f32]) {
-        crate::ops::assert_close(what, a, b, 2e-5);
+        crate::assert_close(what, a, b, 2e-5);
     }
 
     /// All three passes against the NCHW kernels (themselves tested against burn's conv2d).
@@ -405,7 +409,7 @@ mod tests {
     /// The fused evaluation form gives the same bits as the convolution then the affine op.
     #[test]
     fn epilogue_equals_the_separate_affine_op() {
-        use crate::ops::halo_norm_cpu::halo_affine_forward;
+        use crate::halo_norm_cpu::halo_affine_forward;
         for (c_out, stride) in [(16, 1), (12, 1), (16, 2)] {
             let g = HaloConv { batch: 5, c_in: 8, h: 7, w: 6, c_out, stride };
             let (i, o) = (g.input(), g.output());

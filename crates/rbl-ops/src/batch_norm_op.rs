@@ -128,7 +128,7 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
 }
 
 /// Moves `bn`'s running mean and variance toward a batch's, exactly as burn's layer does.
-pub(crate) fn update_running_statistics(bn: &BatchNorm, mean: Tensor<1>, var: Tensor<1>) {
+pub fn update_running_statistics(bn: &BatchNorm, mean: Tensor<1>, var: Tensor<1>) {
     let device = mean.device();
     let running_mean =
         bn.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - bn.momentum).add(mean.detach().mul_scalar(bn.momentum));

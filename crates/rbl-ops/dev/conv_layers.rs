@@ -1,10 +1,10 @@
 //! Per-layer timing of rbl's halo-layout CPU convolution passes (development aid):
-//! `cargo run --release --example conv_layers -- [batch] [32|28]`.
-use rbl::ops::halo::nchw_to_halo;
-use rbl::ops::halo_conv_cpu::*;
+//! `cargo run --release -p rbl-ops --features dev --example conv_layers -- [batch] [32|28]`.
+use rbl_ops::dev::*;
+use rbl_ops::nchw_to_halo;
 use std::time::Instant;
 fn main() {
-    rbl::ops::allocator::keep_freed_buffers();
+    rbl_ops::keep_freed_buffers();
     let b: usize = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(128);
     let s0: usize = std::env::args().nth(2).map(|s| s.parse().unwrap()).unwrap_or(32);
     let (s1, s2) = (s0.div_ceil(2), s0.div_ceil(4));

@@ -306,7 +306,7 @@ pub fn halo_affine(x: Tensor<4>, scale: Tensor<1>, shift: Tensor<1>, residual: O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::halo::{halo_to_nchw, nchw_to_halo};
+    use crate::halo::{halo_to_nchw, nchw_to_halo};
     use burn::module::Param;
     use burn::nn::BatchNormConfig;
     use burn::tensor::activation::relu;
@@ -322,7 +322,7 @@ mod tests {
         t.into_data().try_to_vec().unwrap()
     }
 
-    use crate::ops::assert_close;
+    use crate::assert_close;
 
     /// relu(BN(x) + residual) through the op against burn's `BatchNorm`, add and `relu` on the
     /// same values in NCHW: output, batch statistics, and the gradients of x, the residual, γ

@@ -68,10 +68,14 @@ pub(crate) const WEIGHT_GRAD_TASK_IMAGES: usize = 32;
 /// halo kernels' outputs are written in full (interior by the kernels, ring by `zero_ring`),
 /// and zero-filling them first was a measurable share of the step (a memset of every
 /// activation).
-pub(crate) fn uninit_f32(n: usize) -> Vec<f32> {
+///
+/// # Safety
+/// The values are uninitialised: the caller must write every one of the `n` values before any
+/// is read, and must not return the vector before then.
+pub(crate) unsafe fn uninit_f32(n: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(n);
-    // SAFETY: f32 has no invalid bit patterns, and every caller writes all n values before the
-    // vector is read (see each call site).
+    // SAFETY: the capacity is n; f32 has no invalid bit patterns, and the caller's contract
+    // (above) is that all n values are written before any is read.
     #[allow(clippy::uninit_vec)]
     unsafe {
         v.set_len(n)

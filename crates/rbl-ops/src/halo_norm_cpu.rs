@@ -158,8 +158,9 @@ pub fn halo_affine_forward(x: &[f32], scale: &[f32], shift: &[f32], residual: Op
     if let Some(r) = residual {
         assert_eq!(r.len(), g.len(), "halo affine: residual size");
     }
-    // Every value is written: the interior by affine_image, the ring by zero_ring.
-    let mut y = uninit_f32(g.len());
+    // SAFETY: every value is written before y is read or returned: the interior by
+    // affine_image, the ring by zero_ring.
+    let mut y = unsafe { uninit_f32(g.len()) };
     y.par_chunks_mut(g.image_len()).zip(x.par_chunks(g.image_len())).enumerate().for_each(|(b, (yb, xb))| {
         zero_ring(yb, g);
         affine_image(yb, Some(xb), residual.map(|r| &r[b * g.image_len()..][..g.image_len()]), scale, shift, relu, g);
@@ -311,9 +312,10 @@ pub fn halo_grad_apply(
     g: &HaloGeometry,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let (c, len) = (g.c, g.w * g.c);
-    // Every value is written: the interior below, the rings by zero_ring.
-    let mut dx = uninit_f32(g.len());
-    let mut dres = want_residual.then(|| uninit_f32(g.len()));
+    // SAFETY: every value of both is written before either is read or returned: the interior
+    // below, the rings by zero_ring.
+    let mut dx = unsafe { uninit_f32(g.len()) };
+    let mut dres = want_residual.then(|| unsafe { uninit_f32(g.len()) });
     let body = |image: usize, dxb: &mut [f32], mut drb: Option<&mut [f32]>| {
         zero_ring(dxb, g);
         if let Some(dr) = drb.as_deref_mut() {
@@ -414,14 +416,14 @@ pub fn halo_affine_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::batch_norm_cpu::{BnGeometry, batch_norm_train_backward, batch_norm_train_forward};
-    use crate::ops::halo::{halo_to_nchw, nchw_to_halo, ring_is_zero};
+    use crate::batch_norm_cpu::{BnGeometry, batch_norm_train_backward, batch_norm_train_forward};
+    use crate::halo::{halo_to_nchw, nchw_to_halo, ring_is_zero};
 
     fn values(n: usize, seed: usize, offset: f32) -> Vec<f32> {
         (0..n).map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0) + offset).collect()
     }
 
-    use crate::ops::assert_close;
+    use crate::assert_close;
 
     /// Without residual or ReLU the fused op is plain training BatchNorm: compare with the NCHW
     /// kernels (themselves tested against burn's BatchNorm), on data with a large mean.

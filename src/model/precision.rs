@@ -8,8 +8,6 @@
 //! scaled up before the backward pass and the gradients scaled back down (`train.loss_scale`).
 //! bf16 has f32's exponent range and needs no scaling, where the backend has it.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-
 use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 
@@ -41,31 +39,4 @@ impl Precision {
     pub fn default_loss_scale(self) -> f64 {
         if self == Precision::F16 { 1024.0 } else { 1.0 }
     }
-
-    fn code(self) -> u8 {
-        self as u8
-    }
-
-    fn from_code(code: u8) -> Self {
-        match code {
-            1 => Precision::F16,
-            2 => Precision::Bf16,
-            _ => Precision::F32,
-        }
-    }
-}
-
-/// The precision every convolution of the process runs in. One training or evaluation runs
-/// per process, and a network's layers would otherwise each need to carry a setting that is
-/// not part of their weights.
-static CONV_PRECISION: AtomicU8 = AtomicU8::new(0);
-
-/// Sets the convolutions' precision for this process (done from the run's config).
-pub fn set_conv_precision(p: Precision) {
-    CONV_PRECISION.store(p.code(), Ordering::Relaxed);
-}
-
-/// The convolutions' precision for this process.
-pub fn conv_precision() -> Precision {
-    Precision::from_code(CONV_PRECISION.load(Ordering::Relaxed))
 }
