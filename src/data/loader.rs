@@ -143,10 +143,7 @@ impl Loader {
                 if labels.is_empty() {
                     continue; // every image of the batch was skipped as undecodable
                 }
-                let mix = match rng.as_mut().filter(|_| plan.mixup_alpha > 0.0) {
-                    Some(rng) => Some(mixup(&mut images, &labels, n, plan.mixup_alpha, rng)),
-                    None => None,
-                };
+                let mix = rng.as_mut().filter(|_| plan.mixup_alpha > 0.0).map(|rng| mixup(&mut images, &labels, n, plan.mixup_alpha, rng));
                 if b < plan.skip {
                     continue;
                 }

@@ -142,7 +142,7 @@ fn normalisation(cfg: &DataConfig, train: &ImageSet) -> Result<(Vec<f32>, Vec<f3
     if cfg.mean.is_empty() && cfg.std.is_empty() {
         return Ok(train.channel_stats());
     }
-    if cfg.mean.len() != train.channels || cfg.std.len() != train.channels || cfg.std.iter().any(|&s| !(s > 0.0)) {
+    if cfg.mean.len() != train.channels || cfg.std.len() != train.channels || cfg.std.iter().any(|&s| s.is_nan() || s <= 0.0) {
         return Err(RblError::Config {
             origin: "data.mean / data.std".into(),
             msg: format!("need {} values each (one per channel), std positive", train.channels),

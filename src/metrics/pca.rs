@@ -68,10 +68,10 @@ impl Pca2 {
             .chunks_exact(dim)
             .map(|row| {
                 let (mut a, mut b) = (0.0, 0.0);
-                for k in 0..dim {
-                    let c = row[k] as f64 - self.mean[k];
-                    a += c * self.axes[0][k];
-                    b += c * self.axes[1][k];
+                for (((&x, &m), &u), &v) in row.iter().zip(&self.mean).zip(&self.axes[0]).zip(&self.axes[1]) {
+                    let c = x as f64 - m;
+                    a += c * u;
+                    b += c * v;
                 }
                 (a, b)
             })
@@ -138,7 +138,7 @@ mod tests {
                 sd * z
             });
             for k in 0..4 {
-                out.push((3.0 + (0..3).map(|a| z[a] * axes[a][k]).sum::<f64>()) as f32);
+                out.push((3.0 + z.iter().zip(&axes).map(|(z, axis)| z * axis[k]).sum::<f64>()) as f32);
             }
         }
         (out, axes)

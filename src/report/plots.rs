@@ -281,7 +281,8 @@ pub fn plot_comparison(runs: &[(String, Vec<EpochRecord>)], stem: &Path) -> Resu
     let per = |f: fn(&EpochRecord) -> Option<f64>| runs.iter().map(|(name, log)| line(name, log, f)).collect::<Vec<_>>();
     // The eval-mode figures on un-augmented images when every run logged them (eval.train_eval).
     let eval_mode = runs.iter().all(|(_, log)| log.iter().all(|r| r.train_eval_acc.is_some()));
-    let (train_acc, train_loss, how): (fn(&EpochRecord) -> Option<f64>, fn(&EpochRecord) -> Option<f64>, &str) = if eval_mode {
+    type Pick = fn(&EpochRecord) -> Option<f64>;
+    let (train_acc, train_loss, how): (Pick, Pick, &str) = if eval_mode {
         (|r| r.train_eval_acc, |r| r.train_eval_loss, "eval mode")
     } else {
         (|r| Some(r.train_acc), |r| Some(r.train_loss), "augmented batches")

@@ -32,7 +32,8 @@ pub(crate) struct EpochStats {
     pub(crate) skipped: usize,
 }
 
-/// How an epoch ended.
+/// How an epoch ended (once per epoch, so the size of the network by value does not matter).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum EpochOutcome {
     /// Every batch done: the trained network and the epoch's figures.
     Finished(Network, EpochStats),
@@ -99,7 +100,7 @@ impl Trainer<'_> {
             run.images += b;
             run.steps += 1;
             self.steps_this_process += 1;
-            if every > 0 && run.steps % every == 0 && run.steps < total_steps {
+            if every > 0 && run.steps.is_multiple_of(every) && run.steps < total_steps {
                 save_partial(self, &net, epoch, partial(&run, &loader))?;
             }
             if self.opts.crash_after_steps.is_some_and(|n| self.steps_this_process >= n) {

@@ -63,12 +63,12 @@ impl Trainer<'_> {
         let (cfg, ctx) = (&self.cfg, &self.ctx);
         let done = epoch + 1;
         let is_last = done == cfg.train.epochs;
-        let eval = is_last || done % cfg.train.eval_every == 0;
+        let eval = is_last || done.is_multiple_of(cfg.train.eval_every);
         let plan = Plan {
             is_last,
             eval,
             picture: cfg.eval.feature_epochs.contains(&done),
-            collapse: cfg.eval.nc_every > 0 && (done % cfg.eval.nc_every == 0 || is_last),
+            collapse: cfg.eval.nc_every > 0 && (done.is_multiple_of(cfg.eval.nc_every) || is_last),
             train_eval: eval && cfg.eval.train_eval,
         };
         let eval_net = net.valid();

@@ -190,7 +190,7 @@ mod tests {
             assert!(cfg.eval.train_eval);
             let mut same = cfg.clone();
             same.name = base.name.clone();
-            same.model.head = base.model.head.clone();
+            same.model.head = base.model.head;
             same.model.frame_seed = None;
             same.eval = base.eval.clone();
             assert_eq!(same, base, "only name, head, frame seed and eval logging change");

@@ -87,7 +87,7 @@ struct Marc {
 pub fn run_stage2(run: &TrainedRun, method: Stage2, opts: &Stage2Options) -> Result<Stage2Result> {
     let (ctx, net) = (&run.ctx, &run.net);
     let (cfg, device) = (&ctx.cfg, &ctx.device);
-    let before = weights_digest(&net);
+    let before = weights_digest(net);
     let counts = ctx.train_counts.clone();
     let c = counts.len();
 
@@ -167,7 +167,7 @@ pub fn run_stage2(run: &TrainedRun, method: Stage2, opts: &Stage2Options) -> Res
     let host: Vec<f32> = logits.into_data().try_to_vec().expect("f32 logits");
     let loss = mean_cross_entropy(&host, &ctx.test.labels, c);
     let test = summarize(host, loss, &ctx.test, &counts, cfg.eval.tau, ctx.buckets);
-    let after = weights_digest(&net);
+    let after = weights_digest(net);
     if before != after {
         return Err(RblError::Model("stage 2 changed the frozen network".into()));
     }
