@@ -94,6 +94,40 @@ mod tests {
         assert_eq!(default, Mat::from_tensor(build(HeadKind::Etf, Some(0)).0.head.class_directions()));
     }
 
+    /// Parameter paths as records store them: the backbone enum adds no level of its own, so
+    /// checkpoints written when the CIFAR ResNet was a plain field still load.
+    #[test]
+    fn record_paths_have_no_backbone_variant_level() {
+        use burn::module::{ModuleVisitor, Param};
+        #[derive(Default)]
+        struct Paths {
+            at: Vec<String>,
+            seen: Vec<String>,
+        }
+        impl ModuleVisitor for Paths {
+            fn enter_module(&mut self, name: &str, _container: &str) {
+                self.at.push(name.to_string());
+            }
+            fn exit_module(&mut self, _name: &str, _container: &str) {
+                self.at.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
+                self.seen.push(self.at.join("."));
+            }
+        }
+        for backbone in [BackboneKind::Resnet32, BackboneKind::Resnet50] {
+            let mut cfg = ExperimentConfig::default();
+            cfg.model.backbone = backbone;
+            cfg.model.widths = [4, 4, 8];
+            cfg.model.feature_dim = 16;
+            let net = Network::from_config(&cfg, 3, 10, &Device::flex()).unwrap();
+            let mut paths = Paths::default();
+            net.visit(&mut paths);
+            assert!(paths.seen.iter().any(|p| p == "backbone.stem.weight"), "{backbone}: {:?}", &paths.seen[..3]);
+            assert!(paths.seen.iter().all(|p| !p.contains("ResNet")), "{backbone}: no variant names in paths");
+        }
+    }
+
     #[test]
     fn folded_batch_norms_give_the_same_predictions() {
         for backbone in [BackboneKind::Resnet32, BackboneKind::Resnet50] {
