@@ -242,6 +242,10 @@ fn two_stage_methods_change_only_the_classifier_side() {
         assert!(r["test"]["loss"].as_f64().unwrap().is_finite(), "{method}");
         let written: Value = serde_json::from_str(&std::fs::read_to_string(run.join(format!("stage2-{method}.json"))).unwrap()).unwrap();
         assert_eq!(written, r);
+        // Reproducible: a second process gives bitwise the same result (cRT's classifier is
+        // seeded from the run).
+        let again = rbl(&["stage2", "--checkpoint", run.to_str().unwrap(), "--method", method, "--epochs", "2", "--batch-size", "32"]);
+        assert_eq!(serde_json::from_slice::<Value>(&again.stdout).unwrap(), r, "{method}: same result twice");
         let per_class = r["per_class"].as_array().unwrap();
         match method {
             "crt" => assert!(per_class.is_empty()),

@@ -121,6 +121,9 @@ pub fn run_stage2(run: &TrainedRun, method: Stage2, opts: &Stage2Options) -> Res
         width: 1,
         files: None,
     });
+    // cRT's fresh classifier is drawn from burn's process-wide generator: seeded from the run,
+    // so the same trained run gives the same cRT result in every process.
+    ad.seed(cfg.seed ^ 0x57A6E2);
     let mut crt = (method == Stage2::Crt).then(|| LinearConfig::new(width, c).init(&ad));
     let mut lws = (method == Stage2::Lws).then(|| Scales { s: Param::from_tensor(Tensor::ones([c], &ad)) });
     let mut marc = (method == Stage2::Marc)
