@@ -105,9 +105,55 @@ impl ExperimentConfig {
         toml::to_string_pretty(self).expect("config serialises")
     }
 
+    /// Every real-valued key with the values it admits (`data.imbalance_ratio`, `data.mean` and
+    /// `data.std` have checks of their own).
+    fn real_keys(&self) -> [(&'static str, f64, Bound); 16] {
+        let (t, l) = (&self.train, &self.loss);
+        [
+            ("train.lr", t.lr, Bound::Positive),
+            ("train.momentum", t.momentum, Bound::Fraction),
+            ("train.weight_decay", t.weight_decay, Bound::NonNegative),
+            ("train.warmup_start_factor", t.warmup_start_factor, Bound::NonNegative),
+            ("train.mixup_alpha", t.mixup_alpha, Bound::NonNegative),
+            ("train.lr_gamma", t.lr_gamma, Bound::Positive),
+            ("train.loss_scale", t.loss_scale, Bound::NonNegative),
+            ("loss.tau", l.tau, Bound::Finite),
+            ("loss.beta", l.beta, Bound::Fraction),
+            ("loss.gamma", l.gamma, Bound::NonNegative),
+            ("loss.ldam_max_margin", l.ldam_max_margin, Bound::NonNegative),
+            ("loss.ldam_scale", l.ldam_scale, Bound::Positive),
+            ("loss.lade_alpha", l.lade_alpha, Bound::NonNegative),
+            ("loss.lade_lambda", l.lade_lambda, Bound::NonNegative),
+            ("eval.tau", self.eval.tau, Bound::Finite),
+            ("data.imbalance_ratio", self.data.imbalance_ratio, Bound::Positive),
+        ]
+    }
+
+    /// Roughly how many parameters the configured network has (convolutions, projection, head
+    /// and rotation; ten classes for the head): enough to refuse a width typo before it
+    /// allocates.
+    fn parameter_estimate(&self) -> f64 {
+        let [w0, w1, w2] = self.model.widths.map(|w| w as f64);
+        let d = if self.model.feature_dim > 0 { self.model.feature_dim as f64 } else { w2 };
+        let convs = match self.model.backbone {
+            // Five basic blocks of two 3×3 convolutions per stage.
+            BackboneKind::Resnet32 => 90.0 * (w0 * w0 + w1 * w1 + w2 * w2) + 9.0 * 3.0 * w0,
+            BackboneKind::Resnet50 | BackboneKind::Resnext50_32x4d => 2.5e7,
+        };
+        convs + w2.max(2048.0) * d + d * d + 10.0 * d
+    }
+
     /// Rejects values that parse but cannot work, naming the key.
     pub fn validate(&self, origin: &str) -> Result<()> {
         let bad = |key: &str, msg: String| Err(RblError::Config { origin: origin.into(), msg: format!("{key}: {msg}") });
+        if self.name.is_empty()
+            || self.name == "."
+            || self.name == ".."
+            || self.name.contains(['/', '\\'])
+            || self.name.chars().any(char::is_control)
+        {
+            return bad("name", format!("{:?} is not one folder name (the run folder is runs/<name>)", self.name));
+        }
         if !(1.0..=500.0).contains(&self.data.imbalance_ratio) {
             return bad("data.imbalance_ratio", format!("{} is outside 1 … 500", self.data.imbalance_ratio));
         }
@@ -131,25 +177,83 @@ impl ExperimentConfig {
         if self.train.epochs == 0 {
             return bad("train.epochs", "must be at least 1".into());
         }
-        if self.train.batch_size == 0 || self.eval.batch_size == 0 {
+        if self.train.batch_size == 0 {
             return bad("train.batch_size", "must be at least 1".into());
         }
-        if !(self.train.lr.is_finite() && self.train.lr > 0.0) {
-            return bad("train.lr", format!("{} is not a positive number", self.train.lr));
-        }
-        if !(self.train.mixup_alpha.is_finite() && self.train.mixup_alpha >= 0.0) {
-            return bad("train.mixup_alpha", format!("{} is not a non-negative number", self.train.mixup_alpha));
+        if self.eval.batch_size == 0 {
+            return bad("eval.batch_size", "must be at least 1".into());
         }
         if self.train.eval_every == 0 {
             return bad("train.eval_every", "must be at least 1".into());
         }
-        if !(self.train.loss_scale.is_finite() && self.train.loss_scale >= 0.0) {
-            return bad("train.loss_scale", format!("{} is not a non-negative number (0: the precision's default)", self.train.loss_scale));
+        for (key, value, bound) in self.real_keys() {
+            if !bound.admits(value) {
+                return bad(key, format!("{value} is not {}", bound.describe()));
+            }
+        }
+        if let Some(i) = self.model.widths.iter().position(|&w| w == 0 || w > MAX_WIDTH) {
+            return bad("model.widths", format!("stage {} has width {}; each must be 1 … {MAX_WIDTH}", i + 1, self.model.widths[i]));
+        }
+        if self.model.feature_dim > MAX_FEATURE_DIM {
+            return bad("model.feature_dim", format!("{} is more than {MAX_FEATURE_DIM}", self.model.feature_dim));
+        }
+        let params = self.parameter_estimate();
+        if params > MAX_PARAMETERS {
+            return bad(
+                "model.widths / model.feature_dim",
+                format!(
+                    "the model would have about {:.1e} parameters ({:.0} GB with gradients and momentum), more than rbl allows ({MAX_PARAMETERS:.0e})",
+                    params,
+                    params * 12.0 / 1e9
+                ),
+            );
         }
         if self.data.few_threshold > self.data.many_threshold {
             return bad("data.few_threshold", "must not exceed data.many_threshold".into());
         }
         Ok(())
+    }
+}
+
+/// The widest stage `model.widths` may ask for.
+const MAX_WIDTH: usize = 4096;
+/// The largest `model.feature_dim`.
+const MAX_FEATURE_DIM: usize = 1 << 16;
+/// The most parameters a config may build (ResNeXt-50 has 2.5e7): past this a typo in a width
+/// would make the run allocate until the machine runs out of memory.
+const MAX_PARAMETERS: f64 = 1e9;
+
+/// The values a real-valued key admits.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// Finite.
+    Finite,
+    /// Finite and > 0.
+    Positive,
+    /// Finite and ≥ 0.
+    NonNegative,
+    /// In [0, 1).
+    Fraction,
+}
+
+impl Bound {
+    fn admits(self, v: f64) -> bool {
+        v.is_finite()
+            && match self {
+                Bound::Finite => true,
+                Bound::Positive => v > 0.0,
+                Bound::NonNegative => v >= 0.0,
+                Bound::Fraction => (0.0..1.0).contains(&v),
+            }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Bound::Finite => "a finite number",
+            Bound::Positive => "a positive number",
+            Bound::NonNegative => "a non-negative number",
+            Bound::Fraction => "in [0, 1)",
+        }
     }
 }
 
@@ -236,6 +340,54 @@ mod tests {
         assert_eq!((cfg.loss.name.to_string(), cfg.data.dataset.to_string()), ("cb_focal".into(), "fashion-mnist".into()));
         assert_eq!(cfg.method_label(), "rbl+cb_focal");
         assert_eq!(cfg.column_label(), "fashion-mnist IR100");
+    }
+
+    /// Every numeric key with a value it refuses: the error names the key, before anything runs.
+    #[test]
+    fn every_numeric_key_refuses_what_cannot_work() {
+        let cases = [
+            ("name=\"\"", "name"),
+            ("name=\"/abs/victim\"", "name"),
+            ("name=\"../../esc\"", "name"),
+            ("name=\"..\"", "name"),
+            ("data.imbalance_ratio=0.5", "data.imbalance_ratio"),
+            ("data.imbalance_ratio=nan", "data.imbalance_ratio"),
+            ("train.epochs=0", "train.epochs"),
+            ("train.batch_size=0", "train.batch_size"),
+            ("eval.batch_size=0", "eval.batch_size"),
+            ("train.eval_every=0", "train.eval_every"),
+            ("train.lr=0", "train.lr"),
+            ("train.lr=inf", "train.lr"),
+            ("train.momentum=nan", "train.momentum"),
+            ("train.momentum=-1", "train.momentum"),
+            ("train.momentum=1", "train.momentum"),
+            ("train.weight_decay=nan", "train.weight_decay"),
+            ("train.weight_decay=-1", "train.weight_decay"),
+            ("train.warmup_start_factor=-0.5", "train.warmup_start_factor"),
+            ("train.mixup_alpha=-1", "train.mixup_alpha"),
+            ("train.lr_gamma=0", "train.lr_gamma"),
+            ("train.loss_scale=nan", "train.loss_scale"),
+            ("loss.tau=inf", "loss.tau"),
+            ("loss.beta=1", "loss.beta"),
+            ("loss.gamma=-1", "loss.gamma"),
+            ("loss.ldam_max_margin=nan", "loss.ldam_max_margin"),
+            ("loss.ldam_scale=0", "loss.ldam_scale"),
+            ("loss.lade_alpha=-0.1", "loss.lade_alpha"),
+            ("loss.lade_lambda=nan", "loss.lade_lambda"),
+            ("eval.tau=nan", "eval.tau"),
+            ("eval.tau=inf", "eval.tau"),
+            ("model.widths=[0,0,0]", "model.widths"),
+            ("model.widths=[100000,8,8]", "model.widths"),
+            ("model.widths=[4096,4096,4096]", "model.widths / model.feature_dim"),
+            ("model.feature_dim=1000000000", "model.feature_dim"),
+            ("data.few_threshold=500", "data.few_threshold"),
+        ];
+        for (set, key) in cases {
+            let err = ExperimentConfig::from_toml_str("", "t", &[set.into()]).unwrap_err().to_string();
+            assert!(err.contains(&format!("{key}: ")), "{set}: {err}");
+        }
+        // The shipped defaults pass.
+        ExperimentConfig::default().validate("t").unwrap();
     }
 
     #[test]

@@ -76,6 +76,14 @@ pub enum RblError {
         /// The run folder.
         run_dir: String,
     },
+    /// Another process is writing the run folder.
+    #[error("{path} is in use by {holder} (another rbl writing this run folder); wait for it, or use another --out")]
+    Busy {
+        /// The run folder.
+        path: PathBuf,
+        /// Who holds its lock.
+        holder: String,
+    },
     /// A model shape or option is impossible (e.g. an ETF with too few dimensions).
     #[error("model: {0}")]
     Model(String),

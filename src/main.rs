@@ -8,7 +8,7 @@ use clap::Parser;
 fn main() {
     let _ = rbl_ops::keep_freed_buffers();
     if let Err(e) = cli::run(cli::Cli::parse()) {
-        eprintln!("error: {e:#}");
+        rbl::note!("error: {e:#}");
         let interrupted = matches!(e.downcast_ref::<rbl::RblError>(), Some(rbl::RblError::Interrupted { .. }));
         std::process::exit(if interrupted { 130 } else { 1 });
     }

@@ -164,3 +164,118 @@ fn a_checkpoint_of_another_config_is_refused() {
     assert_clean_failure(&out, &["checkpoint-000001", "different config"]);
     assert!(!run.join("metrics.json").exists());
 }
+
+/// Inputs that parse but cannot give a meaningful run are refused before anything is written,
+/// naming the key or file: a batch larger than the training set with drop_last (no step would
+/// run), test images of another shape than the training images, a τ that is not a number.
+#[test]
+fn runs_that_cannot_mean_anything_are_refused() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &tiny_config("etf", 1));
+    let c = cfg.to_str().unwrap();
+    let run = dir.path().join("big");
+    assert_clean_failure(
+        &rbl(&["train", "--config", c, "--set", "train.batch_size=1000", "--out", run.to_str().unwrap()]),
+        &["train.batch_size", "drop_last"],
+    );
+    assert!(!run.exists(), "nothing written");
+
+    // 28×28 training images, 14×14 test images.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for f in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"] {
+        std::fs::copy(std::path::Path::new(FMNIST).join(f), data.join(f)).unwrap();
+    }
+    let n = 200;
+    std::fs::write(data.join("t10k-images-idx3-ubyte"), rbl::data::idx::encode_idx(&[n, 14, 14], &vec![7u8; n * 14 * 14])).unwrap();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    std::fs::write(data.join("t10k-labels-idx1-ubyte"), rbl::data::idx::encode_idx(&[n], &labels)).unwrap();
+    let small = dir.path().join("small");
+    let root = format!("data.root=\"{}\"", data.display());
+    assert_clean_failure(&rbl(&["train", "--config", c, "--set", &root, "--out", small.to_str().unwrap()]), &["14×14", "28×28"]);
+    assert!(!small.exists(), "nothing written");
+
+    let ok = dir.path().join("ok");
+    assert!(rbl(&["train", "--config", c, "--set", "data.n_max=20", "--out", ok.to_str().unwrap(), "-q"]).status.success());
+    assert_clean_failure(&rbl(&["eval", "--checkpoint", ok.to_str().unwrap(), "--tau", "nan"]), &["--tau", "NaN"]);
+}
+
+/// A closed pipe on stdout or stderr (`rbl train … 2>&1 | head -2`) does not stop training.
+#[test]
+fn closed_output_pipes_do_not_stop_a_run() {
+    use std::io::BufRead;
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &tiny_config("rbl", 2).replace("batch_size = 16", "batch_size = 4"));
+    let run = dir.path().join("run");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rbl"))
+        .args(["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut first = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("tiny_rbl"), "{first}");
+    // Both pipes are closed now; the run goes on writing progress and its result line.
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status:?}");
+    assert!(run.join("metrics.json").is_file());
+}
+
+/// `--force` removes only what rbl wrote: a folder that also holds other files is refused,
+/// listing them, and nothing is removed.
+#[test]
+fn force_never_deletes_files_rbl_did_not_write() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &tiny_config("etf", 1));
+    let c = cfg.to_str().unwrap();
+    let run = dir.path().join("run");
+    assert!(rbl(&["train", "--config", c, "--set", "data.n_max=20", "--out", run.to_str().unwrap(), "-q"]).status.success());
+    std::fs::write(run.join("thesis.txt"), "years of work").unwrap();
+    std::fs::create_dir(run.join("notes")).unwrap();
+    assert_clean_failure(
+        &rbl(&["train", "--config", c, "--out", run.to_str().unwrap(), "--force", "-q"]),
+        &["thesis.txt", "notes", "nothing was removed"],
+    );
+    assert_eq!(std::fs::read_to_string(run.join("thesis.txt")).unwrap(), "years of work");
+    assert!(run.join("metrics.json").is_file() && run.join("notes").is_dir());
+    // Without them, --force starts over.
+    std::fs::remove_file(run.join("thesis.txt")).unwrap();
+    std::fs::remove_dir(run.join("notes")).unwrap();
+    let again = rbl(&["train", "--config", c, "--set", "data.n_max=20", "--out", run.to_str().unwrap(), "--force", "-q"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    // A name that is not one folder name is refused before anything is written.
+    for name in ["", "/tmp/victim", "../../esc"] {
+        let out = rbl(&["train", "--config", c, "--set", &format!("name=\"{name}\"")]);
+        assert_clean_failure(&out, &["name"]);
+    }
+}
+
+/// One writer per run folder: while a process holds the folder's lock, training, resuming,
+/// `--force` and stage-2 writes are refused naming the holder; reading (`rbl eval`) works.
+#[test]
+fn a_second_writer_is_refused_while_the_first_holds_the_run() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &tiny_config("linear", 1));
+    let c = cfg.to_str().unwrap();
+    let run = dir.path().join("run");
+    let r = run.to_str().unwrap();
+    assert!(rbl(&["train", "--config", c, "--set", "data.n_max=20", "--out", r, "-q"]).status.success());
+    // This test process stands for a running rbl: it holds the lock.
+    let lock = rbl::report::run_dir::RunDir::new(&run).lock().unwrap();
+    let pid = std::process::id().to_string();
+    assert_clean_failure(&rbl(&["train", "--resume", r, "-q"]), &["in use by process", &pid]);
+    assert_clean_failure(&rbl(&["train", "--config", c, "--out", r, "--force", "-q"]), &["in use by process", &pid]);
+    assert_clean_failure(&rbl(&["stage2", "--checkpoint", r, "--method", "lws", "--epochs", "1"]), &["in use by process", &pid]);
+    assert!(run.join("metrics.json").is_file(), "the run is untouched");
+    let eval = rbl(&["eval", "--checkpoint", r]);
+    assert!(eval.status.success(), "readers are not locked out: {}", stderr(&eval));
+    drop(lock);
+    let resumed = rbl(&["train", "--resume", r, "-q"]);
+    assert!(resumed.status.success(), "the lock is released with its holder: {}", stderr(&resumed));
+}

@@ -71,8 +71,10 @@ fn interrupted_and_resumed_run_matches_uninterrupted() {
     assert!(digest(&again, "checkpoint-000003") == digest(&straight, "checkpoint-000003"), "same seed, different weights");
 }
 
+/// Ctrl-C (SIGINT), SIGTERM (a scheduler or `kill`) and SIGHUP (a closed terminal) all stop the
+/// run between two steps with a checkpoint, a message and exit status 130.
 #[test]
-fn sigint_stops_cleanly_and_the_run_resumes_to_the_same_result() {
+fn interrupt_signals_stop_cleanly_and_the_run_resumes_to_the_same_result() {
     require_fmnist();
     let dir = tempfile::tempdir().unwrap();
     // Enough steps per epoch (batch 4) that the signal lands inside an epoch.
@@ -81,32 +83,38 @@ fn sigint_stops_cleanly_and_the_run_resumes_to_the_same_result() {
     let straight = dir.path().join("straight");
     assert!(rbl(&["train", "--config", c, "--out", straight.to_str().unwrap(), "-q"]).status.success());
 
-    let run = dir.path().join("run");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rbl"))
-        .args(["train", "--config", c, "--out", run.to_str().unwrap(), "-q"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until the first checkpoint exists, then interrupt during the second epoch.
-    let t0 = std::time::Instant::now();
-    while !run.join("latest").exists() && t0.elapsed().as_secs() < 120 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    for signal in ["INT", "TERM", "HUP"] {
+        let run = dir.path().join(format!("run-{signal}"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_rbl"))
+            .args(["train", "--config", c, "--out", run.to_str().unwrap(), "-q"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the first checkpoint exists, then interrupt during the second epoch.
+        let t0 = std::time::Instant::now();
+        while !run.join("latest").exists() && t0.elapsed().as_secs() < 120 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = std::process::Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            // The run finished before the signal arrived: nothing to check beyond completion.
+            assert!(run.join("metrics.json").exists());
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(130), "SIG{signal}: {err}");
+        assert!(err.contains("interrupted during epoch") && err.contains("--resume"), "SIG{signal}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!run.join("metrics.json").exists());
+        let resumed = rbl(&["train", "--resume", run.to_str().unwrap(), "-q"]);
+        assert!(resumed.status.success(), "{}", stderr(&resumed));
+        assert_eq!(
+            digest(&run, "checkpoint-000002"),
+            digest(&straight, "checkpoint-000002"),
+            "resumed after SIG{signal}, different weights"
+        );
     }
-    let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() {
-        // The run finished before the signal arrived: nothing to check beyond completion.
-        assert!(run.join("metrics.json").exists());
-        return;
-    }
-    assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted during epoch") && err.contains("--resume"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(!run.join("metrics.json").exists());
-    let resumed = rbl(&["train", "--resume", run.to_str().unwrap(), "-q"]);
-    assert!(resumed.status.success(), "{}", stderr(&resumed));
-    assert_eq!(digest(&run, "checkpoint-000002"), digest(&straight, "checkpoint-000002"), "resumed after Ctrl-C, different weights");
 }
 
 /// Training steps per epoch of `tiny_config` at batch 4: 159 images (40, 30, 23, … 4 per class), drop_last.

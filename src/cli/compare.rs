@@ -24,7 +24,7 @@ pub fn run(args: Args) -> Result<()> {
         logs.push((name, RunDir::new(r).read_epoch_log()?));
     }
     for f in plot_comparison(&logs, &args.out)? {
-        println!("{}", f.display());
+        rbl::say!("{}", f.display());
     }
     Ok(())
 }

@@ -50,9 +50,9 @@ fn check(root: PathBuf, split: PathBuf, classes: usize, workers: usize) -> Resul
     let counts = class_counts(&set.entries, classes);
     let empty = counts.iter().filter(|&&n| n == 0).count();
     for b in &bad {
-        println!("bad: {}", b.error);
+        rbl::say!("bad: {}", b.error);
     }
-    println!(
+    rbl::say!(
         "{}: {total} images in {} classes ({} to {} per class{}), {} bad",
         split.display(),
         classes,

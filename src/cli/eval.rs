@@ -26,6 +26,6 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let run = TrainedRun::open_on(&args.checkpoint, args.device)?;
     let summary = run.evaluate(args.tau, args.val)?;
-    println!("{}", serde_json::to_string_pretty(&summary)?);
+    rbl::say!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

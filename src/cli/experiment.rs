@@ -40,8 +40,8 @@ pub fn run(which: Experiment) -> Result<()> {
             let cfg = ExperimentConfig::load(&config, &overrides)?;
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("{}_frame_directions", cfg.name)));
             let results = run_frame_directions(&cfg, &FrameDirections { seed_a, seed_b, out: out.clone(), quiet })?;
-            print!("{}", summary_markdown(&cfg, &results));
-            println!("\nwritten: {}, {}", out.join("summary.md").display(), out.join("curves.png").display());
+            rbl::report::console::write_stdout_text(&summary_markdown(&cfg, &results));
+            rbl::say!("\nwritten: {}, {}", out.join("summary.md").display(), out.join("curves.png").display());
         }
     }
     Ok(())

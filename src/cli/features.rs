@@ -14,6 +14,6 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    println!("{}", TrainedRun::open(&args.checkpoint)?.draw_features()?.display());
+    rbl::say!("{}", TrainedRun::open(&args.checkpoint)?.draw_features()?.display());
     Ok(())
 }

@@ -20,7 +20,7 @@ pub fn run(args: Args) -> Result<()> {
     // leaves out the per-class picture.
     let metrics = run.read_metrics().ok().flatten();
     for f in plot_run(&log, metrics.as_ref(), &run.plots())? {
-        println!("{}", f.display());
+        rbl::say!("{}", f.display());
     }
     Ok(())
 }

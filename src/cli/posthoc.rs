@@ -25,6 +25,6 @@ pub fn run(args: Args) -> Result<()> {
     let run = TrainedRun::open(&args.checkpoint)?;
     let grid = if args.grid.is_empty() { (0..=20).map(|i| i as f64 / 10.0).collect() } else { args.grid };
     let result = tune_posthoc(&run, args.method, &grid)?;
-    println!("{}", run.run_dir.write_two_stage_result("posthoc", &variant_name(&args.method), &result)?);
+    rbl::say!("{}", run.run_dir.write_two_stage_result("posthoc", &variant_name(&args.method), &result)?);
     Ok(())
 }

@@ -14,6 +14,6 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    println!("{}", write_report(&RunDir::new(args.run))?.display());
+    rbl::say!("{}", write_report(&RunDir::new(args.run))?.display());
     Ok(())
 }

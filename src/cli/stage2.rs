@@ -31,6 +31,6 @@ pub fn run(args: Args) -> Result<()> {
     let run = TrainedRun::open(&args.checkpoint)?;
     let opts = Stage2Options { epochs: args.epochs, batch_size: args.batch_size, lr: args.lr };
     let result = run_stage2(&run, args.method, &opts)?;
-    println!("{}", run.run_dir.write_two_stage_result("stage2", &variant_name(&args.method), &result)?);
+    rbl::say!("{}", run.run_dir.write_two_stage_result("stage2", &variant_name(&args.method), &result)?);
     Ok(())
 }

@@ -53,6 +53,6 @@ pub fn run(args: Args) -> Result<()> {
             entries.extend(run_entries(&cfg.method_label(), &cfg.column_label(), &source, &run_dir, args.two_stage)?);
         }
     }
-    print!("{}", render_table(&entries, TableOptions { adjusted: !args.raw, shots: args.shots }));
+    rbl::report::console::write_stdout_text(&render_table(&entries, TableOptions { adjusted: !args.raw, shots: args.shots }));
     Ok(())
 }

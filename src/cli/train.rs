@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use rbl::ExperimentConfig;
 use rbl::config::DeviceKind;
@@ -59,7 +59,7 @@ pub fn run(args: Args) -> Result<()> {
             let cfg = ExperimentConfig::load(&path, &overrides)?;
             let run_dir = RunDir::new(args.out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name)));
             let dir = run_dir.path();
-            if run_dir.config().exists() {
+            if run_dir.holds_run() {
                 if !args.force {
                     bail!(
                         "{} already holds a run: continue it with --resume {}, or pass --force to start over",
@@ -67,7 +67,10 @@ pub fn run(args: Args) -> Result<()> {
                         dir.display()
                     );
                 }
-                std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+                // Only rbl's own files go, and only while no other rbl writes the folder.
+                let lock = run_dir.lock()?;
+                run_dir.remove_run()?;
+                drop(lock);
             }
             (cfg, run_dir, false)
         }
@@ -79,7 +82,7 @@ pub fn run(args: Args) -> Result<()> {
         ..RunOptions::new(run_dir.clone(), resume)
     };
     match train_run(cfg, &opts)? {
-        Some(m) => println!(
+        Some(m) => rbl::say!(
             "{}: top-1 {:.2}% (adjusted τ={} {:.2}%: many {} / medium {} / few {}), {:.0}s — {}",
             m.name,
             m.test.raw.top1,
@@ -91,7 +94,7 @@ pub fn run(args: Args) -> Result<()> {
             m.wall_seconds,
             run_dir.metrics().display()
         ),
-        None => println!("stopped early; continue with: rbl train --resume {}", run_dir.path().display()),
+        None => rbl::say!("stopped early; continue with: rbl train --resume {}", run_dir.path().display()),
     }
     Ok(())
 }

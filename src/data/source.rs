@@ -103,7 +103,7 @@ pub fn folder_set(cfg: &DataConfig, split: &str) -> Result<ImageSet> {
         if cfg.bad_images == BadImages::Error {
             return Err(RblError::format(split_path, format!("{msg}; set data.bad_images = \"skip\" to train without them")));
         }
-        eprintln!("warning: {}: {msg}; skipped", split_path.display());
+        crate::note!("warning: {}: {msg}; skipped", split_path.display());
     }
     Ok(ImageSet {
         pixels: Vec::new(),
@@ -160,8 +160,21 @@ pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<PreparedData> {
     prepare_from(pool, test, cfg, seed)
 }
 
+/// Refuses a test set whose images differ in shape from the training images: the network
+/// would score them anyway (pooling hides the size) and report a meaningless accuracy.
+fn same_image_shape(train: &ImageSet, test: &ImageSet) -> Result<()> {
+    let shape = |s: &ImageSet| (s.channels, s.height, s.width);
+    if shape(train) != shape(test) {
+        let (c, h, w) = shape(train);
+        let (tc, th, tw) = shape(test);
+        return Err(RblError::Dataset(format!("the test images are {tc}×{th}×{tw} (C×H×W) but the training images are {c}×{h}×{w}")));
+    }
+    Ok(())
+}
+
 /// As [`prepare`], from sets already in memory.
 pub fn prepare_from(pool: ImageSet, test: ImageSet, cfg: &DataConfig, seed: u64) -> Result<PreparedData> {
+    same_image_shape(&pool, &test)?;
     for (class, &n) in pool.class_counts().iter().enumerate() {
         if n == 0 {
             return Err(RblError::Dataset(format!("class {class} has no training image")));

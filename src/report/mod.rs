@@ -2,6 +2,7 @@
 //! never leaves a half-written file.
 
 pub mod atomic;
+pub mod console;
 pub mod feature_plot;
 pub mod html;
 pub mod plots;

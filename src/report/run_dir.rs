@@ -123,11 +123,96 @@ impl RunDir {
     }
 
     /// Writes a two-stage result ([`Self::two_stage_result`]) as pretty JSON and returns the text.
+    /// Holds the folder's lock while writing.
     pub fn write_two_stage_result<T: Serialize>(&self, command: &str, method: &str, result: &T) -> Result<String> {
+        let _lock = self.lock()?;
         let text = serde_json::to_string_pretty(result).expect("results serialise");
         write_atomic(&self.two_stage_result(command, method), text.as_bytes())?;
         Ok(text)
     }
+
+    /// `.lock`: the file a writer holds an exclusive lock on.
+    pub fn lock_file(&self) -> PathBuf {
+        self.path.join(".lock")
+    }
+
+    /// Takes the folder's exclusive lock (creating the folder), or refuses naming the process
+    /// that holds it. The operating system releases it when the process ends, however it ends;
+    /// readers (`rbl eval`, `rbl report`) do not take it.
+    pub fn lock(&self) -> Result<RunLock> {
+        std::fs::create_dir_all(&self.path).map_err(|e| RblError::io(&self.path, e))?;
+        let p = self.lock_file();
+        let mut file =
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&p).map_err(|e| RblError::io(&p, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&p).unwrap_or_default();
+                let holder = holder.trim();
+                let who = if holder.is_empty() { "another process".to_string() } else { format!("process {holder}") };
+                return Err(RblError::Busy { path: self.path.clone(), holder: who });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(RblError::io(&p, e)),
+        }
+        use std::io::{Seek, Write};
+        let pid = std::process::id().to_string();
+        file.set_len(0).and_then(|_| file.rewind()).and_then(|_| file.write_all(pid.as_bytes())).map_err(|e| RblError::io(&p, e))?;
+        Ok(RunLock { _file: file })
+    }
+
+    /// Whether `name` (a direct entry of the folder) is something rbl writes there.
+    pub fn is_rbl_entry(name: &str) -> bool {
+        const FILES: [&str; 6] = ["config.toml", "epochs.jsonl", "metrics.json", "latest", "report.html", ".lock"];
+        const FOLDERS: [&str; 2] = ["plots", "features"];
+        let result = |prefix: &str| name.starts_with(prefix) && name.ends_with(".json");
+        FILES.contains(&name)
+            || FOLDERS.contains(&name)
+            || name.starts_with("checkpoint-")
+            // Checkpoints and files being written (`.checkpoint-NNNNNN.tmp`, `.metrics.json.tmp-PID`).
+            || (name.starts_with('.') && name.contains(".tmp"))
+            || result("stage2-")
+            || result("posthoc-")
+    }
+
+    /// Removes a run (`rbl train --force`): every entry rbl wrote, and the folder once empty.
+    /// A folder holding anything else is refused, listing what it found, and left untouched.
+    pub fn remove_run(&self) -> Result<()> {
+        let entries = std::fs::read_dir(&self.path).map_err(|e| RblError::io(&self.path, e))?;
+        let mut ours = Vec::new();
+        let mut foreign = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| RblError::io(&self.path, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if RunDir::is_rbl_entry(&name) { ours.push(entry.path()) } else { foreign.push(name) }
+        }
+        if !foreign.is_empty() {
+            foreign.sort();
+            let shown: Vec<&str> = foreign.iter().take(5).map(String::as_str).collect();
+            let more = if foreign.len() > 5 { format!(" and {} more", foreign.len() - 5) } else { String::new() };
+            return Err(RblError::Config {
+                origin: "--force".into(),
+                msg: format!(
+                    "{} holds files rbl did not write ({}{more}); nothing was removed: move them, or use another --out",
+                    self.path.display(),
+                    shown.join(", ")
+                ),
+            });
+        }
+        for p in ours {
+            let removed = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            removed.map_err(|e| RblError::io(&p, e))?;
+        }
+        // Empty now, unless something appeared meanwhile: then the folder stays.
+        let _ = std::fs::remove_dir(&self.path);
+        Ok(())
+    }
+}
+
+/// An exclusive lock on a run folder ([`RunDir::lock`]), released when dropped or when the
+/// process ends.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
 }
 
 /// Writes `value` as pretty JSON to `path` (atomically).

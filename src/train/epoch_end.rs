@@ -98,7 +98,7 @@ impl Trainer<'_> {
         let measured = Measured { test, val, train_eval, ortho, collapse };
         let record = epoch_record(done, lr, stats, seconds, &measured);
         if !self.opts.quiet {
-            eprintln!("{}", format_epoch(&record, cfg.train.epochs));
+            crate::note!("{}", format_epoch(&record, cfg.train.epochs));
         }
         self.history.push(record);
         let run_dir = &self.opts.run_dir;

@@ -104,7 +104,11 @@ pub fn run_frame_directions(base: &ExperimentConfig, opts: &FrameDirections) -> 
                 }
             }
             if !opts.quiet {
-                eprintln!("frame-directions: arm {arm} (head {}, frame seed {})", cfg.model.head, cfg.model.frame_seed.unwrap_or(cfg.seed));
+                crate::note!(
+                    "frame-directions: arm {arm} (head {}, frame seed {})",
+                    cfg.model.head,
+                    cfg.model.frame_seed.unwrap_or(cfg.seed)
+                );
             }
             train_run(cfg.clone(), &RunOptions { quiet: opts.quiet, ..RunOptions::new(run_dir.clone(), resume) })?;
         }

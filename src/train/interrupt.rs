@@ -1,4 +1,4 @@
-//! Ctrl-C (SIGINT) and SIGTERM: the run stops between two steps instead of dying in the middle
+//! Ctrl-C (SIGINT), SIGTERM and SIGHUP: the run stops between two steps instead of dying in the middle
 //! of a checkpoint or result write, keeps its last complete checkpoint and says how to resume.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -38,7 +38,7 @@ impl Progress {
             None if !self.quiet => {
                 let every = (self.total / 4).max(1);
                 if step.is_multiple_of(every) && step != self.total {
-                    eprintln!("  step {step}/{} {msg}", self.total);
+                    crate::note!("  step {step}/{} {msg}", self.total);
                 }
             }
             None => {}

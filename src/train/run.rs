@@ -11,7 +11,7 @@ use crate::data::source::prepare;
 use crate::error::{RblError, Result};
 use crate::loss::Criterion;
 use crate::network::Network;
-use crate::report::run_dir::RunDir;
+use crate::report::run_dir::{RunDir, RunLock};
 use crate::report::{EpochRecord, FinalMetrics, write_atomic};
 use crate::train::checkpoint::{PartialEpoch, apply_weights, latest_checkpoint, load_checkpoint};
 use crate::train::context::{Context, context};
@@ -46,6 +46,8 @@ impl RunOptions {
 
 /// The state of a run between epochs, besides the network (which the steps take by value).
 pub(crate) struct Trainer<'a> {
+    /// The run folder's lock, held for the whole run.
+    _lock: RunLock,
     /// The run's config.
     pub(crate) cfg: ExperimentConfig,
     /// Where and how.
@@ -111,7 +113,6 @@ impl<'a> Trainer<'a> {
     /// checkpoint when resuming, or writes the config into a new run folder.
     fn start(cfg: ExperimentConfig, opts: &'a RunOptions) -> Result<(Trainer<'a>, Start)> {
         let run_dir = &opts.run_dir;
-        std::fs::create_dir_all(run_dir.path()).map_err(|e| RblError::io(run_dir.path(), e))?;
         let device = device_for(&cfg)?;
         let train_device = device.clone().autodiff();
         train_device.seed(cfg.seed);
@@ -121,8 +122,38 @@ impl<'a> Trainer<'a> {
         let net = Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &train_device)?;
         let optim = build_optimizer(&cfg.train);
         let criterion = Criterion::new(&cfg.loss, &ctx.train_counts)?;
-        let mut trainer =
-            Trainer { cfg, opts, ctx, train_device, criterion, optim, history: Vec::new(), wall_seconds: 0.0, steps_this_process: 0 };
+        if cfg.train.drop_last && cfg.train.batch_size > ctx.train.len() {
+            return Err(RblError::Config {
+                origin: "train.batch_size".into(),
+                msg: format!(
+                    "{} is more than the {} training images, and train.drop_last leaves no step: lower it or set train.drop_last = false",
+                    cfg.train.batch_size,
+                    ctx.train.len()
+                ),
+            });
+        }
+        // Nothing is written before the config, the data and the model have passed their checks;
+        // the lock (which creates the folder) is held from here to the end of the run.
+        let lock = run_dir.lock()?;
+        if !opts.resume && run_dir.holds_run() {
+            let dir = run_dir.path().display();
+            return Err(RblError::Config {
+                origin: "--out".into(),
+                msg: format!("{dir} already holds a run: continue it with --resume {dir}, or pass --force to start over"),
+            });
+        }
+        let mut trainer = Trainer {
+            _lock: lock,
+            cfg,
+            opts,
+            ctx,
+            train_device,
+            criterion,
+            optim,
+            history: Vec::new(),
+            wall_seconds: 0.0,
+            steps_this_process: 0,
+        };
         let mut start = Start { net, epoch: 0, partial: None };
         if opts.resume {
             start = trainer.resume(start)?;
@@ -132,7 +163,7 @@ impl<'a> Trainer<'a> {
         write_log(run_dir, &trainer.history)?;
         if !opts.quiet {
             let (cfg, ctx) = (&trainer.cfg, &trainer.ctx);
-            eprintln!(
+            crate::note!(
                 "{}: {} training images {:?}, {} test images, head {}, {} epochs",
                 cfg.name,
                 ctx.train.len(),
@@ -158,7 +189,7 @@ impl<'a> Trainer<'a> {
             .from_bytes(ckpt.optimizer.clone())
             .map_err(|e| RblError::Checkpoint { path: dir.clone(), msg: e.to_string() })?;
         if !self.opts.quiet {
-            eprintln!("resuming {} after {}", run_dir.path().display(), ckpt.state.describe());
+            crate::note!("resuming {} after {}", run_dir.path().display(), ckpt.state.describe());
         }
         self.history = ckpt.state.history;
         self.wall_seconds = ckpt.state.wall_seconds;

@@ -57,6 +57,9 @@ impl TrainedRun {
     /// Scores the network on the test set (or the validation split) at logit-adjustment
     /// strength `tau` (default: the run's).
     pub fn evaluate(&self, tau: Option<f64>, on_val: bool) -> Result<EvalSummary> {
+        if let Some(t) = tau.filter(|t| !t.is_finite()) {
+            return Err(RblError::Config { origin: "--tau".into(), msg: format!("{t} is not a finite number") });
+        }
         let set = if on_val {
             self.ctx
                 .val
