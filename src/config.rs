@@ -186,6 +186,9 @@ impl ExperimentConfig {
         if self.train.eval_every == 0 {
             return bad("train.eval_every", "must be at least 1".into());
         }
+        if self.train.keep_checkpoints == 0 {
+            return bad("train.keep_checkpoints", "must be at least 1 (the newest checkpoint)".into());
+        }
         for (key, value, bound) in self.real_keys() {
             if !bound.admits(value) {
                 return bad(key, format!("{value} is not {}", bound.describe()));
@@ -356,6 +359,7 @@ mod tests {
             ("train.batch_size=0", "train.batch_size"),
             ("eval.batch_size=0", "eval.batch_size"),
             ("train.eval_every=0", "train.eval_every"),
+            ("train.keep_checkpoints=0", "train.keep_checkpoints"),
             ("train.lr=0", "train.lr"),
             ("train.lr=inf", "train.lr"),
             ("train.momentum=nan", "train.momentum"),

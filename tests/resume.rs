@@ -156,11 +156,66 @@ fn crashes_mid_epoch_resume_to_the_same_weights() {
     let resumed = rbl(&["train", "--resume", r, "-q"]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert_eq!(std::fs::read_to_string(run.join("metrics.json")).unwrap(), written);
-    // Only the final checkpoint is left, no temporary folders.
-    let names: Vec<String> = std::fs::read_dir(&run)
+    // The newest two checkpoints are left (train.keep_checkpoints = 2), no temporary folders.
+    let mut names: Vec<String> = std::fs::read_dir(&run)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains("checkpoint"))
         .collect();
-    assert_eq!(names, ["checkpoint-000002"]);
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[1], "checkpoint-000002");
+    assert!(names.iter().all(|n| n.starts_with("checkpoint-")), "{names:?}");
+}
+
+/// The previous checkpoint is kept (`train.keep_checkpoints = 2`): a damaged newest checkpoint
+/// (model bytes, or an edited state.json, caught by its own checksum) or a deleted `latest`
+/// costs one epoch, not the run; `--resume` says which checkpoint it used and ends bitwise where
+/// an uninterrupted run ends. With no usable checkpoint left it refuses rather than restart.
+#[test]
+fn a_damaged_newest_checkpoint_costs_one_interval_not_the_run() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &tiny_config("etf", 3));
+    let c = cfg.to_str().unwrap();
+    let straight = dir.path().join("straight");
+    assert!(rbl(&["train", "--config", c, "--out", straight.to_str().unwrap(), "-q"]).status.success());
+    for damage in ["model", "state", "latest", "all"] {
+        let run = dir.path().join(format!("run-{damage}"));
+        let r = run.to_str().unwrap();
+        assert!(rbl(&["train", "--config", c, "--out", r, "-q", "--stop-after-epoch", "2"]).status.success());
+        assert!(run.join("checkpoint-000001").is_dir() && run.join("checkpoint-000002").is_dir(), "two kept");
+        let flip = |p: std::path::PathBuf| {
+            let mut bytes = std::fs::read(&p).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x01;
+            std::fs::write(&p, bytes).unwrap();
+        };
+        match damage {
+            "model" => flip(run.join("checkpoint-000002/model.bpk")),
+            "state" => {
+                // A logged accuracy edited by hand: still valid JSON, caught by state.crc32.
+                let p = run.join("checkpoint-000002/state.json");
+                let text = std::fs::read_to_string(&p).unwrap();
+                std::fs::write(&p, text.replacen("\"train_acc\": ", "\"train_acc\": 9", 1)).unwrap();
+            }
+            "latest" => std::fs::remove_file(run.join("latest")).unwrap(),
+            _ => {
+                flip(run.join("checkpoint-000001/model.bpk"));
+                flip(run.join("checkpoint-000002/optimizer.bpk"));
+            }
+        }
+        let out = rbl(&["train", "--resume", r, "-q"]);
+        let err = stderr(&out);
+        if damage == "all" {
+            assert!(!out.status.success() && err.contains("none of its 2 checkpoints"), "{err}");
+            assert!(!run.join("checkpoint-000003").exists() && !run.join("metrics.json").exists(), "nothing was changed");
+            continue;
+        }
+        assert!(out.status.success(), "{damage}: {err}");
+        let used = if damage == "latest" { "checkpoint-000002" } else { "checkpoint-000001" };
+        assert!(err.contains(used), "{damage}: says which checkpoint it used: {err}");
+        assert_eq!(digest(&run, "checkpoint-000003"), digest(&straight, "checkpoint-000003"), "{damage}: same final weights");
+        assert_eq!(metrics(&run), metrics(&straight), "{damage}");
+    }
 }

@@ -119,9 +119,14 @@ pub struct LoadedCheckpoint {
     pub optimizer: Bytes,
 }
 
-/// Writes a checkpoint of `net` and `optim` after `state.epoch` epochs into `run_dir`, then
-/// points `latest` at it and removes older checkpoints.
-pub fn save_checkpoint(run_dir: &Path, net: &Network, optim: &ModuleOptimizer, mut state: CheckpointState) -> Result<PathBuf> {
+/// The file beside `state.json` holding its CRC-32 (decimal): with it every file of a
+/// checkpoint is covered by a checksum. Checkpoints written before it existed have none.
+const STATE_CRC: &str = "state.crc32";
+
+/// Writes a checkpoint of `net` and `optim` after `state.epoch` epochs into `run_dir`, points
+/// `latest` at it, and keeps the newest `keep` checkpoints (at least this one), so that a
+/// damaged newest checkpoint costs one interval, not the run.
+pub fn save_checkpoint(run_dir: &Path, net: &Network, optim: &ModuleOptimizer, mut state: CheckpointState, keep: usize) -> Result<PathBuf> {
     let name = match &state.partial {
         Some(p) => format!("checkpoint-{:06}-step-{:06}", state.epoch, p.steps),
         None => format!("checkpoint-{:06}", state.epoch),
@@ -142,20 +147,34 @@ pub fn save_checkpoint(run_dir: &Path, net: &Network, optim: &ModuleOptimizer, m
     state.weights_crc32 = weights_digest(net);
     write_atomic(&tmp_dir.join("model.bpk"), &model)?;
     write_atomic(&tmp_dir.join("optimizer.bpk"), &opt)?;
-    write_atomic(&tmp_dir.join("state.json"), serde_json::to_string_pretty(&state).expect("state serialises").as_bytes())?;
+    let state_text = serde_json::to_string_pretty(&state).expect("state serialises");
+    write_atomic(&tmp_dir.join("state.json"), state_text.as_bytes())?;
+    write_atomic(&tmp_dir.join(STATE_CRC), crc32(state_text.as_bytes()).to_string().as_bytes())?;
     let _ = std::fs::remove_dir_all(&final_dir);
     std::fs::rename(&tmp_dir, &final_dir).map_err(|e| RblError::io(&final_dir, e))?;
     write_atomic(&RunDir::new(run_dir).latest(), name.as_bytes())?;
-    // Older checkpoints are no longer needed once `latest` names the new one.
-    if let Ok(entries) = std::fs::read_dir(run_dir) {
-        for e in entries.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with("checkpoint-") && n != name {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
+    // Older checkpoints beyond the newest `keep` are no longer needed once `latest` names the
+    // new one.
+    for old in checkpoints_newest_first(run_dir).into_iter().skip(keep.max(1)) {
+        let _ = std::fs::remove_dir_all(old);
     }
     Ok(final_dir)
+}
+
+/// The checkpoint folders of `run_dir`, newest first (their names sort in training order:
+/// `checkpoint-000003` < `checkpoint-000003-step-000010` < `checkpoint-000004`).
+pub fn checkpoints_newest_first(run_dir: &Path) -> Vec<PathBuf> {
+    let mut names: Vec<String> = match std::fs::read_dir(run_dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("checkpoint-"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names.into_iter().rev().map(|n| run_dir.join(n)).collect()
 }
 
 /// The checkpoint folder `latest` names in `run_dir`, if any.
@@ -174,6 +193,7 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     latest_checkpoint(path)?
+        .or_else(|| checkpoints_newest_first(path).into_iter().next())
         .ok_or_else(|| RblError::Checkpoint { path: path.into(), msg: "no checkpoint here (no state.json, no 'latest')".into() })
 }
 
@@ -182,6 +202,13 @@ pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint> {
     let bad = |msg: String| RblError::Checkpoint { path: dir.into(), msg };
     let state_path = dir.join("state.json");
     let text = crate::error::read_text_capped(&state_path, 64 << 20)?;
+    let crc_path = dir.join(STATE_CRC);
+    if crc_path.exists() {
+        let want = crate::error::read_text_capped(&crc_path, 64)?;
+        if want.trim().parse::<u32>().ok() != Some(crc32(text.as_bytes())) {
+            return Err(bad("state.json fails its checksum: the file was changed or is corrupt".into()));
+        }
+    }
     let state: CheckpointState = serde_json::from_str(&text).map_err(|e| bad(format!("state.json is corrupt: {e}")))?;
     let read = |name: &str, crc: u32| -> Result<Vec<u8>> {
         let p = dir.join(name);
@@ -200,7 +227,34 @@ pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint> {
     let optimizer = Bytes::from_bytes_vec(read("optimizer.bpk", state.optimizer_crc32)?);
     let model = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model_bytes)).map_err(|e| bad(format!("model.bpk: {e}")))?;
     let config = ExperimentConfig::from_toml_str(&state.config_toml, &format!("{}", state_path.display()), &[])?;
+    check_state(&state, &config).map_err(|msg| bad(format!("state.json: {msg}")))?;
     Ok(LoadedCheckpoint { dir: dir.into(), state, config, model, optimizer })
+}
+
+/// The state's fields against each other and the config: a position inside the run, a log of
+/// at most one record per finished epoch, numbered in order, finite running sums.
+fn check_state(state: &CheckpointState, cfg: &ExperimentConfig) -> std::result::Result<(), String> {
+    if state.epoch > cfg.train.epochs {
+        return Err(format!("epoch {} is past the run's {} epochs", state.epoch, cfg.train.epochs));
+    }
+    if state.history.len() > state.epoch || state.history.iter().enumerate().any(|(i, r)| r.epoch != i + 1) {
+        return Err(format!("the log holds {} records for {} finished epochs", state.history.len(), state.epoch));
+    }
+    if !(state.wall_seconds.is_finite() && state.wall_seconds >= 0.0) {
+        return Err(format!("wall_seconds {} is not a duration", state.wall_seconds));
+    }
+    let fits = |p: &PartialEpoch| {
+        state.epoch < cfg.train.epochs
+            && p.steps > 0
+            && p.images >= p.steps
+            && p.hits <= p.images
+            && p.loss_sum.is_finite()
+            && p.loss_sum >= 0.0
+    };
+    if let Some(p) = state.partial.as_ref().filter(|p| !fits(p)) {
+        return Err(format!("the partial epoch ({} steps, {} images, {} hits) does not fit the run", p.steps, p.images, p.hits));
+    }
+    Ok(())
 }
 
 /// Applies checkpoint weights to a network built from the same config.
@@ -243,7 +297,7 @@ mod tests {
             weights_crc32: 0,
             partial: None,
         };
-        let saved = save_checkpoint(dir.path(), &net, &optim, state).unwrap();
+        let saved = save_checkpoint(dir.path(), &net, &optim, state, 2).unwrap();
         assert_eq!(latest_checkpoint(dir.path()).unwrap(), Some(saved.clone()));
 
         device.seed(999); // a different init, overwritten by the load
@@ -275,7 +329,7 @@ mod tests {
             weights_crc32: 0,
             partial: None,
         };
-        let saved = save_checkpoint(dir.path(), &net, &optim, state).unwrap();
+        let saved = save_checkpoint(dir.path(), &net, &optim, state, 2).unwrap();
         // Weights of another architecture do not fit.
         let mut other = cfg.clone();
         other.model.widths = [8, 16, 32];

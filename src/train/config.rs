@@ -33,6 +33,9 @@ pub struct TrainConfig {
     /// always saves). Long epochs then lose at most this many steps to a crash; a resumed run
     /// still ends bitwise equal to an uninterrupted one.
     pub checkpoint_every_steps: usize,
+    /// Checkpoints kept in the run folder (the newest ones, at least 1): a damaged newest
+    /// checkpoint then costs one interval, not the run; `--resume` falls back to the previous.
+    pub keep_checkpoints: usize,
     /// Mixup's Beta(α, α) parameter (0 = off; the "Fixed" paper uses α = 1 on CIFAR).
     pub mixup_alpha: f64,
     /// After warm-up: `cosine` (to 0 at the last epoch) or `step` (× `lr_gamma` at each of
@@ -85,6 +88,7 @@ impl Default for TrainConfig {
             drop_last: true,
             eval_every: 1,
             checkpoint_every_steps: 0,
+            keep_checkpoints: 2,
             mixup_alpha: 0.0,
             schedule: Schedule::Cosine,
             lr_milestones: Vec::new(),

@@ -137,6 +137,6 @@ impl Trainer<'_> {
 fn save_partial(trainer: &Trainer<'_>, net: &Network, epoch: usize, partial: PartialEpoch) -> Result<String> {
     let state = CheckpointState::new(epoch, &trainer.cfg, &trainer.history, trainer.wall_seconds, Some(partial));
     let described = state.describe();
-    save_checkpoint(trainer.opts.run_dir.path(), net, &trainer.optim, state)?;
+    save_checkpoint(trainer.opts.run_dir.path(), net, &trainer.optim, state, trainer.cfg.train.keep_checkpoints)?;
     Ok(described)
 }

@@ -103,7 +103,7 @@ impl Trainer<'_> {
         self.history.push(record);
         let run_dir = &self.opts.run_dir;
         let state = CheckpointState::new(done, &self.cfg, &self.history, self.wall_seconds, None);
-        save_checkpoint(run_dir.path(), net, &self.optim, state)?;
+        save_checkpoint(run_dir.path(), net, &self.optim, state, self.cfg.train.keep_checkpoints)?;
         write_log(run_dir, &self.history)?;
         if !plan.is_last {
             return Ok(None);

@@ -2,6 +2,8 @@
 //! ([`super::epoch`]) and close the epoch ([`super::epoch_end`]: evaluate, log, draw,
 //! checkpoint).
 
+use std::path::PathBuf;
+
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
@@ -13,7 +15,9 @@ use crate::loss::Criterion;
 use crate::network::Network;
 use crate::report::run_dir::{RunDir, RunLock};
 use crate::report::{EpochRecord, FinalMetrics, write_atomic};
-use crate::train::checkpoint::{PartialEpoch, apply_weights, latest_checkpoint, load_checkpoint};
+use crate::train::checkpoint::{
+    LoadedCheckpoint, PartialEpoch, apply_weights, checkpoints_newest_first, latest_checkpoint, load_checkpoint,
+};
 use crate::train::context::{Context, context};
 use crate::train::device::device_for;
 use crate::train::epoch::EpochOutcome;
@@ -179,8 +183,7 @@ impl<'a> Trainer<'a> {
     /// Restores network, optimiser, log and position from the latest checkpoint, if any.
     fn resume(&mut self, fresh: Start) -> Result<Start> {
         let run_dir = &self.opts.run_dir;
-        let Some(dir) = latest_checkpoint(run_dir.path())? else { return Ok(fresh) };
-        let ckpt = load_checkpoint(&dir)?;
+        let Some((dir, ckpt)) = usable_checkpoint(run_dir)? else { return Ok(fresh) };
         if ckpt.config != self.cfg {
             return Err(RblError::Checkpoint { path: dir, msg: "belongs to a different config than this run's config.toml".into() });
         }
@@ -189,7 +192,8 @@ impl<'a> Trainer<'a> {
             .from_bytes(ckpt.optimizer.clone())
             .map_err(|e| RblError::Checkpoint { path: dir.clone(), msg: e.to_string() })?;
         if !self.opts.quiet {
-            crate::note!("resuming {} after {}", run_dir.path().display(), ckpt.state.describe());
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            crate::note!("resuming {} after {} ({name})", run_dir.path().display(), ckpt.state.describe());
         }
         self.history = ckpt.state.history;
         self.wall_seconds = ckpt.state.wall_seconds;
@@ -212,4 +216,39 @@ impl<'a> Trainer<'a> {
         run_dir.write_metrics(&metrics)?;
         Ok(Some(metrics))
     }
+}
+
+/// The checkpoint a resumed run continues from: the one `latest` names, or, when that is
+/// missing or fails its checks, the newest checkpoint folder that passes them, saying so.
+/// `None` for a run that never reached its first checkpoint; an error when there are
+/// checkpoints and none can be used (never a silent restart from scratch).
+fn usable_checkpoint(run_dir: &RunDir) -> Result<Option<(PathBuf, LoadedCheckpoint)>> {
+    let named = latest_checkpoint(run_dir.path())?;
+    let mut candidates: Vec<PathBuf> = named.iter().cloned().collect();
+    candidates.extend(checkpoints_newest_first(run_dir.path()).into_iter().filter(|c| Some(c) != named.as_ref()));
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    if named.is_none() {
+        crate::note!("warning: {} has no `latest`; looking for the newest usable checkpoint", run_dir.path().display());
+    }
+    let mut refused = Vec::new();
+    for dir in candidates {
+        match load_checkpoint(&dir) {
+            Ok(ckpt) => {
+                if !refused.is_empty() || named.is_none() {
+                    crate::note!("warning: using {}, the newest checkpoint that passes its checks", dir.display());
+                }
+                return Ok(Some((dir, ckpt)));
+            }
+            Err(e) => {
+                crate::note!("warning: {e}");
+                refused.push(dir);
+            }
+        }
+    }
+    Err(RblError::Checkpoint {
+        path: run_dir.path().into(),
+        msg: format!("none of its {} checkpoints can be used (see above); nothing was changed", refused.len()),
+    })
 }
