@@ -90,6 +90,31 @@ impl ExperimentConfig {
         ExperimentConfig { seed, name: format!("{}-s{seed}", self.name), ..self.clone() }
     }
 
+    /// The dotted keys whose values differ between two configs (for messages).
+    pub fn differing_keys(&self, other: &ExperimentConfig) -> Vec<String> {
+        fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+                    }
+                }
+                other => out.push((prefix.to_string(), other.to_string())),
+            }
+        }
+        let pairs = |c: &ExperimentConfig| {
+            let mut out = Vec::new();
+            flatten("", &toml::Value::try_from(c).expect("config serialises"), &mut out);
+            out
+        };
+        let (a, b) = (pairs(self), pairs(other));
+        let mut keys: Vec<String> =
+            a.iter().filter(|p| !b.contains(p)).chain(b.iter().filter(|p| !a.contains(p))).map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     /// The loss scale a step uses: `train.loss_scale`, or the precision's default for 0.
     pub fn loss_scale(&self) -> f64 {
         if self.train.loss_scale > 0.0 { self.train.loss_scale } else { self.train.precision.default_loss_scale() }

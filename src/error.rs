@@ -7,12 +7,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum RblError {
     /// A file could not be opened, read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file at fault.
         path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
+        /// What the operating system said; part of the message, not a separate cause, so that
+        /// a chain printed with `{:#}` says it once.
+        cause: std::io::Error,
     },
     /// A data file does not follow its format (bad magic, truncated, wrong sizes).
     #[error("{path}: {msg}")]
@@ -106,7 +107,7 @@ pub type Result<T> = std::result::Result<T, RblError>;
 impl RblError {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        RblError::Io { path: path.into(), source }
+        RblError::Io { path: path.into(), cause: source }
     }
 
     /// A format error for `path`.

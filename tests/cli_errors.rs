@@ -143,6 +143,9 @@ fn a_full_disk_is_an_error_and_publishes_no_broken_checkpoint() {
     // Nothing half-written was published: no `latest`, no checkpoint folder, no metrics.
     assert!(!run.join("latest").exists() && !run.join("metrics.json").exists());
     assert!(!std::fs::read_dir(&run).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("checkpoint-")));
+    // No half-written folder is left behind either, and the OS error is said once.
+    assert!(!std::fs::read_dir(&run).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(".tmp")));
+    assert_eq!(err.to_lowercase().matches("file too large").count(), 1, "{err}");
     // With space again, the same run folder resumes and finishes.
     let again = rbl(&["train", "--resume", run.to_str().unwrap(), "-q"]);
     assert!(again.status.success(), "{}", stderr(&again));
@@ -161,8 +164,11 @@ fn a_checkpoint_of_another_config_is_refused() {
     let text = std::fs::read_to_string(run.join("config.toml")).unwrap().replace("lr = 0.1", "lr = 0.05");
     std::fs::write(run.join("config.toml"), text).unwrap();
     let out = rbl(&["train", "--resume", run.to_str().unwrap(), "-q"]);
-    assert_clean_failure(&out, &["checkpoint-000001", "different config"]);
+    assert_clean_failure(&out, &["checkpoint-000001", "different config", "train.lr"]);
     assert!(!run.join("metrics.json").exists());
+    // --set on a resumed run says what it is: a change of the run's config.
+    let out = rbl(&["train", "--resume", run.to_str().unwrap(), "--set", "train.epochs=5", "-q"]);
+    assert_clean_failure(&out, &["train.epochs", "cannot change a run"]);
 }
 
 /// Inputs that parse but cannot give a meaningful run are refused before anything is written,

@@ -40,7 +40,8 @@ pub fn parse_idx(raw: &[u8], path: &Path) -> Result<IdxArray> {
         let len = payload_len(&dims, path)?;
         let mut data = Vec::new();
         decoder.take(len as u64 + 1).read_to_end(&mut data).map_err(|e| RblError::format(path, format!("gzip stream is corrupt: {e}")))?;
-        check_len(data.len(), len, path)?;
+        // Reads at most one byte past the payload: enough to know there is more, not how much.
+        check_len(data.len(), len, &dims, path, false)?;
         Ok(IdxArray { dims, data })
     } else {
         if raw.len() < 4 {
@@ -55,7 +56,7 @@ pub fn parse_idx(raw: &[u8], path: &Path) -> Result<IdxArray> {
         let dims = decode_dims(&body[..4 * ndim]);
         let len = payload_len(&dims, path)?;
         let data = &body[4 * ndim..];
-        check_len(data.len(), len, path)?;
+        check_len(data.len(), len, &dims, path, true)?;
         Ok(IdxArray { dims, data: data.to_vec() })
     }
 }
@@ -101,12 +102,18 @@ fn payload_len(dims: &[usize], path: &Path) -> Result<usize> {
         .ok_or_else(|| RblError::format(path, format!("declared dimensions {dims:?} exceed the 1 GiB limit")))
 }
 
-fn check_len(got: usize, want: usize, path: &Path) -> Result<()> {
+/// The payload against the header: `counted` when `got` is the whole rest of the file (plain
+/// files), not when the reader stopped one byte past the payload (gzip).
+fn check_len(got: usize, want: usize, dims: &[usize], path: &Path, counted: bool) -> Result<()> {
     if got < want {
         return Err(RblError::format(path, format!("truncated: header declares {want} data bytes, file holds {got}")));
     }
     if got > want {
-        return Err(RblError::format(path, format!("{} bytes of trailing data after the {want} declared", got - want)));
+        let extra = if counted { format!("{} bytes", got - want) } else { "data".to_string() };
+        return Err(RblError::format(
+            path,
+            format!("{extra} past the {want} bytes that the header's dimensions {dims:?} declare (a wrong number of dimensions?)"),
+        ));
     }
     Ok(())
 }
@@ -154,5 +161,14 @@ mod tests {
         }
         let e = read_idx(Path::new("/nonexistent/file.gz")).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/file.gz"), "{e}");
+        // A header with one dimension too few: the message shows the declared dimensions and
+        // does not invent a byte count (a gzipped file is read one byte past its payload).
+        let mut wrong_rank = encode_idx(&[4, 3, 3], &[0; 36]);
+        wrong_rank[3] = 2;
+        wrong_rank.drain(12..16);
+        for bytes in [wrong_rank.clone(), gz(&wrong_rank)] {
+            let e = parse_idx(&bytes, p).unwrap_err().to_string();
+            assert!(e.contains("[4, 3]") && e.contains("wrong number of dimensions") && !e.contains(" 1 bytes"), "{e}");
+        }
     }
 }

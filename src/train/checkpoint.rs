@@ -135,21 +135,12 @@ pub fn save_checkpoint(run_dir: &Path, net: &Network, optim: &ModuleOptimizer, m
     let tmp_dir = run_dir.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp_dir);
     std::fs::create_dir_all(&tmp_dir).map_err(|e| RblError::io(&tmp_dir, e))?;
-    // burn keeps BatchNorm's latest running-statistics update pending (per thread) until the
-    // next forward or `valid()` reads it, and records and visitors see the value before it: a
-    // mid-epoch checkpoint would lose one update. `valid()` folds it into the shared state (the
-    // same fold the next training step would do, so training is unchanged).
-    let _ = net.valid();
-    let model = net.clone().into_record().into_bytes().map_err(|e| RblError::Checkpoint { path: tmp_dir.clone(), msg: e.to_string() })?;
-    let opt = optim.into_bytes().map_err(|e| RblError::Checkpoint { path: tmp_dir.clone(), msg: e.to_string() })?;
-    state.model_crc32 = crc32(&model);
-    state.optimizer_crc32 = crc32(&opt);
-    state.weights_crc32 = weights_digest(net);
-    write_atomic(&tmp_dir.join("model.bpk"), &model)?;
-    write_atomic(&tmp_dir.join("optimizer.bpk"), &opt)?;
-    let state_text = serde_json::to_string_pretty(&state).expect("state serialises");
-    write_atomic(&tmp_dir.join("state.json"), state_text.as_bytes())?;
-    write_atomic(&tmp_dir.join(STATE_CRC), crc32(state_text.as_bytes()).to_string().as_bytes())?;
+    // A failed write (a full disk) leaves no half-written folder behind.
+    let written = write_checkpoint_files(&tmp_dir, net, optim, &mut state);
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp_dir);
+    }
+    written?;
     let _ = std::fs::remove_dir_all(&final_dir);
     std::fs::rename(&tmp_dir, &final_dir).map_err(|e| RblError::io(&final_dir, e))?;
     write_atomic(&RunDir::new(run_dir).latest(), name.as_bytes())?;
@@ -159,6 +150,27 @@ pub fn save_checkpoint(run_dir: &Path, net: &Network, optim: &ModuleOptimizer, m
         let _ = std::fs::remove_dir_all(old);
     }
     Ok(final_dir)
+}
+
+/// The files of a checkpoint into `tmp_dir`, with their checksums filled into `state`.
+fn write_checkpoint_files(tmp_dir: &Path, net: &Network, optim: &ModuleOptimizer, state: &mut CheckpointState) -> Result<()> {
+    // burn keeps BatchNorm's latest running-statistics update pending (per thread) until the
+    // next forward or `valid()` reads it, and records and visitors see the value before it: a
+    // mid-epoch checkpoint would lose one update. `valid()` folds it into the shared state (the
+    // same fold the next training step would do, so training is unchanged).
+    let _ = net.valid();
+    let model =
+        net.clone().into_record().into_bytes().map_err(|e| RblError::Checkpoint { path: tmp_dir.to_path_buf(), msg: e.to_string() })?;
+    let opt = optim.into_bytes().map_err(|e| RblError::Checkpoint { path: tmp_dir.to_path_buf(), msg: e.to_string() })?;
+    state.model_crc32 = crc32(&model);
+    state.optimizer_crc32 = crc32(&opt);
+    state.weights_crc32 = weights_digest(net);
+    write_atomic(&tmp_dir.join("model.bpk"), &model)?;
+    write_atomic(&tmp_dir.join("optimizer.bpk"), &opt)?;
+    let state_text = serde_json::to_string_pretty(&state).expect("state serialises");
+    write_atomic(&tmp_dir.join("state.json"), state_text.as_bytes())?;
+    write_atomic(&tmp_dir.join(STATE_CRC), crc32(state_text.as_bytes()).to_string().as_bytes())?;
+    Ok(())
 }
 
 /// The checkpoint folders of `run_dir`, newest first (their names sort in training order:

@@ -185,7 +185,14 @@ impl<'a> Trainer<'a> {
         let run_dir = &self.opts.run_dir;
         let Some((dir, ckpt)) = usable_checkpoint(run_dir)? else { return Ok(fresh) };
         if ckpt.config != self.cfg {
-            return Err(RblError::Checkpoint { path: dir, msg: "belongs to a different config than this run's config.toml".into() });
+            let keys = self.cfg.differing_keys(&ckpt.config).join(", ");
+            return Err(RblError::Checkpoint {
+                path: dir,
+                msg: format!(
+                    "belongs to a different config than the one resumed (differing keys: {keys}); --set and --device cannot change a run \
+                     being resumed: resume without them, or start a new run"
+                ),
+            });
         }
         let net = apply_weights(fresh.net, &ckpt)?;
         self.optim = build_optimizer(&self.cfg.train)
