@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Kill-and-resume soak test of crash safety. A short real run (a Fashion-MNIST-LT slice, 3
-# epochs, a checkpoint every 7 steps) is killed with SIGKILL at random moments -- while loading
-# data, mid-epoch, while writing a checkpoint or the results -- and resumed, CYCLES times. Each
-# run that finishes is compared with an uninterrupted run of the same config: the final weight
-# digest and metrics.json (less its wall-clock time) must be identical. Then a fresh run starts.
+# epochs, a checkpoint every 7 steps) is stopped at random moments -- while loading data,
+# mid-epoch, while writing a checkpoint or the results -- and resumed, CYCLES times. The signal
+# is drawn from SIGKILL (twice as likely), SIGTERM, SIGHUP and SIGINT; every fourth cycle a
+# second writer starts on the same run folder at once, and exactly one of the two may write
+# (the other is refused: "in use by process ..."). Each run that finishes is compared with an
+# uninterrupted run of the same config: the final weight digest and metrics.json (less its
+# wall-clock time) must be identical. Then a fresh run starts.
 # Usage: scripts/soak.sh [CYCLES=20] [RBL=target/release/rbl]
-# Prints cycles done, kills that landed, finished runs and mismatches; exits 1 on any mismatch.
+# Prints cycles done, signals that landed, concurrent writers refused, finished runs and
+# mismatches; exits 1 on any mismatch.
 set -uo pipefail
 cycles=${1:-20}
 bin=${2:-target/release/rbl}
@@ -42,7 +46,8 @@ start=$(date +%s.%N)
 span=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 echo "uninterrupted run: ${span}s, $(digest "$work/straight")"
 
-kills=0; finished=0; mismatches=0; n=0
+kills=0; finished=0; mismatches=0; n=0; refused=0
+signals=(KILL KILL TERM HUP INT)
 run="$work/run$finished"
 compare() {
   if [ "$(digest "$run")" == "$(digest "$work/straight")" ] && [ "$(result "$run")" == "$(result "$work/straight")" ]; then
@@ -58,9 +63,21 @@ for cycle in $(seq 1 "$cycles"); do
   if [ -f "$run/config.toml" ]; then args=(--resume "$run"); else args=(--config "$work/soak.toml" --out "$run"); fi
   "$bin" train "${args[@]}" -q >/dev/null 2>&1 &
   pid=$!
+  pid2=""
+  if [ $((cycle % 4)) -eq 0 ]; then
+    "$bin" train "${args[@]}" -q >"$work/second.out" 2>&1 &
+    pid2=$!
+  fi
+  sig=${signals[$((RANDOM % ${#signals[@]}))]}
   sleep "$(awk -v seed="$RANDOM" -v span="$span" 'BEGIN { srand(seed); printf "%.3f", 0.05 + rand() * span * 0.6 }')"
-  if kill -KILL "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
+  if kill -"$sig" "$pid" 2>/dev/null; then kills=$((kills + 1)); echo "cycle $cycle: SIG$sig"; fi
   wait "$pid" 2>/dev/null
+  if [ -n "$pid2" ]; then
+    wait "$pid2" 2>/dev/null
+    # Refused outright, or (a new run) found the other's config.toml; otherwise the first was
+    # stopped before it took the lock. Two writers at once would show as a mismatch below.
+    if grep -q "in use by\|already holds a run" "$work/second.out"; then refused=$((refused + 1)); fi
+  fi
   n=$cycle
   echo "cycle $cycle: latest $(cat "$run/latest" 2>/dev/null || echo none)"
   if [ -f "$run/metrics.json" ] && [ "$(cat "$run/latest" 2>/dev/null)" == "checkpoint-000003" ]; then compare; fi
@@ -70,5 +87,5 @@ if [ -f "$run/config.toml" ]; then
   "$bin" train --resume "$run" -q >/dev/null 2>&1 || { echo "final resume failed" >&2; mismatches=$((mismatches + 1)); }
   compare
 fi
-echo "cycles $n, kills $kills, finished runs $finished, mismatches $mismatches"
+echo "cycles $n, signals landed $kills, second writers refused $refused, finished runs $finished, mismatches $mismatches"
 [ "$mismatches" -eq 0 ]
