@@ -9,6 +9,13 @@ use crate::error::{RblError, Result};
 /// rbl must not allocate that on the word of one file. ImageNet's largest is about 10 MP.
 pub const MAX_PIXELS: usize = 64 << 20;
 
+/// The most pixels a JPEG can hold per byte of file. In every scan layout the decoder reads,
+/// each 8 × 8 luma block needs at least one bit for its DC coefficient (Huffman codes are at
+/// least one bit long), so a file needs at least width · height / 512 bytes. A header declaring
+/// more is forged or cut short: the decoder would pad the missing data with grey, and rbl would
+/// allocate the declared size on the word of a small file.
+pub const MAX_PIXELS_PER_BYTE: usize = 512;
+
 /// A decoded image, channels-first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RgbImage {
@@ -32,6 +39,13 @@ pub fn decode_jpeg(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     }
     if width * height > MAX_PIXELS {
         return Err(bad(format!("JPEG declares {width} × {height} pixels, over the {MAX_PIXELS}-pixel limit")));
+    }
+    if width * height > MAX_PIXELS_PER_BYTE * bytes.len() {
+        return Err(bad(format!(
+            "JPEG declares {width} × {height} pixels but the file holds {} bytes, fewer than any JPEG of that size needs ({}): truncated or forged",
+            bytes.len(),
+            width * height / MAX_PIXELS_PER_BYTE
+        )));
     }
     decoder.set_max_decoding_buffer_size(width * height * 4);
     let raw = decoder.decode().map_err(|e| bad(format!("corrupt JPEG data: {e}")))?;
@@ -125,5 +139,20 @@ mod tests {
         huge[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
         let e = decode_jpeg(&huge, Path::new("huge.jpg")).unwrap_err().to_string();
         assert!(e.contains("limit"), "{e}");
+        // A 64 × 64 image whose header claims 4000 × 4000 (within the pixel limit): refused from
+        // the file's size, before the decoder pads 16 Mpixel with grey.
+        let noise: Vec<u8> = (0..64 * 64 * 3).map(|i| (i * 7919 % 251) as u8).collect();
+        let small = encode(&noise, 64, 64, ColorType::Rgb);
+        let mut forged = small.clone();
+        let sof = forged.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        forged[sof + 5..sof + 9].copy_from_slice(&[0x0F, 0xA0, 0x0F, 0xA0]);
+        let e = decode_jpeg(&forged, Path::new("forged.jpg")).unwrap_err().to_string();
+        assert!(e.contains("forged.jpg") && e.contains("4000 × 4000") && e.contains("truncated or forged"), "{e}");
+        // The bound holds for real files: the genuine one, and a flat 512 × 512 image (the most
+        // compressible kind), decode.
+        assert_eq!(decode_jpeg(&small, Path::new("small.jpg")).unwrap().width, 64);
+        let flat = encode(&vec![128; 512 * 512 * 3], 512, 512, ColorType::Rgb);
+        assert!(512 * 512 <= MAX_PIXELS_PER_BYTE * flat.len(), "a flat 512 × 512 JPEG has {} bytes", flat.len());
+        assert_eq!(decode_jpeg(&flat, Path::new("flat.jpg")).unwrap().height, 512);
     }
 }
