@@ -179,3 +179,21 @@ fn bad_training_images_stop_the_run_or_are_skipped_and_counted() {
         stderr(&out)
     );
 }
+
+/// An undecodable *test* image is found before training, not at the first evaluation: the
+/// test set is scored whole, so it is an error in either `data.bad_images` mode.
+#[test]
+fn a_bad_test_image_is_found_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test) = tiny_folder(dir.path());
+    std::fs::write(dir.path().join("img/c2/5.JPEG"), b"\xFF\xD8 not really").unwrap();
+    let text = folder_config(dir.path(), &train, &test, "resnet32", 32);
+    for (name, text) in [("e", text.clone()), ("s", text.replace("workers = 2", "workers = 2\nbad_images = \"skip\""))] {
+        let cfg = write(dir.path(), &format!("{name}.toml"), &text);
+        let run = dir.path().join(name);
+        let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"]);
+        let err = stderr(&out);
+        assert!(!out.status.success() && err.contains("c2/5.JPEG") && err.contains("test images"), "{name}: {err}");
+        assert!(!run.join("latest").exists(), "{name}: refused before the first epoch");
+    }
+}

@@ -121,6 +121,33 @@ pub fn folder_set(cfg: &DataConfig, split: &str) -> Result<ImageSet> {
     })
 }
 
+/// Decodes every image of an on-disk evaluation set (`what`: "test", "validation") on
+/// `workers` threads and refuses the set if any fails, naming the first few: evaluation cannot
+/// skip an image, and finding it after the first epoch of a long run costs that epoch.
+/// In-memory sets pass at once.
+pub fn check_decodable(set: &ImageSet, what: &str, workers: usize) -> Result<()> {
+    let Some(files) = &set.files else { return Ok(()) };
+    let entries = files
+        .paths
+        .iter()
+        .zip(&set.labels)
+        .map(|(path, &label)| crate::data::split_file::SplitEntry { path: path.clone(), label })
+        .collect();
+    let folder = crate::data::folder::FolderDataset { root: files.root.clone(), entries, num_classes: set.num_classes };
+    let bad = folder.check(workers, &|_| {});
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let first: Vec<&str> = bad.iter().take(3).map(|b| b.error.as_str()).collect();
+    Err(RblError::Dataset(format!(
+        "{} of the {} {what} images cannot be decoded (first: {}); the {what} set is scored whole, so fix or unlist them \
+         (rbl data check lists them all)",
+        bad.len(),
+        set.len(),
+        first.join("; ")
+    )))
+}
+
 /// The sets of a "folder + split files" dataset (ImageNet-LT, Places-LT, iNaturalist): already
 /// long-tailed by their split, so no subsampling; the validation split is the dataset's own.
 fn prepare_folder(cfg: &DataConfig) -> Result<PreparedData> {

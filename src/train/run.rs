@@ -9,7 +9,7 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 
 use crate::config::ExperimentConfig;
-use crate::data::source::prepare;
+use crate::data::source::{check_decodable, prepare};
 use crate::error::{RblError, Result};
 use crate::loss::Criterion;
 use crate::network::Network;
@@ -126,6 +126,12 @@ impl<'a> Trainer<'a> {
         let net = Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &train_device)?;
         let optim = build_optimizer(&cfg.train);
         let criterion = Criterion::new(&cfg.loss, &ctx.train_counts)?;
+        // Folder datasets decode their images as they go: a bad test or validation image is
+        // found here, before training, not at the first evaluation.
+        check_decodable(&ctx.test, "test", cfg.data.workers)?;
+        if let Some(val) = &ctx.val {
+            check_decodable(val, "validation", cfg.data.workers)?;
+        }
         if cfg.train.drop_last && cfg.train.batch_size > ctx.train.len() {
             return Err(RblError::Config {
                 origin: "train.batch_size".into(),
