@@ -285,3 +285,27 @@ fn a_second_writer_is_refused_while_the_first_holds_the_run() {
     let resumed = rbl(&["train", "--resume", r, "-q"]);
     assert!(resumed.status.success(), "the lock is released with its holder: {}", stderr(&resumed));
 }
+
+/// Rows 10–12 of issue #18 through the binary: numbers that parse but cannot work are refused
+/// naming the key, with no panic and nothing written (the full table is in src/config.rs).
+#[test]
+fn impossible_numbers_are_refused_by_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &tiny_config("rbl", 1));
+    let run = dir.path().join("run");
+    for (set, key) in [
+        ("train.momentum=nan", "train.momentum"),
+        ("train.momentum=-1", "train.momentum"),
+        ("train.weight_decay=nan", "train.weight_decay"),
+        ("train.weight_decay=-1", "train.weight_decay"),
+        ("eval.tau=nan", "eval.tau"),
+        ("eval.tau=inf", "eval.tau"),
+        ("model.widths=[0,0,0]", "model.widths"),
+        ("model.widths=[100000,8,8]", "model.widths"),
+        ("model.feature_dim=1000000000", "model.feature_dim"),
+    ] {
+        let out = rbl(&["train", "--config", cfg.to_str().unwrap(), "--set", set, "--out", run.to_str().unwrap()]);
+        assert_clean_failure(&out, &[key]);
+        assert!(!run.exists(), "{set}: nothing written");
+    }
+}
