@@ -132,7 +132,7 @@ impl ExperimentConfig {
 
     /// Every real-valued key with the values it admits (`data.imbalance_ratio`, `data.mean` and
     /// `data.std` have checks of their own).
-    fn real_keys(&self) -> [(&'static str, f64, Bound); 16] {
+    fn real_keys(&self) -> [(&'static str, f64, Bound); 15] {
         let (t, l) = (&self.train, &self.loss);
         [
             ("train.lr", t.lr, Bound::Positive),
@@ -150,7 +150,6 @@ impl ExperimentConfig {
             ("loss.lade_alpha", l.lade_alpha, Bound::NonNegative),
             ("loss.lade_lambda", l.lade_lambda, Bound::NonNegative),
             ("eval.tau", self.eval.tau, Bound::Finite),
-            ("data.imbalance_ratio", self.data.imbalance_ratio, Bound::Positive),
         ]
     }
 

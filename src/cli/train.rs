@@ -58,19 +58,14 @@ pub fn run(args: Args) -> Result<()> {
             let path = args.config.expect("clap requires --config");
             let cfg = ExperimentConfig::load(&path, &overrides)?;
             let run_dir = RunDir::new(args.out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name)));
-            let dir = run_dir.path();
-            if run_dir.holds_run() {
-                if !args.force {
-                    bail!(
-                        "{} already holds a run: continue it with --resume {}, or pass --force to start over",
-                        dir.display(),
-                        dir.display()
-                    );
-                }
+            if args.force && run_dir.holds_run() {
                 // Only rbl's own files go, and only while no other rbl writes the folder.
                 let lock = run_dir.lock()?;
                 run_dir.remove_run()?;
                 drop(lock);
+            } else {
+                // Refused here, before the data is read; checked again under the lock.
+                run_dir.check_no_run()?;
             }
             (cfg, run_dir, false)
         }

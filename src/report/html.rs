@@ -20,11 +20,7 @@ pub fn write_report(run: &RunDir) -> Result<PathBuf> {
     let config_path = run.config();
     let config = std::fs::read_to_string(&config_path).map_err(|e| RblError::io(&config_path, e))?;
     let log = run.read_epoch_log()?;
-    let metrics_path = run.metrics();
-    let metrics: Option<FinalMetrics> = match std::fs::read_to_string(&metrics_path) {
-        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| RblError::format(&metrics_path, e.to_string()))?),
-        Err(_) => None,
-    };
+    let metrics = run.read_metrics()?;
     let plots = run.plots();
     plot_run(&log, metrics.as_ref(), &plots)?;
     let mut pictures: Vec<PathBuf> = match std::fs::read_dir(run.features()) {

@@ -99,12 +99,19 @@ impl RunDir {
 
     /// The final metrics, or `None` before the run has finished.
     pub fn read_metrics(&self) -> Result<Option<FinalMetrics>> {
-        let p = self.metrics();
-        match std::fs::read_to_string(&p) {
-            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| RblError::format(&p, e.to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(RblError::io(p, e)),
+        read_json(&self.metrics())
+    }
+
+    /// Refuses to start a new run here when the folder already holds one.
+    pub fn check_no_run(&self) -> Result<()> {
+        if !self.holds_run() {
+            return Ok(());
         }
+        let dir = self.path.display();
+        Err(RblError::Config {
+            origin: "--out".into(),
+            msg: format!("{dir} already holds a run: continue it with --resume {dir}, or pass --force to start over"),
+        })
     }
 
     /// The epoch log (`epochs.jsonl`), one record per finished epoch.
@@ -117,18 +124,26 @@ impl RunDir {
             .collect()
     }
 
+    /// Rewrites `epochs.jsonl` from the whole history (atomically).
+    pub fn write_epoch_log(&self, history: &[EpochRecord]) -> Result<()> {
+        let mut text = String::new();
+        for r in history {
+            text += &serde_json::to_string(r).expect("record serialises");
+            text.push('\n');
+        }
+        write_atomic(&self.epoch_log(), text.as_bytes())
+    }
+
     /// Writes `metrics.json` (atomically).
     pub fn write_metrics(&self, metrics: &FinalMetrics) -> Result<()> {
-        write_json(&self.metrics(), metrics)
+        write_json(&self.metrics(), metrics).map(|_| ())
     }
 
     /// Writes a two-stage result ([`Self::two_stage_result`]) as pretty JSON and returns the text.
     /// Holds the folder's lock while writing.
     pub fn write_two_stage_result<T: Serialize>(&self, command: &str, method: &str, result: &T) -> Result<String> {
         let _lock = self.lock()?;
-        let text = serde_json::to_string_pretty(result).expect("results serialise");
-        write_atomic(&self.two_stage_result(command, method), text.as_bytes())?;
-        Ok(text)
+        write_json(&self.two_stage_result(command, method), result)
     }
 
     /// `.lock`: the file a writer holds an exclusive lock on.
@@ -215,9 +230,20 @@ pub struct RunLock {
     _file: std::fs::File,
 }
 
-/// Writes `value` as pretty JSON to `path` (atomically).
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    write_atomic(path, serde_json::to_string_pretty(value).expect("results serialise").as_bytes())
+/// Writes `value` as pretty JSON to `path` (atomically) and returns the text.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<String> {
+    let text = serde_json::to_string_pretty(value).expect("results serialise");
+    write_atomic(path, text.as_bytes())?;
+    Ok(text)
+}
+
+/// A JSON result file of the run folder (at most 64 MiB), or `None` when it does not exist.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = crate::error::read_text_capped(path, 64 << 20)?;
+    serde_json::from_str(&text).map(Some).map_err(|e| RblError::format(path, e.to_string()))
 }
 
 #[cfg(test)]

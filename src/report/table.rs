@@ -3,10 +3,9 @@
 //! run says so; nothing is filled in from elsewhere.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use crate::error::{RblError, Result};
-use crate::report::run_dir::RunDir;
+use crate::report::run_dir::{RunDir, read_json};
 use crate::report::{EvalSummary, FinalMetrics};
 
 /// One config's (or one two-stage result's) place in the table and its test scores, if the run
@@ -34,20 +33,12 @@ pub const TWO_STAGE_RESULTS: [(&str, &str, &str, bool); 5] = [
     ("posthoc", "logit-adjust", "post-hoc LA", true),
 ];
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text = crate::error::read_text_capped(path, 64 << 20)?;
-    serde_json::from_str(&text).map(Some).map_err(|e| RblError::format(path, e.to_string()))
-}
-
 /// The table entries of one run folder: the run itself (missing when it has no metrics.json)
 /// and, with `two_stage`, one entry per two-stage result found beside it, labelled
 /// "`method` + cRT" and so on. A two-stage result's cell is the method's own answer whichever
 /// kind of table is drawn: both reports of its entry are set to it.
 pub fn run_entries(method: &str, column: &str, source: &str, run: &RunDir, two_stage: bool) -> Result<Vec<TableEntry>> {
-    let metrics: Option<FinalMetrics> = read_json(&run.metrics())?;
+    let metrics: Option<FinalMetrics> = run.read_metrics()?;
     let mut out = vec![TableEntry { method: method.into(), column: column.into(), source: source.into(), test: metrics.map(|m| m.test) }];
     if two_stage && out[0].test.is_some() {
         for (command, name, suffix, adjusted) in TWO_STAGE_RESULTS {

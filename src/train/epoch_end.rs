@@ -14,7 +14,7 @@ use crate::metrics::neural_collapse::{NeuralCollapse, neural_collapse};
 use crate::network::Network;
 use crate::report::feature_plot::{LabelledFeatures, plot_features};
 use crate::report::run_dir::RunDir;
-use crate::report::{EpochRecord, EvalSummary, FinalMetrics, write_atomic};
+use crate::report::{EpochRecord, EvalSummary, FinalMetrics};
 use crate::train::checkpoint::{CheckpointState, save_checkpoint};
 use crate::train::context::Context;
 use crate::train::epoch::EpochStats;
@@ -104,7 +104,7 @@ impl Trainer<'_> {
         let run_dir = &self.opts.run_dir;
         let state = CheckpointState::new(done, &self.cfg, &self.history, self.wall_seconds, None);
         save_checkpoint(run_dir.path(), net, &self.optim, state, self.cfg.train.keep_checkpoints)?;
-        write_log(run_dir, &self.history)?;
+        run_dir.write_epoch_log(&self.history)?;
         if !plan.is_last {
             return Ok(None);
         }
@@ -217,14 +217,4 @@ fn format_epoch(r: &EpochRecord, epochs: usize) -> String {
         s += &format!(" | skipped {} undecodable training images", r.skipped_images);
     }
     s
-}
-
-/// Rewrites `epochs.jsonl` from the in-memory history (atomically).
-pub(crate) fn write_log(run_dir: &RunDir, history: &[EpochRecord]) -> Result<()> {
-    let mut text = String::new();
-    for r in history {
-        text += &serde_json::to_string(r).expect("record serialises");
-        text.push('\n');
-    }
-    write_atomic(&run_dir.epoch_log(), text.as_bytes())
 }

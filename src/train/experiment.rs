@@ -113,8 +113,7 @@ pub fn run_frame_directions(base: &ExperimentConfig, opts: &FrameDirections) -> 
             train_run(cfg.clone(), &RunOptions { quiet: opts.quiet, ..RunOptions::new(run_dir.clone(), resume) })?;
         }
         let log = run_dir.read_epoch_log()?;
-        let text = std::fs::read_to_string(&metrics_path).map_err(|e| RblError::io(&metrics_path, e))?;
-        let metrics: FinalMetrics = serde_json::from_str(&text).map_err(|e| RblError::format(&metrics_path, e.to_string()))?;
+        let metrics = run_dir.read_metrics()?.ok_or_else(|| RblError::format(&metrics_path, "missing after the arm's run"))?;
         results.push(arm_result(&arm, &cfg, &log, &metrics, &run_dir)?);
         logs.push((format!("{arm} ({})", cfg.model.head), log));
     }

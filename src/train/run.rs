@@ -21,7 +21,7 @@ use crate::train::checkpoint::{
 use crate::train::context::{Context, context};
 use crate::train::device::device_for;
 use crate::train::epoch::EpochOutcome;
-use crate::train::epoch_end::{final_metrics, write_log};
+use crate::train::epoch_end::final_metrics;
 use crate::train::interrupt;
 use crate::train::optimizer::build_optimizer;
 use crate::train::schedule::learning_rate;
@@ -145,12 +145,8 @@ impl<'a> Trainer<'a> {
         // Nothing is written before the config, the data and the model have passed their checks;
         // the lock (which creates the folder) is held from here to the end of the run.
         let lock = run_dir.lock()?;
-        if !opts.resume && run_dir.holds_run() {
-            let dir = run_dir.path().display();
-            return Err(RblError::Config {
-                origin: "--out".into(),
-                msg: format!("{dir} already holds a run: continue it with --resume {dir}, or pass --force to start over"),
-            });
+        if !opts.resume {
+            run_dir.check_no_run()?;
         }
         let mut trainer = Trainer {
             _lock: lock,
@@ -170,7 +166,7 @@ impl<'a> Trainer<'a> {
         } else {
             write_atomic(&run_dir.config(), trainer.cfg.to_toml_string().as_bytes())?;
         }
-        write_log(run_dir, &trainer.history)?;
+        run_dir.write_epoch_log(&trainer.history)?;
         if !opts.quiet {
             let (cfg, ctx) = (&trainer.cfg, &trainer.ctx);
             crate::note!(
