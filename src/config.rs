@@ -13,6 +13,7 @@ pub use crate::head::HeadKind;
 pub use crate::loss::{LossConfig, LossKind};
 pub use crate::model::backbone::BackboneKind;
 pub use crate::model::config::ModelConfig;
+pub use crate::report::config::LogConfig;
 pub use crate::train::config::{EvalConfig, TrainConfig};
 pub use crate::train::device::DeviceKind;
 pub use crate::train::schedule::Schedule;
@@ -39,6 +40,9 @@ pub struct ExperimentConfig {
     pub loss: LossConfig,
     /// Evaluation options.
     pub eval: EvalConfig,
+    /// Extra logs (TensorBoard).
+    #[serde(skip_serializing_if = "LogConfig::is_default")]
+    pub log: LogConfig,
 }
 
 impl Default for ExperimentConfig {
@@ -53,6 +57,7 @@ impl Default for ExperimentConfig {
             train: TrainConfig::default(),
             loss: LossConfig::default(),
             eval: EvalConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -194,6 +199,9 @@ impl ExperimentConfig {
             if self.data.image_size < 8 || self.data.workers == 0 {
                 return bad("data.image_size", "needs image_size ≥ 8 and workers ≥ 1".into());
             }
+        }
+        if self.data.dataset == DatasetKind::ImageFolder && (self.data.image_size < 8 || self.data.workers == 0) {
+            return bad("data.image_size", "an image-folder dataset needs image_size ≥ 8 and workers ≥ 1".into());
         }
         if self.loss.name == LossKind::DotRegression && self.model.head == HeadKind::Linear {
             return bad("loss.name", "dot_regression pulls features onto fixed class directions: use model.head = \"etf\" or \"rbl\" (a learned linear head would shrink to zero)".into());

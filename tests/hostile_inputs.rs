@@ -8,8 +8,8 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rbl::data::cifar::{Cifar, parse_cifar};
+use rbl::data::decode::decode_image;
 use rbl::data::idx::{encode_idx, parse_idx};
-use rbl::data::jpeg::decode_jpeg;
 use rbl::data::split_file::parse_split;
 
 /// 300 random inputs of 0 … 4 KiB, the same on every run.
@@ -77,13 +77,13 @@ fn split_files() {
 fn jpeg() {
     let p = Path::new("t.jpg");
     for input in random_inputs() {
-        if let Ok(img) = decode_jpeg(&input, p) {
+        if let Ok(img) = decode_image(&input, p) {
             assert_eq!(img.pixels.len(), 3 * img.width * img.height);
         }
     }
     // SOI then a baseline frame header declaring 65535 × 65535.
     let header = [0xFF, 0xD8, 0xFF, 0xC0, 0, 11, 8, 0xFF, 0xFF, 0xFF, 0xFF, 1, 1, 0x11, 0];
-    assert!(decode_jpeg(&header, p).is_err());
+    assert!(decode_image(&header, p).is_err());
 }
 
 #[test]

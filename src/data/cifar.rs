@@ -37,7 +37,15 @@ impl Cifar {
         }
     }
 
-    /// The training and test files under `root`.
+    /// "CIFAR-10" or "CIFAR-100", for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cifar::Ten => "CIFAR-10",
+            Cifar::Hundred => "CIFAR-100",
+        }
+    }
+
+    /// The binary distribution's training and test files under `root`.
     pub fn files(self, root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
         match self {
             Cifar::Ten => ((1..=5).map(|i| root.join(format!("data_batch_{i}.bin"))).collect(), vec![root.join("test_batch.bin")]),

@@ -15,15 +15,18 @@ pub enum DatasetKind {
     /// MNIST, IDX files.
     #[serde(rename = "mnist")]
     Mnist,
-    /// CIFAR-10, binary distribution.
+    /// CIFAR-10: binary files, torchvision's pickles, or its `.tar.gz` (found from `root`).
     #[serde(rename = "cifar10")]
     Cifar10,
-    /// CIFAR-100, binary distribution.
+    /// CIFAR-100: binary files, torchvision's pickles, or its `.tar.gz` (found from `root`).
     #[serde(rename = "cifar100")]
     Cifar100,
     /// Images in a folder listed by split files (ImageNet-LT, Places-LT, iNaturalist).
     #[serde(rename = "folder")]
     Folder,
+    /// torchvision's ImageFolder tree: `train/<class>/…`, `test/` or `val/` (JPEG, PNG, WebP).
+    #[serde(rename = "image-folder")]
+    ImageFolder,
 }
 
 /// What a missing or undecodable image of a `folder` dataset does.
@@ -43,9 +46,13 @@ pub enum BadImages {
 pub struct DataConfig {
     /// Which dataset ([`DatasetKind`]).
     pub dataset: DatasetKind,
-    /// Folder with the IDX files (gzipped or not).
+    /// Where the dataset is: the folder with the IDX files (gzipped or not); for CIFAR the
+    /// folder with the binary or pickled batches, the folder holding torchvision's
+    /// `cifar-10-batches-py/` or `cifar-10-python.tar.gz`, or the archive itself; for
+    /// `image-folder` the folder holding `train/` and `test/` (or `val/`); for `folder` the
+    /// folder the split files' paths are relative to.
     pub root: String,
-    /// Imbalance ratio n_max / n_min (1 … 500).
+    /// Imbalance ratio n_max / n_min (1 … 500). For `image-folder`, 1 uses `train/` as it is.
     pub imbalance_ratio: f64,
     /// Images of the head class; 0 means the per-class count of the training pool.
     pub n_max: usize,

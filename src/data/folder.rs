@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::jpeg::{RgbImage, decode_jpeg};
+use crate::data::decode::{RgbImage, decode_image};
 use crate::data::resize::{random_resized_crop_flip, resize_center_crop};
 use crate::data::split_file::{SplitEntry, read_split};
 use crate::error::{RblError, Result};
@@ -15,7 +15,7 @@ use crate::error::{RblError, Result};
 /// Reads and decodes the JPEG at `path`.
 pub fn read_image(path: &Path) -> Result<RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| RblError::io(path, e))?;
-    decode_jpeg(&bytes, path)
+    decode_image(&bytes, path)
 }
 
 /// An image as the model sees it: 3 × `size` × `size` bytes, a RandomResizedCrop and flip drawn

@@ -3,11 +3,14 @@
 pub mod augment;
 pub mod autoaugment;
 pub mod cifar;
+pub mod cifar_files;
+pub mod cifar_pickle;
 pub mod config;
+pub mod decode;
 pub mod folder;
 pub mod idx;
+pub mod image_folder;
 pub mod image_set;
-pub mod jpeg;
 pub mod loader;
 pub mod long_tail;
 pub mod resize;

@@ -4,7 +4,7 @@
 
 use rand::Rng;
 
-use crate::data::jpeg::RgbImage;
+use crate::data::decode::RgbImage;
 
 /// Bilinear resize (half-pixel centres, edge clamped) of a planar image to `out_w × out_h`.
 pub fn resize(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::data::ImageSet;
-use crate::data::cifar::{Cifar, read_cifar};
+use crate::data::cifar::Cifar;
+use crate::data::cifar_files::read_cifar_dataset;
 use crate::data::config::{BadImages, DataConfig, DatasetKind};
 use crate::data::idx::read_idx;
 use crate::data::long_tail::{first_per_class, long_tail_counts_with, sample_long_tail, split_validation};
@@ -70,15 +71,13 @@ fn find_file(root: &Path, name: &str) -> Result<PathBuf> {
 /// Loads the raw train and test sets the config names.
 pub fn load_dataset(cfg: &DataConfig) -> Result<(ImageSet, ImageSet)> {
     let root = Path::new(&cfg.root);
-    let cifar = |kind: Cifar| -> Result<(ImageSet, ImageSet)> {
-        let (train, test) = kind.files(root);
-        Ok((read_cifar(&train, kind)?, read_cifar(&test, kind)?))
-    };
     match cfg.dataset {
-        DatasetKind::Cifar10 => cifar(Cifar::Ten),
-        DatasetKind::Cifar100 => cifar(Cifar::Hundred),
+        DatasetKind::Cifar10 => read_cifar_dataset(root, Cifar::Ten),
+        DatasetKind::Cifar100 => read_cifar_dataset(root, Cifar::Hundred),
         DatasetKind::FashionMnist | DatasetKind::Mnist => load_idx_dataset(root),
-        DatasetKind::Folder => Err(RblError::Dataset("a folder dataset is read image by image: use prepare".into())),
+        DatasetKind::Folder | DatasetKind::ImageFolder => {
+            Err(RblError::Dataset("a folder dataset is read image by image: use prepare".into()))
+        }
     }
 }
 
@@ -180,11 +179,41 @@ fn normalisation(cfg: &DataConfig, train: &ImageSet) -> Result<(Vec<f32>, Vec<f3
 
 /// Builds the experiment's sets from the config: validation split first, then the long tail.
 pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<PreparedData> {
-    if cfg.dataset == DatasetKind::Folder {
-        return prepare_folder(cfg);
+    match cfg.dataset {
+        DatasetKind::Folder => prepare_folder(cfg),
+        DatasetKind::ImageFolder => prepare_image_folder(cfg, seed),
+        _ => {
+            let (pool, test) = load_dataset(cfg)?;
+            prepare_from(pool, test, cfg, seed)
+        }
     }
-    let (pool, test) = load_dataset(cfg)?;
-    prepare_from(pool, test, cfg, seed)
+}
+
+/// The sets of an ImageFolder tree ([`crate::data::image_folder`]): its own `val/` when it has
+/// one, `train/` as it is at imbalance ratio 1, else the long tail drawn as for built-ins.
+fn prepare_image_folder(cfg: &DataConfig, seed: u64) -> Result<PreparedData> {
+    let (pool, own_val, test) = crate::data::image_folder::read_image_folder(cfg)?;
+    let config_error = |key: &str, msg: String| RblError::Config { origin: key.into(), msg };
+    if cfg.num_classes != 0 && cfg.num_classes != pool.num_classes {
+        return Err(config_error(
+            "data.num_classes",
+            format!("{} but {}/train has {} class folders (leave it 0 for image-folder)", cfg.num_classes, cfg.root, pool.num_classes),
+        ));
+    }
+    if own_val.is_some() && cfg.val_per_class > 0 {
+        return Err(config_error("data.val_per_class", format!("{} has its own val/ split beside test/: set it to 0", cfg.root)));
+    }
+    let as_is = cfg.imbalance_ratio == 1.0 && cfg.n_max == 0;
+    let mut data = build_sets(pool, test, cfg, seed, !as_is).map_err(|e| match e {
+        RblError::Dataset(msg) if !as_is => RblError::Dataset(format!(
+            "{msg} (an image-folder tree that is already long-tailed is used as it is with data.imbalance_ratio = 1)"
+        )),
+        other => other,
+    })?;
+    if let Some(val) = own_val {
+        data.val = val;
+    }
+    Ok(data)
 }
 
 /// Refuses a test set whose images differ in shape from the training images: the network
@@ -201,6 +230,12 @@ fn same_image_shape(train: &ImageSet, test: &ImageSet) -> Result<()> {
 
 /// As [`prepare`], from sets already in memory.
 pub fn prepare_from(pool: ImageSet, test: ImageSet, cfg: &DataConfig, seed: u64) -> Result<PreparedData> {
+    build_sets(pool, test, cfg, seed, true)
+}
+
+/// The validation split, then the long tail (or, without `long_tail`, the rest of the pool as
+/// it is), then the test subset and the normalisation.
+fn build_sets(pool: ImageSet, test: ImageSet, cfg: &DataConfig, seed: u64, long_tail: bool) -> Result<PreparedData> {
     same_image_shape(&pool, &test)?;
     for (class, &n) in pool.class_counts().iter().enumerate() {
         if n == 0 {
@@ -213,16 +248,20 @@ pub fn prepare_from(pool: ImageSet, test: ImageSet, cfg: &DataConfig, seed: u64)
     } else {
         (pool.subset(&[]), pool)
     };
-    let available = *pool.class_counts().iter().min().unwrap_or(&0);
-    let n_max = if cfg.n_max == 0 { available } else { cfg.n_max };
-    let counts = long_tail_counts_with(n_max, cfg.imbalance_ratio, pool.num_classes, cfg.counts);
-    if let Some(c) = counts.iter().position(|&n| n == 0) {
-        return Err(RblError::Dataset(format!(
-            "class {c} would get 0 images (n_max {n_max}, imbalance ratio {}): raise data.n_max",
-            cfg.imbalance_ratio
-        )));
-    }
-    let train = pool.subset(&sample_long_tail(&pool, &counts, seed)?);
+    let train = if long_tail {
+        let available = *pool.class_counts().iter().min().unwrap_or(&0);
+        let n_max = if cfg.n_max == 0 { available } else { cfg.n_max };
+        let counts = long_tail_counts_with(n_max, cfg.imbalance_ratio, pool.num_classes, cfg.counts);
+        if let Some(c) = counts.iter().position(|&n| n == 0) {
+            return Err(RblError::Dataset(format!(
+                "class {c} would get 0 images (n_max {n_max}, imbalance ratio {}): raise data.n_max",
+                cfg.imbalance_ratio
+            )));
+        }
+        pool.subset(&sample_long_tail(&pool, &counts, seed)?)
+    } else {
+        pool
+    };
     let test = if cfg.test_per_class > 0 { test.subset(&first_per_class(&test, cfg.test_per_class)) } else { test };
     if let Some(c) = test.class_counts().iter().position(|&n| n == 0) {
         return Err(RblError::Dataset(format!("class {c} has no test image")));

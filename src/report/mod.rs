@@ -2,6 +2,7 @@
 //! never leaves a half-written file.
 
 pub mod atomic;
+pub mod config;
 pub mod console;
 pub mod feature_plot;
 pub mod html;
@@ -9,6 +10,7 @@ pub mod plots;
 pub mod records;
 pub mod run_dir;
 pub mod table;
+pub mod tensorboard;
 
 pub use atomic::write_atomic;
 pub use records::{EpochRecord, EvalSummary, FinalMetrics};

@@ -76,6 +76,11 @@ impl RunDir {
         self.features().join(format!("epoch_{epoch:03}"))
     }
 
+    /// `tensorboard/`: TensorBoard event files (`log.tensorboard`).
+    pub fn tensorboard(&self) -> PathBuf {
+        self.path.join("tensorboard")
+    }
+
     /// `report.html`.
     pub fn report(&self) -> PathBuf {
         self.path.join("report.html")
@@ -178,7 +183,7 @@ impl RunDir {
     /// Whether `name` (a direct entry of the folder) is something rbl writes there.
     pub fn is_rbl_entry(name: &str) -> bool {
         const FILES: [&str; 6] = ["config.toml", "epochs.jsonl", "metrics.json", "latest", "report.html", ".lock"];
-        const FOLDERS: [&str; 2] = ["plots", "features"];
+        const FOLDERS: [&str; 3] = ["plots", "features", "tensorboard"];
         let result = |prefix: &str| name.starts_with(prefix) && name.ends_with(".json");
         FILES.contains(&name)
             || FOLDERS.contains(&name)

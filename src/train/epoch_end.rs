@@ -105,6 +105,9 @@ impl Trainer<'_> {
         let state = CheckpointState::new(done, &self.cfg, &self.history, self.wall_seconds, None);
         save_checkpoint(run_dir.path(), net, &self.optim, state, self.cfg.train.keep_checkpoints)?;
         run_dir.write_epoch_log(&self.history)?;
+        if let (Some(events), Some(record)) = (self.tensorboard.as_mut(), self.history.last()) {
+            events.write_epoch(record)?;
+        }
         if !plan.is_last {
             return Ok(None);
         }

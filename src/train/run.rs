@@ -14,6 +14,7 @@ use crate::error::{RblError, Result};
 use crate::loss::Criterion;
 use crate::network::Network;
 use crate::report::run_dir::{RunDir, RunLock};
+use crate::report::tensorboard::EventWriter;
 use crate::report::{EpochRecord, FinalMetrics, write_atomic};
 use crate::train::checkpoint::{
     LoadedCheckpoint, PartialEpoch, apply_weights, checkpoints_newest_first, latest_checkpoint, load_checkpoint,
@@ -70,6 +71,8 @@ pub(crate) struct Trainer<'a> {
     pub(crate) wall_seconds: f64,
     /// Training steps this process has run, over all epochs (crash tests).
     pub(crate) steps_this_process: usize,
+    /// TensorBoard event file of this process (`log.tensorboard`).
+    pub(crate) tensorboard: Option<EventWriter>,
 }
 
 /// Where a run (re)starts.
@@ -159,6 +162,7 @@ impl<'a> Trainer<'a> {
             history: Vec::new(),
             wall_seconds: 0.0,
             steps_this_process: 0,
+            tensorboard: None,
         };
         let mut start = Start { net, epoch: 0, partial: None };
         if opts.resume {
@@ -167,6 +171,9 @@ impl<'a> Trainer<'a> {
             write_atomic(&run_dir.config(), trainer.cfg.to_toml_string().as_bytes())?;
         }
         run_dir.write_epoch_log(&trainer.history)?;
+        if trainer.cfg.log.tensorboard && trainer.history.len() < trainer.cfg.train.epochs {
+            trainer.tensorboard = Some(EventWriter::create(&run_dir.tensorboard(), trainer.history.len())?);
+        }
         if !opts.quiet {
             let (cfg, ctx) = (&trainer.cfg, &trainer.ctx);
             crate::note!(

@@ -1,0 +1,358 @@
+//! CIFAR-10/100 as torchvision downloads them: `cifar-10-batches-py/data_batch_1` … and
+//! `cifar-100-python/train`, pickled dictionaries (Krizhevsky's files, written by Python 2).
+//!
+//! A batch is `{b"data": ndarray uint8 (N, 3072), b"labels" | b"fine_labels": [int; N], …}`; a
+//! row is the same 1024 red, 1024 green, 1024 blue bytes as the binary distribution, so both
+//! read to identical [`ImageSet`]s. The pickle is decoded by `serde-pickle` with numpy's class
+//! objects kept as opaque "restore state" tuples, and the array is taken from the state numpy
+//! pickles:
+//! - Python 2 / numpy 1.x (the real files): `numpy.core.multiarray._reconstruct(ndarray, (0,),
+//!   b'b')` then `BUILD (1, shape, dtype, is_fortran, raw bytes)`, strings as BINSTRING;
+//! - Python 3, protocol 2: the same with `numpy._core` and the raw bytes as
+//!   `_codecs.encode(str, 'latin1')`, keys as BINUNICODE;
+//! - Python 3, protocol 5: `numpy.core.numeric._frombuffer(raw bytes, dtype, shape, order)`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_pickle::{DeOptions, HashableValue, Value};
+
+use crate::data::ImageSet;
+use crate::data::cifar::Cifar;
+use crate::error::{RblError, Result};
+
+const PIXELS: usize = 3 * 32 * 32;
+
+/// Parses one pickled batch (`name` names it in errors: a file, or `archive.tar.gz:member`).
+pub fn parse_cifar_pickle(bytes: &[u8], kind: Cifar, name: &Path) -> Result<ImageSet> {
+    let bad = |msg: String| RblError::format(name, msg);
+    let value = serde_pickle::value_from_slice(bytes, DeOptions::new().keep_restore_state())
+        .map_err(|e| bad(format!("not a readable CIFAR pickle: {e}")))?;
+    let Value::Dict(dict) = value else {
+        return Err(bad("expected a pickled dictionary (a CIFAR batch)".into()));
+    };
+    let label_key = match kind {
+        Cifar::Ten => "labels",
+        Cifar::Hundred => "fine_labels",
+    };
+    let data = get(&dict, "data").ok_or_else(|| bad("no \"data\" entry".into()))?;
+    let labels = get(&dict, label_key).ok_or_else(|| bad(format!("no \"{label_key}\" entry")))?;
+    let (shape, raw) = ndarray_bytes(data).map_err(|m| bad(format!("\"data\": {m}")))?;
+    if shape.len() != 2 || shape[1] != PIXELS {
+        return Err(bad(format!("\"data\" has shape {shape:?}, expected (N, {PIXELS})")));
+    }
+    let n = shape[0];
+    if raw.len() != n * PIXELS {
+        return Err(bad(format!("\"data\" holds {} bytes for shape ({n}, {PIXELS}) of uint8: truncated, or not 8-bit pixels", raw.len())));
+    }
+    let labels = int_list(labels).map_err(|m| bad(format!("\"{label_key}\": {m}")))?;
+    if labels.len() != n {
+        return Err(bad(format!("{} labels for {n} images", labels.len())));
+    }
+    if let Some((index, &label)) = labels.iter().enumerate().find(|(_, l)| **l < 0 || **l as usize >= kind.classes()) {
+        return Err(RblError::LabelRange {
+            path: name.into(),
+            label: label.clamp(0, u32::MAX as i64) as u32,
+            index,
+            classes: kind.classes(),
+        });
+    }
+    Ok(ImageSet {
+        pixels: raw.to_vec(),
+        labels: labels.into_iter().map(|l| l as u32).collect(),
+        num_classes: kind.classes(),
+        channels: 3,
+        height: 32,
+        width: 32,
+        files: None,
+    })
+}
+
+/// The entry `key` of a batch, whether Python 2 wrote the key as bytes or Python 3 as text.
+fn get<'a>(dict: &'a BTreeMap<HashableValue, Value>, key: &str) -> Option<&'a Value> {
+    dict.get(&HashableValue::Bytes(key.as_bytes().to_vec())).or_else(|| dict.get(&HashableValue::String(key.into())))
+}
+
+/// A list of small integers.
+fn int_list(value: &Value) -> std::result::Result<Vec<i64>, String> {
+    let (Value::List(items) | Value::Tuple(items)) = value else {
+        return Err("expected a list of integers".into());
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::I64(x) => Ok(*x),
+            other => Err(format!("item {i} is {other:?}, expected an integer")),
+        })
+        .collect()
+}
+
+/// The shape and raw bytes of a pickled numpy array, from either state layout (module doc).
+fn ndarray_bytes(value: &Value) -> std::result::Result<(Vec<usize>, &[u8]), String> {
+    let Value::Tuple(state) = value else {
+        return Err("expected a numpy array".into());
+    };
+    let shape_of = |v: &Value| -> std::result::Result<Vec<usize>, String> {
+        let (Value::Tuple(dims) | Value::List(dims)) = v else { return Err(format!("shape {v:?} is not a tuple")) };
+        dims.iter()
+            .map(|d| match d {
+                Value::I64(x) if *x >= 0 => Ok(*x as usize),
+                other => Err(format!("shape entry {other:?} is not a size")),
+            })
+            .collect()
+    };
+    match state.as_slice() {
+        // _reconstruct + BUILD: (version, shape, dtype, is_fortran, raw bytes).
+        [Value::I64(_), shape, _dtype, fortran, Value::Bytes(raw)] => {
+            if matches!(fortran, Value::Bool(true)) {
+                return Err("a Fortran-ordered array (the CIFAR files are C-ordered)".into());
+            }
+            Ok((shape_of(shape)?, raw))
+        }
+        // _frombuffer(raw bytes, dtype, shape, order).
+        [Value::Bytes(raw), _dtype, shape, order] => {
+            if matches!(order, Value::String(o) if o == "F") || matches!(order, Value::Bytes(o) if o == b"F") {
+                return Err("a Fortran-ordered array (the CIFAR files are C-ordered)".into());
+            }
+            Ok((shape_of(shape)?, raw))
+        }
+        _ => Err("not a numpy array in a layout rbl reads (numpy's _reconstruct/BUILD or _frombuffer state)".into()),
+    }
+}
+
+/// Writers of the pickle layouts above, for tests: small files with exactly the opcode
+/// structure of the real ones.
+#[cfg(test)]
+pub mod write {
+    /// Which writer's layout.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Layout {
+        /// Python 2 cPickle protocol 2, numpy 1.x: the files torchvision downloads.
+        Python2,
+        /// Python 3 pickle protocol 2, numpy 2.
+        Python3Protocol2,
+        /// Python 3 pickle protocol 5, numpy's `_frombuffer`.
+        Python3Protocol5,
+    }
+
+    struct W {
+        out: Vec<u8>,
+        memo: u8,
+        layout: Layout,
+    }
+
+    impl W {
+        fn op(&mut self, bytes: &[u8]) {
+            self.out.extend_from_slice(bytes);
+        }
+        fn put(&mut self) {
+            // BINPUT: the real files memoise every object.
+            self.out.extend_from_slice(&[b'q', self.memo]);
+            self.memo = self.memo.wrapping_add(1);
+        }
+        fn text(&mut self, s: &str) {
+            match self.layout {
+                Layout::Python2 => {
+                    self.op(&[b'U', s.len() as u8]); // SHORT_BINSTRING
+                    self.op(s.as_bytes());
+                }
+                _ => {
+                    self.op(b"X"); // BINUNICODE
+                    self.op(&(s.len() as u32).to_le_bytes());
+                    self.op(s.as_bytes());
+                }
+            }
+            self.put();
+        }
+        fn int(&mut self, v: i64) {
+            match v {
+                0..=255 => self.op(&[b'K', v as u8]),
+                256..=65535 => {
+                    self.op(b"M");
+                    self.op(&(v as u16).to_le_bytes());
+                }
+                _ => {
+                    self.op(b"J");
+                    self.op(&(v as i32).to_le_bytes());
+                }
+            }
+        }
+        fn global(&mut self, module: &str, name: &str) {
+            self.op(format!("c{module}\n{name}\n").as_bytes());
+            self.put();
+        }
+        fn dtype_u1(&mut self) {
+            self.global("numpy", "dtype");
+            self.text("u1");
+            self.int(0);
+            self.int(1);
+            self.op(&[0x87, b'R']); // TUPLE3 REDUCE
+            self.put();
+            self.op(b"(");
+            self.int(3);
+            self.text("|");
+            self.op(b"NNN");
+            self.int(-1);
+            self.int(-1);
+            self.int(0);
+            self.op(b"tb"); // TUPLE BUILD
+        }
+        fn array(&mut self, rows: usize, cols: usize, raw: &[u8]) {
+            match self.layout {
+                Layout::Python2 | Layout::Python3Protocol2 => {
+                    let core = if matches!(self.layout, Layout::Python2) { "numpy.core.multiarray" } else { "numpy._core.multiarray" };
+                    self.global(core, "_reconstruct");
+                    self.global("numpy", "ndarray");
+                    self.int(0);
+                    self.op(&[0x85]); // TUPLE1
+                    match self.layout {
+                        Layout::Python2 => self.op(&[b'U', 1, b'b']),
+                        _ => {
+                            self.global("_codecs", "encode");
+                            self.text("b");
+                            self.text("latin1");
+                            self.op(&[0x86, b'R']);
+                        }
+                    }
+                    self.op(&[0x87, b'R']); // TUPLE3 REDUCE
+                    self.put();
+                    self.op(b"(");
+                    self.int(1);
+                    self.int(rows as i64);
+                    self.int(cols as i64);
+                    self.op(&[0x86]); // TUPLE2
+                    self.dtype_u1();
+                    self.op(&[0x89]); // NEWFALSE
+                    match self.layout {
+                        Layout::Python2 => {
+                            self.op(b"T"); // BINSTRING
+                            self.op(&(raw.len() as u32).to_le_bytes());
+                            self.op(raw);
+                        }
+                        _ => {
+                            // Python 3 writes bytes under protocol 2 as _codecs.encode(latin-1 text).
+                            self.global("_codecs", "encode");
+                            let text: String = raw.iter().map(|&b| b as char).collect();
+                            self.op(b"X");
+                            self.op(&(text.len() as u32).to_le_bytes());
+                            self.op(text.as_bytes());
+                            self.text("latin1");
+                            self.op(&[0x86, b'R']);
+                        }
+                    }
+                    self.op(b"tb"); // TUPLE BUILD
+                }
+                Layout::Python3Protocol5 => {
+                    // _frombuffer(raw, dtype, shape, order): MARK … TUPLE REDUCE.
+                    self.global("numpy._core.numeric", "_frombuffer");
+                    self.op(b"(");
+                    self.op(&[0x8e]); // BINBYTES8
+                    self.op(&(raw.len() as u64).to_le_bytes());
+                    self.op(raw);
+                    self.dtype_u1();
+                    self.int(rows as i64);
+                    self.int(cols as i64);
+                    self.op(&[0x86]); // TUPLE2
+                    self.text("C");
+                    self.op(b"tR");
+                    self.put();
+                }
+            }
+        }
+    }
+
+    /// A pickled CIFAR batch: `labels_key` ("labels" or "fine_labels") → `labels`, `data` →
+    /// the images as an (N, 3072) uint8 array.
+    pub fn cifar_batch(images: &[Vec<u8>], labels: &[i64], labels_key: &str, layout: Layout) -> Vec<u8> {
+        let mut w = W { out: vec![0x80, if matches!(layout, Layout::Python3Protocol5) { 5 } else { 2 }], memo: 0, layout };
+        w.op(b"}"); // EMPTY_DICT
+        w.put();
+        w.op(b"(");
+        w.text("batch_label");
+        w.text("training batch 1 of 5");
+        w.text(labels_key);
+        w.op(b"]");
+        w.put();
+        w.op(b"(");
+        for &l in labels {
+            w.int(l);
+        }
+        w.op(b"e"); // APPENDS
+        w.text("data");
+        w.array(images.len(), super::PIXELS, &images.concat());
+        w.text("filenames");
+        w.op(b"]");
+        w.put();
+        w.op(b"(");
+        for i in 0..labels.len() {
+            w.text(&format!("img_{i}.png"));
+        }
+        w.op(b"e");
+        w.op(b"u."); // SETITEMS STOP
+        w.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write::{Layout, cifar_batch};
+    use super::*;
+    use crate::data::cifar::{encode_cifar, parse_cifar};
+
+    fn image(seed: u8) -> Vec<u8> {
+        (0..PIXELS).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    }
+
+    #[test]
+    fn every_pickle_layout_reads_to_the_binary_distributions_set() {
+        // Pixel values 0x80–0xFF matter: latin-1 text encodes them as two UTF-8 bytes.
+        let images: Vec<Vec<u8>> = (0..4).map(|s| image(s * 60)).collect();
+        let labels = [3i64, 0, 9, 3];
+        let binary = encode_cifar(&images, &labels.map(|l| (l as u8, 0)), Cifar::Ten);
+        let expected = parse_cifar(&binary, Cifar::Ten, Path::new("data_batch_1.bin")).unwrap();
+        for layout in [Layout::Python2, Layout::Python3Protocol2, Layout::Python3Protocol5] {
+            let bytes = cifar_batch(&images, &labels, "labels", layout);
+            let set = parse_cifar_pickle(&bytes, Cifar::Ten, Path::new("data_batch_1")).unwrap_or_else(|e| panic!("{layout:?}: {e}"));
+            assert_eq!(set, expected, "{layout:?}");
+        }
+        // CIFAR-100 reads the fine labels.
+        let fine = [99i64, 0, 42, 7];
+        let bytes = cifar_batch(&images, &fine, "fine_labels", Layout::Python2);
+        let set = parse_cifar_pickle(&bytes, Cifar::Hundred, Path::new("train")).unwrap();
+        assert_eq!(set.labels, vec![99, 0, 42, 7]);
+        assert_eq!(set.num_classes, 100);
+    }
+
+    #[test]
+    fn the_python2_file_has_the_real_opcode_structure() {
+        let bytes = cifar_batch(&[image(1)], &[5], "labels", Layout::Python2);
+        // Protocol 2, numpy 1.x's reconstructor, strings as SHORT_BINSTRING, pixels as BINSTRING.
+        assert_eq!(&bytes[..2], &[0x80, 2]);
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"cnumpy.core.multiarray\n_reconstruct\n"));
+        assert!(has(b"U\x04data"));
+        assert!(has(&[b'T', 0x00, 0x0c, 0, 0]), "3072-byte BINSTRING");
+        assert!(!has(b"X\x04\x00\x00\x00data") && !has(b"_codecs"));
+    }
+
+    #[test]
+    fn wrong_shapes_labels_and_truncation_are_named() {
+        let images = vec![image(0), image(1)];
+        let name = Path::new("cifar-10-python.tar.gz:cifar-10-batches-py/data_batch_2");
+        let e = |bytes: &[u8], kind| parse_cifar_pickle(bytes, kind, name).unwrap_err().to_string();
+        let good = cifar_batch(&images, &[1, 2], "labels", Layout::Python2);
+        let msg = e(&good[..good.len() / 2], Cifar::Ten);
+        assert!(msg.contains("data_batch_2") && msg.contains("not a readable CIFAR pickle"), "{msg}");
+        let msg = e(&cifar_batch(&images, &[1, 10], "labels", Layout::Python2), Cifar::Ten);
+        assert!(msg.contains("label 10") && msg.contains("data_batch_2"), "{msg}");
+        let msg = e(&cifar_batch(&images, &[1], "labels", Layout::Python2), Cifar::Ten);
+        assert!(msg.contains("1 labels for 2 images"), "{msg}");
+        let msg = e(&cifar_batch(&images, &[1, 2], "labels", Layout::Python2), Cifar::Hundred);
+        assert!(msg.contains("no \"fine_labels\" entry"), "{msg}");
+        let msg = e(&cifar_batch(&[image(0)[..3000].to_vec()], &[1], "labels", Layout::Python2), Cifar::Ten);
+        assert!(msg.contains("shape") && msg.contains("3072"), "{msg}");
+        let msg = e(b"\x80\x02K\x05.", Cifar::Ten);
+        assert!(msg.contains("expected a pickled dictionary"), "{msg}");
+    }
+}

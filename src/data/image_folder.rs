@@ -1,0 +1,194 @@
+//! torchvision's `ImageFolder` convention: `root/train/<class>/<image>`, `root/test/<class>/…`
+//! (or `root/val/…`); a class is a sub-folder, labels are the sorted folder names' positions.
+//! Images (JPEG, PNG, WebP, by their extension as torchvision filters them) stay on disk and
+//! go through the folder datasets' decode, resize, crop and `data.bad_images` path.
+//!
+//! The split folders: the test set is `test/` when present, else `val/`; with both, `val/` is
+//! the validation set (used for selection and post-hoc τ); otherwise a validation set can be set
+//! aside from `train/` with `data.val_per_class`. `data.imbalance_ratio = 1` uses `train/` as it
+//! is (already long-tailed, as a user's own data usually is); a larger ratio subsamples a
+//! balanced tree into a long tail exactly as for the built-in datasets.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::data::ImageSet;
+use crate::data::config::DataConfig;
+use crate::data::image_set::FileImages;
+use crate::error::{RblError, Result};
+
+/// Extensions read (case-insensitive): the subset of torchvision's `IMG_EXTENSIONS` rbl decodes.
+pub const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
+
+/// The class names of `root/train`: its sub-folders, sorted by name (byte order, as Python's
+/// `sorted` orders them); a class's label is its position.
+pub fn class_names(root: &Path) -> Result<Vec<String>> {
+    let train = root.join("train");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&train).map_err(|e| RblError::io(&train, e))? {
+        let entry = entry.map_err(|e| RblError::io(&train, e))?;
+        if entry.path().is_dir() {
+            let name = entry
+                .file_name()
+                .into_string()
+                .map_err(|n| RblError::format(&train, format!("the class folder {} is not valid UTF-8", n.to_string_lossy())))?;
+            if !name.starts_with('.') {
+                names.push(name);
+            }
+        }
+    }
+    names.sort();
+    if names.len() < 2 {
+        return Err(RblError::format(&train, format!("{} class folders: an image-folder dataset needs at least 2", names.len())));
+    }
+    Ok(names)
+}
+
+fn has_image_extension(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+/// Image files under `dir`, recursively, in sorted order (torchvision walks sub-folders too);
+/// the count of other files (not images rbl reads) is returned beside them.
+fn image_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<usize> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| RblError::io(dir, e))?
+        .map(|e| e.map(|e| e.path()).map_err(|e| RblError::io(dir, e)))
+        .collect::<Result<_>>()?;
+    entries.sort();
+    let mut other = 0;
+    for path in entries {
+        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')) {
+            continue;
+        }
+        if path.is_dir() {
+            other += image_files(&path, out)?;
+        } else if has_image_extension(&path) {
+            out.push(path);
+        } else {
+            other += 1;
+        }
+    }
+    Ok(other)
+}
+
+/// One split folder (`root/<split>`) as an on-disk set labelled by `classes`. A class folder
+/// that `train/` does not have is an error naming it (torchvision would silently number the
+/// classes differently); a class missing from this split is allowed here and caught where a
+/// set must cover every class.
+pub fn split_set(cfg: &DataConfig, split: &str, classes: &[String]) -> Result<ImageSet> {
+    let root = Path::new(&cfg.root);
+    let dir = root.join(split);
+    let mut paths = Vec::new();
+    let mut labels = Vec::new();
+    let mut other = 0;
+    for entry in std::fs::read_dir(&dir).map_err(|e| RblError::io(&dir, e))? {
+        let path = entry.map_err(|e| RblError::io(&dir, e))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        if !path.is_dir() || name.starts_with('.') {
+            continue;
+        }
+        let label = classes.binary_search(&name).map_err(|_| {
+            RblError::format(
+                &path,
+                format!("class folder {name:?} is not among the {} classes of {}", classes.len(), root.join("train").display()),
+            )
+        })?;
+        let mut files = Vec::new();
+        other += image_files(&path, &mut files)?;
+        for f in files {
+            paths.push((label, f));
+        }
+    }
+    paths.sort();
+    if other > 0 {
+        crate::note!("note: {}: {other} files without a {} extension left out", dir.display(), EXTENSIONS.join("/"));
+    }
+    if paths.is_empty() {
+        return Err(RblError::format(&dir, format!("no images ({}) under its class folders", EXTENSIONS.join(", "))));
+    }
+    labels.extend(paths.iter().map(|(l, _)| *l as u32));
+    let relative = paths.into_iter().map(|(_, p)| p.strip_prefix(root).map(Path::to_path_buf).unwrap_or(p)).collect();
+    Ok(ImageSet {
+        pixels: Vec::new(),
+        labels,
+        num_classes: classes.len(),
+        channels: 3,
+        height: cfg.image_size,
+        width: cfg.image_size,
+        files: Some(Arc::new(FileImages {
+            root: root.into(),
+            paths: relative,
+            size: cfg.image_size,
+            skip_bad: cfg.bad_images == crate::data::config::BadImages::Skip,
+        })),
+    })
+}
+
+/// The tree's sets: (training pool, validation set if the tree has its own, test set).
+pub fn read_image_folder(cfg: &DataConfig) -> Result<(ImageSet, Option<ImageSet>, ImageSet)> {
+    let root = Path::new(&cfg.root);
+    let classes = class_names(root)?;
+    let pool = split_set(cfg, "train", &classes)?;
+    let (has_test, has_val) = (root.join("test").is_dir(), root.join("val").is_dir());
+    let (test, val) = match (has_test, has_val) {
+        (true, true) => (split_set(cfg, "test", &classes)?, Some(split_set(cfg, "val", &classes)?)),
+        (true, false) => (split_set(cfg, "test", &classes)?, None),
+        (false, true) => (split_set(cfg, "val", &classes)?, None),
+        (false, false) => {
+            return Err(RblError::io(
+                root,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "an image-folder dataset needs train/ and test/ (or val/) sub-folders"),
+            ));
+        }
+    };
+    Ok((pool, val, test))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"x").unwrap();
+    }
+
+    #[test]
+    fn classes_are_sorted_folder_names_and_files_filtered_by_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for f in
+            ["train/zebra/1.png", "train/Ant/a.JPG", "train/Ant/sub/b.webp", "train/Ant/notes.txt", "train/cat/c.jpeg", "test/cat/t.png"]
+        {
+            touch(&r.join(f));
+        }
+        touch(&r.join("train/.hidden/x.png"));
+        touch(&r.join("train/README"));
+        // Byte order, as Python's sorted(): upper case first.
+        assert_eq!(class_names(r).unwrap(), vec!["Ant", "cat", "zebra"]);
+        let cfg = DataConfig { root: r.display().to_string(), image_size: 32, ..DataConfig::default() };
+        let (pool, val, test) = read_image_folder(&cfg).unwrap();
+        assert!(val.is_none());
+        assert_eq!(pool.labels, vec![0, 0, 1, 2]);
+        let paths: Vec<_> = pool.files.as_ref().unwrap().paths.iter().map(|p| p.display().to_string()).collect();
+        assert_eq!(paths, vec!["train/Ant/a.JPG", "train/Ant/sub/b.webp", "train/cat/c.jpeg", "train/zebra/1.png"]);
+        assert_eq!((test.labels.clone(), test.num_classes, test.height), (vec![1], 3, 32));
+
+        // val/ alone is the test set; with test/ beside it, it is the validation set.
+        touch(&r.join("val/zebra/v.png"));
+        let (_, val, test) = read_image_folder(&cfg).unwrap();
+        assert_eq!((val.unwrap().labels, test.labels), (vec![2], vec![1]));
+        std::fs::remove_dir_all(r.join("test")).unwrap();
+        let (_, val, test) = read_image_folder(&cfg).unwrap();
+        assert_eq!((val.is_none(), test.labels), (true, vec![2]));
+
+        // A test class train/ lacks is named.
+        touch(&r.join("val/dog/d.png"));
+        let e = read_image_folder(&cfg).unwrap_err().to_string();
+        assert!(e.contains("\"dog\"") && e.contains("not among the 3 classes"), "{e}");
+        std::fs::remove_dir_all(r.join("val")).unwrap();
+        let e = read_image_folder(&cfg).unwrap_err().to_string();
+        assert!(e.contains("train/ and test/"), "{e}");
+    }
+}
