@@ -9,6 +9,7 @@ mod experiment;
 mod features;
 mod plot;
 mod posthoc;
+mod predict;
 mod report;
 mod stage2;
 mod table;
@@ -60,6 +61,9 @@ enum Command {
     /// Post-hoc correction of a trained model, its τ chosen on the validation split. Writes
     /// posthoc-<method>.json into the run folder.
     Posthoc(posthoc::Args),
+    /// Classifies image files (or folders of them) with a trained run: top-k classes with
+    /// names, raw and logit-adjusted probabilities, as a table or JSON Lines (--json).
+    Predict(predict::Args),
 }
 
 /// Runs the parsed command.
@@ -76,5 +80,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data { which } => data::run(which),
         Command::Report(args) => report::run(args),
         Command::Posthoc(args) => posthoc::run(args),
+        Command::Predict(args) => predict::run(args),
     }
 }

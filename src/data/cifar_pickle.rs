@@ -121,9 +121,8 @@ fn ndarray_bytes(value: &Value) -> std::result::Result<(Vec<usize>, &[u8]), Stri
     }
 }
 
-/// Writers of the pickle layouts above, for tests: small files with exactly the opcode
-/// structure of the real ones.
-#[cfg(test)]
+/// Writers of the pickle layouts above, for tests and tools: files with exactly the opcode
+/// structure of the real ones (the Python 2 layout is what torchvision downloads).
 pub mod write {
     /// Which writer's layout.
     #[derive(Clone, Copy, Debug)]

@@ -50,7 +50,7 @@ fn has_image_extension(path: &Path) -> bool {
 
 /// Image files under `dir`, recursively, in sorted order (torchvision walks sub-folders too);
 /// the count of other files (not images rbl reads) is returned beside them.
-fn image_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<usize> {
+pub fn image_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<usize> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| RblError::io(dir, e))?
         .map(|e| e.map(|e| e.path()).map_err(|e| RblError::io(dir, e)))

@@ -5,6 +5,7 @@ pub mod autoaugment;
 pub mod cifar;
 pub mod cifar_files;
 pub mod cifar_pickle;
+pub mod class_names;
 pub mod config;
 pub mod decode;
 pub mod folder;

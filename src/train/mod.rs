@@ -11,6 +11,7 @@ pub mod experiment;
 pub mod interrupt;
 pub mod optimizer;
 pub mod posthoc;
+pub mod predict;
 pub mod progress;
 pub mod run;
 pub mod schedule;
