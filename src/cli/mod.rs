@@ -6,6 +6,7 @@ mod compare;
 mod data;
 mod eval;
 mod experiment;
+mod export;
 mod features;
 mod plot;
 mod posthoc;
@@ -64,6 +65,9 @@ enum Command {
     /// Classifies image files (or folders of them) with a trained run: top-k classes with
     /// names, raw and logit-adjusted probabilities, as a table or JSON Lines (--json).
     Predict(predict::Args),
+    /// Writes a trained model's weights as safetensors under the state-dict names of the
+    /// equivalent PyTorch module (torchvision's for ResNet-50 / ResNeXt-50), head included.
+    Export(export::Args),
 }
 
 /// Runs the parsed command.
@@ -81,5 +85,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(args) => report::run(args),
         Command::Posthoc(args) => posthoc::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Export(args) => export::run(args),
     }
 }

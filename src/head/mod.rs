@@ -105,6 +105,24 @@ impl Head {
         self.rotation.as_ref()
     }
 
+    /// The fixed frame M (d × C) of Fixed and RBL heads.
+    pub fn frame(&self) -> Option<Tensor<2>> {
+        self.frame.clone()
+    }
+
+    /// The head with its constants (frame M, rotation base B0) replaced where given: weights
+    /// imported from a file bring the frame they were trained against. Shapes must match
+    /// (the caller checks).
+    pub fn with_constants(mut self, frame: Option<Tensor<2>>, base: Option<Tensor<2>>) -> Head {
+        if let (Some(f), Some(_)) = (frame, &self.frame) {
+            self.frame = Some(f);
+        }
+        if let (Some(b), Some(r)) = (base, self.rotation.take()) {
+            self.rotation = Some(r.with_base(b));
+        }
+        self
+    }
+
     /// The classifier as a `d × C` matrix of class directions (after R for RBL; unit columns
     /// for a cosine linear head), without bias.
     pub fn class_directions(&self) -> Tensor<2> {

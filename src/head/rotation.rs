@@ -53,6 +53,16 @@ impl Rotation {
         self.base.clone().matmul(e)
     }
 
+    /// The fixed base B0 (d × d).
+    pub fn base(&self) -> Tensor<2> {
+        self.base.clone()
+    }
+
+    /// The rotation with base `base` instead (weights imported from a file).
+    pub fn with_base(self, base: Tensor<2>) -> Rotation {
+        Rotation { base, ..self }
+    }
+
     /// The parameter A, to read its gradient.
     pub fn generator_param(&self) -> Tensor<2> {
         self.a.val()

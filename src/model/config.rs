@@ -26,6 +26,12 @@ pub struct ModelConfig {
     /// frame-directions`), keeping the backbone's initialisation and the data order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frame_seed: Option<u64>,
+    /// Start from these weights instead of a fresh initialisation: a `.safetensors` or PyTorch
+    /// `.pth` file under PyTorch names (torchvision's `resnet50-*.pth`, or `rbl export`'s
+    /// output). What the file lacks (e.g. the projection) is initialised fresh; what the network
+    /// lacks (torchvision's `fc`) is skipped; both are listed when the run starts.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub init_weights: String,
 }
 
 impl Default for ModelConfig {
@@ -38,6 +44,7 @@ impl Default for ModelConfig {
             cosine: false,
             feature_bn_l2: false,
             frame_seed: None,
+            init_weights: String::new(),
         }
     }
 }

@@ -182,7 +182,7 @@ impl RunDir {
 
     /// Whether `name` (a direct entry of the folder) is something rbl writes there.
     pub fn is_rbl_entry(name: &str) -> bool {
-        const FILES: [&str; 6] = ["config.toml", "epochs.jsonl", "metrics.json", "latest", "report.html", ".lock"];
+        const FILES: [&str; 7] = ["config.toml", "epochs.jsonl", "metrics.json", "latest", "report.html", ".lock", "model.safetensors"];
         const FOLDERS: [&str; 3] = ["plots", "features", "tensorboard"];
         let result = |prefix: &str| name.starts_with(prefix) && name.ends_with(".json");
         FILES.contains(&name)

@@ -12,6 +12,7 @@ use crate::config::ExperimentConfig;
 use crate::data::source::{check_decodable, prepare};
 use crate::error::{RblError, Result};
 use crate::loss::Criterion;
+use crate::model::weights::import_weights;
 use crate::network::Network;
 use crate::report::run_dir::{RunDir, RunLock};
 use crate::report::tensorboard::EventWriter;
@@ -127,6 +128,9 @@ impl<'a> Trainer<'a> {
         let data = prepare(&cfg.data, cfg.seed)?;
         let ctx = context(cfg.clone(), data, device);
         let net = Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &train_device)?;
+        // A new run takes model.init_weights here, before anything is written: a bad file stops
+        // it with nothing on disk.
+        let net = if opts.resume { net } else { with_init_weights(net, &cfg, opts.quiet)? };
         let optim = build_optimizer(&cfg.train);
         let criterion = Criterion::new(&cfg.loss, &ctx.train_counts)?;
         // Folder datasets decode their images as they go: a bad test or validation image is
@@ -167,7 +171,12 @@ impl<'a> Trainer<'a> {
         let mut start = Start { net, epoch: 0, partial: None };
         if opts.resume {
             start = trainer.resume(start)?;
-        } else {
+        }
+        if opts.resume && start.epoch == 0 && start.partial.is_none() {
+            // Resumed, but nothing to resume from: a fresh start after all.
+            start.net = with_init_weights(start.net, &trainer.cfg, opts.quiet)?;
+        }
+        if !opts.resume {
             write_atomic(&run_dir.config(), trainer.cfg.to_toml_string().as_bytes())?;
         }
         run_dir.write_epoch_log(&trainer.history)?;
@@ -232,6 +241,19 @@ impl<'a> Trainer<'a> {
         run_dir.write_metrics(&metrics)?;
         Ok(Some(metrics))
     }
+}
+
+/// `net` with `model.init_weights` loaded, if set (the import's summary on stderr).
+fn with_init_weights(net: Network, cfg: &ExperimentConfig, quiet: bool) -> Result<Network> {
+    if cfg.model.init_weights.is_empty() {
+        return Ok(net);
+    }
+    let path = std::path::Path::new(&cfg.model.init_weights);
+    let (net, report) = import_weights(net, cfg.model.backbone, path)?;
+    if !quiet {
+        crate::note!("{}", report.summary(path));
+    }
+    Ok(net)
 }
 
 /// The checkpoint a resumed run continues from: the one `latest` names, or, when that is
