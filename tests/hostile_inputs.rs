@@ -119,3 +119,30 @@ fn checkpoints() {
     sparse(&ckpt.join("state.json"), (64 << 20) + 1);
     assert!(rbl::train::checkpoint::load_checkpoint(ckpt).err().unwrap().to_string().contains("more than"));
 }
+
+#[test]
+fn cifar_pickles() {
+    use rbl::data::cifar_pickle::parse_cifar_pickle;
+    use rbl::data::cifar_pickle::write::{Layout, cifar_batch};
+    let p = Path::new("data_batch_1");
+    let good = cifar_batch(&[vec![5u8; 3072], vec![6u8; 3072]], &[1, 2], "labels", Layout::Python2);
+    assert!(parse_cifar_pickle(&good, Cifar::Ten, p).is_ok());
+    for cut in 0..good.len() {
+        assert!(parse_cifar_pickle(&good[..cut], Cifar::Ten, p).is_err(), "truncated at {cut}");
+    }
+    // Lengths declared far beyond the file (BINSTRING of 4 GiB, BINBYTES8 of 2^63): an error,
+    // without allocating what they declare.
+    for evil in [&b"\x80\x02T\xff\xff\xff\xffab"[..], &b"\x80\x05\x8e\xff\xff\xff\xff\xff\xff\xff\x7fab"[..]] {
+        assert!(parse_cifar_pickle(evil, Cifar::Ten, p).is_err());
+    }
+    // Deep nesting: 200,000 MARKs then 200,000 LIST opcodes.
+    let deep: Vec<u8> = [&b"\x80\x02"[..], &vec![b'('; 200_000], &vec![b'l'; 200_000], b"."].concat();
+    assert!(parse_cifar_pickle(&deep, Cifar::Ten, p).is_err());
+    for input in random_inputs() {
+        let _ = parse_cifar_pickle(&input, Cifar::Ten, p);
+        let with_header = [&b"\x80\x02"[..], &input].concat();
+        if let Ok(set) = parse_cifar_pickle(&with_header, Cifar::Hundred, p) {
+            assert!(set.labels.iter().all(|&l| (l as usize) < 100) && set.pixels.len() == set.len() * 3072);
+        }
+    }
+}

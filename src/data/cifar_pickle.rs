@@ -26,6 +26,11 @@ const PIXELS: usize = 3 * 32 * 32;
 /// Parses one pickled batch (`name` names it in errors: a file, or `archive.tar.gz:member`).
 pub fn parse_cifar_pickle(bytes: &[u8], kind: Cifar, name: &Path) -> Result<ImageSet> {
     let bad = |msg: String| RblError::format(name, msg);
+    // serde-pickle builds and drops values recursively: a file nesting containers a million
+    // deep (two bytes per level) would overflow the stack. A CIFAR batch nests four deep.
+    if let Some(depth) = nesting_depth(bytes).filter(|&d| d > MAX_DEPTH) {
+        return Err(bad(format!("containers nested {depth} deep (a CIFAR batch nests 4; at most {MAX_DEPTH} are read)")));
+    }
     let value = serde_pickle::value_from_slice(bytes, DeOptions::new().keep_restore_state())
         .map_err(|e| bad(format!("not a readable CIFAR pickle: {e}")))?;
     let Value::Dict(dict) = value else {
@@ -66,6 +71,145 @@ pub fn parse_cifar_pickle(bytes: &[u8], kind: Cifar, name: &Path) -> Result<Imag
         width: 32,
         files: None,
     })
+}
+
+/// Deepest container nesting [`parse_cifar_pickle`] accepts.
+pub const MAX_DEPTH: usize = 32;
+
+/// How deep the containers of a pickle nest, found by running its opcodes on a stack of
+/// depths (strings and numbers 0, a container 1 + its deepest item; memo entries keep theirs),
+/// stopping once past [`MAX_DEPTH`]. `None` when the stream is not one this walk can follow
+/// (an unknown opcode, a stack underflow, a cut argument): serde-pickle then reports it.
+pub fn nesting_depth(bytes: &[u8]) -> Option<usize> {
+    let mut stack: Vec<usize> = Vec::new();
+    let mut marks: Vec<usize> = Vec::new();
+    let mut memo: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    let mut deepest = 0;
+    let mut at = 0;
+    let arg = |at: &mut usize, n: usize| -> Option<&[u8]> {
+        let a = bytes.get(*at..at.checked_add(n)?)?;
+        *at += n;
+        Some(a)
+    };
+    let le = |b: &[u8]| b.iter().rev().fold(0u64, |v, &x| (v << 8) | x as u64);
+    while at < bytes.len() {
+        let op = bytes[at];
+        at += 1;
+        let pop_mark = |stack: &mut Vec<usize>, marks: &mut Vec<usize>| -> Option<usize> {
+            let m = marks.pop()?;
+            (m <= stack.len()).then(|| stack.drain(m..).max().map_or(1, |d| d + 1))
+        };
+        let pop_n = |stack: &mut Vec<usize>, n: usize| -> Option<usize> {
+            (stack.len() >= n).then(|| stack.drain(stack.len() - n..).max().map_or(1, |d| d + 1))
+        };
+        match op {
+            b'.' => break,
+            b'(' => marks.push(stack.len()),
+            b'N' | 0x88 | 0x89 => stack.push(0),
+            b'}' | b']' | b')' | 0x8f => stack.push(1),
+            b'K' | b'h' => {
+                let a = arg(&mut at, 1)?;
+                stack.push(if op == b'h' { *memo.get(&(a[0] as u64))? } else { 0 });
+            }
+            b'q' => {
+                let id = arg(&mut at, 1)?[0] as u64;
+                memo.insert(id, *stack.last()?);
+            }
+            b'r' => {
+                let id = le(arg(&mut at, 4)?);
+                memo.insert(id, *stack.last()?);
+            }
+            b'j' => {
+                let id = le(arg(&mut at, 4)?);
+                stack.push(*memo.get(&id)?);
+            }
+            0x94 => {
+                let id = memo.len() as u64;
+                memo.insert(id, *stack.last()?);
+            }
+            0x80 => drop(arg(&mut at, 1)?),
+            0x82 => stack.push(arg(&mut at, 1).map(|_| 0)?),
+            b'M' | 0x83 => stack.push(arg(&mut at, 2).map(|_| 0)?),
+            b'J' | 0x84 => stack.push(arg(&mut at, 4).map(|_| 0)?),
+            b'G' => stack.push(arg(&mut at, 8).map(|_| 0)?),
+            0x95 => drop(arg(&mut at, 8)?),
+            b'U' | b'C' | 0x8c | 0x8a => {
+                let n = arg(&mut at, 1)?[0] as usize;
+                stack.push(arg(&mut at, n).map(|_| 0)?);
+            }
+            b'T' | b'X' | b'B' | 0x8b => {
+                let n = le(arg(&mut at, 4)?) as usize;
+                stack.push(arg(&mut at, n).map(|_| 0)?);
+            }
+            0x8d | 0x8e | 0x96 => {
+                let n = usize::try_from(le(arg(&mut at, 8)?)).ok()?;
+                stack.push(arg(&mut at, n).map(|_| 0)?);
+            }
+            b'I' | b'L' | b'F' | b'S' | b'V' | b'g' | b'p' | b'P' | b'c' | b'i' => {
+                let lines = if matches!(op, b'c' | b'i') { 2 } else { 1 };
+                let mut line = &[][..];
+                for _ in 0..lines {
+                    let end = bytes[at..].iter().position(|&b| b == b'\n')?;
+                    line = &bytes[at..at + end];
+                    at += end + 1;
+                }
+                let id = || std::str::from_utf8(line).ok()?.trim().parse::<u64>().ok();
+                match op {
+                    b'p' => drop(memo.insert(id()?, *stack.last()?)),
+                    b'g' => stack.push(*memo.get(&id()?)?),
+                    b'i' => {
+                        let d = pop_mark(&mut stack, &mut marks)?;
+                        stack.push(d);
+                    }
+                    _ => stack.push(0),
+                }
+            }
+            b'0' => drop(stack.pop()?),
+            b'1' => {
+                let m = marks.pop()?;
+                stack.truncate(m);
+            }
+            b'2' => stack.push(*stack.last()?),
+            b'a' | b's' => {
+                let n = if op == b'a' { 1 } else { 2 };
+                let d = pop_n(&mut stack, n)?;
+                let top = stack.last_mut()?;
+                *top = (*top).max(d);
+            }
+            b'e' | b'u' | 0x90 => {
+                let d = pop_mark(&mut stack, &mut marks)?;
+                let top = stack.last_mut()?;
+                *top = (*top).max(d);
+            }
+            b'l' | b't' | b'd' | 0x91 | b'o' => {
+                let d = pop_mark(&mut stack, &mut marks)?;
+                stack.push(d);
+            }
+            0x85..=0x87 => {
+                let d = pop_n(&mut stack, (op - 0x84) as usize)?;
+                stack.push(d);
+            }
+            b'R' | 0x81 | 0x93 => {
+                let d = pop_n(&mut stack, 2)?;
+                stack.push(if op == 0x93 { 0 } else { d });
+            }
+            0x92 => {
+                let d = pop_n(&mut stack, 3)?;
+                stack.push(d);
+            }
+            b'b' => {
+                let state = stack.pop()?;
+                *stack.last_mut()? = state;
+            }
+            b'Q' => *stack.last_mut()? = 0,
+            _ => return None,
+        }
+        deepest = deepest.max(stack.last().copied().unwrap_or(0));
+        if deepest > MAX_DEPTH {
+            return Some(deepest);
+        }
+    }
+    Some(deepest)
 }
 
 /// The entry `key` of a batch, whether Python 2 wrote the key as bytes or Python 3 as text.
@@ -324,6 +468,19 @@ mod tests {
     }
 
     #[test]
+    fn pickles_written_by_python3_and_numpy2_read() {
+        // fuzz/seeds/pickle holds pickle.dumps of a batch dict with a real numpy 2.x array
+        // (protocols 2 and 5), after the fuzz target's one-byte selector.
+        let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/pickle");
+        let want: Vec<u8> = (0..2 * PIXELS).map(|i| (i % 251) as u8).collect();
+        for (file, kind, labels) in [("ten_py3_p2", Cifar::Ten, vec![3, 7]), ("hundred_py3_p5", Cifar::Hundred, vec![99, 0])] {
+            let bytes = std::fs::read(seeds.join(file)).unwrap();
+            let set = parse_cifar_pickle(&bytes[1..], kind, Path::new(file)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((set.labels, &set.pixels), (labels, &want), "{file}");
+        }
+    }
+
+    #[test]
     fn the_python2_file_has_the_real_opcode_structure() {
         let bytes = cifar_batch(&[image(1)], &[5], "labels", Layout::Python2);
         // Protocol 2, numpy 1.x's reconstructor, strings as SHORT_BINSTRING, pixels as BINSTRING.
@@ -333,6 +490,27 @@ mod tests {
         assert!(has(b"U\x04data"));
         assert!(has(&[b'T', 0x00, 0x0c, 0, 0]), "3072-byte BINSTRING");
         assert!(!has(b"X\x04\x00\x00\x00data") && !has(b"_codecs"));
+    }
+
+    #[test]
+    fn nesting_depth_follows_the_opcodes() {
+        // The real layout nests: dict → data state tuple → shape tuple (the dtype's BUILD
+        // state is a tuple inside the state tuple).
+        let real = cifar_batch(&[image(1)], &[5], "labels", Layout::Python2);
+        let d = nesting_depth(&real).unwrap();
+        assert!((3..=5).contains(&d), "{d}");
+        assert_eq!(nesting_depth(b"\x80\x02K\x05."), Some(0));
+        // ((((x)))) by TUPLE1: five bytes, depth 4; by MARK … LIST; by EMPTY_LIST … APPEND.
+        assert_eq!(nesting_depth(b"K\x01\x85\x85\x85\x85."), Some(4));
+        assert_eq!(nesting_depth(b"(((lll."), Some(3));
+        assert_eq!(nesting_depth(b"]]]aa."), Some(3));
+        // A memoised deep value fetched again keeps its depth.
+        assert_eq!(nesting_depth(b"]]aq\x000h\x00\x85."), Some(3));
+        assert_eq!(nesting_depth(b"a."), None, "stack underflow: left to serde-pickle");
+        let deep: Vec<u8> = [vec![b']'; 100], vec![b'a'; 99], vec![b'.']].concat();
+        assert_eq!(nesting_depth(&deep), Some(MAX_DEPTH + 1), "stops once past the limit");
+        let e = parse_cifar_pickle(&deep, Cifar::Ten, Path::new("deep")).unwrap_err().to_string();
+        assert!(e.contains("deep") && e.contains("nested"), "{e}");
     }
 
     #[test]

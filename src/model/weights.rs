@@ -192,8 +192,7 @@ mod tests {
     use burn::tensor::{Device, Distribution};
 
     fn network(seed: u64, head: HeadKind) -> Network {
-        let mut cfg = ExperimentConfig::default();
-        cfg.seed = seed;
+        let mut cfg = ExperimentConfig { seed, ..ExperimentConfig::default() };
         cfg.model.head = head;
         cfg.model.widths = [4, 4, 8];
         cfg.model.feature_dim = 16;

@@ -1,0 +1,15 @@
+//! CIFAR pickled batches (torchvision's layout): any bytes give whole images with labels in
+//! range, or an error; never a panic, a stack overflow or an allocation a length field asked for.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use rbl::data::cifar::Cifar;
+use rbl::data::cifar_pickle::parse_cifar_pickle;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, body)) = data.split_first() else { return };
+    let kind = if which % 2 == 0 { Cifar::Ten } else { Cifar::Hundred };
+    if let Ok(set) = parse_cifar_pickle(body, kind, std::path::Path::new("fuzz_batch")) {
+        assert_eq!(set.pixels.len(), set.labels.len() * 3072);
+        assert!(set.labels.iter().all(|&l| (l as usize) < kind.classes()));
+    }
+});
