@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use rbl::ExperimentConfig;
 use rbl::report::run_dir::RunDir;
-use rbl::report::table::{TableOptions, render_table, run_entries};
+use rbl::report::table::{TableOptions, TableSelect, render_table, run_entries_selected};
 use rbl::train::{RunOptions, train_run};
 
 #[derive(clap::Args)]
@@ -34,10 +34,15 @@ pub struct Args {
     /// Add rows for the two-stage results (rbl stage2 / rbl posthoc) found in each run folder.
     #[arg(long)]
     two_stage: bool,
+    /// Which epoch each cell reports: the last, the best on validation (runs trained with
+    /// eval.select = "val"), or the best on the test set (the paper's optimistic protocol,
+    /// labelled as such). Repeat or comma-separate for one table each.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "last")]
+    select: Vec<TableSelect>,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let mut entries = Vec::new();
+    let mut runs = Vec::new();
     for path in &args.configs {
         let base = ExperimentConfig::load(path, &[])?;
         // Without --seeds, the config's own run.
@@ -50,9 +55,28 @@ pub fn run(args: Args) -> Result<()> {
                 train_run(cfg.clone(), &RunOptions::new(run_dir.clone(), resume))?;
             }
             let source = format!("{} (run {})", path.display(), run_dir.path().display());
-            entries.extend(run_entries(&cfg.method_label(), &cfg.column_label(), &source, &run_dir, args.two_stage)?);
+            runs.push((cfg, source, run_dir));
         }
     }
-    rbl::report::console::write_stdout_text(&render_table(&entries, TableOptions { adjusted: !args.raw, shots: args.shots }));
+    let mut text = String::new();
+    for &select in &args.select {
+        let mut entries = Vec::new();
+        for (cfg, source, run_dir) in &runs {
+            entries.extend(run_entries_selected(
+                &cfg.method_label(),
+                &cfg.column_label(),
+                source,
+                run_dir,
+                args.two_stage,
+                select,
+                !args.raw,
+            )?);
+        }
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text += &render_table(&entries, TableOptions { select, adjusted: !args.raw, shots: args.shots });
+    }
+    rbl::report::console::write_stdout_text(&text);
     Ok(())
 }

@@ -13,4 +13,4 @@ pub mod table;
 pub mod tensorboard;
 
 pub use atomic::write_atomic;
-pub use records::{EpochRecord, EvalSummary, FinalMetrics};
+pub use records::{EpochRecord, EvalSummary, FinalMetrics, SelectedEpoch};

@@ -85,6 +85,22 @@ pub struct FinalMetrics {
     pub wall_seconds: f64,
     /// max |RᵀR − I| of the final RBL rotation.
     pub rotation_orthogonality_error: Option<f64>,
+    /// The selected epoch's scores (`eval.select = "val"`); absent for `last`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<SelectedEpoch>,
+}
+
+/// The model `eval.select` chose, scored once at the end of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelectedEpoch {
+    /// The rule (`val`).
+    pub rule: String,
+    /// The chosen 1-based epoch.
+    pub epoch: usize,
+    /// Its test-set scores.
+    pub test: EvalSummary,
+    /// Its validation-set scores (what chose it).
+    pub val: Option<EvalSummary>,
 }
 
 #[cfg(test)]

@@ -76,6 +76,11 @@ impl RunDir {
         self.features().join(format!("epoch_{epoch:03}"))
     }
 
+    /// `best/`: the checkpoint of the epoch best on the validation split (`eval.select = "val"`).
+    pub fn best(&self) -> PathBuf {
+        self.path.join("best")
+    }
+
     /// `tensorboard/`: TensorBoard event files (`log.tensorboard`).
     pub fn tensorboard(&self) -> PathBuf {
         self.path.join("tensorboard")
@@ -183,7 +188,7 @@ impl RunDir {
     /// Whether `name` (a direct entry of the folder) is something rbl writes there.
     pub fn is_rbl_entry(name: &str) -> bool {
         const FILES: [&str; 7] = ["config.toml", "epochs.jsonl", "metrics.json", "latest", "report.html", ".lock", "model.safetensors"];
-        const FOLDERS: [&str; 3] = ["plots", "features", "tensorboard"];
+        const FOLDERS: [&str; 4] = ["plots", "features", "tensorboard", "best"];
         let result = |prefix: &str| name.starts_with(prefix) && name.ends_with(".json");
         FILES.contains(&name)
             || FOLDERS.contains(&name)

@@ -5,8 +5,72 @@
 use std::collections::BTreeMap;
 
 use crate::error::{RblError, Result};
+use crate::report::EvalSummary;
+#[cfg(test)]
+use crate::report::FinalMetrics;
 use crate::report::run_dir::{RunDir, read_json};
-use crate::report::{EvalSummary, FinalMetrics};
+
+/// Which epoch's test scores a table shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TableSelect {
+    /// The last epoch (the headline).
+    #[default]
+    Last,
+    /// The epoch best on the validation split (runs trained with `eval.select = "val"`).
+    Val,
+    /// The epoch best on the test set itself: the paper's protocol, optimistic; only for
+    /// comparison with published numbers.
+    BestTest,
+}
+
+impl TableSelect {
+    /// The caption line of the table.
+    pub fn caption(self) -> &'static str {
+        match self {
+            TableSelect::Last => "last epoch",
+            TableSelect::Val => "epoch best on the validation split (eval.select = \"val\")",
+            TableSelect::BestTest => {
+                "BEST TEST EPOCH: the paper's protocol, optimistic (selected on the images it reports); for comparison with published numbers only"
+            }
+        }
+    }
+}
+
+/// The test scores of a run under `select`: `Ok(None)` when the run has not finished, an
+/// error naming the run when it cannot give them (a `val` table over runs trained without it).
+pub fn selected_scores(run: &RunDir, select: TableSelect, adjusted: bool) -> Result<Option<EvalSummary>> {
+    let Some(metrics) = run.read_metrics()? else { return Ok(None) };
+    match select {
+        TableSelect::Last => Ok(Some(metrics.test)),
+        TableSelect::Val => match metrics.selected {
+            Some(s) => Ok(Some(s.test)),
+            None => Err(RblError::format(
+                &run.metrics(),
+                "no validation-selected scores: the run was trained with eval.select = \"last\" (retrain with --set eval.select='\"val\"')",
+            )),
+        },
+        TableSelect::BestTest => {
+            let log = run.read_epoch_log()?;
+            let score = |r: &&crate::report::EpochRecord| if adjusted { r.test_acc_adjusted } else { r.test_acc };
+            let best = log
+                .iter()
+                .filter(|r| score(r).is_some())
+                .max_by(|a, b| score(a).unwrap().total_cmp(&score(b).unwrap()).then(b.epoch.cmp(&a.epoch)));
+            let Some(best) = best else { return Ok(Some(metrics.test)) };
+            let shots = if adjusted { best.test_shots_adjusted } else { best.test_shots }.unwrap_or([None; 3]);
+            let report = crate::metrics::ClassificationReport {
+                top1: score(&best).unwrap(),
+                many: shots[0],
+                medium: shots[1],
+                few: shots[2],
+                per_class: Vec::new(),
+            };
+            let mut t = metrics.test;
+            (t.raw, t.adjusted, t.loss) = (report.clone(), report, best.test_loss.unwrap_or(f64::NAN));
+            Ok(Some(t))
+        }
+    }
+}
 
 /// One config's (or one two-stage result's) place in the table and its test scores, if the run
 /// finished.
@@ -38,9 +102,23 @@ pub const TWO_STAGE_RESULTS: [(&str, &str, &str, bool); 5] = [
 /// "`method` + cRT" and so on. A two-stage result's cell is the method's own answer whichever
 /// kind of table is drawn: both reports of its entry are set to it.
 pub fn run_entries(method: &str, column: &str, source: &str, run: &RunDir, two_stage: bool) -> Result<Vec<TableEntry>> {
-    let metrics: Option<FinalMetrics> = run.read_metrics()?;
-    let mut out = vec![TableEntry { method: method.into(), column: column.into(), source: source.into(), test: metrics.map(|m| m.test) }];
-    if two_stage && out[0].test.is_some() {
+    run_entries_selected(method, column, source, run, two_stage, TableSelect::Last, true)
+}
+
+/// As [`run_entries`], the run's own cell taken under `select` (two-stage results are
+/// computed from the last epoch's model, so a table of another selection leaves them out).
+pub fn run_entries_selected(
+    method: &str,
+    column: &str,
+    source: &str,
+    run: &RunDir,
+    two_stage: bool,
+    select: TableSelect,
+    adjusted: bool,
+) -> Result<Vec<TableEntry>> {
+    let test = selected_scores(run, select, adjusted)?;
+    let mut out = vec![TableEntry { method: method.into(), column: column.into(), source: source.into(), test }];
+    if two_stage && select == TableSelect::Last && out[0].test.is_some() {
         for (command, name, suffix, adjusted) in TWO_STAGE_RESULTS {
             let path = run.two_stage_result(command, name);
             let test: Option<EvalSummary> = read_json::<serde_json::Value>(&path)?
@@ -62,8 +140,10 @@ pub fn run_entries(method: &str, column: &str, source: &str, run: &RunDir, two_s
 }
 
 /// What the cells show.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct TableOptions {
+    /// Which epoch (for the caption; the entries carry the scores).
+    pub select: TableSelect,
     /// Logit-adjusted (τ of each run) rather than raw accuracy.
     pub adjusted: bool,
     /// Add many / medium / few under each top-1.
@@ -110,7 +190,8 @@ pub fn render_table(entries: &[TableEntry], opts: TableOptions) -> String {
         }
     }
     let kind = if opts.adjusted { "adjusted" } else { "raw" };
-    let mut out = format!("Top-1 % ({kind}){}\n\n", if opts.shots { ", with many / medium / few below" } else { "" });
+    let mut out =
+        format!("Top-1 % ({kind}, {}){}\n\n", opts.select.caption(), if opts.shots { ", with many / medium / few below" } else { "" });
     out += &format!("| method | {} |\n|---|{}\n", columns.join(" | "), "---|".repeat(columns.len()));
     for (r, row) in rows.iter().enumerate() {
         let mut line = format!("| {row} |");
@@ -177,6 +258,7 @@ mod tests {
             val: None,
             wall_seconds: 0.0,
             rotation_orthogonality_error: None,
+            selected: None,
         };
         // Before metrics.json exists the run is missing and its two-stage files are not read.
         write("stage2-crt.json", serde_json::json!({ "test": summary(75.0, 77.0) }));
@@ -188,8 +270,8 @@ mod tests {
         let e = run_entries("CE", "IR100", "ce.toml", &RunDir::new(dir.path()), true).unwrap();
         let labels: Vec<&str> = e.iter().map(|e| e.method.as_str()).collect();
         assert_eq!(labels, ["CE", "CE + cRT", "CE + post-hoc LA"]);
-        let raw = render_table(&e, TableOptions { adjusted: false, shots: false });
-        let adj = render_table(&e, TableOptions { adjusted: true, shots: false });
+        let raw = render_table(&e, TableOptions { adjusted: false, shots: false, ..Default::default() });
+        let adj = render_table(&e, TableOptions { adjusted: true, shots: false, ..Default::default() });
         // cRT is its re-trained classifier (raw 75) and post-hoc LA its validated τ (73), in both tables.
         for t in [&raw, &adj] {
             assert!(t.contains("| CE + cRT | 75.00 |") && t.contains("| CE + post-hoc LA | 73.00 |"), "{t}");
@@ -211,13 +293,13 @@ mod tests {
                 entry("RBL", "IR50", None),
                 entry("CE", "IR100", Some(70.0)),
             ],
-            TableOptions { adjusted: true, shots: false },
+            TableOptions { adjusted: true, shots: false, ..Default::default() },
         );
         assert!(t.contains("| method | IR100 | IR50 |"), "{t}");
         assert!(t.contains("| RBL | 81.00 ± 1.41 (n=2) | — |"), "{t}");
         assert!(t.contains("| CE | 70.00 | — |"), "{t}");
         assert!(t.contains("Missing (1 run(s)") && t.contains("RBL-IR50.toml"), "{t}");
-        let s = render_table(&[entry("CE", "IR100", Some(70.0))], TableOptions { adjusted: false, shots: true });
+        let s = render_table(&[entry("CE", "IR100", Some(70.0))], TableOptions { adjusted: false, shots: true, ..Default::default() });
         assert!(s.contains("70.00<br>71.0 / - / 69.0"), "{s}");
     }
 }

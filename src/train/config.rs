@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::train::selection::Selection;
+
 use crate::train::schedule::Schedule;
 
 /// Optimiser and learning-rate schedule.
@@ -72,6 +74,10 @@ pub struct EvalConfig {
     /// After these epochs, draw PCA pictures of the train and test features with the class
     /// directions into `RUN_DIR/features/` (the paper's feature visualisations).
     pub feature_epochs: Vec<usize>,
+    /// Which epoch the run reports besides the last (`last`, or `val`: the epoch best on the
+    /// validation split, its checkpoint kept in `RUN_DIR/best/`); never the test set.
+    #[serde(skip_serializing_if = "Selection::is_last")]
+    pub select: Selection,
 }
 
 impl Default for TrainConfig {
@@ -101,6 +107,6 @@ impl Default for TrainConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { tau: 1.0, batch_size: 256, nc_every: 0, train_eval: false, feature_epochs: Vec::new() }
+        Self { tau: 1.0, batch_size: 256, nc_every: 0, train_eval: false, feature_epochs: Vec::new(), select: Selection::Last }
     }
 }

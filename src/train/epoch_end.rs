@@ -14,12 +14,13 @@ use crate::metrics::neural_collapse::{NeuralCollapse, neural_collapse};
 use crate::network::Network;
 use crate::report::feature_plot::{LabelledFeatures, plot_features};
 use crate::report::run_dir::RunDir;
-use crate::report::{EpochRecord, EvalSummary, FinalMetrics};
-use crate::train::checkpoint::{CheckpointState, save_checkpoint};
+use crate::report::{EpochRecord, EvalSummary, FinalMetrics, SelectedEpoch};
+use crate::train::checkpoint::{CheckpointState, apply_weights, load_checkpoint, save_checkpoint};
 use crate::train::context::Context;
 use crate::train::epoch::EpochStats;
 use crate::train::evaluate::{ForwardPass, forward_all};
 use crate::train::run::Trainer;
+use crate::train::selection::{Selection, best_val_epoch, keep_as_best};
 
 /// What the end of an epoch computes, decided from the config.
 struct Plan {
@@ -103,7 +104,10 @@ impl Trainer<'_> {
         self.history.push(record);
         let run_dir = &self.opts.run_dir;
         let state = CheckpointState::new(done, &self.cfg, &self.history, self.wall_seconds, None);
-        save_checkpoint(run_dir.path(), net, &self.optim, state, self.cfg.train.keep_checkpoints)?;
+        let saved = save_checkpoint(run_dir.path(), net, &self.optim, state, self.cfg.train.keep_checkpoints)?;
+        if self.cfg.eval.select == Selection::Val && best_val_epoch(&self.history) == Some(done) {
+            keep_as_best(run_dir, &saved)?;
+        }
         run_dir.write_epoch_log(&self.history)?;
         if let (Some(events), Some(record)) = (self.tensorboard.as_mut(), self.history.last()) {
             events.write_epoch(record)?;
@@ -112,7 +116,8 @@ impl Trainer<'_> {
             return Ok(None);
         }
         let Measured { test, val, ortho, .. } = measured;
-        let metrics = final_metrics(&self.ctx, test.expect("last epoch is evaluated"), val, self.wall_seconds, ortho);
+        let mut metrics = final_metrics(&self.ctx, test.expect("last epoch is evaluated"), val, self.wall_seconds, ortho);
+        metrics.selected = self.selected_epoch(net)?;
         run_dir.write_metrics(&metrics)?;
         Ok(Some(metrics))
     }
@@ -169,6 +174,33 @@ pub(crate) fn final_metrics(
         val,
         wall_seconds,
         rotation_orthogonality_error: ortho,
+        selected: None,
+    }
+}
+
+impl Trainer<'_> {
+    /// With `eval.select = "val"`: the kept best checkpoint scored on the test and validation
+    /// sets (deterministic, so a recomputation after a crash gives the same numbers).
+    pub(crate) fn selected_epoch(&self, net: &Network) -> Result<Option<SelectedEpoch>> {
+        if self.cfg.eval.select != Selection::Val {
+            return Ok(None);
+        }
+        let run_dir = &self.opts.run_dir;
+        let Some(epoch) = best_val_epoch(&self.history) else {
+            return Err(RblError::Dataset("eval.select = \"val\": no epoch was scored on the validation split".into()));
+        };
+        let best = load_checkpoint(&run_dir.best())?;
+        if best.state.epoch != epoch {
+            return Err(RblError::Checkpoint {
+                path: run_dir.best(),
+                msg: format!("holds epoch {}, but the epoch log's best on validation is {epoch}", best.state.epoch),
+            });
+        }
+        let best_net = apply_weights(net.valid(), &best)?;
+        let evaluator = self.ctx.evaluator(self.cfg.eval.tau);
+        let test = evaluator.evaluate(&best_net, &self.ctx.test)?;
+        let val = self.ctx.val.as_ref().map(|v| evaluator.evaluate(&best_net, v)).transpose()?;
+        Ok(Some(SelectedEpoch { rule: "val".into(), epoch, test, val }))
     }
 }
 

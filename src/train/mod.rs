@@ -15,6 +15,7 @@ pub mod predict;
 pub mod progress;
 pub mod run;
 pub mod schedule;
+pub mod selection;
 pub mod stage2;
 pub mod step;
 pub mod trained_run;

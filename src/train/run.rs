@@ -27,6 +27,7 @@ use crate::train::epoch_end::final_metrics;
 use crate::train::interrupt;
 use crate::train::optimizer::build_optimizer;
 use crate::train::schedule::learning_rate;
+use crate::train::selection::{Selection, best_val_epoch, keep_as_best, kept_best_epoch};
 
 /// How to run: where, and whether to stop early (to test resuming).
 #[derive(Debug, Clone)]
@@ -139,6 +140,14 @@ impl<'a> Trainer<'a> {
         if let Some(val) = &ctx.val {
             check_decodable(val, "validation", cfg.data.workers)?;
         }
+        if cfg.eval.select == Selection::Val && ctx.val.is_none() {
+            return Err(RblError::Config {
+                origin: "eval.select".into(),
+                msg: "\"val\" needs a validation split: data.val_per_class (built-in datasets), data.val_split (folder) or a val/ \
+                      beside test/ (image-folder)"
+                    .into(),
+            });
+        }
         if cfg.train.drop_last && cfg.train.batch_size > ctx.train.len() {
             return Err(RblError::Config {
                 origin: "train.batch_size".into(),
@@ -222,6 +231,21 @@ impl<'a> Trainer<'a> {
         }
         self.history = ckpt.state.history;
         self.wall_seconds = ckpt.state.wall_seconds;
+        // A stop between an epoch's checkpoint and its copy to best/ leaves best/ behind the
+        // log; that epoch's checkpoint is the one just restored, or still on disk.
+        if self.cfg.eval.select == Selection::Val
+            && let Some(epoch) = best_val_epoch(&self.history)
+            && kept_best_epoch(run_dir)? != Some(epoch)
+        {
+            let source = run_dir.path().join(format!("checkpoint-{epoch:06}"));
+            if !source.is_dir() {
+                return Err(RblError::Checkpoint {
+                    path: run_dir.best(),
+                    msg: format!("does not hold epoch {epoch}, the best on validation, and that epoch's checkpoint is gone"),
+                });
+            }
+            keep_as_best(run_dir, &source)?;
+        }
         Ok(Start { net, epoch: ckpt.state.epoch, partial: ckpt.state.partial })
     }
 
@@ -237,7 +261,8 @@ impl<'a> Trainer<'a> {
         let evaluator = self.ctx.evaluator(self.cfg.eval.tau);
         let test = evaluator.evaluate(&eval_net, &self.ctx.test)?;
         let val = self.ctx.val.as_ref().map(|v| evaluator.evaluate(&eval_net, v)).transpose()?;
-        let metrics = final_metrics(&self.ctx, test, val, self.wall_seconds, net.head.rotation().map(|r| r.orthogonality_error()));
+        let mut metrics = final_metrics(&self.ctx, test, val, self.wall_seconds, net.head.rotation().map(|r| r.orthogonality_error()));
+        metrics.selected = self.selected_epoch(net)?;
         run_dir.write_metrics(&metrics)?;
         Ok(Some(metrics))
     }
