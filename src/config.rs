@@ -62,6 +62,17 @@ impl Default for ExperimentConfig {
     }
 }
 
+/// Options added after runs had been written, with the value those runs were trained with. A
+/// config a run stored without the key means that value, not today's default (which follows
+/// the released code): `rbl train --resume` and every command that loads a run keep training
+/// and evaluating it as it was trained.
+pub const LEGACY_VALUES: [(&str, &str, &str); 4] = [
+    ("model", "rotation_generator", "full"),
+    ("model", "projection_init", "he"),
+    ("train", "lr_at", "epoch_start"),
+    ("loss", "focal", "softmax"),
+];
+
 impl ExperimentConfig {
     /// Reads a TOML file and applies `key=value` overrides (dotted keys, TOML values).
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
@@ -71,7 +82,32 @@ impl ExperimentConfig {
 
     /// Parses TOML text (named `origin` in errors) and applies overrides.
     pub fn from_toml_str(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let value: toml::Value = toml::from_str(text).map_err(|e| RblError::Config { origin: origin.into(), msg: e.to_string() })?;
+        Self::from_value(value, origin, overrides)
+    }
+
+    /// Reads a config a run stored (its `config.toml`), as [`Self::load`] but with
+    /// [`LEGACY_VALUES`] for the keys it lacks: the run was trained before they existed.
+    pub fn load_stored(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = crate::error::read_text_capped(path, 1 << 20)?;
+        Self::from_stored_toml_str(&text, &path.display().to_string(), overrides)
+    }
+
+    /// As [`Self::from_toml_str`], for a config a run stored (see [`Self::load_stored`]).
+    pub fn from_stored_toml_str(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
         let mut value: toml::Value = toml::from_str(text).map_err(|e| RblError::Config { origin: origin.into(), msg: e.to_string() })?;
+        if let Some(root) = value.as_table_mut() {
+            for (section, key, legacy) in LEGACY_VALUES {
+                let table = root.entry(section).or_insert_with(|| toml::Value::Table(Default::default()));
+                if let Some(t) = table.as_table_mut() {
+                    t.entry(key).or_insert_with(|| toml::Value::String(legacy.into()));
+                }
+            }
+        }
+        Self::from_value(value, origin, overrides)
+    }
+
+    fn from_value(mut value: toml::Value, origin: &str, overrides: &[String]) -> Result<Self> {
         for ov in overrides {
             apply_override(&mut value, ov)?;
         }

@@ -24,12 +24,18 @@ pub struct Network {
 impl Network {
     /// Builds a freshly initialised network for `cfg` (the caller seeds the device).
     pub fn from_config(cfg: &ExperimentConfig, in_channels: usize, classes: usize, device: &Device) -> Result<Network> {
-        let shape =
-            BackboneShape { in_channels, widths: cfg.model.widths, feature_dim: cfg.model.feature_dim, precision: cfg.train.precision };
+        let shape = BackboneShape {
+            in_channels,
+            widths: cfg.model.widths,
+            feature_dim: cfg.model.feature_dim,
+            precision: cfg.train.precision,
+            projection_init: cfg.model.projection_init,
+        };
         let (backbone, dim) = Backbone::build(cfg.model.backbone, shape, device)?;
         let head =
             Head::new(cfg.model.head, dim, classes, cfg.model.frame_seed.unwrap_or(cfg.seed), cfg.device == DeviceKind::Cpu, device)?
-                .with_cosine(cfg.model.cosine);
+                .with_cosine(cfg.model.cosine)
+                .with_generator(cfg.model.rotation_generator);
         let feature_norm = cfg.model.feature_bn_l2.then(|| BatchNormConfig::new(dim).init(device));
         Ok(Network { backbone, feature_norm, head })
     }

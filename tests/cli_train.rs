@@ -40,7 +40,8 @@ fn train_writes_the_run_folder_and_eval_reproduces_it() {
         assert!(!e[key].is_null(), "epoch record lacks {key}: {e}");
     }
     assert_eq!(e["epoch"], 1);
-    assert!((e["lr"].as_f64().unwrap() - 0.05).abs() < 1e-12, "warm-up starts at lr/2");
+    // The released code's warm-up, read at the epoch's end: lr/2 + lr/2·(e + 1)/W = 0.1 for W = 1.
+    assert!((e["lr"].as_f64().unwrap() - 0.1).abs() < 1e-12, "lr {}", e["lr"]);
     for key in ["nc1", "equinorm", "equiangularity", "max_angle_distance", "self_duality", "ncc_agreement"] {
         assert!(e["neural_collapse"][key].as_f64().unwrap().is_finite(), "NC metric {key}: {e}");
     }

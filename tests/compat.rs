@@ -34,3 +34,20 @@ fn an_old_run_evaluates_to_the_numbers_it_wrote() {
     }
     assert_eq!(now["loss"], then["test"]["loss"]);
 }
+
+#[test]
+fn an_old_runs_config_keeps_the_options_it_was_trained_with() {
+    // Written before model.rotation_generator, model.projection_init, train.lr_at and
+    // loss.focal existed: it means the values of that time, not today's defaults.
+    use rbl::config::ExperimentConfig;
+    let stored = ExperimentConfig::load_stored(&fixture().join("config.toml"), &[]).unwrap();
+    let text = stored.to_toml_string();
+    for (section, key, legacy) in rbl::config::LEGACY_VALUES {
+        let line = format!("{key} = \"{legacy}\"");
+        assert!(text.contains(&line), "[{section}] {line} in {text}");
+    }
+    // A user's config without them gets the released code's choices.
+    let fresh = ExperimentConfig::load(&fixture().join("config.toml"), &[]).unwrap();
+    assert_ne!(fresh, stored);
+    assert_eq!(fresh.model.rotation_generator, rbl::head::rotation::RotationGenerator::Lower);
+}

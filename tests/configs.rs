@@ -6,8 +6,11 @@ use rbl::config::{BackboneKind, DatasetKind, HeadKind, LossKind, Schedule};
 fn every_shipped_config_loads() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
     let mut n = 0;
-    let paths: Vec<_> =
-        std::fs::read_dir(&dir).unwrap().chain(std::fs::read_dir(dir.join("paper")).unwrap()).map(|e| e.unwrap().path()).collect();
+    let paths: Vec<_> = ["", "paper", "baselines", "terminal"]
+        .iter()
+        .flat_map(|sub| std::fs::read_dir(dir.join(sub)).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
     for path in paths {
         if path.extension().is_some_and(|e| e == "toml") {
             let cfg = rbl::ExperimentConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -15,7 +18,39 @@ fn every_shipped_config_loads() {
             n += 1;
         }
     }
-    assert!(n >= 10 + 14, "only {n} configs found");
+    assert!(n >= 10 + 14 + 24 + 8, "only {n} configs found");
+}
+
+/// The terminal-phase experiment (issue #14): one recipe for every method, only the head and the
+/// rotation generator differ; MNIST without flips and on a balanced test set.
+#[test]
+fn terminal_phase_configs_differ_only_in_the_method() {
+    use rbl::head::rotation::RotationGenerator;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/terminal");
+    for ds in ["fmnist", "mnist"] {
+        let load = |m: &str| rbl::ExperimentConfig::load(&dir.join(format!("terminal_{ds}_{m}.toml")), &[]).unwrap();
+        let ce = load("ce");
+        assert_eq!((ce.train.epochs, ce.train.batch_size, ce.train.warmup_epochs, ce.data.n_max), (200, 128, 5, 1000));
+        assert_eq!(ce.eval.select, rbl::train::selection::Selection::Val);
+        assert_eq!(ce.data.flip, ds == "fmnist");
+        assert_eq!(ce.data.test_per_class, if ds == "mnist" { 892 } else { 0 });
+        for (m, head, generator) in [
+            ("fixed", HeadKind::Etf, None),
+            ("rbl_lower", HeadKind::Rbl, Some(RotationGenerator::Lower)),
+            ("rbl_full", HeadKind::Rbl, Some(RotationGenerator::Full)),
+        ] {
+            let c = load(m);
+            let mut keys = ce.differing_keys(&c);
+            keys.sort();
+            let want: Vec<&str> = if generator == Some(RotationGenerator::Full) {
+                vec!["method", "model.head", "model.rotation_generator", "name"]
+            } else {
+                vec!["method", "model.head", "name"]
+            };
+            assert_eq!(keys, want, "{ds} {m}");
+            assert_eq!(c.model.head, head);
+        }
+    }
 }
 
 /// The paper's Table 1 and 2 rows: one config each for RBL and Fixed, with the recipe's key values.

@@ -21,7 +21,7 @@ METHODS = [
     ("la", "LA loss", {"head": "linear"}, {"name": "logit_adjusted", "tau": 1.0}, {}),
     ("bs", "Balanced Softmax", {"head": "linear"}, {"name": "balanced_softmax"}, {}),
     ("cb_ce", "CB-CE", {"head": "linear"}, {"name": "cb_ce", "beta": 0.9999}, {}),
-    ("cb_focal", "CB-Focal", {"head": "linear"}, {"name": "cb_focal", "beta": 0.9999, "gamma": 1.0}, {}),
+    ("cb_focal", "CB-Focal", {"head": "linear"}, {"name": "cb_focal", "beta": 0.9999, "gamma": 1.0, "focal": "softmax"}, {}),
     ("ldam_drw", "LDAM-DRW", {"head": "linear", "cosine": True},
      {"name": "ldam", "ldam_max_margin": 0.5, "ldam_scale": 30.0, "drw_epoch": 6, "beta": 0.9999}, {}),
     ("lade", "LADE", {"head": "linear"}, {"name": "lade", "lade_alpha": 0.1, "lade_lambda": 0.1}, {}),
@@ -64,6 +64,9 @@ def config(stem, label, model, loss, data, ratio):
     ]
     lines += [f"{k} = {value(v)}" for k, v in data.items()]
     lines += ["", "[model]", 'backbone = "resnet32"', "widths = [8, 16, 32]", "feature_dim = 64"]
+    # The options this table was made with, before the defaults followed the released code
+    # (issue #14): kept so the README's numbers reproduce bitwise.
+    lines += ['rotation_generator = "full"', 'projection_init = "he"']
     lines += [f"{k} = {value(v)}" for k, v in model.items()]
     lines += [
         "",
@@ -78,6 +81,7 @@ def config(stem, label, model, loss, data, ratio):
         "warmup_start_factor = 0.5",
         "drop_last = true",
         "eval_every = 4",
+        'lr_at = "epoch_start"',
         "",
         "[eval]",
         "tau = 1.0",

@@ -52,7 +52,7 @@ pub fn run(args: Args) -> Result<()> {
             if !run_dir.holds_run() {
                 bail!("{}: not a run folder (no config.toml)", run_dir.path().display());
             }
-            (ExperimentConfig::load(&run_dir.config(), &overrides)?, run_dir, true)
+            (ExperimentConfig::load_stored(&run_dir.config(), &overrides)?, run_dir, true)
         }
         None => {
             let path = args.config.expect("clap requires --config");

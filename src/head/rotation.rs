@@ -4,6 +4,14 @@
 //! SO(d) (the exponential of a skew-symmetric matrix is a rotation). B0 is a fixed random
 //! Haar-orthogonal matrix, as in the paper's code (geotorch's "expm" parametrisation starts
 //! from a random orthogonal base), so that R at initialisation is a random rotation.
+//!
+//! The generator (`model.rotation_generator`): the paper writes exp(A − Aᵀ) (`full`); the
+//! released code, through geotorch, uses exp(L − Lᵀ) with L = tril(A, −1) (`lower`, the
+//! default). Both reach every rotation, but under SGD they differ by a factor of 2: with
+//! G = ∂loss/∂(skew), the full form's gradient on A is G − Gᵀ and moves the skew matrix by
+//! 2·lr·(G − Gᵀ), the lower form's moves it by lr·(G − Gᵀ).
+
+use serde::{Deserialize, Serialize};
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -21,7 +29,18 @@ fn expm_f64_on_cpu(x: Tensor<2>) -> Tensor<2> {
     expm_f64(x.to_device(&cpu)).to_device(&device)
 }
 
-/// R = B0 · exp(A − Aᵀ).
+/// Which part of A generates the rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RotationGenerator {
+    /// exp(L − Lᵀ), L the strictly lower triangle of A (the released code, via geotorch).
+    #[default]
+    Lower,
+    /// exp(A − Aᵀ) (the paper's formula).
+    Full,
+}
+
+/// R = B0 · exp(A − Aᵀ), or B0 · exp(L − Lᵀ) with L = tril(A, −1).
 #[derive(Module, Debug)]
 pub struct Rotation {
     /// The free parameter A (d × d).
@@ -30,6 +49,9 @@ pub struct Rotation {
     base: Tensor<2>,
     /// Compute exp in f64 on this device (backends that have f64); otherwise in f64 on the CPU.
     wide: bool,
+    /// Which part of A is the generator (chosen by the config, not a weight).
+    #[module(skip)]
+    generator: RotationGenerator,
 }
 
 impl Rotation {
@@ -42,12 +64,21 @@ impl Rotation {
             a: Param::from_tensor(Tensor::zeros([dim, dim], device)),
             base: Tensor::from_data(TensorData::new(b0.to_f32(), [dim, dim]), device),
             wide,
+            generator: RotationGenerator::Lower,
         }
+    }
+
+    /// The rotation with `generator` as its parametrisation.
+    pub fn with_generator(self, generator: RotationGenerator) -> Rotation {
+        Rotation { generator, ..self }
     }
 
     /// The rotation matrix R (d × d).
     pub fn matrix(&self) -> Tensor<2> {
-        let a = self.a.val();
+        let a = match self.generator {
+            RotationGenerator::Full => self.a.val(),
+            RotationGenerator::Lower => self.a.val().tril(-1),
+        };
         let skew = a.clone() - a.transpose();
         let e = if self.wide { expm_f64(skew) } else { expm_f64_on_cpu(skew) };
         self.base.clone().matmul(e)
@@ -74,5 +105,54 @@ impl Rotation {
         let r = Mat::from_tensor(self.matrix().detach());
         let d = r.rows;
         r.t().matmul(&r).add_scaled(&Mat::eye(d), -1.0).data.iter().fold(0.0, |m, x| m.max(x.abs()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn with_a(generator: RotationGenerator, a: Tensor<2>, device: &Device) -> Rotation {
+        let r = Rotation::new(6, 9, true, device).with_generator(generator);
+        Rotation { a: Param::from_tensor(a), ..r }
+    }
+
+    fn values(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn the_lower_form_uses_the_strict_lower_triangle_only() {
+        let device = Device::flex();
+        let a = Tensor::<2>::random([6, 6], Distribution::Normal(0.0, 0.3), &device);
+        // An A with nothing below the diagonal generates the identity: R = B0.
+        let upper = with_a(RotationGenerator::Lower, a.clone().triu(0), &device);
+        assert_eq!(values(upper.matrix()), values(upper.base()));
+        // tril(A − Aᵀ, −1) under `lower` is exactly A under `full`: the same skew matrix.
+        let full = with_a(RotationGenerator::Full, a.clone(), &device);
+        let lower = with_a(RotationGenerator::Lower, (a.clone() - a.transpose()).tril(-1), &device);
+        assert_eq!(values(full.matrix()), values(lower.matrix()));
+    }
+
+    #[test]
+    fn the_full_forms_gradient_moves_the_generator_twice_as_far() {
+        // With G = ∂loss/∂(skew): ∂loss/∂A is G − Gᵀ for `full` and tril(G − Gᵀ, −1) for
+        // `lower`. One SGD step then changes skew = A − Aᵀ by 2·lr·(G − Gᵀ) against lr·(G − Gᵀ).
+        let device = Device::flex().autodiff();
+        let a = Tensor::<2>::random([6, 6], Distribution::Normal(0.0, 0.3), &device);
+        let w = Tensor::<2>::random([6, 6], Distribution::Normal(0.0, 1.0), &device);
+        // At the same point: A for `full`, tril(A − Aᵀ, −1) for `lower` (the same skew matrix).
+        let grad = |generator, a: Tensor<2>| {
+            let r = with_a(generator, a.detach().require_grad(), &device);
+            let grads = (r.matrix() * w.clone()).sum().backward();
+            r.a.val().grad(&grads).unwrap()
+        };
+        let gf = grad(RotationGenerator::Full, a.clone());
+        let gl = grad(RotationGenerator::Lower, (a.clone() - a.transpose()).tril(-1));
+        let skew_step = |g: burn::tensor::Tensor<2>| values(g.clone() - g.transpose());
+        for (f, l) in skew_step(gf).iter().zip(skew_step(gl)) {
+            assert!((f - 2.0 * l).abs() < 1e-5 * (1.0 + f.abs()), "{f} vs 2·{l}");
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod dot_regression;
 pub mod lade;
 pub mod ldam;
 pub mod logit_adjusted;
+pub mod sigmoid_focal;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,18 @@ pub enum LossKind {
     DotRegression,
 }
 
+/// The form of CB-Focal's focal loss (`loss.focal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FocalForm {
+    /// Cui et al.'s: a sigmoid (one-vs-all) focal loss over every class, each image's terms
+    /// weighted by its class's weight, summed and divided by the batch size.
+    #[default]
+    Sigmoid,
+    /// A softmax focal loss (1 − p_y)^γ · CE, weighted mean over the batch (rbl's earlier form).
+    Softmax,
+}
+
 impl std::fmt::Display for LossKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&crate::config::variant_name(self))
@@ -58,6 +71,8 @@ pub struct LossConfig {
     pub beta: f64,
     /// γ of the focal loss.
     pub gamma: f64,
+    /// CB-Focal's form: `sigmoid` (Cui et al.'s code) or `softmax`.
+    pub focal: FocalForm,
     /// LDAM's largest margin.
     pub ldam_max_margin: f64,
     /// LDAM's logit scale s (30 in Cao et al., for cosine logits: set `model.cosine = true`).
@@ -77,6 +92,7 @@ impl Default for LossConfig {
             tau: 1.0,
             beta: 0.9999,
             gamma: 1.0,
+            focal: FocalForm::Sigmoid,
             ldam_max_margin: 0.5,
             ldam_scale: 30.0,
             drw_epoch: 0,
@@ -139,10 +155,16 @@ impl Criterion {
             LossKind::LogitAdjusted => cross_entropy(shift_by_prior(logits, vec1(self.log_prior.clone(), &device), self.cfg.tau), y),
             LossKind::BalancedSoftmax => cross_entropy(shift_by_prior(logits, vec1(self.log_prior.clone(), &device), 1.0), y),
             LossKind::CbCe => weighted_mean(cross_entropy_per_image(logits, y), per_image_weights(&self.cb_weights)),
-            LossKind::CbFocal => {
+            LossKind::CbFocal if self.cfg.focal == FocalForm::Softmax => {
                 let ce = cross_entropy_per_image(logits, y);
                 let focal = ce.clone().neg().exp().neg().add_scalar(1.0).powf_scalar(self.cfg.gamma) * ce;
                 weighted_mean(focal, per_image_weights(&self.cb_weights))
+            }
+            LossKind::CbFocal => {
+                let one_hot: Vec<f32> = (0..b * c).map(|k| (labels[k / c] as usize == k % c) as u8 as f32).collect();
+                let one_hot = Tensor::<2>::from_data(TensorData::new(one_hot, [b, c]), &device);
+                let per_image = sigmoid_focal::sigmoid_focal_per_image(logits, one_hot, self.cfg.gamma);
+                (per_image * per_image_weights(&self.cb_weights)).sum().div_scalar(b as f32)
             }
             LossKind::Ldam => {
                 let shift: Vec<f32> = (0..b * c).map(|k| if labels[k / c] as usize == k % c { self.margins[k % c] } else { 0.0 }).collect();
@@ -213,7 +235,10 @@ mod tests {
         close(loss(named("balanced_softmax"), &[7, 7, 7], 0), ce);
         // CB with β = 0 weights every class 1; focal with γ = 0 is CB-CE.
         close(loss(LossConfig { beta: 0.0, ..named("cb_ce") }, &COUNTS, 0), ce);
-        close(loss(LossConfig { gamma: 0.0, ..named("cb_focal") }, &COUNTS, 0), loss(named("cb_ce"), &COUNTS, 0));
+        close(
+            loss(LossConfig { gamma: 0.0, focal: FocalForm::Softmax, ..named("cb_focal") }, &COUNTS, 0),
+            loss(named("cb_ce"), &COUNTS, 0),
+        );
     }
 
     #[test]
@@ -233,7 +258,29 @@ mod tests {
         let (l0, l1) = (ce_row(&r0, 0), ce_row(&r1, 2));
         close(loss(named("cb_ce"), &COUNTS, 0), (w[0] * l0 + w[2] * l1) / (w[0] + w[2]));
         let f = |l: f64, g: f64| (1.0 - (-l).exp()).powf(g) * l;
-        close(loss(LossConfig { gamma: 2.0, ..named("cb_focal") }, &COUNTS, 0), (w[0] * f(l0, 2.0) + w[2] * f(l1, 2.0)) / (w[0] + w[2]));
+        let softmax_focal = LossConfig { gamma: 2.0, focal: FocalForm::Softmax, ..named("cb_focal") };
+        close(loss(softmax_focal, &COUNTS, 0), (w[0] * f(l0, 2.0) + w[2] * f(l1, 2.0)) / (w[0] + w[2]));
+    }
+
+    #[test]
+    fn sigmoid_focal_by_hand() {
+        // Cui et al.: Σ_j w_y · mod_j · BCE_j over classes, summed over the batch, ÷ batch size;
+        // BCE_j = −[y log σ(z) + (1 − y) log(1 − σ(z))], mod_j = exp(−γ y z − γ log(1 + e^−z)).
+        let w = class_balanced::effective_number_weights(&COUNTS, 0.9999);
+        let sig = |z: f64| 1.0 / (1.0 + (-z).exp());
+        let term = |z: f64, y: f64, g: f64| {
+            let bce = -(y * sig(z).ln() + (1.0 - y) * (1.0 - sig(z)).ln());
+            (-g * y * z - g * (1.0 + (-z).exp()).ln()).exp() * bce
+        };
+        for g in [0.0, 1.0, 2.0] {
+            let mut total = 0.0;
+            for (i, &label) in LABELS.iter().enumerate() {
+                let row = &LOGITS[i * 3..(i + 1) * 3];
+                let s: f64 = row.iter().enumerate().map(|(j, &z)| term(z as f64, (j == label as usize) as u8 as f64, g)).sum();
+                total += w[label as usize] * s;
+            }
+            close(loss(LossConfig { gamma: g, ..named("cb_focal") }, &COUNTS, 0), total / 2.0);
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::model::config::ProjectionInit;
 use crate::model::precision::Precision;
 use crate::model::{ResNetCifar, ResNetCifarConfig, ResNetImageNet, ResNetImageNetConfig};
 
@@ -49,6 +50,8 @@ pub struct BackboneShape {
     pub feature_dim: usize,
     /// Arithmetic of the convolutions.
     pub precision: Precision,
+    /// Initialisation of the CIFAR ResNet's projection.
+    pub projection_init: ProjectionInit,
 }
 
 /// A feature extractor: images `[B, C, H, W]` to features `[B, d]`.
@@ -91,6 +94,7 @@ impl Backbone {
             BackboneKind::Resnet32 => {
                 let cfg = ResNetCifarConfig::new(shape.in_channels, shape.widths)
                     .with_feature_dim(shape.feature_dim)
+                    .with_projection_init(shape.projection_init)
                     .with_precision(shape.precision);
                 (Backbone::ResNetCifar(cfg.init(device)), cfg.output_dim())
             }

@@ -3,7 +3,20 @@
 use serde::{Deserialize, Serialize};
 
 use crate::head::HeadKind;
+use crate::head::rotation::RotationGenerator;
 use crate::model::backbone::BackboneKind;
+
+/// How the CIFAR ResNet's projection Linear(widths[2] → feature_dim) starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectionInit {
+    /// PyTorch's nn.Linear default, weight and bias U(±1/√fan_in): what the released code
+    /// gets (its He initialisation is applied inside the ResNet only).
+    #[default]
+    Torch,
+    /// He-normal weight and bias (std √(2/fan_in)): rbl's earlier default.
+    He,
+}
 
 /// Backbone and classifier head.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -32,6 +45,12 @@ pub struct ModelConfig {
     /// lacks (torchvision's `fc`) is skipped; both are listed when the run starts.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub init_weights: String,
+    /// RBL's rotation generator: `lower` (exp(L − Lᵀ), L = tril(A, −1), the released code) or
+    /// `full` (exp(A − Aᵀ), the paper's formula; twice the step on the skew matrix under SGD).
+    pub rotation_generator: RotationGenerator,
+    /// Initialisation of the CIFAR ResNet's projection: `torch` (PyTorch's default, the
+    /// released code's) or `he` (He-normal).
+    pub projection_init: ProjectionInit,
 }
 
 impl Default for ModelConfig {
@@ -45,6 +64,8 @@ impl Default for ModelConfig {
             feature_bn_l2: false,
             frame_seed: None,
             init_weights: String::new(),
+            rotation_generator: RotationGenerator::Lower,
+            projection_init: ProjectionInit::Torch,
         }
     }
 }

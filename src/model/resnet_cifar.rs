@@ -9,6 +9,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, s};
 
+use crate::model::config::ProjectionInit;
 use crate::model::layers::{conv_bn, fold_conv_bn, he_normal};
 use crate::model::precision::Precision;
 
@@ -28,6 +29,9 @@ pub struct ResNetCifarConfig {
     /// Arithmetic of the convolutions (`train.precision`); f32 on the CPU runs the halo kernels.
     #[config(default = "Precision::F32")]
     pub precision: Precision,
+    /// Initialisation of the projection (`model.projection_init`).
+    #[config(default = "ProjectionInit::Torch")]
+    pub projection_init: ProjectionInit,
 }
 
 /// Conv–BN–ReLU–Conv–BN with an identity or option-A shortcut.
@@ -164,8 +168,12 @@ impl ResNetCifarConfig {
                 cin = width;
             }
         }
-        let projection =
-            (self.feature_dim > 0).then(|| LinearConfig::new(self.widths[2], self.feature_dim).with_initializer(he_normal()).init(device));
+        // PyTorch's nn.Linear default is burn's LinearConfig default: Kaiming-uniform with gain
+        // 1/√3, i.e. U(±1/√fan_in) for the weight and (fan_in = d_input) the bias.
+        let projection = (self.feature_dim > 0).then(|| match self.projection_init {
+            ProjectionInit::Torch => LinearConfig::new(self.widths[2], self.feature_dim).init(device),
+            ProjectionInit::He => LinearConfig::new(self.widths[2], self.feature_dim).with_initializer(he_normal()).init(device),
+        });
         ResNetCifar {
             stem: conv3x3(self.in_channels, self.widths[0], 1, device),
             stem_bn: Some(BatchNormConfig::new(self.widths[0]).init(device)),
@@ -332,5 +340,27 @@ mod tests {
         assert_eq!(y.dims(), [2, 64]);
         let grey = ResNetCifarConfig::new(1, [16, 32, 64]).with_feature_dim(256).init(&device);
         assert_eq!(grey.forward(Tensor::zeros([3, 1, 28, 28], &device)).dims(), [3, 256]);
+    }
+
+    #[test]
+    fn the_projection_starts_as_pytorchs_linear_or_he_normal() {
+        let device = Device::flex();
+        device.seed(5);
+        let stats = |init: ProjectionInit| {
+            let net = ResNetCifarConfig::new(1, [4, 4, 64]).with_feature_dim(256).with_projection_init(init).init(&device);
+            let p = net.projection.unwrap();
+            let w: Vec<f32> = p.weight.val().into_data().try_to_vec().unwrap();
+            let b: Vec<f32> = p.bias.unwrap().val().into_data().try_to_vec().unwrap();
+            let max = |v: &[f32]| v.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
+            let std = (w.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+            (max(&w), max(&b), std)
+        };
+        // PyTorch: U(±1/√64) for weight and bias, std 1/√(3·64) = 0.0722.
+        let (w, b, std) = stats(ProjectionInit::Torch);
+        assert!(w <= 0.125 && w > 0.12 && b <= 0.125 && b > 0.1, "{w} {b}");
+        assert!((std - 0.0722).abs() < 0.003, "{std}");
+        // He-normal: std √(2/64) = 0.177, unbounded.
+        let (w, _, std) = stats(ProjectionInit::He);
+        assert!((std - 0.177).abs() < 0.006 && w > 0.3, "{std} {w}");
     }
 }

@@ -238,7 +238,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint> {
     let model_bytes = read("model.bpk", state.model_crc32)?;
     let optimizer = Bytes::from_bytes_vec(read("optimizer.bpk", state.optimizer_crc32)?);
     let model = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model_bytes)).map_err(|e| bad(format!("model.bpk: {e}")))?;
-    let config = ExperimentConfig::from_toml_str(&state.config_toml, &format!("{}", state_path.display()), &[])?;
+    let config = ExperimentConfig::from_stored_toml_str(&state.config_toml, &format!("{}", state_path.display()), &[])?;
     check_state(&state, &config).map_err(|msg| bad(format!("state.json: {msg}")))?;
     Ok(LoadedCheckpoint { dir: dir.into(), state, config, model, optimizer })
 }

@@ -3,9 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::train::schedule::{LrAt, Schedule};
 use crate::train::selection::Selection;
-
-use crate::train::schedule::Schedule;
 
 /// Optimiser and learning-rate schedule.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -43,6 +42,9 @@ pub struct TrainConfig {
     /// After warm-up: `cosine` (to 0 at the last epoch) or `step` (× `lr_gamma` at each of
     /// `lr_milestones`, 0-based epochs).
     pub schedule: Schedule,
+    /// Where in each epoch the schedule is read: `epoch_end` (the released code's formula) or
+    /// `epoch_start` (rbl's earlier one).
+    pub lr_at: LrAt,
     /// Epochs where the step schedule multiplies the learning rate by `lr_gamma`.
     pub lr_milestones: Vec<usize>,
     /// Factor of each step.
@@ -91,6 +93,7 @@ impl Default for TrainConfig {
             weight_decay: 5e-4,
             warmup_epochs: 1,
             warmup_start_factor: 0.5,
+            lr_at: LrAt::EpochEnd,
             drop_last: true,
             eval_every: 1,
             checkpoint_every_steps: 0,

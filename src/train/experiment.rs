@@ -95,7 +95,7 @@ pub fn run_frame_directions(base: &ExperimentConfig, opts: &FrameDirections) -> 
         if !run_dir.is_finished() {
             let resume = run_dir.holds_run();
             if resume {
-                let existing = ExperimentConfig::load(&run_dir.config(), &[])?;
+                let existing = ExperimentConfig::load_stored(&run_dir.config(), &[])?;
                 if existing != cfg {
                     return Err(RblError::Config {
                         origin: run_dir.config().display().to_string(),

