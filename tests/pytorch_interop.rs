@@ -12,6 +12,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
 use rbl::config::{BackboneKind, ExperimentConfig, HeadKind};
+use rbl::head::rotation::RotationGenerator;
 use rbl::model::weights::import_weights;
 use rbl::network::Network;
 use serde_json::Value;
@@ -37,21 +38,30 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
 fn a_torch_saved_pth_gives_pytorchs_logits() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch");
     let fixture: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("resnet32_rbl.json")).unwrap()).unwrap();
-    let mut cfg = ExperimentConfig::default();
-    cfg.model.widths = [4, 4, 8];
-    cfg.model.feature_dim = 16;
-    cfg.model.head = HeadKind::Rbl;
-    let device = Device::flex();
-    let net = Network::from_config(&cfg, 1, 10, &device).unwrap();
-    let (net, report) = import_weights(net, BackboneKind::Resnet32, &dir.join("resnet32_rbl.pth")).unwrap();
-    // 31 convolutions, 31 BatchNorms × 4, the projection's 2, A; the frame and B0 as constants.
-    assert_eq!(report.loaded.len(), 31 + 31 * 4 + 2 + 1, "{report:?}");
-    assert_eq!(report.constants, vec!["head.frame", "head.b0"]);
-    assert!(report.missing.is_empty(), "{report:?}");
-    assert_eq!(report.unused.len(), 31, "num_batches_tracked: {:?}", report.unused);
-    assert!(report.unused.iter().all(|n| n.ends_with("num_batches_tracked")));
-    let logits = net.valid().forward(input(&fixture, &device)).into_data();
-    assert_close(logits.as_slice::<f32>().unwrap(), &floats(&fixture["logits"]), "ResNet-32 + RBL head logits");
+    // The PyTorch module computes R = B0·exp(A − Aᵀ); a network with the released code's
+    // lower-triangle generator takes the same rotation (A converted on import).
+    for generator in [RotationGenerator::Lower, RotationGenerator::Full] {
+        let mut cfg = ExperimentConfig::default();
+        cfg.model.widths = [4, 4, 8];
+        cfg.model.feature_dim = 16;
+        cfg.model.head = HeadKind::Rbl;
+        cfg.model.rotation_generator = generator;
+        let device = Device::flex();
+        let net = Network::from_config(&cfg, 1, 10, &device).unwrap();
+        let (net, report) = import_weights(net, BackboneKind::Resnet32, &dir.join("resnet32_rbl.pth")).unwrap();
+        // 31 convolutions, 31 BatchNorms × 4, the projection's 2, A; the frame and B0 as constants.
+        assert_eq!(report.loaded.len(), 31 + 31 * 4 + 2 + 1, "{report:?}");
+        assert_eq!(report.constants, vec!["head.frame", "head.b0"]);
+        assert!(report.missing.is_empty(), "{report:?}");
+        assert_eq!(report.unused.len(), 31, "num_batches_tracked: {:?}", report.unused);
+        assert!(report.unused.iter().all(|n| n.ends_with("num_batches_tracked")));
+        let logits = net.valid().forward(input(&fixture, &device)).into_data();
+        assert_close(
+            logits.as_slice::<f32>().unwrap(),
+            &floats(&fixture["logits"]),
+            &format!("ResNet-32 + RBL head ({generator:?}) logits"),
+        );
+    }
 }
 
 #[test]

@@ -84,6 +84,33 @@ impl Rotation {
         self.base.clone().matmul(e)
     }
 
+    /// The generator in the paper's form: G with R = B0·exp(G − Gᵀ) (A itself for `full`,
+    /// tril(A, −1) for `lower`). What an export writes as `head.a`, so that a PyTorch module
+    /// computing exp(a − aᵀ) gets this rotation whichever form trained it.
+    pub fn full_form_generator(&self) -> Tensor<2> {
+        match self.generator {
+            RotationGenerator::Full => self.a.val(),
+            RotationGenerator::Lower => self.a.val().tril(-1),
+        }
+    }
+
+    /// This rotation after A was loaded from a file in the paper's form (exp(A − Aᵀ)): for
+    /// `lower`, A becomes tril(A − Aᵀ, −1), which generates the same rotation.
+    pub fn from_full_form(self) -> Rotation {
+        match self.generator {
+            RotationGenerator::Full => self,
+            RotationGenerator::Lower => {
+                // A stays a leaf of the autodiff graph (a trainable parameter), not a result.
+                let a = self.a.map(|a| {
+                    let grad = a.is_require_grad();
+                    let lower = (a.clone() - a.transpose()).tril(-1).detach();
+                    if grad { lower.require_grad() } else { lower }
+                });
+                Rotation { a, ..self }
+            }
+        }
+    }
+
     /// The fixed base B0 (d × d).
     pub fn base(&self) -> Tensor<2> {
         self.base.clone()

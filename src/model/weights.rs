@@ -7,7 +7,9 @@
 //! `gamma`/`beta` ↔ `weight`/`bias`, Linear weights transposed); this module supplies the names.
 //! The head's frame M and base B0 are constants in burn (not module parameters), so the export
 //! adds them as `head.frame` / `head.b0` with the `safetensors` crate burn-store itself writes
-//! with, and an import that finds them puts them back.
+//! with, and an import that finds them puts them back. RBL's `head.a` is always in the paper's
+//! form, R = B0·exp(a − aᵀ) (what bench/torch_step.py's module computes): a run trained with the
+//! released code's lower-triangle generator exports tril(A, −1), and importing into one converts.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -61,7 +63,11 @@ pub fn export_safetensors(net: &Network, kind: BackboneKind, path: &Path, metada
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for t in net.collect(None, Some(Box::new(BurnToPyTorchAdapter)), false) {
         let name = network_to_torch(kind, &t.name);
-        let data = burn::store::bridge::into_data(t).map_err(|e| store_error(path, e))?;
+        let data = match (name.as_str(), net.head.rotation()) {
+            // A in the paper's form, whichever generator trained it (see Rotation::full_form_generator).
+            ("head.a", Some(r)) => r.full_form_generator().into_data(),
+            _ => burn::store::bridge::into_data(t).map_err(|e| store_error(path, e))?,
+        };
         named.push(f32_entry(name, data));
     }
     if let Some(frame) = net.head.frame() {
@@ -179,7 +185,7 @@ fn import_from<S: TorchStore>(mut net: Network, kind: BackboneKind, path: &Path,
     };
     let frame = constant("head.frame", net.head.frame().map(|f| f.dims()))?;
     let base = constant("head.b0", net.head.rotation().map(|r| r.base().dims()))?;
-    net.head = net.head.with_constants(frame, base);
+    net.head = net.head.with_constants(frame, base).from_full_form();
     Ok((net, report))
 }
 
