@@ -45,7 +45,7 @@ pub fn selected_scores(run: &RunDir, select: TableSelect, adjusted: bool) -> Res
         TableSelect::Val => match metrics.selected {
             Some(s) => Ok(Some(s.test)),
             None => Err(RblError::format(
-                &run.metrics(),
+                run.metrics(),
                 "no validation-selected scores: the run was trained with eval.select = \"last\" (retrain with --set eval.select='\"val\"')",
             )),
         },

@@ -53,7 +53,7 @@ pub fn kept_best_epoch(run_dir: &RunDir) -> Result<Option<usize>> {
         return Ok(None);
     }
     let text = crate::error::read_text_capped(&dir.join("state.json"), 64 << 20)?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| RblError::format(&dir.join("state.json"), e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| RblError::format(dir.join("state.json"), e.to_string()))?;
     Ok(v["epoch"].as_u64().map(|e| e as usize))
 }
 
