@@ -308,24 +308,12 @@ mod tests {
 
     fn record(epoch: usize, acc: f64) -> EpochRecord {
         EpochRecord {
-            epoch,
-            lr: 0.1,
             train_loss: 2.0 / epoch as f64,
             train_acc: acc,
             test_loss: Some(2.5 / epoch as f64),
             test_acc: Some(acc - 10.0),
             test_acc_adjusted: Some(acc - 5.0),
-            test_shots: None,
-            test_shots_adjusted: None,
-            train_eval_loss: None,
-            train_eval_acc: None,
-            val_acc_adjusted: None,
-            seconds: 1.0,
-            loader_wait_seconds: 0.0,
-            skipped_images: 0,
-            train_images_per_second: 1.0,
-            rotation_orthogonality_error: None,
-            neural_collapse: None,
+            ..EpochRecord::bare(epoch)
         }
     }
 

@@ -66,6 +66,33 @@ pub struct EpochRecord {
     pub neural_collapse: Option<NeuralCollapse>,
 }
 
+impl EpochRecord {
+    /// An epoch that logged only its training: what tests start from, filling in the rest.
+    #[cfg(test)]
+    pub(crate) fn bare(epoch: usize) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            lr: 0.1,
+            train_loss: 1.0,
+            train_acc: 50.0,
+            test_loss: None,
+            test_acc: None,
+            test_acc_adjusted: None,
+            test_shots: None,
+            test_shots_adjusted: None,
+            train_eval_loss: None,
+            train_eval_acc: None,
+            val_acc_adjusted: None,
+            seconds: 1.0,
+            loader_wait_seconds: 0.0,
+            skipped_images: 0,
+            train_images_per_second: 1.0,
+            rotation_orthogonality_error: None,
+            neural_collapse: None,
+        }
+    }
+}
+
 /// `metrics.json`: the final numbers of a finished run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinalMetrics {

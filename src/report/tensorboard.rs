@@ -215,24 +215,14 @@ mod tests {
 
     fn record(epoch: usize) -> EpochRecord {
         EpochRecord {
-            epoch,
-            lr: 0.1,
             train_loss: 1.25,
-            train_acc: 50.0,
             test_loss: Some(0.9),
             test_acc: Some(60.0),
             test_acc_adjusted: Some(65.0),
             test_shots: Some([Some(70.0), None, Some(10.0)]),
-            test_shots_adjusted: None,
-            train_eval_loss: None,
-            train_eval_acc: None,
-            val_acc_adjusted: None,
-            seconds: 1.0,
-            loader_wait_seconds: 0.0,
-            skipped_images: 0,
             train_images_per_second: 500.0,
             rotation_orthogonality_error: Some(3e-7),
-            neural_collapse: None,
+            ..EpochRecord::bare(epoch)
         }
     }
 

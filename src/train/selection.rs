@@ -87,26 +87,7 @@ mod tests {
     use super::*;
 
     fn rec(epoch: usize, val: Option<f64>) -> EpochRecord {
-        EpochRecord {
-            epoch,
-            lr: 0.1,
-            train_loss: 1.0,
-            train_acc: 50.0,
-            test_loss: None,
-            test_acc: None,
-            test_acc_adjusted: None,
-            test_shots: None,
-            test_shots_adjusted: None,
-            train_eval_loss: None,
-            train_eval_acc: None,
-            val_acc_adjusted: val,
-            seconds: 1.0,
-            loader_wait_seconds: 0.0,
-            skipped_images: 0,
-            train_images_per_second: 1.0,
-            rotation_orthogonality_error: None,
-            neural_collapse: None,
-        }
+        EpochRecord { val_acc_adjusted: val, ..EpochRecord::bare(epoch) }
     }
 
     #[test]
