@@ -84,6 +84,18 @@ fn export_then_init_weights_through_the_binary() {
     assert_eq!(serde_json::from_str::<Vec<usize>>(&meta["rbl.train_counts"]).unwrap(), vec![40, 30, 23, 18, 14, 11, 8, 6, 5, 4]);
     assert_eq!(serde_json::from_str::<Vec<f32>>(&meta["rbl.mean"]).unwrap().len(), 1);
 
+    // The trained model, imported into a network built from another seed (other weights,
+    // frame and base): bitwise the same logits.
+    let trained = rbl::train::trained_run::TrainedRun::open(&run).unwrap();
+    let other = ExperimentConfig { seed: 99, ..trained.cfg().clone() };
+    let device = Device::flex();
+    device.seed(99);
+    let fresh = Network::from_config(&other, 1, 10, &device).unwrap();
+    let (imported, _) = import_weights(fresh, BackboneKind::Resnet32, &file).unwrap();
+    let x = Tensor::<4>::random([4, 1, 28, 28], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let (a, b) = (trained.net.forward(x.clone()).into_data(), imported.valid().forward(x).into_data());
+    assert_eq!(a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap(), "export → import of a trained run");
+
     // A new run starting from it: the import is reported (nothing missing, nothing skipped).
     let out = rbl(&[
         "train",
