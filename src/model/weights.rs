@@ -112,7 +112,7 @@ fn exact(name: &str) -> String {
 
 /// Loads the tensors of `path` (`.safetensors`, or `.pth` / `.pt` / `.bin` written by
 /// `torch.save`) that have a place in `net`, converting PyTorch names and layouts.
-pub fn import_weights(mut net: Network, kind: BackboneKind, path: &Path) -> Result<(Network, ImportReport)> {
+pub fn import_weights(net: Network, kind: BackboneKind, path: &Path) -> Result<(Network, ImportReport)> {
     if !path.is_file() {
         return Err(RblError::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "model.init_weights: no such file")));
     }
@@ -120,10 +120,7 @@ pub fn import_weights(mut net: Network, kind: BackboneKind, path: &Path) -> Resu
     match ext.as_str() {
         "safetensors" => import_from(net, kind, path, SafetensorsStore::from_file(path)),
         "pth" | "pt" | "bin" => import_from(net, kind, path, PytorchStore::from_file(path)),
-        _ => {
-            let _ = &mut net;
-            Err(RblError::format(path, "model.init_weights: expected a .safetensors, .pth, .pt or .bin file"))
-        }
+        _ => Err(RblError::format(path, "model.init_weights: expected a .safetensors, .pth, .pt or .bin file")),
     }
 }
 
@@ -145,8 +142,7 @@ impl TorchStore for PytorchStore {
     }
 }
 
-fn import_from<S: TorchStore>(mut net: Network, kind: BackboneKind, path: &Path, probe: S) -> Result<(Network, ImportReport)> {
-    let mut probe = probe;
+fn import_from<S: TorchStore>(mut net: Network, kind: BackboneKind, path: &Path, mut probe: S) -> Result<(Network, ImportReport)> {
     let names: Vec<String> = probe.get_all_tensors().map_err(|e| store_error(path, e))?.keys().cloned().collect();
     let pairs: Vec<(String, String)> = names.iter().filter_map(|n| torch_to_network(kind, n).map(|p| (exact(n), p))).collect();
     if pairs.is_empty() {
