@@ -88,18 +88,6 @@ pub fn parse_cifar(bytes: &[u8], kind: Cifar, path: &Path) -> Result<ImageSet> {
     Ok(set)
 }
 
-/// Reads and concatenates files.
-pub fn read_cifar(paths: &[PathBuf], kind: Cifar) -> Result<ImageSet> {
-    let mut all = ImageSet { pixels: vec![], labels: vec![], num_classes: kind.classes(), channels: 3, height: 32, width: 32, files: None };
-    for p in paths {
-        let bytes = std::fs::read(p).map_err(|e| RblError::io(p, e))?;
-        let part = parse_cifar(&bytes, kind, p)?;
-        all.pixels.extend(part.pixels);
-        all.labels.extend(part.labels);
-    }
-    Ok(all)
-}
-
 /// Encodes images as CIFAR records (for tests and tools): `labels` are (coarse, fine) for
 /// CIFAR-100, the fine one ignored for CIFAR-10.
 pub fn encode_cifar(images: &[Vec<u8>], labels: &[(u8, u8)], kind: Cifar) -> Vec<u8> {
@@ -131,7 +119,7 @@ mod tests {
             std::fs::write(p, encode_cifar(&imgs, &[(i as u8, 0), (9, 0), (0, 0)], Cifar::Ten)).unwrap();
         }
         let (train, _) = Cifar::Ten.files(dir.path());
-        let set = read_cifar(&train, Cifar::Ten).unwrap();
+        let set = crate::data::cifar_files::read_batches(&train, Cifar::Ten).unwrap();
         assert_eq!(set.len(), 15);
         assert_eq!(&set.labels[..3], &[0, 9, 0]);
         assert_eq!(set.labels[3], 1);
@@ -141,7 +129,7 @@ mod tests {
         // CIFAR-100: the fine label is used, not the coarse one.
         let p = dir.path().join("train.bin");
         std::fs::write(&p, encode_cifar(&imgs, &[(3, 77), (19, 5), (0, 99)], Cifar::Hundred)).unwrap();
-        let set = read_cifar(&[p], Cifar::Hundred).unwrap();
+        let set = crate::data::cifar_files::read_batches(&[p], Cifar::Hundred).unwrap();
         assert_eq!(set.labels, vec![77, 5, 99]);
         assert_eq!(set.num_classes, 100);
     }
@@ -158,7 +146,7 @@ mod tests {
         let bad = encode_cifar(&[image(0)], &[(0, 100)], Cifar::Hundred);
         let e = parse_cifar(&bad, Cifar::Hundred, Path::new("train.bin")).unwrap_err().to_string();
         assert!(e.contains("train.bin") && e.contains("label 100"), "{e}");
-        let e = read_cifar(&[PathBuf::from("/no/such/test_batch.bin")], Cifar::Ten).unwrap_err().to_string();
+        let e = crate::data::cifar_files::read_batches(&[PathBuf::from("/no/such/test_batch.bin")], Cifar::Ten).unwrap_err().to_string();
         assert!(e.contains("/no/such/test_batch.bin"), "{e}");
     }
 }

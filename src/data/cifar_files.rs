@@ -96,24 +96,28 @@ fn concat(parts: Vec<ImageSet>, kind: Cifar) -> ImageSet {
     all
 }
 
+/// Reads batch files (binary if named `.bin`, else pickled) and concatenates them.
+pub fn read_batches(paths: &[PathBuf], kind: Cifar) -> Result<ImageSet> {
+    let parts = paths
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path).map_err(|e| RblError::io(path, e))?;
+            parse_batch(&bytes, kind, path)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(concat(parts, kind))
+}
+
 /// Reads the training and test sets from wherever [`detect`] finds them.
 pub fn read_cifar_dataset(root: &Path, kind: Cifar) -> Result<(ImageSet, ImageSet)> {
     let (train, test) = kind.batch_names();
     match detect(root, kind)? {
         CifarLayout::Binary(dir) | CifarLayout::Pickles(dir) => {
             let binary = dir.join(format!("{}.bin", train[0])).is_file();
-            let read = |names: &[String]| -> Result<ImageSet> {
-                let parts = names
-                    .iter()
-                    .map(|n| {
-                        let path = dir.join(if binary { format!("{n}.bin") } else { n.clone() });
-                        let bytes = std::fs::read(&path).map_err(|e| RblError::io(&path, e))?;
-                        parse_batch(&bytes, kind, &path)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(concat(parts, kind))
+            let files = |names: &[String]| -> Vec<PathBuf> {
+                names.iter().map(|n| dir.join(if binary { format!("{n}.bin") } else { n.clone() })).collect()
             };
-            Ok((read(&train)?, read(&test)?))
+            Ok((read_batches(&files(&train), kind)?, read_batches(&files(&test), kind)?))
         }
         CifarLayout::Archive(path) => {
             let mut members = read_archive_members(&path, &train.iter().chain(&test).cloned().collect::<Vec<_>>())?;
