@@ -1,4 +1,9 @@
-"""Medians and rbl/PyTorch ratios of bench/run.sh's raw JSON lines, as a Markdown table."""
+"""Medians and rbl/PyTorch ratios of bench/run.sh's raw JSON lines, as Markdown tables.
+
+PyTorch appears at each setting it was run at (eager NCHW, eager channels_last, torch.compile
+with channels_last); rbl's ratio is given against each and, in bold, against the best of them
+(> 1: rbl faster).
+"""
 
 import json
 import statistics
@@ -9,16 +14,37 @@ raw = sys.argv[1]
 runs = defaultdict(list)
 for line in open(raw):
     r = json.loads(line)
-    runs[(r["input"], r["batch"], r["impl"])].append(r)
+    setting = "rbl" if r["impl"] == "rbl" else r.get("setting", "eager")
+    runs[(r["input"], r["batch"], setting)].append(r)
 header = open(raw + ".txt").read().strip() if len(sys.argv) < 3 else ""
 print(f"Source: `{raw}` ({header})\n")
-print("| input | batch | rbl train img/s | PyTorch train img/s | train ratio | rbl eval img/s | PyTorch eval img/s | eval ratio | rbl peak MiB | PyTorch peak MiB | rounds |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
-for (inp, batch) in sorted({(k[0], k[1]) for k in runs}, key=lambda k: (k[0], k[1])):
-    a, b = runs.get((inp, batch, "rbl"), []), runs.get((inp, batch, "pytorch"), [])
-    if not a or not b:
-        continue
-    med = lambda rs, key: statistics.median(r[key] for r in rs)
-    ta, tb, ea, eb = med(a, "train_img_s"), med(b, "train_img_s"), med(a, "eval_img_s"), med(b, "eval_img_s")
-    print(f"| {inp} | {batch} | {ta:.1f} | {tb:.1f} | {ta / tb:.2f} | {ea:.1f} | {eb:.1f} | {ea / eb:.2f} | "
-          f"{max(r['peak_rss_mb'] for r in a):.0f} | {max(r['peak_rss_mb'] for r in b):.0f} | {min(len(a), len(b))} |")
+settings = [s for s in ["eager", "eager_channels_last", "compile_channels_last", "compile"] if any(k[2] == s for k in runs)]
+med = lambda rs, key: statistics.median(r[key] for r in rs)
+for what, key in [("train", "train_img_s"), ("eval", "eval_img_s")]:
+    print(f"\n**{what} images/s** (median over rounds; ratio = rbl ÷ PyTorch)\n")
+    print("| input | batch | rbl | " + " | ".join(f"PyTorch {s} | ratio" for s in settings) + " | **ratio to best** | rounds |")
+    print("|---|---|---|" + "---|---|" * len(settings) + "---|---|")
+    for (inp, batch) in sorted({(k[0], k[1]) for k in runs}):
+        a = runs.get((inp, batch, "rbl"), [])
+        if not a:
+            continue
+        ra = med(a, key)
+        cells, best = [], 0.0
+        for s in settings:
+            b = runs.get((inp, batch, s), [])
+            if b:
+                rb = med(b, key)
+                best = max(best, rb)
+                cells.append(f"{rb:.1f} | {ra / rb:.2f}")
+            else:
+                cells.append("— | —")
+        rounds = min([len(a)] + [len(runs[(inp, batch, s)]) for s in settings if runs.get((inp, batch, s))])
+        ratio = f"**{ra / best:.2f}**" if best else "—"
+        print(f"| {inp} | {batch} | {ra:.1f} | " + " | ".join(cells) + f" | {ratio} | {rounds} |")
+print("\n**peak resident MiB** (max over rounds) and torch.compile's compile time (s, median)\n")
+print("| input | batch | rbl | " + " | ".join(f"PyTorch {s}" for s in settings) + " | compile s |")
+print("|---|---|---|" + "---|" * len(settings) + "---|")
+for (inp, batch) in sorted({(k[0], k[1]) for k in runs}):
+    cells = [f"{max(r['peak_rss_mb'] for r in runs[(inp, batch, s)]):.0f}" if runs.get((inp, batch, s)) else "—" for s in ["rbl"] + settings]
+    comp = runs.get((inp, batch, "compile_channels_last"), [])
+    print(f"| {inp} | {batch} | " + " | ".join(cells) + f" | {med(comp, 'compile_s'):.0f} |" if comp else f"| {inp} | {batch} | " + " | ".join(cells) + " | — |")

@@ -5,6 +5,13 @@ shortcuts), Linear(64 -> 256), the RBL head (fixed simplex ETF behind R = B0 @ m
 softmax cross-entropy, SGD with Nesterov momentum 0.9 and weight decay 5e-4. Eval is
 forward-only in eval mode, the head's directions computed once per pass, logits copied out.
 Prints one JSON line per (batch, input), like rbl-bench.
+
+PyTorch's ordinary settings, each its own column in bench/run.sh: eager NCHW (the default),
+eager channels_last (`--channels-last`), and torch.compile (`--compile`, with channels_last in
+bench/run.sh; the compile time is excluded from the step times and reported as `compile_s`).
+`--device cuda` runs the same step on a GPU (bench/gpu.sh), synchronising before each clock
+read. `--backbone resnet50|resnext50_32x4d` uses torchvision's networks (224 px) with a
+2048 -> 256 projection, as rbl-bench --backbone does.
 """
 
 import argparse
@@ -77,44 +84,86 @@ class RblHead(nn.Module):
         return f @ (self.directions() if directions is None else directions)
 
 
+class TorchvisionBody(nn.Module):
+    """torchvision's ResNet-50 / ResNeXt-50 32x4d without its classifier, then Linear(2048 -> 256)."""
+
+    def __init__(self, name, feature_dim=256):
+        super().__init__()
+        import torchvision
+
+        net = getattr(torchvision.models, name)(weights=None)
+        net.fc = nn.Identity()
+        self.net = net
+        self.proj = nn.Linear(2048, feature_dim)
+
+    def forward(self, x):
+        return self.proj(self.net(x))
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def measure(args, batch, shape):
     torch.manual_seed(0)
     c, h, w = shape
-    body, head = ResNet32(c), RblHead(256, args.classes)
+    dev = args.device
+    body = ResNet32(c) if args.backbone == "resnet32" else TorchvisionBody(args.backbone)
+    head = RblHead(256, args.classes)
+    body, head = body.to(dev), head.to(dev)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    body = body.to(memory_format=fmt)
     params = list(body.parameters()) + list(head.parameters())
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     g = torch.Generator().manual_seed(1)
-    images = torch.rand(batch, c, h, w, generator=g) * 2 - 1
-    labels = torch.randint(0, args.classes, (batch,), generator=g)
+    images = (torch.rand(batch, c, h, w, generator=g) * 2 - 1).to(dev).contiguous(memory_format=fmt)
+    labels = torch.randint(0, args.classes, (batch,), generator=g).to(dev)
+    run_body = torch.compile(body) if args.compile else body
 
-    body.train()
-    timed = 0.0
-    for step in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
-        x = images.clone()
-        logits = head(body(x))
+    def train_step():
+        logits = head(run_body(images.clone(memory_format=fmt)))
         loss = F.cross_entropy(logits, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        # The same single host read per step as rbl: loss and number correct.
-        _ = (loss.item(), (logits.argmax(1) == labels).sum().item())
-        if step >= args.warmup:
-            timed += time.perf_counter() - t0
-    train = args.steps * batch / timed
+        # The same single host read per step as rbl on the CPU: loss and number correct.
+        return loss.item(), (logits.argmax(1) == labels).sum().item()
+
+    body.train()
+    compile_s = 0.0
+    if args.compile:
+        t0 = time.perf_counter()
+        train_step()
+        sync(dev)
+        compile_s += time.perf_counter() - t0
+    for _ in range(args.warmup):
+        train_step()
+    sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        train_step()
+    sync(dev)
+    train = args.steps * batch / (time.perf_counter() - t0)
 
     body.eval()
-    timed = 0.0
     with torch.no_grad():
         directions = head.directions()
-        for step in range(args.warmup + args.steps):
+
+        def eval_step():
+            return head(run_body(images.clone(memory_format=fmt)), directions).cpu().numpy().copy()
+
+        if args.compile:
             t0 = time.perf_counter()
-            x = images.clone()
-            _ = head(body(x), directions).numpy().copy()
-            if step >= args.warmup:
-                timed += time.perf_counter() - t0
-    evaluate = args.steps * batch / timed
-    return train, evaluate
+            eval_step()
+            compile_s += time.perf_counter() - t0
+        for _ in range(args.warmup):
+            eval_step()
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            eval_step()
+        evaluate = args.steps * batch / (time.perf_counter() - t0)
+    return train, evaluate, compile_s
 
 
 def main():
@@ -125,16 +174,23 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--backbone", default="resnet32", choices=["resnet32", "resnet50", "resnext50_32x4d"])
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     for inp in args.input.split(","):
         shape = tuple(int(d) for d in inp.split("x"))
         for batch in (int(b) for b in args.batch.split(",")):
-            train, evaluate = measure(args, batch, shape)
+            train, evaluate, compile_s = measure(args, batch, shape)
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-            print(json.dumps({"impl": "pytorch", "device": "cpu", "head": "rbl", "batch": batch, "input": inp,
+            setting = ("compile" if args.compile else "eager") + ("_channels_last" if args.channels_last else "")
+            print(json.dumps({"impl": "pytorch", "setting": setting, "device": args.device, "backbone": args.backbone,
+                              "head": "rbl", "batch": batch, "input": inp, "threads": args.threads,
                               "train_img_s": round(train, 2), "eval_img_s": round(evaluate, 2),
-                              "peak_rss_mb": round(peak, 1), "torch": torch.__version__}), flush=True)
+                              "compile_s": round(compile_s, 1), "peak_rss_mb": round(peak, 1),
+                              "torch": torch.__version__}), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 //! Rust half of `bench/run.sh` (the PyTorch half is `bench/torch_step.py`, the same step).
 //!
 //! The model is the paper's: ResNet-32 (16/32/64), a 256-d projection, the RBL head (ETF behind
-//! R = B0·exp(A − Aᵀ)), cross-entropy, SGD-Nesterov with weight decay. Prints one JSON line per
-//! (batch, input) with train and eval images/s and the process's peak resident memory.
+//! R = B0·exp(A − Aᵀ)), cross-entropy, SGD-Nesterov with weight decay; or, with `--backbone`,
+//! ResNet-50 / ResNeXt-50 (the ImageNet-LT path). Prints one JSON line per (batch, input) with
+//! train and eval images/s and the process's peak resident memory. `--mode loader` measures
+//! the input pipeline instead: images/s the loader crops, flips, AutoAugments, Cutouts and
+//! normalises per thread count (what a GPU run needs it to keep up with).
 
 use std::time::Instant;
 
@@ -15,13 +18,18 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use rbl::ExperimentConfig;
+use rbl::data::ImageSet;
+use rbl::data::augment::Augmenter;
+use rbl::data::loader::{Loader, LoaderPlan};
 use rbl::head::HeadKind;
 use rbl::loss::Criterion;
+use rbl::model::backbone::BackboneKind;
 use rbl::model::precision::Precision;
 use rbl::network::Network;
 use rbl::train::device::{DeviceKind, device_for};
 use rbl::train::optimizer::build_optimizer;
 use rbl::train::step::{StepBatch, StepSettings, train_step};
+use rbl::train::step_log::{StepLog, read_every};
 
 /// Step benchmark of rbl (see bench/README.md).
 #[derive(Parser)]
@@ -51,6 +59,28 @@ struct Args {
     /// Convolution arithmetic (mixed precision, train.precision).
     #[arg(long, value_enum, default_value = "f32")]
     precision: Precision,
+    /// Backbone (resnet32 at model.widths 16/32/64, or the 224-px ImageNet networks).
+    #[arg(long, value_enum, default_value = "resnet32")]
+    backbone: BackboneKind,
+    /// What to measure: the training step and eval forward, or the input pipeline.
+    #[arg(long, value_enum, default_value = "step")]
+    mode: Mode,
+    /// `--mode loader`: loader thread counts to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    workers: Vec<usize>,
+    /// `--mode loader`: the full CIFAR recipe (crop, flip, AutoAugment, Cutout 16) rather than
+    /// crop and flip.
+    #[arg(long)]
+    full_augment: bool,
+}
+
+/// What `rbl-bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// Training step and eval forward.
+    Step,
+    /// The loader: augmentation and normalisation of batches.
+    Loader,
 }
 
 fn main() -> Result<()> {
@@ -60,12 +90,24 @@ fn main() -> Result<()> {
         let dims: Vec<usize> = input.split('x').map(|d| d.parse()).collect::<std::result::Result<_, _>>()?;
         let [c, h, w] = dims[..] else { bail!("--input {input}: expected CxHxW") };
         for &batch in &args.batch {
+            if args.mode == Mode::Loader {
+                for &workers in &args.workers {
+                    let rate = measure_loader(&args, batch, [c, h, w], workers);
+                    println!(
+                        "{{\"impl\":\"rbl\",\"bench\":\"loader\",\"batch\":{batch},\"input\":\"{input}\",\"workers\":{workers},\"full_augment\":{},\"images_per_s\":{rate:.1}}}",
+                        args.full_augment
+                    );
+                }
+                continue;
+            }
             let (train, eval) = measure(&args, batch, [c, h, w])?;
             println!(
-                "{{\"impl\":\"rbl\",\"device\":\"{}\",\"head\":\"{}\",\"precision\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"peak_rss_mb\":{:.1}}}",
+                "{{\"impl\":\"rbl\",\"device\":\"{}\",\"backbone\":\"{}\",\"head\":\"{}\",\"precision\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"threads\":{},\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"peak_rss_mb\":{:.1}}}",
                 args.device,
+                args.backbone,
                 args.head,
                 rbl::config::variant_name(&args.precision),
+                cpu_threads(),
                 peak_rss_mb()
             );
         }
@@ -77,8 +119,11 @@ fn main() -> Result<()> {
 fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64)> {
     let mut cfg = ExperimentConfig { device: args.device, ..Default::default() };
     cfg.model.head = args.head;
-    cfg.model.widths = [16, 32, 64];
-    cfg.model.feature_dim = 256;
+    cfg.model.backbone = args.backbone;
+    if args.backbone == BackboneKind::Resnet32 {
+        cfg.model.widths = [16, 32, 64];
+        cfg.model.feature_dim = 256;
+    }
     cfg.train.precision = args.precision;
     let device = device_for(&cfg)?;
     let train_device = device.clone().autodiff();
@@ -91,19 +136,25 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     let labels: Vec<i64> = (0..batch).map(|_| rng.random_range(0..args.classes as i64)).collect();
 
     let settings = StepSettings { criterion: &criterion, epoch: 0, lr: 0.01, loss_scale: cfg.loss_scale() };
-    let mut timed = 0.0;
-    for step in 0..args.warmup + args.steps {
-        let t0 = Instant::now();
+    // As the training loop does: the losses are read a window of steps at a time (every step
+    // on the CPU), and the clock stops after the last read, so queued GPU work is counted.
+    let step_once = |net: Network, optim: &mut _, log: &mut StepLog| -> Result<Network> {
         let x = Tensor::<4>::from_data(TensorData::new(images.clone(), [batch, c, h, w]), &train_device);
-        let (updated, stats) = train_step(net, &mut optim, StepBatch { images: x, labels: &labels, mix: None }, &settings);
-        net = updated;
-        if !stats.loss.is_finite() {
-            bail!("loss became {} at step {step}", stats.loss);
-        }
-        if step >= args.warmup {
-            timed += t0.elapsed().as_secs_f64();
-        }
+        let (net, readings) = train_step(net, optim, StepBatch { images: x, labels: &labels, mix: None }, &settings);
+        log.push(readings).map_err(|bad| anyhow::anyhow!("loss became {} at step {}", bad.loss, bad.step))?;
+        Ok(net)
+    };
+    let mut log = StepLog::new(Default::default(), read_every(args.device));
+    for _ in 0..args.warmup {
+        net = step_once(net, &mut optim, &mut log)?;
     }
+    log.read().map_err(|bad| anyhow::anyhow!("loss became {} at step {}", bad.loss, bad.step))?;
+    let t0 = Instant::now();
+    for _ in 0..args.steps {
+        net = step_once(net, &mut optim, &mut log)?;
+    }
+    log.read().map_err(|bad| anyhow::anyhow!("loss became {} at step {}", bad.loss, bad.step))?;
+    let timed = t0.elapsed().as_secs_f64();
     let train = (args.steps * batch) as f64 / timed.max(1e-9);
 
     // Eval: the frozen network as `forward_all` runs it: BatchNorms folded, directions computed
@@ -123,6 +174,57 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     }
     let eval = (args.steps * batch) as f64 / timed.max(1e-9);
     Ok((train, eval))
+}
+
+/// Images per second the loader delivers for an epoch-like pass over 4,096 random images of
+/// `[c, h, w]` in batches of `batch` on `workers` threads, nobody consuming them (one warm-up
+/// pass first).
+fn measure_loader(args: &Args, batch: usize, [c, h, w]: [usize; 3], workers: usize) -> f64 {
+    let n = 4096;
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let set = std::sync::Arc::new(ImageSet {
+        pixels: (0..n * c * h * w).map(|_| rng.random()).collect(),
+        labels: (0..n).map(|i| (i % args.classes) as u32).collect(),
+        num_classes: args.classes,
+        channels: c,
+        height: h,
+        width: w,
+        files: None,
+    });
+    let full = args.full_augment;
+    let aug = std::sync::Arc::new(Augmenter {
+        mean: vec![0.5; c],
+        std: vec![0.25; c],
+        crop_padding: 4,
+        flip: true,
+        autoaugment: full,
+        cutout: if full { 16 } else { 0 },
+    });
+    let pass = |seed| {
+        let plan = LoaderPlan {
+            batch_size: batch,
+            seed: Some(seed),
+            drop_last: false,
+            sampler: Default::default(),
+            skip: 0,
+            mixup_alpha: 0.0,
+            workers,
+        };
+        let t0 = Instant::now();
+        let images: usize = Loader::start(set.clone(), aug.clone(), plan).map(|b| b.len()).sum();
+        images as f64 / t0.elapsed().as_secs_f64()
+    };
+    pass(0);
+    pass(1)
+}
+
+/// The CPU threads the kernels use: RAYON_NUM_THREADS, else the cores available.
+fn cpu_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The process's peak resident set (VmHWM) in MiB; 0 where /proc is missing.

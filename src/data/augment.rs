@@ -22,32 +22,63 @@ pub struct Augmenter {
     pub cutout: usize,
 }
 
+/// The random choices of one image's augmentation, drawn before any pixel is touched: a
+/// batch's draws come from the one stream in image order (what makes a run reproducible), and
+/// its pixels can then be rendered on any number of threads with the same result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draw {
+    /// Crop shift (dy, dx) and flip.
+    geometry: (isize, isize, bool),
+    /// The byte stage (AutoAugment, Cutout), when either is on.
+    bytes: Option<ByteStage>,
+}
+
+/// The drawn AutoAugment operations and Cutout centre of one image.
+#[derive(Debug, Clone, PartialEq)]
+struct ByteStage {
+    policy: Vec<crate::data::autoaugment::DrawnOp>,
+    /// Cutout's centre (y, x), when Cutout is on.
+    hole: Option<(isize, isize)>,
+}
+
 impl Augmenter {
     /// Writes one image (planar bytes, C × H × W) into `out` as normalised floats; with `rng`
     /// the random crop and flip (and AutoAugment and Cutout when on) are applied, without it the
     /// image is only normalised.
-    pub fn apply<R: Rng>(&self, img: &[u8], c: usize, h: usize, w: usize, mut rng: Option<&mut R>, out: &mut [f32]) {
-        let geometry = match rng.as_deref_mut() {
-            Some(rng) => {
-                let p = self.crop_padding as i32;
-                let dy = if p > 0 { rng.random_range(-p..=p) as isize } else { 0 };
-                let dx = if p > 0 { rng.random_range(-p..=p) as isize } else { 0 };
-                (dy, dx, self.flip && rng.random_bool(0.5))
-            }
-            None => (0, 0, false),
-        };
+    pub fn apply<R: Rng>(&self, img: &[u8], c: usize, h: usize, w: usize, rng: Option<&mut R>, out: &mut [f32]) {
+        let draw = rng.map(|rng| self.draw(h, w, rng));
+        self.render(img, c, h, w, draw.as_ref(), out);
+    }
+
+    /// Draws one image's random choices from `rng` (H × W images), in the order the stream
+    /// has always been read: crop dy, dx, flip, then AutoAugment's, then Cutout's centre.
+    pub fn draw<R: Rng>(&self, h: usize, w: usize, rng: &mut R) -> Draw {
+        let p = self.crop_padding as i32;
+        let dy = if p > 0 { rng.random_range(-p..=p) as isize } else { 0 };
+        let dx = if p > 0 { rng.random_range(-p..=p) as isize } else { 0 };
+        let geometry = (dy, dx, self.flip && rng.random_bool(0.5));
+        let bytes = (self.autoaugment || self.cutout > 0).then(|| {
+            let policy = if self.autoaugment { crate::data::autoaugment::draw_cifar10_policy(rng) } else { Vec::new() };
+            let hole = (self.cutout > 0).then(|| (rng.random_range(0..h) as isize, rng.random_range(0..w) as isize));
+            ByteStage { policy, hole }
+        });
+        Draw { geometry, bytes }
+    }
+
+    /// Writes one image into `out` as normalised floats, augmented as `draw` says (`None`:
+    /// only normalised).
+    pub fn render(&self, img: &[u8], c: usize, h: usize, w: usize, draw: Option<&Draw>, out: &mut [f32]) {
         let affine: Vec<(f32, f32)> = (0..c).map(|ch| (1.0 / (255.0 * self.std[ch]), -self.mean[ch] / self.std[ch])).collect();
         let normalise = |ch: usize, v: u8| v as f32 * affine[ch].0 + affine[ch].1;
-        match rng.filter(|_| self.autoaugment || self.cutout > 0) {
-            Some(rng) => {
+        let geometry = draw.map_or((0, 0, false), |d| d.geometry);
+        match draw.and_then(|d| d.bytes.as_ref()) {
+            Some(stage) => {
                 // The policy and the hole work on bytes: geometry first, normalisation last.
                 let mut bytes = vec![0u8; c * h * w];
                 shift_flip(img, c, h, w, geometry, &mut bytes, |_, v| v);
-                if self.autoaugment {
-                    crate::data::autoaugment::cifar10_policy(&mut bytes, c, h, w, rng);
-                }
-                if self.cutout > 0 {
-                    cutout(&mut bytes, c, h, w, self.cutout, rng);
+                crate::data::autoaugment::apply_all(&stage.policy, &mut bytes, c, h, w);
+                if let Some(centre) = stage.hole {
+                    cutout(&mut bytes, c, h, w, self.cutout, centre);
                 }
                 shift_flip(&bytes, c, h, w, (0, 0, false), out, normalise);
             }
@@ -82,9 +113,9 @@ fn shift_flip<T>(
     }
 }
 
-/// Blacks out one `side × side` square (clipped at the border) centred uniformly at random.
-fn cutout<R: Rng>(img: &mut [u8], c: usize, h: usize, w: usize, side: usize, rng: &mut R) {
-    let (cy, cx) = (rng.random_range(0..h) as isize, rng.random_range(0..w) as isize);
+/// Blacks out one `side × side` square (clipped at the border) centred at `(cy, cx)` (drawn
+/// uniformly over the image).
+fn cutout(img: &mut [u8], c: usize, h: usize, w: usize, side: usize, (cy, cx): (isize, isize)) {
     let half = side as isize / 2;
     let (y0, y1) = ((cy - half).max(0) as usize, ((cy + side as isize - half) as usize).min(h));
     let (x0, x1) = ((cx - half).max(0) as usize, ((cx + side as isize - half) as usize).min(w));

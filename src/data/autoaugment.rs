@@ -95,12 +95,31 @@ pub fn magnitude(op: Op, bin: usize) -> f64 {
 
 /// Applies a random sub-policy of [`CIFAR10_POLICY`] to `img` (C × H × W bytes) in place.
 pub fn cifar10_policy<R: Rng>(img: &mut [u8], c: usize, h: usize, w: usize, rng: &mut R) {
+    apply_all(&draw_cifar10_policy(rng), img, c, h, w);
+}
+
+/// One operation as drawn: which, at what magnitude, with which sign.
+pub type DrawnOp = (Op, f64, f64);
+
+/// The random choices of [`cifar10_policy`] for one image (the sub-policy, then for each of
+/// its operations whether it applies and its sign), made without touching pixels: they depend
+/// on the stream only, so a batch's draws can be made in order and its pixels on many threads.
+pub fn draw_cifar10_policy<R: Rng>(rng: &mut R) -> Vec<DrawnOp> {
     let sub = CIFAR10_POLICY[rng.random_range(0..CIFAR10_POLICY.len())];
+    let mut ops = Vec::with_capacity(sub.len());
     for (p, op, bin) in sub {
         if rng.random::<f64>() < p {
             let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
-            apply(op, magnitude(op, bin), sign, img, c, h, w);
+            ops.push((op, magnitude(op, bin), sign));
         }
+    }
+    ops
+}
+
+/// Applies drawn operations in order.
+pub fn apply_all(ops: &[DrawnOp], img: &mut [u8], c: usize, h: usize, w: usize) {
+    for &(op, m, sign) in ops {
+        apply(op, m, sign, img, c, h, w);
     }
 }
 

@@ -76,7 +76,8 @@ pub struct DataConfig {
     /// `folder` datasets: side of the square input (RandomResizedCrop for training; resize to
     /// size·8/7 and centre crop for evaluation).
     pub image_size: usize,
-    /// `folder` datasets: decoder threads of the loader.
+    /// Loader threads: decoding (`folder` datasets) and augmentation; the batches do not
+    /// depend on the count.
     pub workers: usize,
     /// `folder` datasets: `error` stops at a missing or undecodable image, naming it; `skip`
     /// leaves missing files out of the training and test sets and skips training images that

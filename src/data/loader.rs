@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::ImageSet;
-use crate::data::augment::Augmenter;
+use crate::data::augment::{Augmenter, Draw};
 use crate::data::image_set::FileImages;
 use crate::data::sampler::Sampler;
 
@@ -64,7 +64,8 @@ pub struct LoaderPlan {
     pub skip: usize,
     /// Mixup's Beta(α, α) parameter (0 = off); needs a seed (training).
     pub mixup_alpha: f64,
-    /// Decoder threads for on-disk sets (in-memory sets ignore it).
+    /// Loader threads: decoding for on-disk sets, augmentation and normalisation for in-memory
+    /// ones (a batch is the same whatever the count).
     pub workers: usize,
 }
 
@@ -108,10 +109,11 @@ impl Loader {
                 let idx = &order[b * plan.batch_size..((b + 1) * plan.batch_size).min(order.len())];
                 let (mut images, labels) = match set.files.as_deref() {
                     None => {
+                        // The draws in image order from the one stream, the pixels on `workers`
+                        // threads: the same batch whatever the thread count.
+                        let draws: Vec<Option<Draw>> = idx.iter().map(|_| rng.as_mut().map(|r| aug.draw(h, w, r))).collect();
                         let mut images = vec![0f32; idx.len() * n];
-                        for (k, &i) in idx.iter().enumerate() {
-                            aug.apply(set.image(i), c, h, w, rng.as_mut(), &mut images[k * n..(k + 1) * n]);
-                        }
+                        render_batch(&set, &aug, idx, &draws, plan.workers, &mut images);
                         (images, idx.iter().map(|&i| set.labels[i] as i64).collect::<Vec<i64>>())
                     }
                     Some(files) => {
@@ -243,6 +245,31 @@ fn mixup(images: &mut [f32], labels: &[i64], image_len: usize, alpha: f64, rng: 
     Mix { lambda, partner_labels: perm.iter().map(|&p| labels[p]).collect() }
 }
 
+/// Images rendered per thread at least: below this a thread costs more than it saves.
+const IMAGES_PER_THREAD: usize = 16;
+
+/// Renders the batch's images `idx` of the in-memory `set` into `out` (one image after
+/// another), as `draws` say, on up to `workers` threads, each a contiguous run of images.
+fn render_batch(set: &ImageSet, aug: &Augmenter, idx: &[usize], draws: &[Option<Draw>], workers: usize, out: &mut [f32]) {
+    let (c, h, w, n) = (set.channels, set.height, set.width, set.image_len());
+    let render = |first: usize, out: &mut [f32]| {
+        for (k, dst) in out.chunks_exact_mut(n).enumerate() {
+            aug.render(set.image(idx[first + k]), c, h, w, draws[first + k].as_ref(), dst);
+        }
+    };
+    let threads = workers.min(idx.len() / IMAGES_PER_THREAD).max(1);
+    if threads == 1 {
+        return render(0, out);
+    }
+    let per = idx.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (t, chunk) in out.chunks_mut(per * n).enumerate() {
+            let render = &render;
+            scope.spawn(move || render(t * per, chunk));
+        }
+    });
+}
+
 /// Batches in one pass over `n` images.
 pub fn batch_count(n: usize, batch_size: usize, drop_last: bool) -> usize {
     if drop_last { n / batch_size } else { n.div_ceil(batch_size) }
@@ -279,6 +306,48 @@ mod tests {
         assert_eq!(run(Some(5), true).len(), 8);
         assert_eq!(batch_count(10, 4, true), 2);
         assert_eq!(batch_count(10, 4, false), 3);
+    }
+
+    #[test]
+    fn batches_do_not_depend_on_the_thread_count_and_keep_the_one_stream() {
+        // 40 RGB 8×8 images, every augmentation on: the batches are the same on 1, 3 and 8
+        // threads, and the same as augmenting image after image from the one stream (how the
+        // loader has always drawn), so runs from before the threads reproduce to the bit.
+        let set = Arc::new(ImageSet {
+            pixels: (0..40 * 3 * 64).map(|i| (i * 37 % 253) as u8).collect(),
+            labels: (0..40).map(|i| i % 10).collect(),
+            num_classes: 10,
+            channels: 3,
+            height: 8,
+            width: 8,
+            files: None,
+        });
+        let aug = Arc::new(Augmenter { mean: vec![0.4; 3], std: vec![0.2; 3], crop_padding: 2, flip: true, autoaugment: true, cutout: 3 });
+        let run = |workers| {
+            let plan = LoaderPlan {
+                batch_size: 36,
+                seed: Some(9),
+                drop_last: false,
+                sampler: Sampler::Instance,
+                skip: 0,
+                mixup_alpha: 0.0,
+                workers,
+            };
+            Loader::start(set.clone(), aug.clone(), plan).map(|b| (b.images, b.labels)).collect::<Vec<_>>()
+        };
+        let one = run(1);
+        assert_eq!(one.len(), 2);
+        assert_eq!(one, run(3));
+        assert_eq!(one, run(8));
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let order = Sampler::Instance.epoch_order(&set, &mut rng);
+        let n = set.image_len();
+        let mut sequential = vec![0f32; order.len() * n];
+        for (k, &i) in order.iter().enumerate() {
+            aug.apply(set.image(i), 3, 8, 8, Some(&mut rng), &mut sequential[k * n..(k + 1) * n]);
+        }
+        let batched: Vec<f32> = one.iter().flat_map(|(images, _)| images.iter().copied()).collect();
+        assert_eq!(batched, sequential);
     }
 
     #[test]

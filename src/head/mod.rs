@@ -49,7 +49,7 @@ pub struct Head {
 
 impl Head {
     /// Builds a head for `dim`-d features and `classes` classes; the frame and rotation base
-    /// come from `seed`. `wide` computes RBL's exponential in f64 (CPU).
+    /// come from `seed`. `wide` computes RBL's exponential in f64 (the CPU), otherwise in f32 on the device.
     pub fn new(kind: HeadKind, dim: usize, classes: usize, seed: u64, wide: bool, device: &Device) -> Result<Head> {
         let frame = |device: &Device| -> Result<Tensor<2>> {
             let m = etf::simplex_etf(dim, classes, seed ^ 0xE7F)?;

@@ -16,18 +16,8 @@ use serde::{Deserialize, Serialize};
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::head::expm::expm_f64;
+use crate::head::expm::{SKEW_F32_MEASURED_NORM, expm_f64, expm_skew_f32};
 use crate::head::host_linalg::{Mat, random_orthonormal};
-
-/// exp(X) in f64 on the CPU (burn flex), for backends without f64 (wgpu): the d×d generator
-/// crosses to the CPU and back inside the autodiff graph. For d = 256 that is ~0.7 GFLOP per
-/// step, small beside a batch of ResNet-32; in f32 on the GPU the squarings would leave R
-/// orthogonal only to ~1e-4.
-fn expm_f64_on_cpu(x: Tensor<2>) -> Tensor<2> {
-    let device = x.device();
-    let cpu = if device.is_autodiff() { Device::flex().autodiff() } else { Device::flex() };
-    expm_f64(x.to_device(&cpu)).to_device(&device)
-}
 
 /// Which part of A generates the rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -47,7 +37,8 @@ pub struct Rotation {
     a: Param<Tensor<2>>,
     /// The fixed base B0 (d × d); rebuilt from the seed.
     base: Tensor<2>,
-    /// Compute exp in f64 on this device (backends that have f64); otherwise in f64 on the CPU.
+    /// Compute exp in f64 on this device (backends that have f64: the CPU); otherwise in f32 on
+    /// it ([`expm_skew_f32`]: no host round trip on a GPU).
     wide: bool,
     /// Which part of A is the generator (chosen by the config, not a weight).
     #[module(skip)]
@@ -56,8 +47,8 @@ pub struct Rotation {
 
 impl Rotation {
     /// A rotation of R^dim with A = 0 and a base drawn from `seed`; `wide` computes the
-    /// exponential in f64 on the tensors' own device (use it where the backend has f64),
-    /// otherwise it goes to the CPU for it.
+    /// exponential in f64 (use it where the backend has f64), otherwise in f32, both on the
+    /// tensors' own device.
     pub fn new(dim: usize, seed: u64, wide: bool, device: &Device) -> Rotation {
         let b0 = random_orthonormal(dim, dim, seed);
         Rotation {
@@ -80,7 +71,7 @@ impl Rotation {
             RotationGenerator::Lower => self.a.val().tril(-1),
         };
         let skew = a.clone() - a.transpose();
-        let e = if self.wide { expm_f64(skew) } else { expm_f64_on_cpu(skew) };
+        let e = if self.wide { expm_f64(skew) } else { expm_skew_f32(skew) };
         self.base.clone().matmul(e)
     }
 
@@ -124,6 +115,23 @@ impl Rotation {
     /// The parameter A, to read its gradient.
     pub fn generator_param(&self) -> Tensor<2> {
         self.a.val()
+    }
+
+    /// On the f32 path, a warning when the generator's 1-norm has grown past the range
+    /// [`expm_skew_f32`] was measured accurate over (one scalar read; once per epoch). None on
+    /// the f64 path, or within the range.
+    pub fn f32_range_warning(&self) -> Option<String> {
+        if self.wide {
+            return None;
+        }
+        let a = self.full_form_generator().detach();
+        let norm1: f32 = (a.clone() - a.transpose()).abs().sum_dim(0).max().into_scalar();
+        (norm1 as f64 > SKEW_F32_MEASURED_NORM).then(|| {
+            format!(
+                "warning: the rotation generator's 1-norm is {norm1:.0}, past the {SKEW_F32_MEASURED_NORM:.0} up to which its f32 \
+                 exponential was measured accurate; R may be off exp(A − Aᵀ) (its orthogonality error is still logged)"
+            )
+        })
     }
 
     /// max |RᵀR − I| of R as stored in f32, computed in f64 on the host so the check itself
@@ -181,5 +189,18 @@ mod tests {
         for (f, l) in skew_step(gf).iter().zip(skew_step(gl)) {
             assert!((f - 2.0 * l).abs() < 1e-5 * (1.0 + f.abs()), "{f} vs 2·{l}");
         }
+    }
+
+    #[test]
+    fn the_f32_path_warns_only_past_its_measured_range() {
+        let device = Device::flex();
+        let r = Rotation::new(8, 3, false, &device).with_generator(RotationGenerator::Full);
+        assert_eq!(r.f32_range_warning(), None, "A = 0");
+        let big = Tensor::<2>::ones([8, 8], &device).triu(1).mul_scalar(100.0);
+        let wide = Rotation { a: Param::from_tensor(big.clone()), ..Rotation::new(8, 3, true, &device) };
+        assert_eq!(wide.f32_range_warning(), None, "the f64 path has no such range");
+        let r = Rotation { a: Param::from_tensor(big), ..r };
+        let warning = r.f32_range_warning().expect("‖A − Aᵀ‖₁ = 700");
+        assert!(warning.contains("700"), "{warning}");
     }
 }

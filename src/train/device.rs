@@ -28,9 +28,9 @@ impl std::fmt::Display for DeviceKind {
 pub fn device_from_kind(kind: DeviceKind) -> Result<Device> {
     match kind {
         DeviceKind::Cpu => Ok(Device::flex()),
-        #[cfg(feature = "gpu")]
+        #[cfg(feature = "vulkan")]
         DeviceKind::Gpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
-        #[cfg(not(feature = "gpu"))]
+        #[cfg(not(feature = "vulkan"))]
         DeviceKind::Gpu => Err(RblError::Config {
             origin: "device".into(),
             msg: "this rbl was built without GPU support: cargo build --release --features gpu".into(),

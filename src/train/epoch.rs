@@ -13,6 +13,7 @@ use crate::train::interrupt;
 use crate::train::progress::Progress;
 use crate::train::run::Trainer;
 use crate::train::step::{StepBatch, StepSettings, train_step};
+use crate::train::step_log::{NonFinite, RunningSums, StepLog, read_every};
 
 /// Figures of one training epoch.
 pub(crate) struct EpochStats {
@@ -41,14 +42,6 @@ pub(crate) enum EpochOutcome {
     Interrupted { saved: Option<String> },
 }
 
-/// The running sums of an epoch, as a mid-epoch checkpoint stores them.
-struct Running {
-    loss_sum: f64,
-    hits: usize,
-    images: usize,
-    steps: usize,
-}
-
 impl Trainer<'_> {
     /// Trains epoch `epoch` (0-based) at learning rate `lr`, continuing from `resume` when an
     /// earlier process got partway through it.
@@ -71,8 +64,14 @@ impl Trainer<'_> {
         let (c, h, w) = (self.ctx.train.channels, self.ctx.train.height, self.ctx.train.width);
         let settings = StepSettings { criterion: &self.criterion, epoch, lr, loss_scale: cfg.loss_scale() };
         let t0 = Instant::now();
-        let mut run = Running { loss_sum: start.loss_sum, hits: start.hits, images: start.images, steps: start.steps };
-        let partial = |run: &Running, loader: &Loader| PartialEpoch {
+        let resumed = RunningSums { loss_sum: start.loss_sum, hits: start.hits, images: start.images, steps: start.steps };
+        // Steps' losses are read a window at a time (every step on the CPU): see step_log.
+        let mut log = StepLog::new(resumed, read_every(cfg.device));
+        let diverged = |bad: NonFinite, progress: &Progress| {
+            progress.finish();
+            RblError::Diverged { epoch: epoch + 1, step: bad.step, loss: bad.loss }
+        };
+        let partial = |run: RunningSums, loader: &Loader| PartialEpoch {
             steps: run.steps,
             loss_sum: run.loss_sum,
             hits: run.hits,
@@ -82,36 +81,39 @@ impl Trainer<'_> {
         };
         while let Some(batch) = loader.next() {
             if interrupt::requested() {
+                log.read().map_err(|bad| diverged(bad, &progress))?;
                 progress.finish();
-                let saved = if run.steps > start.steps { Some(save_partial(self, &net, epoch, partial(&run, &loader))?) } else { None };
+                let run = log.sums();
+                let saved = if run.steps > start.steps { Some(save_partial(self, &net, epoch, partial(run, &loader))?) } else { None };
                 return Ok(EpochOutcome::Interrupted { saved });
             }
             let b = batch.len();
             let images = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), &self.train_device);
             let step_batch = StepBatch { images, labels: &batch.labels, mix: batch.mix.as_ref() };
-            let (updated, step) = train_step(net, &mut self.optim, step_batch, &settings);
-            if !step.loss.is_finite() {
-                progress.finish();
-                return Err(RblError::Diverged { epoch: epoch + 1, step: run.steps, loss: step.loss });
-            }
+            let (updated, readings) = train_step(net, &mut self.optim, step_batch, &settings);
             net = updated;
-            run.hits += step.correct;
-            run.loss_sum += step.loss as f64 * b as f64;
-            run.images += b;
-            run.steps += 1;
+            log.push(readings).map_err(|bad| diverged(bad, &progress))?;
             self.steps_this_process += 1;
-            if every > 0 && run.steps.is_multiple_of(every) && run.steps < total_steps {
-                save_partial(self, &net, epoch, partial(&run, &loader))?;
+            let steps = log.steps();
+            if every > 0 && steps.is_multiple_of(every) && steps < total_steps {
+                // A checkpoint holds only a network whose every step was read and finite.
+                log.read().map_err(|bad| diverged(bad, &progress))?;
+                save_partial(self, &net, epoch, partial(log.sums(), &loader))?;
             }
             if self.opts.crash_after_steps.is_some_and(|n| self.steps_this_process >= n) {
                 // A stand-in for SIGKILL or a power cut: no destructors, no flushing.
                 std::process::abort();
             }
-            let seen = (run.images - start.images) as f64;
-            let (loss, acc) = (run.loss_sum / run.images as f64, 100.0 * run.hits as f64 / run.images as f64);
-            progress.step(run.steps, loss, acc, seen / t0.elapsed().as_secs_f64());
+            if log.is_read() {
+                let run = log.sums();
+                let seen = (run.images - start.images) as f64;
+                let (loss, acc) = (run.loss_sum / run.images as f64, 100.0 * run.hits as f64 / run.images as f64);
+                progress.step(run.steps, loss, acc, seen / t0.elapsed().as_secs_f64());
+            }
         }
+        log.read().map_err(|bad| diverged(bad, &progress))?;
         progress.finish();
+        let run = log.sums();
         if let Some(e) = loader.failure() {
             return Err(RblError::Dataset(format!(
                 "{e} (epoch {}; set data.bad_images = \"skip\" to skip such training images)",
@@ -119,7 +121,7 @@ impl Trainer<'_> {
             )));
         }
         let n = run.images.max(1) as f64;
-        let done = partial(&run, &loader);
+        let done = partial(run, &loader);
         let stats = EpochStats {
             loss: run.loss_sum / n,
             acc: 100.0 * run.hits as f64 / n,

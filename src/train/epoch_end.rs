@@ -84,6 +84,9 @@ impl Trainer<'_> {
             return Err(RblError::Diverged { epoch: done, step: stats.steps, loss: t.loss as f32 });
         }
         let ortho = net.head.rotation().map(|r| r.orthogonality_error());
+        if let Some(warning) = net.head.rotation().and_then(|r| r.f32_range_warning()) {
+            crate::note!("{warning}");
+        }
         // One pass over the un-augmented training set serves all three uses.
         let keep_features = plan.collapse || plan.picture;
         let train_pass = (keep_features || plan.train_eval)

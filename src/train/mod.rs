@@ -18,6 +18,7 @@ pub mod schedule;
 pub mod selection;
 pub mod stage2;
 pub mod step;
+pub mod step_log;
 pub mod trained_run;
 
 pub use run::{RunOptions, train_run};

@@ -9,6 +9,9 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     total: usize,
     quiet: bool,
+    /// Plain lines: the last quarter of the epoch a line was printed for (steps may arrive a
+    /// window at a time, so a quarter's exact step can be skipped).
+    printed: std::cell::Cell<usize>,
 }
 
 impl Progress {
@@ -24,7 +27,7 @@ impl Progress {
             bar.set_prefix(format!("{epoch}/{epochs}"));
             bar
         });
-        Progress { bar, total, quiet }
+        Progress { bar, total, quiet, printed: std::cell::Cell::new(0) }
     }
 
     /// After step `step` (1-based) with running loss, accuracy (%) and throughput.
@@ -37,7 +40,9 @@ impl Progress {
             }
             None if !self.quiet => {
                 let every = (self.total / 4).max(1);
-                if step.is_multiple_of(every) && step != self.total {
+                let quarter = step / every;
+                if quarter > self.printed.get() && step != self.total {
+                    self.printed.set(quarter);
                     crate::note!("  step {step}/{} {msg}", self.total);
                 }
             }

@@ -1,6 +1,7 @@
-//! One optimisation step: forward, loss, backward, SGD update, and a single device→host read
-//! of the loss and the number of correct predictions. The training loop and the step
-//! benchmark (`rbl-bench`) both run exactly this.
+//! One optimisation step: forward, loss, backward, SGD update. The step's loss and number of
+//! correct predictions stay on the device ([`StepReadings`]); the caller reads them when it
+//! chooses ([`super::step_log`]), so a GPU is not made to drain its queue after every step.
+//! The training loop and the step benchmark (`rbl-bench`) both run exactly this.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -10,6 +11,23 @@ use crate::data::loader::Mix;
 use crate::loss::{Criterion, LossInputs};
 use crate::network::Network;
 
+/// A step's loss and weighted hit count, still on the device: `[loss, correct]`.
+#[derive(Debug, Clone)]
+pub struct StepReadings {
+    /// `[loss, correct]` (f32, detached).
+    pub values: Tensor<1>,
+    /// Images of the step.
+    pub batch: usize,
+}
+
+impl StepReadings {
+    /// Reads the values back now (one device→host read; the host waits for the step).
+    pub fn read(self) -> StepStats {
+        let v: Vec<f32> = self.values.into_data().try_to_vec().expect("f32 step readings");
+        StepStats::from_pair(v[0], v[1])
+    }
+}
+
 /// What one step reports back to the host.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {
@@ -17,6 +35,14 @@ pub struct StepStats {
     pub loss: f32,
     /// Correct top-1 predictions of the batch (raw logits).
     pub correct: usize,
+}
+
+impl StepStats {
+    /// The stats of a step from its read `[loss, correct]` pair (the weighted mixup count
+    /// rounded).
+    pub fn from_pair(loss: f32, correct: f32) -> StepStats {
+        StepStats { loss, correct: correct.round() as usize }
+    }
 }
 
 /// One batch of a step: images `[B, C, H, W]` on the autodiff device, their labels, and the
@@ -45,14 +71,14 @@ pub struct StepSettings<'a> {
 /// Runs one step on `batch`. With mixup the loss is λ·loss(labels) + (1 − λ)·loss(partner
 /// labels) and the correct count is the same mixture, rounded. The backward pass runs on
 /// `loss_scale`·loss and the gradients are divided by `loss_scale` before the update. Returns
-/// the updated network and the stats; the caller checks `loss` for NaN before trusting the
-/// update.
+/// the updated network and the step's readings, on the device; the caller checks the loss for
+/// NaN when it reads them, before trusting the network.
 pub fn train_step(
     net: Network,
     optim: &mut burn::optim::ModuleOptimizer,
     batch: StepBatch<'_>,
     settings: &StepSettings<'_>,
-) -> (Network, StepStats) {
+) -> (Network, StepReadings) {
     let StepBatch { images, labels, mix } = batch;
     let StepSettings { criterion, epoch, lr, loss_scale } = *settings;
     let device = &images.device();
@@ -69,7 +95,7 @@ pub fn train_step(
     let inputs = LossInputs { logits: logits.clone(), features: Some((features, directions)) };
     let loss =
         targets.iter().map(|&(l, w)| weighted(criterion.forward(&inputs, l, epoch), w)).reduce(|a, b| a + b).expect("at least one target");
-    // One device→host read per step: the loss and the number of correct predictions.
+    // The loss and the number of correct predictions, left on the device.
     let predicted = logits.detach().argmax(1).reshape([b]);
     let correct = targets
         .iter()
@@ -79,7 +105,7 @@ pub fn train_step(
         })
         .reduce(|a, b| a + b)
         .expect("at least one target");
-    let stats: Vec<f32> = Tensor::cat(vec![loss.clone().detach().reshape([1]), correct], 0).into_data().try_to_vec().expect("f32 stats");
+    let values = Tensor::cat(vec![loss.clone().detach().reshape([1]), correct], 0);
     let grads = if loss_scale == 1.0 {
         GradientsParams::from_grads(loss.backward(), &net)
     } else {
@@ -88,7 +114,7 @@ pub fn train_step(
         grads
     };
     let net = optim.step(lr, net, grads);
-    (net, StepStats { loss: stats[0], correct: stats[1].round() as usize })
+    (net, StepReadings { values, batch: b })
 }
 
 /// Divides every parameter's gradient by the loss scale.
