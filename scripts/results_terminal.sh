@@ -37,7 +37,8 @@ if [ "$what" = train ] || [ "$what" = all ]; then
         # checkpoint is here (checkpoints are not committed).
         run="$RUNS/terminal_${ds}_ce-s$seed"
         if [ "$m" = ce ] && [ ! -f "$run/posthoc-logit-adjust.json" ]; then
-          $RBL posthoc --checkpoint "$run" --method logit-adjust >/dev/null
+          # τ from 0 to 4 in steps of 0.1: at seed 0 the default grid's top (2.0) was chosen.
+          $RBL posthoc --checkpoint "$run" --method logit-adjust --grid "$(seq -s, 0 0.1 4)" >/dev/null
         fi
       done
     done
