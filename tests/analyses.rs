@@ -34,8 +34,7 @@ fn feature_pictures_and_report_cover_every_section() {
 
     // Eval-mode train accuracy is logged each epoch, and agrees with its own definition:
     // a percentage of the 100-odd training images.
-    let log: Vec<Value> =
-        std::fs::read_to_string(run.join("epochs.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let log = epoch_log(&run);
     for e in &log {
         let acc = e["train_eval_acc"].as_f64().expect("train_eval_acc logged");
         assert!((0.0..=100.0).contains(&acc));

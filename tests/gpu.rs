@@ -15,10 +15,6 @@ fn config(device: &str) -> String {
     tiny_config("rbl", 1).replacen("seed = 3\n", &format!("seed = 3\ndevice = \"{device}\"\n"), 1)
 }
 
-fn epoch_log(run: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("epochs.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
 /// The same short run on the CPU and the GPU ends within tolerance, and the GPU's rotation,
 /// computed in f32 on the device, is orthogonal to 1e-5.
 ///

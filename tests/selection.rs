@@ -31,8 +31,7 @@ fn validation_selection_keeps_and_scores_the_best_epoch() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     // The chosen epoch is the log's earliest maximum of the validation score.
-    let log: Vec<Value> =
-        std::fs::read_to_string(run.join("epochs.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let log = epoch_log(&run);
     let vals: Vec<f64> = log.iter().map(|r| r["val_acc_adjusted"].as_f64().unwrap()).collect();
     let best = vals.iter().cloned().fold(f64::MIN, f64::max);
     let want_epoch = vals.iter().position(|&v| v == best).unwrap() + 1;

@@ -61,8 +61,14 @@ pub fn expm_skew_f32(x: Tensor<2>) -> Tensor<2> {
 pub fn expm(x: Tensor<2>) -> Tensor<2> {
     let [n, m] = x.dims();
     assert_eq!(n, m, "expm needs a square matrix, got {n}×{m}");
-    let norm1: f32 = x.clone().detach().abs().sum_dim(0).max().into_scalar();
-    expm_with_norm(x, norm1 as f64)
+    let norm = norm1(&x);
+    expm_with_norm(x, norm)
+}
+
+/// ‖X‖₁, the largest column sum of |X| (one device→host read): what the scaling is chosen by.
+pub fn norm1(x: &Tensor<2>) -> f64 {
+    let norm: f32 = x.clone().detach().abs().sum_dim(0).max().into_scalar();
+    norm as f64
 }
 
 /// exp(X) when the 1-norm of X is already known (saves a device→host read).

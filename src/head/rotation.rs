@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::head::expm::{SKEW_F32_MEASURED_NORM, expm_f64, expm_skew_f32};
+use crate::head::expm::{SKEW_F32_MEASURED_NORM, expm_f64, expm_skew_f32, norm1};
 use crate::head::host_linalg::{Mat, random_orthonormal};
 
 /// Which part of A generates the rotation.
@@ -124,11 +124,11 @@ impl Rotation {
         if self.wide {
             return None;
         }
-        let a = self.full_form_generator().detach();
-        let norm1: f32 = (a.clone() - a.transpose()).abs().sum_dim(0).max().into_scalar();
-        (norm1 as f64 > SKEW_F32_MEASURED_NORM).then(|| {
+        let a = self.full_form_generator();
+        let norm = norm1(&(a.clone() - a.transpose()));
+        (norm > SKEW_F32_MEASURED_NORM).then(|| {
             format!(
-                "warning: the rotation generator's 1-norm is {norm1:.0}, past the {SKEW_F32_MEASURED_NORM:.0} up to which its f32 \
+                "warning: the rotation generator's 1-norm is {norm:.0}, past the {SKEW_F32_MEASURED_NORM:.0} up to which its f32 \
                  exponential was measured accurate; R may be off exp(A − Aᵀ) (its orthogonality error is still logged)"
             )
         })

@@ -20,14 +20,6 @@ pub struct StepReadings {
     pub batch: usize,
 }
 
-impl StepReadings {
-    /// Reads the values back now (one device→host read; the host waits for the step).
-    pub fn read(self) -> StepStats {
-        let v: Vec<f32> = self.values.into_data().try_to_vec().expect("f32 step readings");
-        StepStats::from_pair(v[0], v[1])
-    }
-}
-
 /// What one step reports back to the host.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {

@@ -50,6 +50,14 @@ pub struct NonFinite {
     pub loss: f32,
 }
 
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "loss became {} at step {}", self.loss, self.step)
+    }
+}
+
+impl std::error::Error for NonFinite {}
+
 /// Readings of steps not yet read, and the sums of those that were.
 pub struct StepLog {
     sums: RunningSums,
@@ -91,12 +99,8 @@ impl StepLog {
             return Ok(());
         }
         let batches: Vec<usize> = self.pending.iter().map(|r| r.batch).collect();
-        let values: Vec<f32> = if self.pending.len() == 1 {
-            self.pending.pop().expect("one").values.into_data().try_to_vec().expect("f32 step readings")
-        } else {
-            Tensor::cat(self.pending.drain(..).map(|r| r.values).collect(), 0).into_data().try_to_vec().expect("f32 step readings")
-        };
-        self.pending.clear();
+        let values: Vec<f32> =
+            Tensor::cat(self.pending.drain(..).map(|r| r.values).collect(), 0).into_data().try_to_vec().expect("f32 step readings");
         for (pair, b) in values.chunks_exact(2).zip(batches) {
             let stats = StepStats::from_pair(pair[0], pair[1]);
             if !stats.loss.is_finite() {
@@ -150,6 +154,7 @@ mod tests {
         log.push(readings(2.0, 5.0, 10)).unwrap();
         let err = log.push(readings(3.0, 5.0, 10)).unwrap_err();
         assert_eq!(err.step, 3, "steps 0–1 were resumed, step 2 fine, step 3 NaN");
+        assert_eq!(err.to_string(), "loss became NaN at step 3");
         assert!(err.loss.is_nan());
         assert_eq!(log.sums(), RunningSums { loss_sum: 20.0, hits: 8, images: 30, steps: 3 });
     }

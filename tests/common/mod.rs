@@ -55,6 +55,11 @@ pub fn rbl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rbl")).args(args).output().expect("rbl runs")
 }
 
+/// The epoch log (`epochs.jsonl`) of a run folder, one JSON value per epoch.
+pub fn epoch_log(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("epochs.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 /// Stderr of an output, as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
