@@ -112,6 +112,177 @@ unsafe fn tile<const CB: usize, const P: usize>(x: *const f32, taps: *const f32,
     }
 }
 
+/// The register tile of [`conv_image`] for `vectors` 16-channel output vectors and an
+/// interior width w: (output rows R, pixels P), R·P·vectors accumulators plus 3·vectors
+/// weights within the 32 registers, and P dividing w where one of the choices does (a column
+/// block moved back at the edge recomputes pixels).
+fn image_tile(vectors: usize, w: usize) -> (usize, usize) {
+    match vectors {
+        1 if w.is_multiple_of(7) && !w.is_multiple_of(8) => (3, 7),
+        1 => (3, 8),
+        2 if w.is_multiple_of(7) && !w.is_multiple_of(4) => (1, 7),
+        2 => (2, 4),
+        _ => (1, 4),
+    }
+}
+
+/// Whether [`conv_image`] takes an image of this interior size with c_out output channels.
+pub fn image_kernel_fits(c_out: usize, h: usize, w: usize) -> bool {
+    if !(c_out.is_multiple_of(16) && matches!(c_out / 16, 1 | 2 | 4)) {
+        return false;
+    }
+    let (r, p) = image_tile(c_out / 16, w);
+    h >= r && w >= p
+}
+
+/// The same values as [`conv_rows`] (bit for bit) for one whole halo image, computed in tiles
+/// of R output rows × P pixels × CB output vectors that share their input rows.
+///
+/// [`conv_rows`] with one output vector per pixel loads a broadcast input value for every FMA
+/// (24 pixels × 1 vector): the load ports, not the FMA units, set its pace; and its rows run
+/// through the ring's columns (junk, zeroed after: 6 % of the work at 32×32, 22 % at 8×8). An
+/// input value of padded row i feeds output rows i − 2, i − 1 and i (kernel rows 2, 1, 0), so
+/// with R = 3 output rows each broadcast serves up to three accumulators, about two thirds of a
+/// load per FMA at 16 channels; and a tile covers interior pixels only. Input rows are taken in
+/// order, and within one the 3·c_in kernel inputs in order, so every output sums its 9·c_in
+/// products in the order [`conv_rows`] does: kernel row 0's inputs, then row 1's, then row 2's.
+/// Only interior pixels are written; the caller zeroes the ring.
+///
+/// # Safety
+/// `available()` must hold and [`image_kernel_fits`]`(c_out, h, w)`; x must hold one input
+/// image ((h + 2)·(w + 2)·c_in values), taps 9·c_in·c_out, y one output image
+/// ((h + 2)·(w + 2)·c_out).
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn conv_image(x: &[f32], taps: &[f32], y: &mut [f32], h: usize, w: usize, c_in: usize, c_out: usize) {
+    let wp = w + 2;
+    assert!(image_kernel_fits(c_out, h, w), "conv_image: {h}×{w} image, {c_out} channels");
+    assert!(x.len() >= (h + 2) * wp * c_in && taps.len() >= 9 * c_in * c_out && y.len() >= (h + 2) * wp * c_out, "conv_image: sizes");
+    // SAFETY: sizes and fit asserted above; the feature is the caller's promise.
+    unsafe {
+        match (c_out / 16, image_tile(c_out / 16, w)) {
+            (1, (3, 7)) => image::<1, 3, 7>(x, taps, y, h, w, c_in),
+            (1, _) => image::<1, 3, 8>(x, taps, y, h, w, c_in),
+            (2, (1, 7)) => image::<2, 1, 7>(x, taps, y, h, w, c_in),
+            (2, _) => image::<2, 2, 4>(x, taps, y, h, w, c_in),
+            _ => image::<4, 1, 4>(x, taps, y, h, w, c_in),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn image<const CB: usize, const R: usize, const P: usize>(x: &[f32], taps: &[f32], y: &mut [f32], h: usize, w: usize, c_in: usize) {
+    let wp = w + 2;
+    let mut y0 = 0;
+    loop {
+        // The last band and the last column block move back to end at the image's edge; the
+        // outputs they recompute come out the same.
+        let top = y0.min(h - R);
+        let mut x0 = 0;
+        loop {
+            let left = x0.min(w - P);
+            // SAFETY: the tile's outputs are interior pixels (top + 1 + r, left + 1 + p) with
+            // r < R, p < P, inside y; its inputs are padded rows top..top + R + 2 and pixels
+            // left..left + P + 2 of them, inside x; taps holds 9·c_in·16·CB.
+            unsafe {
+                image_block::<CB, R, P>(
+                    x.as_ptr().add((top * wp + left) * c_in),
+                    taps.as_ptr(),
+                    y.as_mut_ptr().add(((top + 1) * wp + left + 1) * 16 * CB),
+                    c_in,
+                    wp,
+                )
+            };
+            if left + P >= w {
+                break;
+            }
+            x0 += P;
+        }
+        if top + R >= h {
+            break;
+        }
+        y0 += R;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn image_block<const CB: usize, const R: usize, const P: usize>(
+    x: *const f32,
+    taps: *const f32,
+    y: *mut f32,
+    c_in: usize,
+    wp: usize,
+) {
+    let mut acc = [[[_mm512_setzero_ps(); CB]; P]; R];
+    // SAFETY (whole block): offsets inside the tile `image` hands over.
+    unsafe {
+        // Written out rather than looped, so that each call's row index is a constant and the
+        // accumulators stay in registers; rows past R + 1 do not exist (the ifs fold away).
+        const { assert!(R >= 1 && R <= 3) };
+        input_row::<CB, R, P, 0>(x, taps, &mut acc, c_in);
+        input_row::<CB, R, P, 1>(x.add(wp * c_in), taps, &mut acc, c_in);
+        input_row::<CB, R, P, 2>(x.add(2 * wp * c_in), taps, &mut acc, c_in);
+        if R >= 2 {
+            input_row::<CB, R, P, 3>(x.add(3 * wp * c_in), taps, &mut acc, c_in);
+        }
+        if R >= 3 {
+            input_row::<CB, R, P, 4>(x.add(4 * wp * c_in), taps, &mut acc, c_in);
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (p, px) in row.iter().enumerate() {
+                for (cb, v) in px.iter().enumerate() {
+                    _mm512_storeu_ps(y.add((r * wp + p) * 16 * CB + cb * 16), *v);
+                }
+            }
+        }
+    }
+}
+
+/// Padded input row I of a tile: each of its P pixels' 3·c_in kernel inputs, in order,
+/// against kernel row ky into output row I − ky, for the kernel rows that land in the tile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+// Indexing the accumulators by (I − ky, p, cb), all constants once unrolled, is the point: it
+// keeps them in registers.
+#[allow(clippy::needless_range_loop)]
+unsafe fn input_row<const CB: usize, const R: usize, const P: usize, const I: usize>(
+    xs: *const f32,
+    taps: *const f32,
+    acc: &mut [[[__m512; CB]; P]; R],
+    c_in: usize,
+) {
+    let (k, c_out) = (3 * c_in, 16 * CB);
+    // Kernel row ky sends this input row to output row I − ky, when that is in the tile.
+    let lands = |ky: usize| ky <= I && I - ky < R;
+    // SAFETY (whole block): xs is the row's first pixel, P + 2 pixels of c_in values follow;
+    // taps holds 9·c_in·c_out.
+    unsafe {
+        for j in 0..k {
+            let mut wv = [[_mm512_setzero_ps(); CB]; 3];
+            for (ky, v) in wv.iter_mut().enumerate() {
+                if lands(ky) {
+                    for (cb, vv) in v.iter_mut().enumerate() {
+                        *vv = _mm512_loadu_ps(taps.add((ky * k + j) * c_out + cb * 16));
+                    }
+                }
+            }
+            for p in 0..P {
+                let b = _mm512_set1_ps(*xs.add(p * c_in + j));
+                for (ky, wk) in wv.iter().enumerate() {
+                    if lands(ky) {
+                        for cb in 0..CB {
+                            acc[I - ky][p][cb] = _mm512_fmadd_ps(b, wk[cb], acc[I - ky][p][cb]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Weight-gradient tile: J kernel inputs × CB vectors of output channels, for each c_out.
 pub fn weight_tile_inputs(vectors: usize) -> usize {
     tile_pixels(vectors)
@@ -121,10 +292,11 @@ pub fn weight_tile_inputs(vectors: usize) -> usize {
 /// cache while every tile of the kernel passes over them.
 const WEIGHT_ROW_BLOCK: usize = 256;
 
-/// taps[ky][j][:] = Σ_r x[(r + ky·row_step)·c_in + j] · dy[r, :] for j < 3·c_in and r < rows,
-/// overwriting taps; c_out = 16·vectors (1, 2 or 4) and 3·c_in a multiple of
-/// [`weight_tile_inputs`]. The sum over r runs in order (blocks carry their partial sums), so
-/// the result does not depend on the blocking.
+/// taps[ky][j][:] += Σ_r x[(r + ky·row_step)·c_in + j] · dy[r, :] for j < 3·c_in and r < rows;
+/// c_out = 16·vectors (1, 2 or 4) and 3·c_in a multiple of [`weight_tile_inputs`]. The sum over
+/// r runs in order onto what taps holds (blocks carry their partial sums), so the result does
+/// not depend on the blocking, and consecutive calls over consecutive row ranges give the bits
+/// of one call over their union.
 ///
 /// # Safety
 /// `available()` must hold; x must hold (rows − 1 + 2·row_step)·c_in + 3·c_in values, dy
@@ -138,7 +310,6 @@ pub unsafe fn weight_grad_rows(x: &[f32], dy: &[f32], taps: &mut [f32], rows: us
         rows >= 1 && x.len() >= (rows - 1 + 2 * row_step) * c_in + 3 * c_in && dy.len() >= rows * c_out && taps.len() >= 9 * c_in * c_out,
         "weight_grad_rows: sizes"
     );
-    taps[..9 * c_in * c_out].fill(0.0);
     // SAFETY: sizes asserted above; the feature is the caller's promise.
     unsafe {
         match vectors {

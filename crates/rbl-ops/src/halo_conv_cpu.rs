@@ -111,6 +111,13 @@ fn forward_rows(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32], avx512: bo
     let (q0, m) = g.rows();
     let (wp, ci, co) = (g.input().wp(), g.c_in, g.c_out);
     #[cfg(target_arch = "x86_64")]
+    if avx512 && super::halo_conv_avx512::image_kernel_fits(co, g.h, g.w) {
+        // SAFETY: the feature is detected and the image fits the kernel; x and y are one
+        // image each, taps 9·c_in·c_out.
+        unsafe { super::halo_conv_avx512::conv_image(x, taps, y, g.h, g.w, ci, co) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if avx512 {
         // SAFETY: the feature is detected; x holds the image ((h + 2)·wp pixels ≥ m − 1 + 2·wp
         // + 3), taps 9·c_in·c_out, and y from pixel q0 holds m rows.
@@ -332,9 +339,16 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
                 let rows = images * i.hp() * wp - 2 * q0;
                 #[cfg(target_arch = "x86_64")]
                 if use_avx512(co, rows) && (3 * ci).is_multiple_of(super::halo_conv_avx512::weight_tile_inputs(co / 16)) {
-                    // SAFETY: the feature is detected; xs holds the task's images (rows − 1 +
-                    // 2·wp + 3 pixels from the start), dys from q0 holds rows rows, taps 9·c_in·c_out.
-                    unsafe { super::halo_conv_avx512::weight_grad_rows(xs, &dys[q0 * co..], &mut taps, rows, ci, co, wp) };
+                    // One sum per kernel entry over the task's images in order, each image from
+                    // its first interior pixel to its last: the ring rows between images, where
+                    // dy is zero, are skipped (a fifth of the rows at 8×8). Adding x·0 to a sum
+                    // that starts at +0 changes no bit, so this equals the one long sum over
+                    // the task's contiguous rows (tested).
+                    for (xb, dyb) in xs.chunks(i.image_len()).zip(dys.chunks(o.image_len())) {
+                        // SAFETY: the feature is detected; xb is one image ((h + 2)·wp pixels ≥
+                        // m − 1 + 2·wp + 3), dyb from q0 holds m rows, taps 9·c_in·c_out.
+                        unsafe { super::halo_conv_avx512::weight_grad_rows(xb, &dyb[q0 * co..], &mut taps, m, ci, co, wp) };
+                    }
                     return taps;
                 }
                 for ky in 0..3 {
@@ -424,6 +438,80 @@ mod tests {
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&fused), bits(&separate), "{c_out} out, stride {stride}, residual {}, relu {relu}", res.is_some());
             }
+        }
+    }
+
+    /// The image kernel gives the bits of the row kernel it replaced, interior pixels at every
+    /// size and width it takes (bands and column blocks moved back at the edges), for each
+    /// register tile.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn image_kernel_equals_the_row_kernel_bit_for_bit() {
+        use crate::halo_conv_avx512::{conv_image, conv_rows, image_kernel_fits};
+        if !crate::halo_conv_avx512::available() {
+            return;
+        }
+        let cases = [
+            (16, 16, 32, 32),
+            (16, 16, 28, 28),
+            (16, 16, 3, 8),
+            (8, 16, 7, 11),
+            (3, 16, 5, 9),
+            (32, 16, 4, 17),
+            (16, 32, 16, 16),
+            (32, 32, 14, 14),
+            (32, 32, 5, 13),
+            (32, 64, 8, 8),
+            (64, 64, 7, 7),
+            (8, 64, 2, 6),
+        ];
+        for (c_in, c_out, h, w) in cases {
+            assert!(image_kernel_fits(c_out, h, w), "{c_out} channels, {h}×{w}");
+            let g = HaloConv { batch: 1, c_in, h, w, c_out, stride: 1 };
+            let (i, o) = (g.input(), g.output());
+            let x = nchw_to_halo(&values(c_in * h * w, 14), 1, c_in, h, w);
+            let taps = weight_to_taps(&values(c_out * c_in * 9, 15), c_in, c_out);
+            let (q0, m) = g.rows();
+            let mut rows = vec![0.0f32; o.len()];
+            // SAFETY: the feature is detected; x is one image, rows from q0 holds m rows.
+            unsafe { conv_rows(&x, &taps, &mut rows[q0 * c_out..][..m * c_out], m, c_in, c_out, i.wp()) };
+            let mut image = vec![f32::NAN; o.len()];
+            // SAFETY: the feature is detected, the image fits; sizes are one image each.
+            unsafe { conv_image(&x, &taps, &mut image, h, w, c_in, c_out) };
+            zero_ring(&mut rows, &o);
+            zero_ring(&mut image, &o);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&image), bits(&rows), "{c_in}→{c_out}, {h}×{w}");
+        }
+    }
+
+    /// The AVX-512 weight gradient sums each image from its first interior pixel to its last,
+    /// skipping the ring rows between images: the bits of the one long sum over the task's
+    /// contiguous rows, which it replaced (x·0 added to a sum that starts at +0 changes none).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn skipping_the_ring_rows_between_images_changes_no_bit() {
+        if !crate::halo_conv_avx512::available() {
+            return;
+        }
+        for (c_in, c_out, side) in [(16, 16, 8), (16, 32, 6), (32, 64, 8)] {
+            let g = HaloConv { batch: 5, c_in, h: side, w: side, c_out, stride: 1 };
+            let (i, o) = (g.input(), g.output());
+            let x = nchw_to_halo(&values(5 * c_in * side * side, 12), 5, c_in, side, side);
+            let dy = nchw_to_halo(&values(5 * c_out * side * side, 13), 5, c_out, side, side);
+            let (q0, _) = g.rows();
+            let rows = 5 * i.hp() * i.wp() - 2 * q0;
+            let mut long = vec![0.0f32; 9 * c_in * c_out];
+            // SAFETY: the feature is detected; x holds the whole batch, dy from q0 holds `rows`
+            // rows, long 9·c_in·c_out.
+            unsafe { crate::halo_conv_avx512::weight_grad_rows(&x, &dy[q0 * c_out..], &mut long, rows, c_in, c_out, i.wp()) };
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(o.len(), dy.len());
+            assert_eq!(
+                bits(&halo_conv_weight_grad(&x, &dy, &g)),
+                bits(&taps_to_weight(&long, c_in, c_out)),
+                "{c_in}→{c_out} at {side}×{side}"
+            );
         }
     }
 
