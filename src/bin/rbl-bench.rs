@@ -86,6 +86,11 @@ enum Mode {
 fn main() -> Result<()> {
     let _ = rbl_ops::keep_freed_buffers();
     let args = Args::parse();
+    // As `rbl` runs its commands: on a worker of the kernels' pool (rbl_ops::on_kernel_pool).
+    rbl_ops::on_kernel_pool(|| run(args))
+}
+
+fn run(args: Args) -> Result<()> {
     for input in &args.input {
         let dims: Vec<usize> = input.split('x').map(|d| d.parse()).collect::<std::result::Result<_, _>>()?;
         let [c, h, w] = dims[..] else { bail!("--input {input}: expected CxHxW") };

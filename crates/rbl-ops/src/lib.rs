@@ -5,7 +5,8 @@
 //!   with a zero ring, [`halo`]); the 3×3 convolution ([`halo_conv_cpu`], inner loops in
 //!   [`halo_conv_avx512`]) and BatchNorm + residual add + ReLU ([`halo_norm_cpu`]) run on it.
 //! - `conv2d_*`, `batch_norm_*`: the same for NCHW tensors (ResNet-50, the projection's norm).
-//! - [`keep_freed_buffers`]: the process-wide allocator setting both rely on.
+//! - [`keep_freed_buffers`]: the process-wide allocator setting both rely on;
+//!   [`on_kernel_pool`]: where a training step should run so that their passes fork cheaply.
 //!
 //! The public surface is the burn-level ops the backbones call; the slice kernels stay inside
 //! (the timing programs in `dev/` reach them with `--features dev`). Every `unsafe` block of
@@ -23,6 +24,7 @@ mod halo_conv_cpu;
 mod halo_conv_op;
 mod halo_norm_cpu;
 mod halo_norm_op;
+mod pool;
 
 pub use allocator::keep_freed_buffers;
 pub use batch_norm_op::{batch_norm, update_running_statistics};
@@ -30,6 +32,7 @@ pub use conv2d_op::conv2d_square;
 pub use halo::{HaloGeometry, halo_to_nchw, nchw_to_halo};
 pub use halo_conv_op::{halo_conv, halo_conv_affine};
 pub use halo_norm_op::{halo_affine, halo_bn_train};
+pub use pool::on_kernel_pool;
 
 /// The slice kernels behind the ops, for the timing programs in `dev/` (`--features dev`).
 /// Not an API: they change with the kernels.
