@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue #13's GPU measurements, as one prepared script for a session lent a GPU machine (run
 # once through `device`, results under $OUT). Everything it runs is built here by
-# bench/gpu_prepare.sh (stripped binaries, xz-compressed, and the Fashion-MNIST files), which
+# bench/gpu_prepare.sh (stripped binaries in one tar.xz, and the Fashion-MNIST files), which
 # travel as the one carried folder `dist/`.
 #
 #   1. rbl-bench on the GPU: ResNet-32 + RBL head at batch 128/256, 3x32x32 and 1x28x28, f32 and
@@ -23,7 +23,7 @@ OUT=${1:-${OUT:-bench/results/gpu-out}}; EPOCHS=${2:-20}
 mkdir -p "$OUT"
 BIN=dist/bin; DATA=dist/fashion-mnist
 log() { echo "== $(date +%T) $*" | tee -a "$OUT/gpu.log"; }
-for f in "$BIN"/*.xz; do [ -e "$f" ] && xz -dkf "$f" && chmod +x "${f%.xz}"; done
+mkdir -p "$BIN" && xz -dc dist/bin.tar.xz | tar -C "$BIN" -xf - && chmod +x "$BIN"/*
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$OUT/gpu.log"
 echo "cpu: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" | tee -a "$OUT/gpu.log"
 if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && [ -z "${VK_DRIVER_FILES:-}" ]; then
