@@ -56,14 +56,18 @@ if both:
         d_last.append(a["gap"] - b["gap"]); d_late.append(a["gap_late_mean"] - b["gap_late_mean"]); d_test.append(a["test_acc"] - b["test_acc"])
         print(f"| {s} | {d_last[-1]:+.2f} | {d_late[-1]:+.2f} | {d_test[-1]:+.2f} |")
     print(f"| mean ± std | {ms(d_last)} | {ms(d_late)} | {ms(d_test)} |")
-    spread = [runs[s]["A"]["gap_late_mean"] for s in both]
     if len(both) >= 3:
         m, sd = statistics.mean(d_late), statistics.stdev(d_late)
-        gap_sd = statistics.stdev(spread)
-        verdict = "larger than" if abs(m) > 2 * max(sd, gap_sd) else "not larger than"
-        print(f"\nThe A − B gap difference (last third) is {m:+.2f} ± {sd:.2f} points over {len(both)} seeds; "
-              f"frame A's own gap varies by {gap_sd:.2f} (std) from seed to seed. The difference is {verdict} "
-              f"twice the seed spread.")
+        se = sd / len(both) ** 0.5
+        signs = {x > 0 for x in d_late}
+        sd_a = statistics.stdev([runs[s]["A"]["gap_late_mean"] for s in both])
+        sd_b = statistics.stdev([runs[s]["B"]["gap_late_mean"] for s in both])
+        verdict = ("larger than its seed-to-seed spread (more than 2 standard errors from 0, one sign)"
+                   if abs(m) > 2 * se and len(signs) == 1 else
+                   "not larger than its seed-to-seed spread" + (" (its sign changes between seeds)" if len(signs) > 1 else ""))
+        print(f"\nThe A − B gap difference (mean over the last third of the epochs) is {m:+.2f} ± {sd:.2f} "
+              f"points (mean ± std over {len(both)} seeds; standard error {se:.2f}); the gaps themselves vary "
+              f"by {sd_a:.2f} (A) and {sd_b:.2f} (B) from seed to seed. The difference is {verdict}.")
     else:
         print("\nFewer than 3 seeds: nothing is claimed.")
 PY
