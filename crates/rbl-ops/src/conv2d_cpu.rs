@@ -333,6 +333,7 @@ fn transpose(a: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bits;
 
     #[test]
     fn hand_computed_3x3_with_padding() {
@@ -365,7 +366,6 @@ mod tests {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| (conv2d_forward(&x, &w, &g), conv2d_input_grad(&dy, &w, &g), conv2d_weight_grad(&x, &dy, &g)))
         };
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         let (y1, dx1, dw1) = on(1);
         for threads in [2, 3, 5] {
             let (y, dx, dw) = on(threads);

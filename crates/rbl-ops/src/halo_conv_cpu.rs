@@ -105,8 +105,9 @@ fn chunk(batch: usize) -> usize {
     images_per_task(batch, 8)
 }
 
-/// Stride-1 forward of one image through overlapping rows: writes rows q0..q0 + m of y (the
-/// ring's columns among them with junk, which the caller zeroes).
+/// Stride-1 forward of one image through overlapping rows: writes y's interior pixels (the
+/// AVX-512 image kernel, where the image fits its tile), or rows q0..q0 + m with junk in the
+/// ring's columns among them (the row kernel, the `gemm` crate); the caller zeroes the ring.
 fn forward_rows(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32], avx512: bool) {
     let (q0, m) = g.rows();
     let (wp, ci, co) = (g.input().wp(), g.c_in, g.c_out);
@@ -373,6 +374,7 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bits;
     use crate::conv2d_cpu::{ConvGeometry, conv2d_forward, conv2d_input_grad, conv2d_weight_grad};
     use crate::halo::{halo_to_nchw, nchw_to_halo, ring_is_zero};
 
@@ -435,7 +437,6 @@ mod tests {
             for (res, relu) in [(None, true), (Some(&residual[..]), true), (Some(&residual[..]), false)] {
                 let fused = halo_conv_forward_then(&x, &w, &g, Some(Epilogue { scale: &scale, shift: &shift, residual: res, relu }));
                 let separate = halo_affine_forward(&halo_conv_forward(&x, &w, &g), &scale, &shift, res, relu, &o);
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&fused), bits(&separate), "{c_out} out, stride {stride}, residual {}, relu {relu}", res.is_some());
             }
         }
@@ -480,7 +481,6 @@ mod tests {
             unsafe { conv_image(&x, &taps, &mut image, h, w, c_in, c_out) };
             zero_ring(&mut rows, &o);
             zero_ring(&mut image, &o);
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&image), bits(&rows), "{c_in}→{c_out}, {h}×{w}");
         }
     }
@@ -505,7 +505,6 @@ mod tests {
             // SAFETY: the feature is detected; x holds the whole batch, dy from q0 holds `rows`
             // rows, long 9·c_in·c_out.
             unsafe { crate::halo_conv_avx512::weight_grad_rows(&x, &dy[q0 * c_out..], &mut long, rows, c_in, c_out, i.wp()) };
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(o.len(), dy.len());
             assert_eq!(
                 bits(&halo_conv_weight_grad(&x, &dy, &g)),
@@ -528,7 +527,6 @@ mod tests {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 pool.install(|| (halo_conv_forward(&x, &w, &g), halo_conv_input_grad(&dy, &w, &g), halo_conv_weight_grad(&x, &dy, &g)))
             };
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             let (y1, dx1, dw1) = on(1);
             for threads in [2, 3] {
                 let (y, dx, dw) = on(threads);

@@ -50,6 +50,13 @@ pub fn on_flex(device: &burn::tensor::Device) -> bool {
     device.clone().without_autodiff() == burn::tensor::Device::flex()
 }
 
+/// Test helper shared by the ops' tests: the bit patterns of `v`, for comparing results that
+/// must be identical (not merely close).
+#[cfg(test)]
+pub(crate) fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
 /// Test helper shared by the ops' tests: max |a − b| within `tol` times the largest |b| (at
 /// least 1).
 #[cfg(test)]
