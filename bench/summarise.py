@@ -14,8 +14,12 @@ raw = sys.argv[1]
 runs = defaultdict(list)
 for line in open(raw):
     r = json.loads(line)
-    setting = "rbl" if r["impl"] == "rbl" else r.get("setting", "eager")
-    runs[(r["input"], r["batch"], setting)].append(r)
+    # "rbl-baseline": an older rbl build timed in the same rounds (bench/imagenet_cpu.sh BASELINE=).
+    setting = r["impl"] if r["impl"] in ("rbl", "rbl-baseline") else r.get("setting", "eager")
+    # The CIFAR ResNet-32 rows are named by their input alone; the 224-px nets by backbone too.
+    backbone = r.get("backbone", "resnet32")
+    shape = r["input"] if backbone == "resnet32" else f"{backbone} {r['input']}"
+    runs[(shape, r["batch"], setting)].append(r)
 header = open(raw + ".txt").read().strip() if len(sys.argv) < 3 else ""
 print(f"Source: `{raw}` ({header})\n")
 settings = [s for s in ["eager", "eager_channels_last", "compile_channels_last", "compile"] if any(k[2] == s for k in runs)]
@@ -48,3 +52,14 @@ for (inp, batch) in sorted({(k[0], k[1]) for k in runs}):
     cells = [f"{max(r['peak_rss_mb'] for r in runs[(inp, batch, s)]):.0f}" if runs.get((inp, batch, s)) else "—" for s in ["rbl"] + settings]
     comp = runs.get((inp, batch, "compile_channels_last"), [])
     print(f"| {inp} | {batch} | " + " | ".join(cells) + f" | {med(comp, 'compile_s'):.0f} |" if comp else f"| {inp} | {batch} | " + " | ".join(cells) + " | — |")
+baseline = {k[:2] for k in runs if k[2] == "rbl-baseline"}
+if baseline:
+    print("\n**rbl against the older rbl build timed in the same rounds** (median img/s; ratio = this ÷ older)\n")
+    print("| input | batch | train: this / older | ratio | eval: this / older | ratio |")
+    print("|---|---|---|---|---|---|")
+    for (inp, batch) in sorted(baseline):
+        a, b = runs.get((inp, batch, "rbl"), []), runs[(inp, batch, "rbl-baseline")]
+        if a:
+            t = (med(a, "train_img_s"), med(b, "train_img_s"))
+            e = (med(a, "eval_img_s"), med(b, "eval_img_s"))
+            print(f"| {inp} | {batch} | {t[0]:.2f} / {t[1]:.2f} | {t[0] / t[1]:.2f} | {e[0]:.2f} / {e[1]:.2f} | {e[0] / e[1]:.2f} |")

@@ -136,7 +136,8 @@ mod tests {
 
     #[test]
     fn folded_batch_norms_give_the_same_predictions() {
-        for backbone in [BackboneKind::Resnet32, BackboneKind::Resnet50] {
+        // ResNeXt: the grouped convolutions through the fused bias-and-ReLU pass.
+        for backbone in [BackboneKind::Resnet32, BackboneKind::Resnet50, BackboneKind::Resnext50_32x4d] {
             let mut cfg = ExperimentConfig::default();
             cfg.model.backbone = backbone;
             cfg.model.widths = [4, 8, 8];

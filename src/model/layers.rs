@@ -1,6 +1,6 @@
 //! Layers the backbones share: He initialisation, a convolution in the run's arithmetic
-//! through rbl's kernels, convolution + BatchNorm, and folding a BatchNorm into its
-//! convolution for evaluation.
+//! through rbl's kernels, convolution + BatchNorm (+ residual) (+ ReLU), and folding a
+//! BatchNorm into its convolution for evaluation.
 
 use burn::module::{Initializer, Param};
 use burn::nn::conv::Conv2d;
@@ -24,8 +24,45 @@ pub(crate) fn conv_bn(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>, preci
     }
 }
 
+/// act([`conv_bn`](x) (+ residual)), act being ReLU or the identity. Once the norm is folded
+/// in (evaluation) and the arithmetic is f32, one op ([`rbl_ops::conv2d_bias_act`]) adds the
+/// bias and the residual and applies the ReLU to each image while it is in cache, with the
+/// separate ops' sums in their order; otherwise the separate ops.
+pub(crate) fn conv_bn_act(
+    conv: &Conv2d,
+    bn: &Option<BatchNorm>,
+    x: Tensor<4>,
+    residual: Option<Tensor<4>>,
+    relu: bool,
+    precision: Precision,
+) -> Tensor<4> {
+    if let (None, Some(bias), None, Some(pad)) = (bn, &conv.bias, precision.half(), square_padding(conv))
+        && conv.dilation == [1, 1]
+        && conv.stride[0] == conv.stride[1]
+    {
+        let shape = rbl_ops::ConvShape { stride: conv.stride[0], padding: pad, groups: conv.groups };
+        return rbl_ops::conv2d_bias_act(x, conv.weight.val(), bias.val(), residual, shape, relu);
+    }
+    let y = conv_bn(conv, bn, x, precision);
+    let y = match residual {
+        Some(r) => y + r,
+        None => y,
+    };
+    if relu { burn::tensor::activation::relu(y) } else { y }
+}
+
+/// The padding of `conv` when it is the same on every side (None for "same" padding, which
+/// depends on the input size, or uneven padding).
+fn square_padding(conv: &Conv2d) -> Option<usize> {
+    match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => (top == bottom && left == right && top == left).then_some(top),
+        PaddingConfig2d::Valid => Some(0),
+        PaddingConfig2d::Same => None,
+    }
+}
+
 /// `conv.forward(x)` with its arithmetic in `precision`, through rbl's own convolution op
-/// ([`rbl_ops::conv2d_square`]) when the layer has its shape (one group, no dilation, equal
+/// ([`rbl_ops::conv2d_square`]) when the layer has its shape (any groups, no dilation, equal
 /// strides, the same padding on every side): on the CPU that op is several times faster than
 /// burn's in both directions. In half precision the input and weight are cast down and the
 /// output back up to f32. The parameters stay those of the burn module (f32), so records are
@@ -37,14 +74,13 @@ pub(crate) fn apply_conv(conv: &Conv2d, x: Tensor<4>, precision: Precision) -> T
         // "Same" depends on the input size; no network here uses it.
         PaddingConfig2d::Same => return conv.forward(x),
     };
-    let square_padding = (padding[0].0 == padding[0].1 && padding[0] == padding[1]).then_some(padding[0].0);
     let (x, weight) = match precision.half() {
         Some(half) => (x.cast(half), conv.weight.val().cast(half)),
         None => (x, conv.weight.val()),
     };
-    let y = match square_padding {
-        Some(pad) if conv.groups == 1 && conv.dilation == [1, 1] && conv.stride[0] == conv.stride[1] => {
-            rbl_ops::conv2d_square(x, weight, conv.stride[0], pad)
+    let y = match square_padding(conv) {
+        Some(pad) if conv.dilation == [1, 1] && conv.stride[0] == conv.stride[1] => {
+            rbl_ops::conv2d_square(x, weight, conv.stride[0], pad, conv.groups)
         }
         _ => {
             let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);

@@ -8,10 +8,9 @@ use burn::module::{Initializer, Module};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::model::layers::{conv_bn, fold_conv_bn};
+use crate::model::layers::{conv_bn, conv_bn_act, fold_conv_bn};
 use crate::model::precision::Precision;
 
 /// Shape of a bottleneck ResNet / ResNeXt.
@@ -125,14 +124,14 @@ impl BottleneckBlock {
     }
 
     fn forward(&self, x: Tensor<4>, precision: Precision) -> Tensor<4> {
-        let out = relu(conv_bn(&self.conv1, &self.bn1, x.clone(), precision));
-        let out = relu(conv_bn(&self.conv2, &self.bn2, out, precision));
-        let out = conv_bn(&self.conv3, &self.bn3, out, precision);
+        let out = conv_bn_act(&self.conv1, &self.bn1, x.clone(), None, true, precision);
+        let out = conv_bn_act(&self.conv2, &self.bn2, out, None, true, precision);
         let shortcut = match &self.shortcut {
             Some((c, bn)) => conv_bn(c, bn, x, precision),
             None => x,
         };
-        relu(out + shortcut)
+        // relu(conv3 + shortcut)
+        conv_bn_act(&self.conv3, &self.bn3, out, Some(shortcut), true, precision)
     }
 }
 
@@ -170,7 +169,7 @@ impl ResNetImageNet {
 
     /// Images `[B, C, H, W]` (224 × 224 in the recipes) to features `[B, d]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = self.pool.forward(relu(conv_bn(&self.stem, &self.stem_bn, images, self.precision)));
+        let mut x = self.pool.forward(conv_bn_act(&self.stem, &self.stem_bn, images, None, true, self.precision));
         for block in &self.blocks {
             x = block.forward(x, self.precision);
         }

@@ -390,7 +390,7 @@ mod tests {
     fn check(batch: usize, c_in: usize, h: usize, w: usize, c_out: usize, stride: usize) {
         let what = format!("b{batch} {c_in}→{c_out} {h}×{w} s{stride}");
         let g = HaloConv { batch, c_in, h, w, c_out, stride };
-        let r = ConvGeometry { batch, c_in, h, w, c_out, kh: 3, kw: 3, stride, pad: 1 };
+        let r = ConvGeometry { batch, c_in, h, w, c_out, kh: 3, kw: 3, stride, pad: 1, groups: 1 };
         let (x, wt) = (values(batch * c_in * h * w, 1), values(c_out * c_in * 9, 2));
         let dy = values(batch * c_out * r.oh() * r.ow(), 3);
         let (i, o) = (g.input(), g.output());
