@@ -82,6 +82,35 @@ for m in methods:
             ortho.append(last["rotation_orthogonality_error"])
     print(f"| {m} | {ms(acc)} | {ms(nc1)} | {ms(ortho) if ortho else '—'} | {', '.join(done) or '—'} |")
 EOF
+    echo "## $ds: differences between methods, seed by seed"
+    python3 - "$RUNS" "$ds" "$SEEDS" <<'EOF'
+import json, statistics, sys
+runs, ds, seeds = sys.argv[1], sys.argv[2], sys.argv[3].split()
+def top(m, s, rule, part):
+    """Adjusted top-1 (or a shot group) of method m, seed s: last epoch or val-selected;
+    CE + post-hoc LA ("ce_la") at its validated τ, last epoch only."""
+    d = f"{runs}/terminal_{ds}_{'ce' if m == 'ce_la' else m}-s{s}"
+    try:
+        if m == "ce_la":
+            if rule != "last":
+                return None
+            return json.load(open(f"{d}/posthoc-logit-adjust.json"))["test"]["adjusted"][part]
+        r = json.load(open(f"{d}/metrics.json"))
+    except FileNotFoundError:
+        return None
+    return (r["test"] if rule == "last" else r["selected"]["test"])["adjusted"][part]
+pairs = [("rbl_lower", "fixed"), ("rbl_full", "fixed"), ("rbl_lower", "ce"), ("rbl_lower", "ce_la"), ("fixed", "ce_la"), ("rbl_lower", "rbl_full")]
+print("Points of adjusted top-1 (τ = 1; CE + post-hoc LA at its validated τ), a − b per seed, mean ± std over seeds:\n")
+print("| a − b | epoch | top-1, per seed | top-1 | few-shot |\n|---|---|---|---|---|")
+ms = lambda v: f"{statistics.mean(v):+.2f}" + (f" ± {statistics.stdev(v):.2f}" if len(v) > 1 else "")
+for a, b in pairs:
+    for rule in ("last", "val"):
+        d = [(top(a, s, rule, "top1"), top(b, s, rule, "top1"), top(a, s, rule, "few"), top(b, s, rule, "few")) for s in seeds]
+        d = [x for x in d if None not in x]
+        if d:
+            t, f = [x[0] - x[1] for x in d], [x[2] - x[3] for x in d]
+            print(f"| {a} − {b} | {rule} | {', '.join(f'{v:+.2f}' for v in t)} | {ms(t)} | {ms(f)} |")
+EOF
     first=$(for m in $METHODS; do d="$RUNS/terminal_${ds}_$m-s0"; [ -f "$d/epochs.jsonl" ] && echo "$d"; done)
     if [ -n "$first" ]; then
       # shellcheck disable=SC2086
