@@ -11,16 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-2}"; steps="${2:-2}"
-if [ ! -x bench/.venv/bin/python ] || ! bench/.venv/bin/python -c 'import torch' 2>/dev/null; then
-  python3 -m venv bench/.venv
-  bench/.venv/bin/pip install --quiet --progress-bar off torch numpy
-fi
-cargo build --release --quiet --bin rbl-bench
-threads=${THREADS:-2}
-export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads RAYON_NUM_THREADS=$threads
+# shellcheck source=bench/setup.sh
+source bench/setup.sh
 raw="bench/results/imagenet-cpu-$(date +%Y%m%d-%H%M%S).jsonl"
-mkdir -p bench/results
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); torch $(bench/.venv/bin/python -c 'import torch; print(torch.__version__)'); ResNet-50 / ResNeXt-50, 3x224x224, batch 32, $steps steps" | tee "$raw.txt"
+echo "$machine; ResNet-50 / ResNeXt-50, 3x224x224, batch 32, $steps steps" | tee "$raw.txt"
 shape=(--batch 32 --input 3x224x224 --steps "$steps")
 for round in $(seq 1 "$rounds"); do
   for backbone in resnet50 resnext50_32x4d; do

@@ -12,16 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-5}"; steps="${2:-5}"
 batches=(128 256); inputs=(3x32x32 1x28x28)
-if [ ! -x bench/.venv/bin/python ] || ! bench/.venv/bin/python -c 'import torch' 2>/dev/null; then
-  python3 -m venv bench/.venv
-  bench/.venv/bin/pip install --quiet --progress-bar off torch numpy
-fi
-cargo build --release --quiet --bin rbl-bench
-threads=${THREADS:-2}
-export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads RAYON_NUM_THREADS=$threads
+# shellcheck source=bench/setup.sh
+source bench/setup.sh
 raw="bench/results/raw-$(date +%Y%m%d-%H%M%S).jsonl"
-mkdir -p bench/results
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); torch $(bench/.venv/bin/python -c 'import torch; print(torch.__version__)')" | tee "$raw.txt"
+echo "$machine" | tee "$raw.txt"
 for round in $(seq 1 "$rounds"); do
   for input in "${inputs[@]}"; do
     for batch in "${batches[@]}"; do
