@@ -292,50 +292,73 @@ pub fn weight_tile_inputs(vectors: usize) -> usize {
 /// cache while every tile of the kernel passes over them.
 const WEIGHT_ROW_BLOCK: usize = 256;
 
-/// taps[ky][j][:] += Σ_r x[(r + ky·row_step)·c_in + j] · dy[r, :] for j < 3·c_in and r < rows;
-/// c_out = 16·vectors (1, 2 or 4) and 3·c_in a multiple of [`weight_tile_inputs`]. The sum over
-/// r runs in order onto what taps holds (blocks carry their partial sums), so the result does
-/// not depend on the blocking, and consecutive calls over consecutive row ranges give the bits
-/// of one call over their union.
+/// taps[ky − kys.start][j][:] += Σ_r x[(r + ky·row_step)·c_in + j] · dy[r, :] for the kernel
+/// rows ky in `kys` (all three: 0..3), j < 3·c_in and r < rows; c_out = 16·vectors (1, 2 or 4)
+/// and 3·c_in a multiple of [`weight_tile_inputs`]. The sum over r runs in order onto what taps
+/// holds (blocks carry their partial sums), so the result does not depend on the blocking or
+/// on which kernel rows one call covers, and consecutive calls over consecutive row ranges give
+/// the bits of one call over their union.
 ///
 /// # Safety
 /// `available()` must hold; x must hold (rows − 1 + 2·row_step)·c_in + 3·c_in values, dy
-/// rows·c_out, taps 9·c_in·c_out.
+/// rows·c_out, taps kys.len()·3·c_in·c_out.
 #[cfg(target_arch = "x86_64")]
-pub unsafe fn weight_grad_rows(x: &[f32], dy: &[f32], taps: &mut [f32], rows: usize, c_in: usize, c_out: usize, row_step: usize) {
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn weight_grad_rows(
+    x: &[f32],
+    dy: &[f32],
+    taps: &mut [f32],
+    rows: usize,
+    c_in: usize,
+    c_out: usize,
+    row_step: usize,
+    kys: std::ops::Range<usize>,
+) {
     let vectors = c_out / 16;
     assert!(c_out.is_multiple_of(16) && matches!(vectors, 1 | 2 | 4), "weight_grad_rows: c_out {c_out}");
     assert!((3 * c_in).is_multiple_of(weight_tile_inputs(vectors)), "weight_grad_rows: c_in {c_in}");
     assert!(
-        rows >= 1 && x.len() >= (rows - 1 + 2 * row_step) * c_in + 3 * c_in && dy.len() >= rows * c_out && taps.len() >= 9 * c_in * c_out,
+        kys.end <= 3
+            && rows >= 1
+            && x.len() >= (rows - 1 + 2 * row_step) * c_in + 3 * c_in
+            && dy.len() >= rows * c_out
+            && taps.len() >= kys.len() * 3 * c_in * c_out,
         "weight_grad_rows: sizes"
     );
     // SAFETY: sizes asserted above; the feature is the caller's promise.
     unsafe {
         match vectors {
-            1 => weight_rows::<1, 24>(x, dy, taps, rows, c_in, row_step),
-            2 => weight_rows::<2, 12>(x, dy, taps, rows, c_in, row_step),
-            _ => weight_rows::<4, 6>(x, dy, taps, rows, c_in, row_step),
+            1 => weight_rows::<1, 24>(x, dy, taps, rows, c_in, row_step, kys),
+            2 => weight_rows::<2, 12>(x, dy, taps, rows, c_in, row_step, kys),
+            _ => weight_rows::<4, 6>(x, dy, taps, rows, c_in, row_step, kys),
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn weight_rows<const CB: usize, const J: usize>(x: &[f32], dy: &[f32], taps: &mut [f32], rows: usize, c_in: usize, row_step: usize) {
+unsafe fn weight_rows<const CB: usize, const J: usize>(
+    x: &[f32],
+    dy: &[f32],
+    taps: &mut [f32],
+    rows: usize,
+    c_in: usize,
+    row_step: usize,
+    kys: std::ops::Range<usize>,
+) {
     let (c_out, k) = (CB * 16, 3 * c_in);
     for r0 in (0..rows).step_by(WEIGHT_ROW_BLOCK) {
         let n = WEIGHT_ROW_BLOCK.min(rows - r0);
-        for ky in 0..3 {
+        for ky in kys.clone() {
             for j0 in (0..k).step_by(J) {
                 // SAFETY: rows r0..r0 + n of x (from kernel row ky, inputs j0..j0 + J) and of
-                // dy, and taps rows ky·k + j0.., all inside the bounds `weight_grad_rows`
-                // asserted.
+                // dy, and taps rows (ky − kys.start)·k + j0.., all inside the bounds
+                // `weight_grad_rows` asserted.
                 unsafe {
                     weight_tile::<CB, J>(
                         x.as_ptr().add((r0 + ky * row_step) * c_in + j0),
                         dy.as_ptr().add(r0 * c_out),
-                        taps.as_mut_ptr().add((ky * k + j0) * c_out),
+                        taps.as_mut_ptr().add(((ky - kys.start) * k + j0) * c_out),
                         n,
                         c_in,
                     )

@@ -320,6 +320,14 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
     let (ci, co, wp) = (g.c_in, g.c_out, i.wp());
     let (q0, m) = g.rows();
     let k = 9 * ci;
+    #[cfg(target_arch = "x86_64")]
+    if rayon::current_num_threads() > g.batch.div_ceil(WEIGHT_GRAD_TASK_IMAGES)
+        && !g.via_columns()
+        && use_avx512(co, m)
+        && (3 * ci).is_multiple_of(super::halo_conv_avx512::weight_tile_inputs(co / 16))
+    {
+        return taps_to_weight(&weight_grad_by_kernel_row(x, dy, g), ci, co);
+    }
     let partials: Vec<Vec<f32>> = x
         .par_chunks(WEIGHT_GRAD_TASK_IMAGES * i.image_len())
         .zip(dy.par_chunks(WEIGHT_GRAD_TASK_IMAGES * o.image_len()))
@@ -348,7 +356,7 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
                     for (xb, dyb) in xs.chunks(i.image_len()).zip(dys.chunks(o.image_len())) {
                         // SAFETY: the feature is detected; xb is one image ((h + 2)·wp pixels ≥
                         // m − 1 + 2·wp + 3), dyb from q0 holds m rows, taps 9·c_in·c_out.
-                        unsafe { super::halo_conv_avx512::weight_grad_rows(xb, &dyb[q0 * co..], &mut taps, m, ci, co, wp) };
+                        unsafe { super::halo_conv_avx512::weight_grad_rows(xb, &dyb[q0 * co..], &mut taps, m, ci, co, wp, 0..3) };
                     }
                     return taps;
                 }
@@ -369,6 +377,43 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
         }
     }
     taps_to_weight(&taps, ci, co)
+}
+
+/// The AVX-512 weight gradient of [`weight_grad`] with each image task split in three by kernel
+/// row, for pools with more threads than image tasks (4 at batch 128, whatever the core count:
+/// the tasks are fixed so that the bits do not depend on the pool). Every taps entry is the
+/// same sum in the same order, over the same images, the tasks' partial sums added in the same
+/// order, so the result is bitwise that of the unsplit pass (tested). Not used on fewer
+/// threads: on 2 cores the split costs 6–7 % (the three kernel rows no longer share their
+/// blocks of x and dy in cache).
+#[cfg(target_arch = "x86_64")]
+fn weight_grad_by_kernel_row(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
+    let (i, o) = (g.input(), g.output());
+    let (ci, co, wp) = (g.c_in, g.c_out, i.wp());
+    let (q0, m) = g.rows();
+    let per_row = 3 * ci * co;
+    let (xs, dys) = (x.chunks(WEIGHT_GRAD_TASK_IMAGES * i.image_len()), dy.chunks(WEIGHT_GRAD_TASK_IMAGES * o.image_len()));
+    let tasks: Vec<(&[f32], &[f32], usize)> = xs.zip(dys).flat_map(|(x, dy)| (0..3).map(move |ky| (x, dy, ky))).collect();
+    let parts: Vec<Vec<f32>> = tasks
+        .into_par_iter()
+        .map(|(xs, dys, ky)| {
+            let mut taps = vec![0.0f32; per_row];
+            for (xb, dyb) in xs.chunks(i.image_len()).zip(dys.chunks(o.image_len())) {
+                // SAFETY: the caller checked the feature and the shapes (`use_avx512`, the tile
+                // width); xb is one image, dyb from q0 holds m rows, taps one kernel row.
+                unsafe { super::halo_conv_avx512::weight_grad_rows(xb, &dyb[q0 * co..], &mut taps, m, ci, co, wp, ky..ky + 1) };
+            }
+            taps
+        })
+        .collect();
+    // Image task by image task, in order, as the unsplit pass adds its partial sums.
+    let mut taps = vec![0.0f32; 9 * ci * co];
+    for (task, part) in parts.iter().enumerate() {
+        for (d, s) in taps[(task % 3) * per_row..][..per_row].iter_mut().zip(part) {
+            *d += s;
+        }
+    }
+    taps
 }
 
 #[cfg(test)]
@@ -504,7 +549,7 @@ mod tests {
             let mut long = vec![0.0f32; 9 * c_in * c_out];
             // SAFETY: the feature is detected; x holds the whole batch, dy from q0 holds `rows`
             // rows, long 9·c_in·c_out.
-            unsafe { crate::halo_conv_avx512::weight_grad_rows(&x, &dy[q0 * c_out..], &mut long, rows, c_in, c_out, i.wp()) };
+            unsafe { crate::halo_conv_avx512::weight_grad_rows(&x, &dy[q0 * c_out..], &mut long, rows, c_in, c_out, i.wp(), 0..3) };
             assert_eq!(o.len(), dy.len());
             assert_eq!(
                 bits(&halo_conv_weight_grad(&x, &dy, &g)),
@@ -528,7 +573,9 @@ mod tests {
                 pool.install(|| (halo_conv_forward(&x, &w, &g), halo_conv_input_grad(&dy, &w, &g), halo_conv_weight_grad(&x, &dy, &g)))
             };
             let (y1, dx1, dw1) = on(1);
-            for threads in [2, 3] {
+            // 70 images are 3 weight-gradient tasks: from 4 threads on, the AVX-512 pass splits
+            // each by kernel row.
+            for threads in [2, 3, 4, 7] {
                 let (y, dx, dw) = on(threads);
                 assert_eq!(
                     (bits(&y), bits(&dx), bits(&dw)),
