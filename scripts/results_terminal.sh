@@ -49,6 +49,45 @@ if [ "$what" = report ] || [ "$what" = all ]; then
   seeds_csv=$(echo "$SEEDS" | tr ' ' ',')
   for ds in $DATASETS; do
     cfgs=$(for m in $METHODS; do echo "configs/terminal/terminal_${ds}_$m.toml"; done)
+    echo "## $ds: summary (the README's table): top-1 %, mean ± std over seeds"
+    python3 - "$RUNS" "$ds" "$SEEDS" <<'EOF'
+import json, statistics, sys
+runs, ds, seeds = sys.argv[1], sys.argv[2], sys.argv[3].split()
+names = {"ce": "CE", "ce_la": "CE + post-hoc LA (τ on val)", "fixed": "Fixed (ETF + CE)", "rbl_lower": "RBL, tril(A, −1) (released code)", "rbl_full": "RBL, A (paper's formula)"}
+def load(m, s):
+    d = f"{runs}/terminal_{ds}_{'ce' if m == 'ce_la' else m}-s{s}"
+    try:
+        if m == "ce_la":
+            return json.load(open(f"{d}/posthoc-logit-adjust.json"))
+        return json.load(open(f"{d}/metrics.json"))
+    except FileNotFoundError:
+        return None
+def ms(v, nd=1):
+    if not v: return "—"
+    return f"{statistics.mean(v):.{nd}f} ± {statistics.stdev(v):.{nd}f}" if len(v) > 1 else f"{v[0]:.{nd}f} (n=1)"
+print("| method | last epoch, τ = 1 | few-shot | val-selected epoch, τ = 1 | few-shot | raw logits, last | best test epoch (paper protocol, optimistic) | train acc | NC1 | seeds |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for m in ["ce", "ce_la", "fixed", "rbl_lower", "rbl_full"]:
+    rs = [(s, load(m, s)) for s in seeds]
+    rs = [(s, r) for s, r in rs if r]
+    last = [r["test"]["adjusted"]["top1"] for _, r in rs]
+    lastf = [r["test"]["adjusted"]["few"] for _, r in rs]
+    if m == "ce_la":
+        print(f"| {names[m]} | {ms(last)} | {ms(lastf)} | — | — | — | — | — | — | {len(rs)} |")
+        continue
+    val = [r["selected"]["test"]["adjusted"]["top1"] for _, r in rs]
+    valf = [r["selected"]["test"]["adjusted"]["few"] for _, r in rs]
+    raw = [r["test"]["raw"]["top1"] for _, r in rs]
+    best, tr, nc = [], [], []
+    for s, _ in rs:
+        log = [json.loads(l) for l in open(f"{runs}/terminal_{ds}_{m}-s{s}/epochs.jsonl")]
+        ev = [e["test_acc_adjusted"] for e in log if e.get("test_acc_adjusted") is not None]
+        if ev: best.append(max(ev))
+        if log[-1].get("train_eval_acc") is not None: tr.append(log[-1]["train_eval_acc"])
+        n = [e["neural_collapse"]["nc1"] for e in log if e.get("neural_collapse")]
+        if n: nc.append(n[-1])
+    print(f"| {names[m]} | {ms(last)} | {ms(lastf)} | {ms(val)} | {ms(valf)} | {ms(raw)} | {ms(best)} | {ms(tr)} | {ms(nc, 3)} | {len(rs)} |")
+EOF
     echo "## $ds: logit-adjusted (τ = 1; CE + post-hoc LA at its validated τ)"
     # shellcheck disable=SC2086
     $RBL table --runs "$RUNS" --seeds "$seeds_csv" --shots --two-stage --select last,val,best-test $cfgs
