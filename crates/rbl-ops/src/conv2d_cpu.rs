@@ -1,16 +1,22 @@
-//! 2-D convolution on the CPU as per-image im2col + GEMM, forward and both backward passes.
+//! 2-D convolution on the CPU as per-image im2col + GEMM, forward and both backward passes, on
+//! NCHW data, in channel groups: the layers of the 224-px ImageNet nets (the CIFAR ResNet runs
+//! the halo kernels instead, `halo_conv_cpu`).
 //!
 //! burn's flex backend runs a 2-D convolution through its 3-D path (an NHWC copy, then im2col in
 //! tiles) and computes the weight gradient as a convolution of the input by the output gradient
-//! — a kernel the size of the feature map, which turns into a tall, 9-column GEMM. The CIFAR
-//! ResNet spends most of its step there. Here every pass is one GEMM per image on NCHW data:
+//! — a kernel the size of the feature map, which turns into a tall, 9-column GEMM. Here every
+//! pass is one GEMM per image and channel group:
 //!
-//! - forward:      Y_b[co, p]  = W[co, k] · col(X_b)[k, p]
-//! - input grad:   dX_b        = col2im(Wᵀ[k, co] · dY_b[co, p])
+//! - forward:      Y_b[co, p]  = W[co, k] · col(X_b)[k, p]   (a 1×1 convolution's col is X_b)
+//! - input grad:   dX_b        = col2im(Wᵀ[k, co] · dY_b[co, p]), or at stride 1 the forward
+//!   convolution of dY_b by the flipped, transposed kernel
 //! - weight grad:  dW[co, k]   = Σ_b dY_b[co, p] · col(X_b)ᵀ[p, k]
 //!
-//! with k = (c_in, ky, kx) and p = (oy, ox). Images are split over the rayon pool; each worker
-//! owns one column buffer (and, for the weight gradient, one partial sum).
+//! with k = (c_in, ky, kx) and p = (oy, ox). The forward and input-gradient passes split the
+//! images over the rayon pool, each worker owning one column buffer; the weight gradient splits
+//! into fixed (image group × input-channel block) tasks whose partial sums are added in order.
+//! No split changes the arithmetic: every pass is bitwise the same on any number of threads
+//! (tested).
 
 use rayon::prelude::*;
 
