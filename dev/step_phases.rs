@@ -9,7 +9,9 @@ use rbl::train::optimizer::build_optimizer;
 use std::time::Instant;
 fn main() {
     rbl_ops::keep_freed_buffers();
-    let (batch, c, h, w) = if std::env::args().any(|a| a == "28") { (128, 1, 28, 28) } else { (128, 3, 32, 32) };
+    let args: Vec<String> = std::env::args().collect();
+    let (c, h, w) = if args.iter().any(|a| a == "28") { (1, 28, 28) } else { (3, 32, 32) };
+    let batch = if args.iter().any(|a| a == "256") { 256 } else { 128 };
     let mut cfg = ExperimentConfig::default();
     cfg.model.widths = [16, 32, 64];
     cfg.model.feature_dim = 256;

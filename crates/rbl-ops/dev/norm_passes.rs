@@ -4,12 +4,14 @@ use rbl_ops::dev::*;
 use std::time::Instant;
 fn main() {
     rbl_ops::keep_freed_buffers();
+    // `-- 8`: a batch that stays in cache (the passes' arithmetic rather than memory).
+    let batch: usize = std::env::args().nth(1).map(|s| s.parse().expect("batch")).unwrap_or(128);
     for (c, hw) in [(16usize, 32usize), (32, 16), (64, 8)] {
-        let g = HaloGeometry { batch: 128, h: hw, w: hw, c };
+        let g = HaloGeometry { batch, h: hw, w: hw, c };
         let x: Vec<f32> = (0..g.len()).map(|i| ((i * 7919 % 2003) as f32) / 1000.0 - 1.0).collect();
         let gamma = vec![1.0f32; c];
         let beta = vec![0.1f32; c];
-        let reps = 10;
+        let reps = 10 * 128 / batch;
         let t = Instant::now();
         for _ in 0..reps {
             std::hint::black_box(halo_moments(&x, &g));

@@ -82,3 +82,47 @@ pub(crate) unsafe fn uninit_f32(n: usize) -> Vec<f32> {
     };
     v
 }
+
+/// Whether the CPU has AVX-512F, detected once.
+pub(crate) fn has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| std::is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Defines `fn $name(args) [-> ret]` that runs the plain-Rust kernel `$body(args)` compiled
+/// with AVX-512F enabled where the CPU has it, and as built (SSE2 on x86-64) elsewhere.
+///
+/// The BatchNorm passes are loops over 16–64 channels per pixel; built for baseline x86-64
+/// they run four SSE lanes at a time and are bound by their own instruction count, not by
+/// memory. Compiled for AVX-512 the same source does the same IEEE operations per lane, in
+/// the same order (Rust never fuses a multiply and an add, nor reorders float sums), so the
+/// results are the same bits: only the register width changes. The tests compare the two
+/// builds bit for bit.
+macro_rules! avx512_twin {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            if $crate::cpu_common::has_avx512f() {
+                #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
+                fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                // SAFETY: `wide` needs AVX-512F, which the CPU has (detected at run time).
+                return unsafe { wide($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use avx512_twin;

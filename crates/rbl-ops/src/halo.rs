@@ -61,8 +61,13 @@ impl HaloGeometry {
     }
 }
 
-/// Sets the ring of one image to zero.
-pub fn zero_ring(image: &mut [f32], g: &HaloGeometry) {
+crate::cpu_common::avx512_twin! {
+    /// Sets the ring of one image to zero.
+    pub fn zero_ring(image: &mut [f32], g: &HaloGeometry) => zero_ring_baseline
+}
+
+#[inline(always)]
+pub(crate) fn zero_ring_baseline(image: &mut [f32], g: &HaloGeometry) {
     match g.c {
         16 => zero_ring_of::<16>(image, g),
         32 => zero_ring_of::<32>(image, g),
@@ -81,6 +86,26 @@ fn zero_ring_of<const C: usize>(image: &mut [f32], g: &HaloGeometry) {
     for r in 1..=g.h {
         image[r * row..][..c].fill(0.0);
         image[(r * wp + wp - 1) * c..][..c].fill(0.0);
+    }
+}
+
+/// Zeroes the ring values between interior rows r − 1 and r of one image (r from 1: the top
+/// row and row 1's left pixel; r = h + 1: row h's right pixel and the bottom row), which are
+/// contiguous. A pass that writes an image row by row calls this before each row and once
+/// after the last, so the ring is written in the same sequential stream as the rows:
+/// [`zero_ring`] ahead of such a pass touched ~130 scattered cache lines per 32×32 image, each
+/// a separate miss on a freshly allocated buffer.
+#[inline(always)]
+pub(crate) fn zero_ring_before_row(image: &mut [f32], g: &HaloGeometry, r: usize) {
+    let (c, wp) = (g.c, g.wp());
+    let start = if r == 1 { 0 } else { (r * wp - 1) * c };
+    let end = if r == g.h + 1 { g.image_len() } else { (r * wp + 1) * c };
+    // Two pixels between rows: a fixed-size fill (a few vector stores, not a memset call).
+    match end - start {
+        32 => image[start..][..32].fill(0.0),
+        64 => image[start..][..64].fill(0.0),
+        128 => image[start..][..128].fill(0.0),
+        n => image[start..][..n].fill(0.0),
     }
 }
 
@@ -152,6 +177,23 @@ pub fn halo_to_nchw(x: &[f32], g: &HaloGeometry) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ring zeroed piecewise between rows, as the row passes do, is exactly the ring:
+    /// the same tensor as `zero_ring`, interior untouched (the 2-pixel fills at 16/32/64
+    /// channels and a runtime width).
+    #[test]
+    fn ring_between_rows_is_the_whole_ring() {
+        for (c, h, w) in [(16, 4, 5), (32, 3, 3), (64, 2, 6), (5, 1, 1), (3, 6, 2)] {
+            let g = HaloGeometry { batch: 1, h, w, c };
+            let (mut by_rows, mut whole) = (vec![1.0f32; g.len()], vec![1.0f32; g.len()]);
+            for r in 1..=h + 1 {
+                zero_ring_before_row(&mut by_rows, &g, r);
+            }
+            zero_ring(&mut whole, &g);
+            assert_eq!(by_rows, whole, "{c} channels, {h}×{w}");
+            assert!(ring_is_zero(&by_rows, &g));
+        }
+    }
 
     #[test]
     fn round_trip_and_ring() {

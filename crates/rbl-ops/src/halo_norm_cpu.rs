@@ -12,14 +12,19 @@
 //! - backward: one pass for the per-channel sums (Σg, Σg·(x − centre)) with g = dy masked where
 //!   ReLU was off, one pass writing dx (and the residual's gradient, which is g).
 //!
+//! The per-pixel loops are plain Rust, compiled twice: for baseline x86-64 and with AVX-512F
+//! enabled, the latter run where the CPU has it ([`avx512_twin`]; the same IEEE operations in
+//! the same order, so the same bits, tested). Built for SSE2 alone they were bound by their
+//! instruction count rather than by memory.
+//!
 //! Rows of `w·c` values are summed in f32, rows into f64 (131,072 values per channel at batch
 //! 128 and 32×32). Sums run over fixed groups of images, added in order, so results do not
 //! depend on the thread count. Only interior pixels are read; every output has a zero ring.
 
 use rayon::prelude::*;
 
-use super::cpu_common::uninit_f32;
-use super::halo::{HaloGeometry, zero_ring};
+use super::cpu_common::{avx512_twin, uninit_f32};
+use super::halo::{HaloGeometry, zero_ring_before_row};
 
 /// Images per reduction task (fixed: the order of the sums does not depend on the pool).
 const TASK_IMAGES: usize = 8;
@@ -62,25 +67,8 @@ fn channel_sums(g: &HaloGeometry, row: impl Fn(usize, usize, &mut [f32], &mut [f
 pub fn halo_moments(x: &[f32], g: &HaloGeometry) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), g.len(), "halo batch norm: input size");
     let c = g.c;
-    // The first image's mean, subtracted before squaring.
-    let mut centre = vec![0.0f64; c];
-    for offset in g.interior_rows() {
-        for px in x[offset..][..g.w * c].chunks_exact(c) {
-            for ch in 0..c {
-                centre[ch] += px[ch] as f64;
-            }
-        }
-    }
-    let centre: Vec<f32> = centre.iter().map(|s| (s / (g.h * g.w) as f64) as f32).collect();
-    let (s, q) = channel_sums(g, |at, len, s, q| {
-        let row = &x[at..][..len];
-        match c {
-            16 => moments_row::<16>(row, &centre, s, q),
-            32 => moments_row::<32>(row, &centre, s, q),
-            64 => moments_row::<64>(row, &centre, s, q),
-            _ => moments_row_any(row, &centre, s, q),
-        }
-    });
+    let centre = moments_centre(&x[..g.image_len()], g);
+    let (s, q) = channel_sums(g, |at, len, s, q| row_moments(&x[at..][..len], &centre, s, q));
     let n = g.count() as f64;
     (0..c)
         .map(|ch| {
@@ -88,6 +76,42 @@ pub fn halo_moments(x: &[f32], g: &HaloGeometry) -> (Vec<f32>, Vec<f32>) {
             ((centre[ch] as f64 + m) as f32, (q[ch] / n - m * m).max(0.0) as f32)
         })
         .unzip()
+}
+
+avx512_twin! {
+    /// The first image's mean per channel (f64 sums of its interior, rounded to f32): the
+    /// centre subtracted before squaring, so that Σ (x − centre)² does not cancel.
+    fn moments_centre(first_image: &[f32], g: &HaloGeometry) -> Vec<f32> => moments_centre_baseline
+}
+
+#[inline(always)]
+fn moments_centre_baseline(first_image: &[f32], g: &HaloGeometry) -> Vec<f32> {
+    let c = g.c;
+    let mut centre = vec![0.0f64; c];
+    for offset in g.interior_rows() {
+        for px in first_image[offset..][..g.w * c].chunks_exact(c) {
+            for ch in 0..c {
+                centre[ch] += px[ch] as f64;
+            }
+        }
+    }
+    centre.iter().map(|s| (s / (g.h * g.w) as f64) as f32).collect()
+}
+
+avx512_twin! {
+    /// One interior row's Σ (x − centre) and Σ (x − centre)² per channel, into `s` and `q`
+    /// (which are zero).
+    fn row_moments(row: &[f32], centre: &[f32], s: &mut [f32], q: &mut [f32]) => row_moments_baseline
+}
+
+#[inline(always)]
+fn row_moments_baseline(row: &[f32], centre: &[f32], s: &mut [f32], q: &mut [f32]) {
+    match centre.len() {
+        16 => moments_row::<16>(row, centre, s, q),
+        32 => moments_row::<32>(row, centre, s, q),
+        64 => moments_row::<64>(row, centre, s, q),
+        _ => moments_row_any(row, centre, s, q),
+    }
 }
 
 /// One row's Σ (x − centre) and Σ (x − centre)² per channel, for C channels (accumulators
@@ -109,6 +133,7 @@ fn moments_row<const C: usize>(row: &[f32], centre: &[f32], s: &mut [f32], q: &m
 }
 
 /// [`moments_row`] for any channel count.
+#[inline(always)]
 fn moments_row_any(row: &[f32], centre: &[f32], s: &mut [f32], q: &mut [f32]) {
     let c = centre.len();
     for px in row.chunks_exact(c) {
@@ -139,6 +164,7 @@ fn grad_sums_row<const C: usize>(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32
 }
 
 /// [`grad_sums_row`] for any channel count.
+#[inline(always)]
 fn grad_sums_row_any(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bool, sg: &mut [f32], sgx: &mut [f32]) {
     let c = centre.len();
     for ((xp, yp), dp) in x.chunks_exact(c).zip(y.chunks_exact(c)).zip(dy.chunks_exact(c)) {
@@ -158,12 +184,11 @@ pub fn halo_affine_forward(x: &[f32], scale: &[f32], shift: &[f32], residual: Op
     if let Some(r) = residual {
         assert_eq!(r.len(), g.len(), "halo affine: residual size");
     }
-    // SAFETY: every value is written before y is read or returned: the interior by
-    // affine_image, the ring by zero_ring.
+    // SAFETY: every value is written before y is read or returned: interior and ring by
+    // affine_image.
     let mut y = unsafe { uninit_f32(g.len()) };
     y.par_chunks_mut(g.image_len()).zip(x.par_chunks(g.image_len())).enumerate().for_each(|(b, (yb, xb))| {
-        zero_ring(yb, g);
-        affine_image(yb, Some(xb), residual.map(|r| &r[b * g.image_len()..][..g.image_len()]), scale, shift, relu, g);
+        affine_image(yb, Some(xb), residual.map(|r| &r[b * g.image_len()..][..g.image_len()]), scale, shift, relu, true, g);
     });
     y
 }
@@ -173,21 +198,41 @@ pub fn halo_affine_forward(x: &[f32], scale: &[f32], shift: &[f32], residual: Op
 /// image is still in cache; [`halo_affine_forward`] runs the same arithmetic from x to a new
 /// tensor, so both give the same bits.
 pub fn halo_affine_in_place(image: &mut [f32], residual: Option<&[f32]>, scale: &[f32], shift: &[f32], relu: bool, g: &HaloGeometry) {
-    affine_image(image, None, residual, scale, shift, relu, g);
+    affine_image(image, None, residual, scale, shift, relu, false, g);
 }
 
-/// out ← act(src·scale + shift [+ residual]) on one image's interior, src = out when `None`.
-fn affine_image(
+avx512_twin! {
+    /// out ← act(src·scale + shift [+ residual]) on one image's interior, src = out when `None`;
+    /// with `ring`, the ring zeroed too (in the same pass).
+    fn affine_image(
+        out: &mut [f32],
+        src: Option<&[f32]>,
+        residual: Option<&[f32]>,
+        scale: &[f32],
+        shift: &[f32],
+        relu: bool,
+        ring: bool,
+        g: &HaloGeometry,
+    ) => affine_image_baseline
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn affine_image_baseline(
     out: &mut [f32],
     src: Option<&[f32]>,
     residual: Option<&[f32]>,
     scale: &[f32],
     shift: &[f32],
     relu: bool,
+    ring: bool,
     g: &HaloGeometry,
 ) {
     let (c, len) = (g.c, g.w * g.c);
-    for offset in g.interior_rows() {
+    for (r, offset) in (1..).zip(g.interior_rows()) {
+        if ring {
+            zero_ring_before_row(out, g, r);
+        }
         let row = &mut out[offset..][..len];
         let (src, res) = (src.map(|s| &s[offset..][..len]), residual.map(|r| &r[offset..][..len]));
         match c {
@@ -196,6 +241,9 @@ fn affine_image(
             64 => affine_row::<64>(row, src, res, scale, shift, relu),
             _ => affine_row_any(row, src, res, scale, shift, relu, c),
         }
+    }
+    if ring {
+        zero_ring_before_row(out, g, g.h + 1);
     }
 }
 
@@ -228,12 +276,65 @@ fn affine_row<const C: usize>(row: &mut [f32], src: Option<&[f32]>, res: Option<
 }
 
 /// [`affine_row`] for any channel count.
+#[inline(always)]
 fn affine_row_any(row: &mut [f32], src: Option<&[f32]>, res: Option<&[f32]>, scale: &[f32], shift: &[f32], relu: bool, c: usize) {
     for i in 0..row.len() {
         let ch = i % c;
         let x = src.map_or(row[i], |s| s[i]);
         let v = x * scale[ch] + shift[ch] + res.map_or(0.0, |r| r[i]);
         row[i] = if relu { v.max(0.0) } else { v };
+    }
+}
+
+avx512_twin! {
+    /// One image of [`halo_grad_apply`]: dx (and the residual's gradient, g) with zero rings.
+    fn grad_apply_image(
+        dxb: &mut [f32],
+        drb: Option<&mut [f32]>,
+        x: &[f32],
+        y: &[f32],
+        dy: &[f32],
+        a: &[f32],
+        b: &[f32],
+        k: &[f32],
+        relu: bool,
+        g: &HaloGeometry,
+    ) => grad_apply_image_baseline
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn grad_apply_image_baseline(
+    dxb: &mut [f32],
+    mut drb: Option<&mut [f32]>,
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    a: &[f32],
+    b: &[f32],
+    k: &[f32],
+    relu: bool,
+    g: &HaloGeometry,
+) {
+    let (c, len) = (g.c, g.w * g.c);
+    for (r, offset) in (1..).zip(g.interior_rows()) {
+        zero_ring_before_row(dxb, g, r);
+        if let Some(dr) = drb.as_deref_mut() {
+            zero_ring_before_row(dr, g, r);
+        }
+        let (xs, ys, ds) = (&x[offset..][..len], &y[offset..][..len], &dy[offset..][..len]);
+        let out = &mut dxb[offset..][..len];
+        let dr = drb.as_deref_mut().map(|d| &mut d[offset..][..len]);
+        match c {
+            16 => grad_apply_row::<16>(out, dr, xs, ys, ds, a, b, k, relu, c),
+            32 => grad_apply_row::<32>(out, dr, xs, ys, ds, a, b, k, relu, c),
+            64 => grad_apply_row::<64>(out, dr, xs, ys, ds, a, b, k, relu, c),
+            _ => grad_apply_row::<0>(out, dr, xs, ys, ds, a, b, k, relu, c),
+        }
+    }
+    zero_ring_before_row(dxb, g, g.h + 1);
+    if let Some(dr) = drb.as_deref_mut() {
+        zero_ring_before_row(dr, g, g.h + 1);
     }
 }
 
@@ -285,16 +386,23 @@ fn masked(dy: f32, y: f32, relu: bool) -> f32 {
 /// Per-channel (Σ g, Σ g·(x − centre)) for g the gradient reaching the affine step.
 pub fn halo_grad_sums(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bool, g: &HaloGeometry) -> (Vec<f64>, Vec<f64>) {
     assert!(x.len() == g.len() && y.len() == g.len() && dy.len() == g.len(), "halo affine backward: sizes");
-    let c = g.c;
-    channel_sums(g, |at, len, sg, sgx| {
-        let (xr, yr, dr) = (&x[at..][..len], &y[at..][..len], &dy[at..][..len]);
-        match c {
-            16 => grad_sums_row::<16>(xr, yr, dr, centre, relu, sg, sgx),
-            32 => grad_sums_row::<32>(xr, yr, dr, centre, relu, sg, sgx),
-            64 => grad_sums_row::<64>(xr, yr, dr, centre, relu, sg, sgx),
-            _ => grad_sums_row_any(xr, yr, dr, centre, relu, sg, sgx),
-        }
-    })
+    assert_eq!(centre.len(), g.c, "halo affine backward: centre size");
+    channel_sums(g, |at, len, sg, sgx| row_grad_sums(&x[at..][..len], &y[at..][..len], &dy[at..][..len], centre, relu, sg, sgx))
+}
+
+avx512_twin! {
+    /// One interior row's Σ g and Σ g·(x − centre) per channel, into zeroed `sg`, `sgx`.
+    fn row_grad_sums(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bool, sg: &mut [f32], sgx: &mut [f32]) => row_grad_sums_baseline
+}
+
+#[inline(always)]
+fn row_grad_sums_baseline(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bool, sg: &mut [f32], sgx: &mut [f32]) {
+    match centre.len() {
+        16 => grad_sums_row::<16>(x, y, dy, centre, relu, sg, sgx),
+        32 => grad_sums_row::<32>(x, y, dy, centre, relu, sg, sgx),
+        64 => grad_sums_row::<64>(x, y, dy, centre, relu, sg, sgx),
+        _ => grad_sums_row_any(x, y, dy, centre, relu, sg, sgx),
+    }
 }
 
 /// dx = a·g + b·x + k per channel on the interior (zero ring), and, when asked, the residual's
@@ -311,28 +419,14 @@ pub fn halo_grad_apply(
     want_residual: bool,
     g: &HaloGeometry,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
-    let (c, len) = (g.c, g.w * g.c);
     // SAFETY: every value of both is written before either is read or returned: the interior
-    // below, the rings by zero_ring.
+    // and the rings by grad_apply_image.
     let mut dx = unsafe { uninit_f32(g.len()) };
     let mut dres = want_residual.then(|| unsafe { uninit_f32(g.len()) });
-    let body = |image: usize, dxb: &mut [f32], mut drb: Option<&mut [f32]>| {
-        zero_ring(dxb, g);
-        if let Some(dr) = drb.as_deref_mut() {
-            zero_ring(dr, g);
-        }
-        let base = image * g.image_len();
-        for offset in g.interior_rows() {
-            let (xs, ys, ds) = (&x[base + offset..][..len], &y[base + offset..][..len], &dy[base + offset..][..len]);
-            let out = &mut dxb[offset..][..len];
-            let dr = drb.as_deref_mut().map(|d| &mut d[offset..][..len]);
-            match c {
-                16 => grad_apply_row::<16>(out, dr, xs, ys, ds, a, b, k, relu, c),
-                32 => grad_apply_row::<32>(out, dr, xs, ys, ds, a, b, k, relu, c),
-                64 => grad_apply_row::<64>(out, dr, xs, ys, ds, a, b, k, relu, c),
-                _ => grad_apply_row::<0>(out, dr, xs, ys, ds, a, b, k, relu, c),
-            }
-        }
+    let body = |image: usize, dxb: &mut [f32], drb: Option<&mut [f32]>| {
+        let at = image * g.image_len();
+        let (xs, ys, ds) = (&x[at..][..g.image_len()], &y[at..][..g.image_len()], &dy[at..][..g.image_len()]);
+        grad_apply_image(dxb, drb, xs, ys, ds, a, b, k, relu, g);
     };
     match dres.as_mut() {
         Some(dr) => dx
@@ -424,6 +518,60 @@ mod tests {
     }
 
     use crate::assert_close;
+
+    /// The kernels compiled for AVX-512 (where this CPU has it) give the bits of the same source
+    /// built for baseline x86-64, for every channel width they specialise (16, 32, 64) and a
+    /// runtime one, with and without ReLU and residual; values include exact zeros and −0 so
+    /// that ReLU's mask and max(·, 0) are exercised.
+    #[test]
+    fn avx512_builds_give_the_baseline_bits() {
+        use crate::bits;
+        for c in [16, 32, 64, 5] {
+            let g = HaloGeometry { batch: 1, h: 5, w: 7, c };
+            let v = |seed: usize, offset: f32| {
+                let mut x = values(g.len(), seed, offset);
+                x.iter_mut().step_by(7).for_each(|e| *e = 0.0);
+                x.iter_mut().skip(3).step_by(11).for_each(|e| *e = -0.0);
+                x
+            };
+            let (x, y, dy, res) = (v(1, 0.3), v(2, 0.0), v(3, 0.0), v(4, 0.0));
+            let (p1, p2, p3) = (values(c, 5, 0.5), values(c, 6, 0.0), values(c, 7, 0.0));
+            let what = format!("{c} channels");
+            assert_eq!(bits(&moments_centre(&x, &g)), bits(&moments_centre_baseline(&x, &g)), "{what}: centre");
+            let row = &x[g.interior_rows().next().unwrap()..][..g.w * c];
+            let pair = |f: &dyn Fn(&mut [f32], &mut [f32])| {
+                let (mut a, mut b) = (vec![0.0f32; c], vec![0.0f32; c]);
+                f(&mut a, &mut b);
+                (bits(&a), bits(&b))
+            };
+            assert_eq!(pair(&|s, q| row_moments(row, &p1, s, q)), pair(&|s, q| row_moments_baseline(row, &p1, s, q)), "{what}: moments");
+            let (yr, dr) = (&y[..row.len()], &dy[..row.len()]);
+            for relu in [false, true] {
+                assert_eq!(
+                    pair(&|a, b| row_grad_sums(row, yr, dr, &p1, relu, a, b)),
+                    pair(&|a, b| row_grad_sums_baseline(row, yr, dr, &p1, relu, a, b)),
+                    "{what}: gradient sums, relu {relu}"
+                );
+                for residual in [None, Some(&res[..])] {
+                    let (mut wide, mut base) = (vec![1.0f32; g.len()], vec![1.0f32; g.len()]);
+                    affine_image(&mut wide, Some(&x), residual, &p1, &p2, relu, true, &g);
+                    affine_image_baseline(&mut base, Some(&x), residual, &p1, &p2, relu, true, &g);
+                    assert_eq!(bits(&wide), bits(&base), "{what}: affine, relu {relu}");
+                    let (mut dx_wide, mut dr_wide) = (vec![1.0f32; g.len()], vec![1.0f32; g.len()]);
+                    let (mut dx_base, mut dr_base) = (dx_wide.clone(), dr_wide.clone());
+                    let with = residual.is_some();
+                    grad_apply_image(&mut dx_wide, with.then_some(&mut dr_wide[..]), &x, &y, &dy, &p1, &p2, &p3, relu, &g);
+                    grad_apply_image_baseline(&mut dx_base, with.then_some(&mut dr_base[..]), &x, &y, &dy, &p1, &p2, &p3, relu, &g);
+                    assert_eq!(bits(&dx_wide), bits(&dx_base), "{what}: dx, relu {relu}");
+                    assert_eq!(bits(&dr_wide), bits(&dr_base), "{what}: d residual, relu {relu}");
+                }
+            }
+            let (mut ring_wide, mut ring_base) = (x.clone(), x.clone());
+            crate::halo::zero_ring(&mut ring_wide, &g);
+            crate::halo::zero_ring_baseline(&mut ring_base, &g);
+            assert_eq!(bits(&ring_wide), bits(&ring_base), "{what}: zero ring");
+        }
+    }
 
     /// Without residual or ReLU the fused op is plain training BatchNorm: compare with the NCHW
     /// kernels (themselves tested against burn's BatchNorm), on data with a large mean.
