@@ -97,8 +97,10 @@ pub(crate) fn has_avx512f() -> bool {
     }
 }
 
-/// Defines `fn $name(args) [-> ret]` that runs the plain-Rust kernel `$body(args)` compiled
-/// with AVX-512F enabled where the CPU has it, and as built (SSE2 on x86-64) elsewhere.
+/// Defines `fn $name(args) [-> ret] { body }` so that the body, a plain-Rust kernel, runs
+/// compiled with AVX-512F enabled where the CPU has it, and as built (SSE2 on x86-64) elsewhere.
+/// Both builds stay reachable as `$name::baseline` and `$name::wide` (a module of the same
+/// name), for the tests that compare them.
 ///
 /// The BatchNorm passes are loops over 16–64 channels per pixel; built for baseline x86-64
 /// they run four SSE lanes at a time and are bound by their own instruction count, not by
@@ -107,21 +109,35 @@ pub(crate) fn has_avx512f() -> bool {
 /// results are the same bits: only the register width changes. The tests compare the two
 /// builds bit for bit.
 macro_rules! avx512_twin {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
         #[allow(clippy::too_many_arguments)]
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             if $crate::cpu_common::has_avx512f() {
-                #[target_feature(enable = "avx512f")]
-                #[allow(clippy::too_many_arguments)]
-                fn wide($($arg: $ty),*) $(-> $ret)? {
-                    $body($($arg),*)
-                }
                 // SAFETY: `wide` needs AVX-512F, which the CPU has (detected at run time).
-                return unsafe { wide($($arg),*) };
+                return unsafe { $name::wide($($arg),*) };
             }
-            $body($($arg),*)
+            $name::baseline($($arg),*)
+        }
+
+        /// The two builds of the function of the same name.
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            /// As built for the target.
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) fn baseline($($arg: $ty),*) $(-> $ret)? $body
+
+            /// With AVX-512F enabled.
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) fn wide($($arg: $ty),*) $(-> $ret)? {
+                baseline($($arg),*)
+            }
         }
     };
 }

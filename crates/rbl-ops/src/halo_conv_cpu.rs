@@ -164,23 +164,20 @@ fn im2col(x: &[f32], g: &HaloConv, col: &mut [f32]) {
 super::cpu_common::avx512_twin! {
     /// Adds a column-matrix gradient back onto the input it came from (the adjoint of
     /// [`im2col`]); runs of 3·c_in additions, compiled for AVX-512 where the CPU has it.
-    fn col2im_add(col: &[f32], g: &HaloConv, dx: &mut [f32]) => col2im_add_baseline
-}
-
-#[inline(always)]
-fn col2im_add_baseline(col: &[f32], g: &HaloConv, dx: &mut [f32]) {
-    let (q0, m) = g.rows();
-    let (o, wp, ci, s) = (g.output(), g.input().wp(), g.c_in, g.stride);
-    for (row, q) in col.chunks_exact(9 * ci).zip(q0..q0 + m) {
-        let (r, cpos) = (q / o.wp(), q % o.wp());
-        if cpos == 0 || cpos == o.wp() - 1 {
-            continue;
-        }
-        let (oy, ox) = (r - 1, cpos - 1);
-        for ky in 0..3 {
-            let dst = &mut dx[((oy * s + ky) * wp + ox * s) * ci..][..3 * ci];
-            for (d, v) in dst.iter_mut().zip(&row[ky * 3 * ci..][..3 * ci]) {
-                *d += v;
+    fn col2im_add(col: &[f32], g: &HaloConv, dx: &mut [f32]) {
+        let (q0, m) = g.rows();
+        let (o, wp, ci, s) = (g.output(), g.input().wp(), g.c_in, g.stride);
+        for (row, q) in col.chunks_exact(9 * ci).zip(q0..q0 + m) {
+            let (r, cpos) = (q / o.wp(), q % o.wp());
+            if cpos == 0 || cpos == o.wp() - 1 {
+                continue;
+            }
+            let (oy, ox) = (r - 1, cpos - 1);
+            for ky in 0..3 {
+                let dst = &mut dx[((oy * s + ky) * wp + ox * s) * ci..][..3 * ci];
+                for (d, v) in dst.iter_mut().zip(&row[ky * 3 * ci..][..3 * ci]) {
+                    *d += v;
+                }
             }
         }
     }
@@ -482,7 +479,7 @@ mod tests {
             let col = values(g.rows().1 * 9 * c_in, 18);
             let (mut wide, mut base) = (values(g.input().len(), 19), values(g.input().len(), 19));
             col2im_add(&col, &g, &mut wide);
-            col2im_add_baseline(&col, &g, &mut base);
+            col2im_add::baseline(&col, &g, &mut base);
             assert_eq!(bits(&wide), bits(&base), "{c_in} channels, stride {stride}");
         }
     }

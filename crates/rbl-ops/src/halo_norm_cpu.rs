@@ -81,36 +81,30 @@ pub fn halo_moments(x: &[f32], g: &HaloGeometry) -> (Vec<f32>, Vec<f32>) {
 avx512_twin! {
     /// The first image's mean per channel (f64 sums of its interior, rounded to f32): the
     /// centre subtracted before squaring, so that Σ (x − centre)² does not cancel.
-    fn moments_centre(first_image: &[f32], g: &HaloGeometry) -> Vec<f32> => moments_centre_baseline
-}
-
-#[inline(always)]
-fn moments_centre_baseline(first_image: &[f32], g: &HaloGeometry) -> Vec<f32> {
-    let c = g.c;
-    let mut centre = vec![0.0f64; c];
-    for offset in g.interior_rows() {
-        for px in first_image[offset..][..g.w * c].chunks_exact(c) {
-            for ch in 0..c {
-                centre[ch] += px[ch] as f64;
+    fn moments_centre(first_image: &[f32], g: &HaloGeometry) -> Vec<f32> {
+        let c = g.c;
+        let mut centre = vec![0.0f64; c];
+        for offset in g.interior_rows() {
+            for px in first_image[offset..][..g.w * c].chunks_exact(c) {
+                for ch in 0..c {
+                    centre[ch] += px[ch] as f64;
+                }
             }
         }
+        centre.iter().map(|s| (s / (g.h * g.w) as f64) as f32).collect()
     }
-    centre.iter().map(|s| (s / (g.h * g.w) as f64) as f32).collect()
 }
 
 avx512_twin! {
     /// One interior row's Σ (x − centre) and Σ (x − centre)² per channel, into `s` and `q`
     /// (which are zero).
-    fn row_moments(row: &[f32], centre: &[f32], s: &mut [f32], q: &mut [f32]) => row_moments_baseline
-}
-
-#[inline(always)]
-fn row_moments_baseline(row: &[f32], centre: &[f32], s: &mut [f32], q: &mut [f32]) {
-    match centre.len() {
-        16 => moments_row::<16>(row, centre, s, q),
-        32 => moments_row::<32>(row, centre, s, q),
-        64 => moments_row::<64>(row, centre, s, q),
-        _ => moments_row_any(row, centre, s, q),
+    fn row_moments(row: &[f32], centre: &[f32], s: &mut [f32], q: &mut [f32]) {
+        match centre.len() {
+            16 => moments_row::<16>(row, centre, s, q),
+            32 => moments_row::<32>(row, centre, s, q),
+            64 => moments_row::<64>(row, centre, s, q),
+            _ => moments_row_any(row, centre, s, q),
+        }
     }
 }
 
@@ -213,37 +207,24 @@ avx512_twin! {
         relu: bool,
         ring: bool,
         g: &HaloGeometry,
-    ) => affine_image_baseline
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn affine_image_baseline(
-    out: &mut [f32],
-    src: Option<&[f32]>,
-    residual: Option<&[f32]>,
-    scale: &[f32],
-    shift: &[f32],
-    relu: bool,
-    ring: bool,
-    g: &HaloGeometry,
-) {
-    let (c, len) = (g.c, g.w * g.c);
-    for (r, offset) in (1..).zip(g.interior_rows()) {
+    ) {
+        let (c, len) = (g.c, g.w * g.c);
+        for (r, offset) in (1..).zip(g.interior_rows()) {
+            if ring {
+                zero_ring_before_row(out, g, r);
+            }
+            let row = &mut out[offset..][..len];
+            let (src, res) = (src.map(|s| &s[offset..][..len]), residual.map(|r| &r[offset..][..len]));
+            match c {
+                16 => affine_row::<16>(row, src, res, scale, shift, relu),
+                32 => affine_row::<32>(row, src, res, scale, shift, relu),
+                64 => affine_row::<64>(row, src, res, scale, shift, relu),
+                _ => affine_row_any(row, src, res, scale, shift, relu, c),
+            }
+        }
         if ring {
-            zero_ring_before_row(out, g, r);
+            zero_ring_before_row(out, g, g.h + 1);
         }
-        let row = &mut out[offset..][..len];
-        let (src, res) = (src.map(|s| &s[offset..][..len]), residual.map(|r| &r[offset..][..len]));
-        match c {
-            16 => affine_row::<16>(row, src, res, scale, shift, relu),
-            32 => affine_row::<32>(row, src, res, scale, shift, relu),
-            64 => affine_row::<64>(row, src, res, scale, shift, relu),
-            _ => affine_row_any(row, src, res, scale, shift, relu, c),
-        }
-    }
-    if ring {
-        zero_ring_before_row(out, g, g.h + 1);
     }
 }
 
@@ -299,42 +280,28 @@ avx512_twin! {
         k: &[f32],
         relu: bool,
         g: &HaloGeometry,
-    ) => grad_apply_image_baseline
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn grad_apply_image_baseline(
-    dxb: &mut [f32],
-    mut drb: Option<&mut [f32]>,
-    x: &[f32],
-    y: &[f32],
-    dy: &[f32],
-    a: &[f32],
-    b: &[f32],
-    k: &[f32],
-    relu: bool,
-    g: &HaloGeometry,
-) {
-    let (c, len) = (g.c, g.w * g.c);
-    for (r, offset) in (1..).zip(g.interior_rows()) {
-        zero_ring_before_row(dxb, g, r);
-        if let Some(dr) = drb.as_deref_mut() {
-            zero_ring_before_row(dr, g, r);
+    ) {
+        let mut drb = drb;
+        let (c, len) = (g.c, g.w * g.c);
+        for (r, offset) in (1..).zip(g.interior_rows()) {
+            zero_ring_before_row(dxb, g, r);
+            if let Some(dr) = drb.as_deref_mut() {
+                zero_ring_before_row(dr, g, r);
+            }
+            let (xs, ys, ds) = (&x[offset..][..len], &y[offset..][..len], &dy[offset..][..len]);
+            let out = &mut dxb[offset..][..len];
+            let dr = drb.as_deref_mut().map(|d| &mut d[offset..][..len]);
+            match c {
+                16 => grad_apply_row::<16>(out, dr, xs, ys, ds, a, b, k, relu, c),
+                32 => grad_apply_row::<32>(out, dr, xs, ys, ds, a, b, k, relu, c),
+                64 => grad_apply_row::<64>(out, dr, xs, ys, ds, a, b, k, relu, c),
+                _ => grad_apply_row::<0>(out, dr, xs, ys, ds, a, b, k, relu, c),
+            }
         }
-        let (xs, ys, ds) = (&x[offset..][..len], &y[offset..][..len], &dy[offset..][..len]);
-        let out = &mut dxb[offset..][..len];
-        let dr = drb.as_deref_mut().map(|d| &mut d[offset..][..len]);
-        match c {
-            16 => grad_apply_row::<16>(out, dr, xs, ys, ds, a, b, k, relu, c),
-            32 => grad_apply_row::<32>(out, dr, xs, ys, ds, a, b, k, relu, c),
-            64 => grad_apply_row::<64>(out, dr, xs, ys, ds, a, b, k, relu, c),
-            _ => grad_apply_row::<0>(out, dr, xs, ys, ds, a, b, k, relu, c),
+        zero_ring_before_row(dxb, g, g.h + 1);
+        if let Some(dr) = drb {
+            zero_ring_before_row(dr, g, g.h + 1);
         }
-    }
-    zero_ring_before_row(dxb, g, g.h + 1);
-    if let Some(dr) = drb.as_deref_mut() {
-        zero_ring_before_row(dr, g, g.h + 1);
     }
 }
 
@@ -392,16 +359,13 @@ pub fn halo_grad_sums(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bo
 
 avx512_twin! {
     /// One interior row's Σ g and Σ g·(x − centre) per channel, into zeroed `sg`, `sgx`.
-    fn row_grad_sums(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bool, sg: &mut [f32], sgx: &mut [f32]) => row_grad_sums_baseline
-}
-
-#[inline(always)]
-fn row_grad_sums_baseline(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bool, sg: &mut [f32], sgx: &mut [f32]) {
-    match centre.len() {
-        16 => grad_sums_row::<16>(x, y, dy, centre, relu, sg, sgx),
-        32 => grad_sums_row::<32>(x, y, dy, centre, relu, sg, sgx),
-        64 => grad_sums_row::<64>(x, y, dy, centre, relu, sg, sgx),
-        _ => grad_sums_row_any(x, y, dy, centre, relu, sg, sgx),
+    fn row_grad_sums(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bool, sg: &mut [f32], sgx: &mut [f32]) {
+        match centre.len() {
+            16 => grad_sums_row::<16>(x, y, dy, centre, relu, sg, sgx),
+            32 => grad_sums_row::<32>(x, y, dy, centre, relu, sg, sgx),
+            64 => grad_sums_row::<64>(x, y, dy, centre, relu, sg, sgx),
+            _ => grad_sums_row_any(x, y, dy, centre, relu, sg, sgx),
+        }
     }
 }
 
@@ -537,39 +501,35 @@ mod tests {
             let (x, y, dy, res) = (v(1, 0.3), v(2, 0.0), v(3, 0.0), v(4, 0.0));
             let (p1, p2, p3) = (values(c, 5, 0.5), values(c, 6, 0.0), values(c, 7, 0.0));
             let what = format!("{c} channels");
-            assert_eq!(bits(&moments_centre(&x, &g)), bits(&moments_centre_baseline(&x, &g)), "{what}: centre");
+            assert_eq!(bits(&moments_centre(&x, &g)), bits(&moments_centre::baseline(&x, &g)), "{what}: centre");
             let row = &x[g.interior_rows().next().unwrap()..][..g.w * c];
             let pair = |f: &dyn Fn(&mut [f32], &mut [f32])| {
                 let (mut a, mut b) = (vec![0.0f32; c], vec![0.0f32; c]);
                 f(&mut a, &mut b);
                 (bits(&a), bits(&b))
             };
-            assert_eq!(pair(&|s, q| row_moments(row, &p1, s, q)), pair(&|s, q| row_moments_baseline(row, &p1, s, q)), "{what}: moments");
+            assert_eq!(pair(&|s, q| row_moments(row, &p1, s, q)), pair(&|s, q| row_moments::baseline(row, &p1, s, q)), "{what}: moments");
             let (yr, dr) = (&y[..row.len()], &dy[..row.len()]);
             for relu in [false, true] {
                 assert_eq!(
                     pair(&|a, b| row_grad_sums(row, yr, dr, &p1, relu, a, b)),
-                    pair(&|a, b| row_grad_sums_baseline(row, yr, dr, &p1, relu, a, b)),
+                    pair(&|a, b| row_grad_sums::baseline(row, yr, dr, &p1, relu, a, b)),
                     "{what}: gradient sums, relu {relu}"
                 );
                 for residual in [None, Some(&res[..])] {
                     let (mut wide, mut base) = (vec![1.0f32; g.len()], vec![1.0f32; g.len()]);
                     affine_image(&mut wide, Some(&x), residual, &p1, &p2, relu, true, &g);
-                    affine_image_baseline(&mut base, Some(&x), residual, &p1, &p2, relu, true, &g);
+                    affine_image::baseline(&mut base, Some(&x), residual, &p1, &p2, relu, true, &g);
                     assert_eq!(bits(&wide), bits(&base), "{what}: affine, relu {relu}");
                     let (mut dx_wide, mut dr_wide) = (vec![1.0f32; g.len()], vec![1.0f32; g.len()]);
                     let (mut dx_base, mut dr_base) = (dx_wide.clone(), dr_wide.clone());
                     let with = residual.is_some();
                     grad_apply_image(&mut dx_wide, with.then_some(&mut dr_wide[..]), &x, &y, &dy, &p1, &p2, &p3, relu, &g);
-                    grad_apply_image_baseline(&mut dx_base, with.then_some(&mut dr_base[..]), &x, &y, &dy, &p1, &p2, &p3, relu, &g);
+                    grad_apply_image::baseline(&mut dx_base, with.then_some(&mut dr_base[..]), &x, &y, &dy, &p1, &p2, &p3, relu, &g);
                     assert_eq!(bits(&dx_wide), bits(&dx_base), "{what}: dx, relu {relu}");
                     assert_eq!(bits(&dr_wide), bits(&dr_base), "{what}: d residual, relu {relu}");
                 }
             }
-            let (mut ring_wide, mut ring_base) = (x.clone(), x.clone());
-            crate::halo::zero_ring(&mut ring_wide, &g);
-            crate::halo::zero_ring_baseline(&mut ring_base, &g);
-            assert_eq!(bits(&ring_wide), bits(&ring_base), "{what}: zero ring");
         }
     }
 
