@@ -80,7 +80,7 @@ pub(crate) fn apply_conv(conv: &Conv2d, x: Tensor<4>, precision: Precision) -> T
     };
     let y = match square_padding(conv) {
         Some(pad) if conv.dilation == [1, 1] && conv.stride[0] == conv.stride[1] => {
-            rbl_ops::conv2d_square(x, weight, conv.stride[0], pad, conv.groups)
+            rbl_ops::conv2d_square(x, weight, rbl_ops::ConvShape { stride: conv.stride[0], padding: pad, groups: conv.groups })
         }
         _ => {
             let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);

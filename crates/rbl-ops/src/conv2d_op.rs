@@ -23,8 +23,8 @@ use super::on_flex;
 /// `groups` channel groups (weight `[c_out, c_in / groups, kh, kw]`).
 #[backend_extension(Flex, Autodiff)]
 pub trait ConvBackend: Backend {
-    /// y = conv2d(x, weight) with `stride` and `padding` on both axes.
-    fn rbl_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, padding: usize, groups: usize) -> FloatTensor<Self>;
+    /// y = conv2d(x, weight) with `conv`'s stride and padding (both axes) and groups.
+    fn rbl_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, conv: ConvShape) -> FloatTensor<Self>;
     /// act(conv2d(x, weight) + bias): a folded convolution at evaluation (one pass on flex).
     fn rbl_conv2d_bias_act(
         x: FloatTensor<Self>,
@@ -56,12 +56,16 @@ pub struct ConvShape {
     pub groups: usize,
 }
 
-fn options(stride: usize, padding: usize, groups: usize) -> ConvOptions<2> {
-    ConvOptions::new([stride, stride], [padding, padding], [1, 1], groups)
+impl ConvShape {
+    /// burn's options for the same convolution.
+    fn options(self) -> ConvOptions<2> {
+        ConvOptions::new([self.stride, self.stride], [self.padding, self.padding], [1, 1], self.groups)
+    }
 }
 
-fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize, padding: usize, groups: usize) -> ConvGeometry {
+fn geometry(x: &FlexTensor, weight: &FlexTensor, conv: ConvShape) -> ConvGeometry {
     let (xs, ws) = (x.layout().shape(), weight.layout().shape());
+    let ConvShape { stride, padding, groups } = conv;
     ConvGeometry { batch: xs[0], c_in: xs[1], h: xs[2], w: xs[3], c_out: ws[0], kh: ws[2], kw: ws[3], stride, pad: padding, groups }
 }
 
@@ -82,11 +86,11 @@ fn flex_f32(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
 }
 
 impl ConvBackend for Flex {
-    fn rbl_conv2d(x: FlexTensor, weight: FlexTensor, stride: usize, padding: usize, groups: usize) -> FlexTensor {
-        if !supported(&x, &weight, groups) {
-            return <Flex as ModuleOps<Flex>>::conv2d(x, weight, None, options(stride, padding, groups));
+    fn rbl_conv2d(x: FlexTensor, weight: FlexTensor, conv: ConvShape) -> FlexTensor {
+        if !supported(&x, &weight, conv.groups) {
+            return <Flex as ModuleOps<Flex>>::conv2d(x, weight, None, conv.options());
         }
-        let g = geometry(&x, &weight, stride, padding, groups);
+        let g = geometry(&x, &weight, conv);
         let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
         flex_f32(conv2d_forward(x.storage::<f32>(), weight.storage::<f32>(), &g), [g.batch, g.c_out, g.oh(), g.ow()])
     }
@@ -114,12 +118,12 @@ fn conv_bias_act(
     conv: ConvShape,
     relu: bool,
 ) -> FlexTensor {
-    let ConvShape { stride, padding, groups } = conv;
-    let fused = supported(&x, &weight, groups) && bias.dtype() == DType::F32 && residual.as_ref().is_none_or(|r| r.dtype() == DType::F32);
+    let fused =
+        supported(&x, &weight, conv.groups) && bias.dtype() == DType::F32 && residual.as_ref().is_none_or(|r| r.dtype() == DType::F32);
     if !fused {
-        return compose::<Flex>(Flex::rbl_conv2d(x, weight, stride, padding, groups), bias, residual, relu);
+        return compose::<Flex>(Flex::rbl_conv2d(x, weight, conv), bias, residual, relu);
     }
-    let g = geometry(&x, &weight, stride, padding, groups);
+    let g = geometry(&x, &weight, conv);
     let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
     let residual = residual.map(|r| r.to_contiguous());
     let epilogue = BiasAct { bias: bias.storage::<f32>(), residual: residual.as_ref().map(|r| r.storage::<f32>()), relu };
@@ -143,30 +147,27 @@ fn compose<B: Backend>(y: FloatTensor<B>, bias: FloatTensor<B>, residual: Option
 struct ConvBackward;
 
 impl Backward<Flex, 2> for ConvBackward {
-    type State = (NodeId, NodeId, usize, usize, usize);
+    type State = (NodeId, NodeId, ConvShape);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_weight] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let (x_state, weight_state, stride, padding, groups) = ops.state;
+        let (x_state, weight_state, conv) = ops.state;
         let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
         let weight = checkpointer.retrieve_node_output::<FlexTensor>(weight_state);
-        if !supported(&x, &weight, groups) || dy.dtype() != DType::F32 {
+        if !supported(&x, &weight, conv.groups) || dy.dtype() != DType::F32 {
             if let Some(node) = node_x {
                 grads.register::<Flex>(
                     node.id,
-                    <Flex as ModuleOps<Flex>>::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), options(stride, padding, groups)),
+                    <Flex as ModuleOps<Flex>>::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), conv.options()),
                 );
             }
             if let Some(node) = node_weight {
-                grads.register::<Flex>(
-                    node.id,
-                    <Flex as ModuleOps<Flex>>::conv2d_weight_backward(x, weight, dy, options(stride, padding, groups)),
-                );
+                grads.register::<Flex>(node.id, <Flex as ModuleOps<Flex>>::conv2d_weight_backward(x, weight, dy, conv.options()));
             }
             return;
         }
-        let g = geometry(&x, &weight, stride, padding, groups);
+        let g = geometry(&x, &weight, conv);
         let dy = dy.to_contiguous();
         if let Some(node) = node_x {
             let w = weight.to_contiguous();
@@ -182,15 +183,15 @@ impl Backward<Flex, 2> for ConvBackward {
 }
 
 impl<C: CheckpointStrategy> ConvBackend for Autodiff<Flex, C> {
-    fn rbl_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, padding: usize, groups: usize) -> FloatTensor<Self> {
+    fn rbl_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, conv: ConvShape) -> FloatTensor<Self> {
         match ConvBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let weight_state = prep.checkpoint(&weight);
-                let y = Flex::rbl_conv2d(x.into_primitive(), weight.into_primitive(), stride, padding, groups);
-                prep.finish((x_state, weight_state, stride, padding, groups), y)
+                let y = Flex::rbl_conv2d(x.into_primitive(), weight.into_primitive(), conv);
+                prep.finish((x_state, weight_state, conv), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::rbl_conv2d(x.into_primitive(), weight.into_primitive(), stride, padding, groups)),
+            OpsKind::UnTracked(prep) => prep.finish(Flex::rbl_conv2d(x.into_primitive(), weight.into_primitive(), conv)),
         }
     }
     // Under autodiff the steps stay separate ops, each with its own backward.
@@ -201,7 +202,7 @@ impl<C: CheckpointStrategy> ConvBackend for Autodiff<Flex, C> {
         conv: ConvShape,
         relu: bool,
     ) -> FloatTensor<Self> {
-        compose::<Self>(Self::rbl_conv2d(x, weight, conv.stride, conv.padding, conv.groups), bias, None, relu)
+        compose::<Self>(Self::rbl_conv2d(x, weight, conv), bias, None, relu)
     }
     fn rbl_conv2d_bias_act_residual(
         x: FloatTensor<Self>,
@@ -211,17 +212,17 @@ impl<C: CheckpointStrategy> ConvBackend for Autodiff<Flex, C> {
         conv: ConvShape,
         relu: bool,
     ) -> FloatTensor<Self> {
-        compose::<Self>(Self::rbl_conv2d(x, weight, conv.stride, conv.padding, conv.groups), bias, Some(residual), relu)
+        compose::<Self>(Self::rbl_conv2d(x, weight, conv), bias, Some(residual), relu)
     }
 }
 
-/// conv2d(x, weight) with the same stride and padding on both axes, in `groups` channel
+/// conv2d(x, weight) with `conv`'s stride and padding (the same on both axes) and channel
 /// groups, no bias: rbl's kernels on the flex backend, burn's `conv2d` elsewhere.
-pub fn conv2d_square(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding: usize, groups: usize) -> Tensor<4> {
+pub fn conv2d_square(x: Tensor<4>, weight: Tensor<4>, conv: ConvShape) -> Tensor<4> {
     if on_flex(&x.device()) {
-        Tensor::from_dispatch(<Dispatch as ConvBackend>::rbl_conv2d(x.into_dispatch(), weight.into_dispatch(), stride, padding, groups))
+        Tensor::from_dispatch(<Dispatch as ConvBackend>::rbl_conv2d(x.into_dispatch(), weight.into_dispatch(), conv))
     } else {
-        conv2d(x, weight, None, options(stride, padding, groups))
+        conv2d(x, weight, None, conv.options())
     }
 }
 
@@ -238,7 +239,7 @@ pub fn conv2d_bias_act(
 ) -> Tensor<4> {
     if !on_flex(&x.device()) {
         let c = bias.dims()[0];
-        let y = conv2d(x, weight, None, options(conv.stride, conv.padding, conv.groups)) + bias.reshape([1, c, 1, 1]);
+        let y = conv2d(x, weight, None, conv.options()) + bias.reshape([1, c, 1, 1]);
         let y = residual.map_or(y.clone(), |r| y + r);
         return if relu { burn::tensor::activation::relu(y) } else { y };
     }
@@ -262,6 +263,10 @@ mod tests {
     use burn::tensor::TensorData;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+
+    fn shape(stride: usize, padding: usize, groups: usize) -> ConvShape {
+        ConvShape { stride, padding, groups }
+    }
 
     fn random(shape: [usize; 4], rng: &mut ChaCha8Rng, device: &Device) -> Tensor<4> {
         let n = shape.iter().product();
@@ -299,8 +304,8 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64((batch * 1000 + c_in * 100 + c_out * 10 + stride + pad) as u64);
         let x = random([batch, c_in, hw.0, hw.1], &mut rng, &device).require_grad();
         let w = random([c_out, c_in / groups, k.0, k.1], &mut rng, &device).require_grad();
-        let reference = conv2d(x.clone(), w.clone(), None, options(stride, pad, groups));
-        let ours = conv2d_square(x.clone(), w.clone(), stride, pad, groups);
+        let reference = conv2d(x.clone(), w.clone(), None, shape(stride, pad, groups).options());
+        let ours = conv2d_square(x.clone(), w.clone(), shape(stride, pad, groups));
         assert_close(&format!("{what} forward"), ours.clone(), reference.clone());
         let r = random(reference.dims(), &mut rng, &device);
         let g_ref = (reference * r.clone()).sum().backward();
@@ -331,11 +336,15 @@ mod tests {
         let plain = Device::flex();
         let x = random([2, 3, 6, 6], &mut rng, &plain);
         let w = random([4, 3, 3, 3], &mut rng, &plain);
-        assert_close("untracked", conv2d_square(x.clone(), w.clone(), 1, 1, 1), conv2d(x.clone(), w.clone(), None, options(1, 1, 1)));
+        assert_close(
+            "untracked",
+            conv2d_square(x.clone(), w.clone(), shape(1, 1, 1)),
+            conv2d(x.clone(), w.clone(), None, shape(1, 1, 1).options()),
+        );
         let ad = plain.autodiff();
         let (x, w) = (Tensor::<4>::from_data(x.into_data(), &ad), Tensor::<4>::from_data(w.into_data(), &ad).require_grad());
-        let g = conv2d_square(x.clone(), w.clone(), 1, 1, 1).sum().backward();
-        let g_ref = conv2d(x, w.clone(), None, options(1, 1, 1)).sum().backward();
+        let g = conv2d_square(x.clone(), w.clone(), shape(1, 1, 1)).sum().backward();
+        let g_ref = conv2d(x, w.clone(), None, shape(1, 1, 1).options()).sum().backward();
         assert_close("dw only", w.grad(&g).unwrap(), w.grad(&g_ref).unwrap());
     }
 
@@ -351,13 +360,13 @@ mod tests {
         let bits = |t: Tensor<4>| crate::bits(&t.into_data().try_to_vec::<f32>().unwrap());
         for (residual, relu) in [(None, false), (None, true), (Some(r.clone()), false), (Some(r.clone()), true)] {
             let what = format!("residual {}, relu {relu}", residual.is_some());
-            let y = conv2d(x.clone(), w.clone(), None, options(2, 1, 2)) + b.clone().reshape([1, 6, 1, 1]);
+            let y = conv2d(x.clone(), w.clone(), None, shape(2, 1, 2).options()) + b.clone().reshape([1, 6, 1, 1]);
             let y = residual.clone().map_or(y.clone(), |r| y + r);
             let want = if relu { burn::tensor::activation::relu(y) } else { y };
             // On plain flex: one fused pass, the separate ops' sums in their order.
             let fused = conv2d_bias_act(x.clone(), w.clone(), b.clone(), residual.clone(), conv, relu);
             assert_close(&format!("{what} fused"), fused.clone(), want.clone());
-            let ours = conv2d_square(x.clone(), w.clone(), 2, 1, 2) + b.clone().reshape([1, 6, 1, 1]);
+            let ours = conv2d_square(x.clone(), w.clone(), shape(2, 1, 2)) + b.clone().reshape([1, 6, 1, 1]);
             let ours = residual.clone().map_or(ours.clone(), |r| ours + r);
             let ours = if relu { burn::tensor::activation::relu(ours) } else { ours };
             assert_eq!(bits(fused), bits(ours), "{what}: fused and separate rbl ops, bit for bit");
@@ -379,8 +388,8 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let x = random([1, 2, 5, 5], &mut rng, &device).cast(burn::tensor::FloatDType::F64);
         let w = random([3, 2, 3, 3], &mut rng, &device).cast(burn::tensor::FloatDType::F64);
-        let ours = conv2d_square(x.clone(), w.clone(), 1, 1, 1).cast(burn::tensor::FloatDType::F32);
-        let reference = conv2d(x, w, None, options(1, 1, 1)).cast(burn::tensor::FloatDType::F32);
+        let ours = conv2d_square(x.clone(), w.clone(), shape(1, 1, 1)).cast(burn::tensor::FloatDType::F32);
+        let reference = conv2d(x, w, None, shape(1, 1, 1).options()).cast(burn::tensor::FloatDType::F32);
         assert_close("f64", ours, reference);
     }
 }
