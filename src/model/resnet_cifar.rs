@@ -12,6 +12,7 @@ use burn::tensor::{Device, Tensor, s};
 use crate::model::config::ProjectionInit;
 use crate::model::layers::{conv_bn, fold_conv_bn, he_normal};
 use crate::model::precision::Precision;
+use rbl_ops::ConvInput;
 
 /// Shape of a CIFAR-style ResNet.
 #[derive(Config, Debug)]
@@ -99,8 +100,12 @@ impl BasicBlock {
     /// [`Self::forward`] on a halo tensor ([`rbl_ops`]): convolution, then BatchNorm,
     /// the shortcut's add and ReLU fused into one op.
     fn forward_halo(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = halo_conv_norm(&self.conv1, &self.bn1, x.clone(), None);
-        let shortcut = if self.stride == 1 && self.pad_channels == 0 {
+        let identity = self.stride == 1 && self.pad_channels == 0;
+        // With an identity shortcut x is also conv2's op's residual: conv1's backward then adds
+        // its input gradient to the residual's as it computes it (ConvInput::AlsoResidual).
+        let input = if identity { ConvInput::AlsoResidual } else { ConvInput::Plain };
+        let out = halo_conv_norm(&self.conv1, &self.bn1, x.clone(), None, input);
+        let shortcut = if identity {
             x
         } else {
             // Option A on the interior: subsample, then zero channels on both sides and the ring.
@@ -110,7 +115,7 @@ impl BasicBlock {
             Tensor::zeros([b, h + 2, w + 2, c + 2 * self.pad_channels], &x.device())
                 .slice_assign(s![.., 1..h + 1, 1..w + 1, self.pad_channels..self.pad_channels + c], x)
         };
-        halo_conv_norm(&self.conv2, &self.bn2, out, Some(shortcut))
+        halo_conv_norm(&self.conv2, &self.bn2, out, Some(shortcut), ConvInput::Plain)
     }
 }
 
@@ -122,8 +127,9 @@ fn use_halo_layout(images: &Tensor<4>, precision: Precision) -> bool {
 
 /// relu(BN(conv(x)) [+ residual]) between halo tensors: BatchNorm with batch statistics when
 /// training (updating the running ones), with the running ones at evaluation, and the bias
-/// alone once folded ([`fold_conv_bn`]).
-fn halo_conv_norm(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>, residual: Option<Tensor<4>>) -> Tensor<4> {
+/// alone once folded ([`fold_conv_bn`]). `input`: whether x is also the residual of a later
+/// call's (training only; see [`ConvInput`]).
+fn halo_conv_norm(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>, residual: Option<Tensor<4>>, input: ConvInput) -> Tensor<4> {
     use rbl_ops::halo_bn_train;
     use rbl_ops::{halo_conv, halo_conv_affine};
     let (cout, device, stride) = (conv.weight.dims()[0], x.device(), conv.stride[0]);
@@ -131,7 +137,7 @@ fn halo_conv_norm(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>, residual:
         // A convolution bias before batch statistics cancels in the output (and has a zero
         // gradient), so this path leaves it out; the CIFAR convolutions have none anyway.
         Some(bn) if device.is_autodiff() && bn.training.is_enabled() => {
-            let y = halo_conv(x, conv.weight.val(), stride);
+            let y = halo_conv(x, conv.weight.val(), stride, input);
             let (y, mean, var) = halo_bn_train(y, bn.gamma.val(), bn.beta.val(), residual, true, bn.epsilon);
             rbl_ops::update_running_statistics(bn, mean, var);
             return y;
@@ -229,7 +235,7 @@ impl ResNetCifar {
         let [b, c, h, w] = images.dims();
         let x = Tensor::zeros([b, h + 2, w + 2, c], &images.device())
             .slice_assign(s![.., 1..h + 1, 1..w + 1, ..], images.permute([0, 2, 3, 1]));
-        let mut x = halo_conv_norm(&self.stem, &self.stem_bn, x, None);
+        let mut x = halo_conv_norm(&self.stem, &self.stem_bn, x, None, ConvInput::Plain);
         for block in &self.blocks {
             x = block.forward_halo(x);
         }
@@ -319,7 +325,7 @@ mod tests {
         let want: Vec<f32> = relu(conv_bn(&conv, &bn, x.clone(), Precision::F32)).into_data().try_to_vec().unwrap();
         let xs: Vec<f32> = x.into_data().try_to_vec().unwrap();
         let xh = Tensor::<4>::from_data(TensorData::new(nchw_to_halo(&xs, 2, 4, 6, 5), [2, 8, 7, 4]), &device);
-        let got: Vec<f32> = halo_conv_norm(&conv, &bn, xh, None).into_data().try_to_vec().unwrap();
+        let got: Vec<f32> = halo_conv_norm(&conv, &bn, xh, None, ConvInput::Plain).into_data().try_to_vec().unwrap();
         let got = halo_to_nchw(&got, &HaloGeometry { batch: 2, h: 6, w: 5, c: 16 });
         let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
         let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);

@@ -225,10 +225,22 @@ pub fn halo_conv_forward_then(x: &[f32], weight: &[f32], g: &HaloConv, epilogue:
         );
     }
     let taps = weight_to_taps(weight, g.c_in, g.c_out);
-    forward_with_taps(x, &taps, g, &i, &o, epilogue)
+    forward_with_taps(x, &taps, g, &i, &o, epilogue.map_or(Finish::Nothing, Finish::Affine))
 }
 
-fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o: &HaloGeometry, epilogue: Option<Epilogue>) -> Vec<f32> {
+/// What the per-image pass does to each output image right after computing it, in cache.
+#[derive(Debug, Clone, Copy)]
+enum Finish<'a> {
+    /// Nothing more.
+    Nothing,
+    /// The [`Epilogue`].
+    Affine(Epilogue<'a>),
+    /// y + other (a halo tensor of y's shape, zero ring): the other of a tensor's two
+    /// gradients, added as burn's gradient accumulation adds it (own + other), but per image.
+    Add(&'a [f32]),
+}
+
+fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o: &HaloGeometry, finish: Finish) -> Vec<f32> {
     // SAFETY: every value is written before y is read or returned: rows q0..q0 + m by the
     // product, the ring by zero_ring below.
     let mut y = unsafe { uninit_f32(o.len()) };
@@ -247,10 +259,14 @@ fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o:
                     forward_rows(xb, taps, g, yb, avx512);
                 }
                 zero_ring(yb, o);
-                if let Some(e) = &epilogue {
-                    let image = task * per + n;
-                    let residual = e.residual.map(|r| &r[image * o.image_len()..][..o.image_len()]);
-                    super::halo_norm_cpu::halo_affine_in_place(yb, residual, e.scale, e.shift, e.relu, o);
+                let image = task * per + n;
+                match finish {
+                    Finish::Nothing => {}
+                    Finish::Affine(e) => {
+                        let residual = e.residual.map(|r| &r[image * o.image_len()..][..o.image_len()]);
+                        super::halo_norm_cpu::halo_affine_in_place(yb, residual, e.scale, e.shift, e.relu, o);
+                    }
+                    Finish::Add(other) => add_in_place(yb, &other[image * o.image_len()..][..o.image_len()]),
                 }
             }
         },
@@ -258,62 +274,89 @@ fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o:
     y
 }
 
+/// Which gradients [`halo_conv_backward`] computes.
+#[derive(Debug, Clone, Copy)]
+pub enum Wanted<'a> {
+    /// dx alone, or dx + `other` when given (`other`: a halo tensor of x's shape with a zero
+    /// ring, another gradient of x, added to each image of dx while it is in cache).
+    InputGrad(Option<&'a [f32]>),
+    /// dw alone.
+    WeightGrad,
+    /// Both, dx as in `InputGrad`.
+    Both(Option<&'a [f32]>),
+}
+
 /// Both gradients at once, as the op's backward wants them: (dx if asked, dw if asked), with
 /// dy's ring checked (and zeroed in a copy if needed) once for both.
-pub fn halo_conv_backward(
-    x: &[f32],
-    dy: &[f32],
-    weight: &[f32],
-    g: &HaloConv,
-    want_dx: bool,
-    want_dw: bool,
-) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+pub fn halo_conv_backward(x: &[f32], dy: &[f32], weight: &[f32], g: &HaloConv, wanted: Wanted) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     assert_eq!(dy.len(), g.output().len(), "halo conv backward: output-gradient size");
     let dy = with_zero_ring(dy, &g.output());
-    (want_dx.then(|| input_grad(&dy, weight, g)), want_dw.then(|| weight_grad(x, &dy, g)))
+    let (dx_plus, want_dw) = match wanted {
+        Wanted::InputGrad(plus) => (Some(plus), false),
+        Wanted::WeightGrad => (None, true),
+        Wanted::Both(plus) => (Some(plus), true),
+    };
+    if let Some(Some(other)) = dx_plus {
+        assert_eq!(other.len(), g.input().len(), "halo conv backward: size of the gradient to add");
+    }
+    (dx_plus.map(|plus| input_grad(&dy, weight, g, plus)), want_dw.then(|| weight_grad(x, &dy, g)))
 }
 
 /// Input gradient: dx (halo, zero ring) from dy (halo; its ring is ignored). For tests and the
 /// timing programs; the op asks [`halo_conv_backward`] for both gradients at once.
 #[cfg(any(test, feature = "dev"))]
 pub fn halo_conv_input_grad(dy: &[f32], weight: &[f32], g: &HaloConv) -> Vec<f32> {
-    halo_conv_backward(&[], dy, weight, g, true, false).0.expect("asked for")
+    halo_conv_backward(&[], dy, weight, g, Wanted::InputGrad(None)).0.expect("asked for")
 }
 
 /// Weight gradient, in burn's `[c_out, c_in, 3, 3]`, from x (halo, zero ring) and dy (halo;
 /// its ring is ignored). For tests and the timing programs.
 #[cfg(any(test, feature = "dev"))]
 pub fn halo_conv_weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
-    halo_conv_backward(x, dy, &[], g, false, true).1.expect("asked for")
+    halo_conv_backward(x, dy, &[], g, Wanted::WeightGrad).1.expect("asked for")
 }
 
-/// [`halo_conv_input_grad`] for a dy whose ring is zero.
-fn input_grad(dy: &[f32], weight: &[f32], g: &HaloConv) -> Vec<f32> {
+/// [`halo_conv_input_grad`] for a dy whose ring is zero, plus `other` when given.
+fn input_grad(dy: &[f32], weight: &[f32], g: &HaloConv, other: Option<&[f32]>) -> Vec<f32> {
     let (i, o) = (g.input(), g.output());
     if !g.via_columns() {
         // A stride-1 3×3 padding-1 convolution's input gradient is the forward convolution of
         // dy with the flipped, channel-swapped kernel, at the same geometry.
         let t = HaloConv { c_in: g.c_out, c_out: g.c_in, ..*g };
         let taps = flipped_taps(weight, g.c_in, g.c_out);
-        return forward_with_taps(dy, &taps, &t, &o, &i, None);
+        return forward_with_taps(dy, &taps, &t, &o, &i, other.map_or(Finish::Nothing, Finish::Add));
     }
     let taps = weight_to_taps(weight, g.c_in, g.c_out);
     let (q0, m) = g.rows();
     let (k, co) = (9 * g.c_in, g.c_out);
     let mut dx = vec![0.0f32; i.len()];
     let per = chunk(g.batch);
-    dx.par_chunks_mut(per * i.image_len()).zip(dy.par_chunks(per * o.image_len())).for_each_init(
+    dx.par_chunks_mut(per * i.image_len()).zip(dy.par_chunks(per * o.image_len())).enumerate().for_each_init(
         || vec![0.0f32; m * k],
-        |col, (dxs, dys)| {
-            for (dxb, dyb) in dxs.chunks_mut(i.image_len()).zip(dys.chunks(o.image_len())) {
+        |col, (task, (dxs, dys))| {
+            for (n, (dxb, dyb)) in dxs.chunks_mut(i.image_len()).zip(dys.chunks(o.image_len())).enumerate() {
                 // dcol (m×k) = dY rows (m×c_out) · tapsᵀ (c_out×k).
                 gemm_f32(m, k, co, col, false, (&dyb[q0 * co..][..m * co], 1, co as isize), (&taps, co as isize, 1));
                 col2im_add(col, g, dxb);
                 zero_ring(dxb, &i);
+                if let Some(other) = other {
+                    add_in_place(dxb, &other[(task * per + n) * i.image_len()..][..i.image_len()]);
+                }
             }
         },
     );
     dx
+}
+
+super::cpu_common::avx512_twin! {
+    /// own[j] = own[j] + other[j]: burn-flex's in-place add (its gradient accumulation), the
+    /// same IEEE operation per value.
+    fn add_in_place(own: &mut [f32], other: &[f32]) {
+        assert_eq!(own.len(), other.len(), "add: sizes");
+        for (a, &b) in own.iter_mut().zip(other) {
+            *a += b;
+        }
+    }
 }
 
 /// [`halo_conv_weight_grad`] for a dy whose ring is zero.
@@ -482,6 +525,35 @@ mod tests {
             col2im_add::baseline(&col, &g, &mut base);
             assert_eq!(bits(&wide), bits(&base), "{c_in} channels, stride {stride}");
         }
+    }
+
+    /// The input gradient with another gradient added image by image is, bit for bit, the
+    /// input gradient then that add over the whole tensor (burn's accumulation), at both
+    /// strides and through both paths; and the add's AVX-512 build gives the baseline's bits
+    /// (−0 and +0 included).
+    #[test]
+    fn input_gradient_plus_another_is_the_separate_add() {
+        for (c_in, c_out, stride) in [(16, 16, 1), (8, 16, 2), (5, 12, 1)] {
+            let g = HaloConv { batch: 5, c_in, h: 7, w: 6, c_out, stride };
+            let (i, o) = (g.input(), g.output());
+            let dy = nchw_to_halo(&values(5 * c_out * o.h * o.w, 21), 5, c_out, o.h, o.w);
+            let w = values(c_out * c_in * 9, 22);
+            let other = nchw_to_halo(&values(5 * c_in * 42, 23), 5, c_in, 7, 6);
+            let fused = halo_conv_backward(&[], &dy, &w, &g, Wanted::InputGrad(Some(&other))).0.unwrap();
+            let mut separate = halo_conv_input_grad(&dy, &w, &g);
+            for (a, b) in separate.iter_mut().zip(&other) {
+                *a += b;
+            }
+            assert_eq!(fused.len(), i.len());
+            assert_eq!(bits(&fused), bits(&separate), "{c_in}→{c_out}, stride {stride}");
+        }
+        let (mut own, mut other) = (values(1003, 24), values(1003, 25));
+        own[..4].copy_from_slice(&[0.0, -0.0, 0.0, -0.0]);
+        other[..4].copy_from_slice(&[-0.0, -0.0, 0.0, 0.0]);
+        let mut base = own.clone();
+        add_in_place(&mut own, &other);
+        add_in_place::baseline(&mut base, &other);
+        assert_eq!(bits(&own), bits(&base), "add: the two builds");
     }
 
     /// The fused evaluation form gives the same bits as the convolution then the affine op.

@@ -30,7 +30,7 @@ pub use allocator::keep_freed_buffers;
 pub use batch_norm_op::{batch_norm, update_running_statistics};
 pub use conv2d_op::{ConvShape, conv2d_bias_act, conv2d_square};
 pub use halo::{HaloGeometry, halo_to_nchw, nchw_to_halo};
-pub use halo_conv_op::{halo_conv, halo_conv_affine};
+pub use halo_conv_op::{ConvInput, halo_conv, halo_conv_affine};
 pub use halo_norm_op::{halo_affine, halo_bn_train};
 pub use pool::on_kernel_pool;
 
