@@ -120,7 +120,9 @@ pub enum ConvInput {
     /// first, so that op has registered its gradient for the input before this convolution's
     /// backward runs; the convolution takes it out and adds its own input gradient to it image
     /// by image, as each image is computed, where burn would add the two whole tensors on one
-    /// thread afterwards. Same values, bit for bit (a + b either way).
+    /// thread afterwards. Same values, bit for bit (a + b either way). Set where that is not
+    /// so, the backward finds no gradient to take and burn's `consume` panics: the flag belongs
+    /// to the code that builds both ops (`BasicBlock::forward_halo`).
     AlsoResidual,
 }
 
