@@ -105,16 +105,8 @@ impl BasicBlock {
         // its input gradient to the residual's as it computes it (ConvInput::AlsoResidual).
         let input = if identity { ConvInput::AlsoResidual } else { ConvInput::Plain };
         let out = halo_conv_norm(&self.conv1, &self.bn1, x.clone(), None, input);
-        let shortcut = if identity {
-            x
-        } else {
-            // Option A on the interior: subsample, then zero channels on both sides and the ring.
-            let [b, hp, wp, c] = x.dims();
-            let x = x.slice(s![.., 1..hp - 1;self.stride, 1..wp - 1;self.stride, ..]);
-            let [_, h, w, _] = x.dims();
-            Tensor::zeros([b, h + 2, w + 2, c + 2 * self.pad_channels], &x.device())
-                .slice_assign(s![.., 1..h + 1, 1..w + 1, self.pad_channels..self.pad_channels + c], x)
-        };
+        // Option A on the interior: subsample, then zero channels on both sides and the ring.
+        let shortcut = if identity { x } else { rbl_ops::halo_shortcut_a(x, self.stride, self.pad_channels) };
         halo_conv_norm(&self.conv2, &self.bn2, out, Some(shortcut), ConvInput::Plain)
     }
 }

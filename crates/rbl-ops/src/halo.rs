@@ -120,6 +120,55 @@ pub fn with_zero_ring<'a>(data: &'a [f32], g: &HaloGeometry) -> std::borrow::Cow
     std::borrow::Cow::Owned(owned)
 }
 
+/// The geometry of [`shortcut_a_forward`]'s output: x subsampled at `stride` from its first
+/// interior pixel, with `pad` more channels on each side.
+pub fn shortcut_a_output(g: &HaloGeometry, stride: usize, pad: usize) -> HaloGeometry {
+    assert!(stride >= 1, "shortcut: stride {stride}");
+    HaloGeometry { batch: g.batch, h: (g.h - 1) / stride + 1, w: (g.w - 1) / stride + 1, c: g.c + 2 * pad }
+}
+
+/// The option-A (parameter-free) shortcut of a ResNet block between halo tensors: interior
+/// pixel (i, j) of the output is x's interior pixel (i·stride, j·stride), its channels placed at
+/// pad..pad + c; the other channels and the ring are zero. One pass per image, where the
+/// equivalent burn ops (a strided slice, a zero tensor, a slice assignment) were three, one of
+/// them on one thread.
+pub fn shortcut_a_forward(x: &[f32], g: &HaloGeometry, stride: usize, pad: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    assert_eq!(x.len(), g.len(), "shortcut: input size");
+    let o = shortcut_a_output(g, stride, pad);
+    let mut y = vec![0.0f32; o.len()];
+    y.par_chunks_mut(o.image_len()).zip(x.par_chunks(g.image_len())).for_each(|(yb, xb)| {
+        for i in 0..o.h {
+            for j in 0..o.w {
+                let from = ((1 + i * stride) * g.wp() + 1 + j * stride) * g.c;
+                let to = ((1 + i) * o.wp() + 1 + j) * o.c + pad;
+                yb[to..][..g.c].copy_from_slice(&xb[from..][..g.c]);
+            }
+        }
+    });
+    y
+}
+
+/// The gradient of [`shortcut_a_forward`]: each of dy's interior values at channels
+/// pad..pad + c back at the pixel it came from; zero at the pixels the stride skips and on the
+/// ring (dy's ring and padded channels are ignored).
+pub fn shortcut_a_backward(dy: &[f32], g: &HaloGeometry, stride: usize, pad: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let o = shortcut_a_output(g, stride, pad);
+    assert_eq!(dy.len(), o.len(), "shortcut backward: gradient size");
+    let mut dx = vec![0.0f32; g.len()];
+    dx.par_chunks_mut(g.image_len()).zip(dy.par_chunks(o.image_len())).for_each(|(dxb, dyb)| {
+        for i in 0..o.h {
+            for j in 0..o.w {
+                let to = ((1 + i * stride) * g.wp() + 1 + j * stride) * g.c;
+                let from = ((1 + i) * o.wp() + 1 + j) * o.c + pad;
+                dxb[to..][..g.c].copy_from_slice(&dyb[from..][..g.c]);
+            }
+        }
+    });
+    dx
+}
+
 /// NCHW `[b, c, h, w]` to the halo layout (for tests and for images entering the network).
 pub fn nchw_to_halo(x: &[f32], batch: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
     let g = HaloGeometry { batch, h, w, c };

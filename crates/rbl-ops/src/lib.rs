@@ -3,7 +3,8 @@
 //!
 //! - `halo*`: the CIFAR ResNet's CPU path. Activations live in the halo layout (channels-last
 //!   with a zero ring, [`halo`]); the 3×3 convolution ([`halo_conv_cpu`], inner loops in
-//!   [`halo_conv_avx512`]) and BatchNorm + residual add + ReLU ([`halo_norm_cpu`]) run on it.
+//!   [`halo_conv_avx512`]), BatchNorm + residual add + ReLU ([`halo_norm_cpu`]) and the
+//!   blocks' option-A shortcut ([`halo_shortcut_op`]) run on it.
 //! - `conv2d_*`, `batch_norm_*`: the same for NCHW tensors (ResNet-50, the projection's norm).
 //! - [`keep_freed_buffers`]: the process-wide allocator setting both rely on;
 //!   [`on_kernel_pool`]: where a training step should run so that their passes fork cheaply.
@@ -24,6 +25,7 @@ mod halo_conv_cpu;
 mod halo_conv_op;
 mod halo_norm_cpu;
 mod halo_norm_op;
+mod halo_shortcut_op;
 mod pool;
 
 pub use allocator::keep_freed_buffers;
@@ -32,6 +34,7 @@ pub use conv2d_op::{ConvShape, conv2d_bias_act, conv2d_square};
 pub use halo::{HaloGeometry, halo_to_nchw, nchw_to_halo};
 pub use halo_conv_op::{ConvInput, halo_conv, halo_conv_affine};
 pub use halo_norm_op::{halo_affine, halo_bn_train};
+pub use halo_shortcut_op::halo_shortcut_a;
 pub use pool::on_kernel_pool;
 
 /// The slice kernels behind the ops, for the timing programs in `dev/` (`--features dev`).
