@@ -136,8 +136,11 @@ pub fn shortcut_a_forward(x: &[f32], g: &HaloGeometry, stride: usize, pad: usize
     use rayon::prelude::*;
     assert_eq!(x.len(), g.len(), "shortcut: input size");
     let o = shortcut_a_output(g, stride, pad);
-    let mut y = vec![0.0f32; o.len()];
+    // SAFETY: every image is zero-filled in the pass below before its copies (zeroing the whole
+    // vector here was a serial memset on the calling thread).
+    let mut y = unsafe { crate::cpu_common::uninit_f32(o.len()) };
     y.par_chunks_mut(o.image_len()).zip(x.par_chunks(g.image_len())).for_each(|(yb, xb)| {
+        yb.fill(0.0);
         for i in 0..o.h {
             for j in 0..o.w {
                 let from = ((1 + i * stride) * g.wp() + 1 + j * stride) * g.c;
@@ -156,8 +159,10 @@ pub fn shortcut_a_backward(dy: &[f32], g: &HaloGeometry, stride: usize, pad: usi
     use rayon::prelude::*;
     let o = shortcut_a_output(g, stride, pad);
     assert_eq!(dy.len(), o.len(), "shortcut backward: gradient size");
-    let mut dx = vec![0.0f32; g.len()];
+    // SAFETY: as in shortcut_a_forward, each image is zero-filled before its copies.
+    let mut dx = unsafe { crate::cpu_common::uninit_f32(g.len()) };
     dx.par_chunks_mut(g.image_len()).zip(dy.par_chunks(o.image_len())).for_each(|(dxb, dyb)| {
+        dxb.fill(0.0);
         for i in 0..o.h {
             for j in 0..o.w {
                 let to = ((1 + i * stride) * g.wp() + 1 + j * stride) * g.c;

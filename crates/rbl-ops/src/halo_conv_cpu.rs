@@ -329,7 +329,9 @@ fn input_grad(dy: &[f32], weight: &[f32], g: &HaloConv, other: Option<&[f32]>) -
     let taps = weight_to_taps(weight, g.c_in, g.c_out);
     let (q0, m) = g.rows();
     let (k, co) = (9 * g.c_in, g.c_out);
-    let mut dx = vec![0.0f32; i.len()];
+    // SAFETY: each image is zero-filled below before col2im adds into it (a zeroed vec![] here
+    // was a serial memset of the whole gradient on the calling thread).
+    let mut dx = unsafe { uninit_f32(i.len()) };
     let per = chunk(g.batch);
     dx.par_chunks_mut(per * i.image_len()).zip(dy.par_chunks(per * o.image_len())).enumerate().for_each_init(
         || vec![0.0f32; m * k],
@@ -337,6 +339,7 @@ fn input_grad(dy: &[f32], weight: &[f32], g: &HaloConv, other: Option<&[f32]>) -
             for (n, (dxb, dyb)) in dxs.chunks_mut(i.image_len()).zip(dys.chunks(o.image_len())).enumerate() {
                 // dcol (m×k) = dY rows (m×c_out) · tapsᵀ (c_out×k).
                 gemm_f32(m, k, co, col, false, (&dyb[q0 * co..][..m * co], 1, co as isize), (&taps, co as isize, 1));
+                dxb.fill(0.0);
                 col2im_add(col, g, dxb);
                 zero_ring(dxb, &i);
                 if let Some(other) = other {
