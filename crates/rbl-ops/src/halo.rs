@@ -133,45 +133,58 @@ pub fn shortcut_a_output(g: &HaloGeometry, stride: usize, pad: usize) -> HaloGeo
 /// equivalent burn ops (a strided slice, a zero tensor, a slice assignment) were three, one of
 /// them on one thread.
 pub fn shortcut_a_forward(x: &[f32], g: &HaloGeometry, stride: usize, pad: usize) -> Vec<f32> {
-    use rayon::prelude::*;
     assert_eq!(x.len(), g.len(), "shortcut: input size");
     let o = shortcut_a_output(g, stride, pad);
-    // SAFETY: every image is zero-filled in the pass below before its copies (zeroing the whole
-    // vector here was a serial memset on the calling thread).
-    let mut y = unsafe { crate::cpu_common::uninit_f32(o.len()) };
-    y.par_chunks_mut(o.image_len()).zip(x.par_chunks(g.image_len())).for_each(|(yb, xb)| {
-        yb.fill(0.0);
-        for i in 0..o.h {
-            for j in 0..o.w {
-                let from = ((1 + i * stride) * g.wp() + 1 + j * stride) * g.c;
-                let to = ((1 + i) * o.wp() + 1 + j) * o.c + pad;
-                yb[to..][..g.c].copy_from_slice(&xb[from..][..g.c]);
-            }
-        }
-    });
-    y
+    shortcut_a_copy(x, g.image_len(), o.len(), o.image_len(), g.c, shortcut_a_pixels(g, &o, stride, pad), |(xo, yo)| (xo, yo))
 }
 
 /// The gradient of [`shortcut_a_forward`]: each of dy's interior values at channels
 /// pad..pad + c back at the pixel it came from; zero at the pixels the stride skips and on the
 /// ring (dy's ring and padded channels are ignored).
 pub fn shortcut_a_backward(dy: &[f32], g: &HaloGeometry, stride: usize, pad: usize) -> Vec<f32> {
-    use rayon::prelude::*;
     let o = shortcut_a_output(g, stride, pad);
     assert_eq!(dy.len(), o.len(), "shortcut backward: gradient size");
-    // SAFETY: as in shortcut_a_forward, each image is zero-filled before its copies.
-    let mut dx = unsafe { crate::cpu_common::uninit_f32(g.len()) };
-    dx.par_chunks_mut(g.image_len()).zip(dy.par_chunks(o.image_len())).for_each(|(dxb, dyb)| {
-        dxb.fill(0.0);
-        for i in 0..o.h {
-            for j in 0..o.w {
-                let to = ((1 + i * stride) * g.wp() + 1 + j * stride) * g.c;
-                let from = ((1 + i) * o.wp() + 1 + j) * o.c + pad;
-                dxb[to..][..g.c].copy_from_slice(&dyb[from..][..g.c]);
-            }
+    shortcut_a_copy(dy, o.image_len(), g.len(), g.image_len(), g.c, shortcut_a_pixels(g, &o, stride, pad), |(xo, yo)| (yo, xo))
+}
+
+/// The shortcut's pixel map within one image: for each output interior pixel, the offset of
+/// its source pixel in x's image and of its first copied channel (pad) in y's image.
+fn shortcut_a_pixels(g: &HaloGeometry, o: &HaloGeometry, stride: usize, pad: usize) -> Vec<(usize, usize)> {
+    let mut pairs = Vec::with_capacity(o.h * o.w);
+    for i in 0..o.h {
+        for j in 0..o.w {
+            let in_x = ((1 + i * stride) * g.wp() + 1 + j * stride) * g.c;
+            let in_y = ((1 + i) * o.wp() + 1 + j) * o.c + pad;
+            pairs.push((in_x, in_y));
+        }
+    }
+    pairs
+}
+
+/// Copies `run` values per pixel pair from `src` to a new zeroed-elsewhere tensor of `dst_len`
+/// values, image by image in parallel; `direction` turns an (x offset, y offset) pair into
+/// (from, to), so the forward (x → y) and the backward (dy → dx) share one loop.
+fn shortcut_a_copy(
+    src: &[f32],
+    src_image: usize,
+    dst_len: usize,
+    dst_image: usize,
+    run: usize,
+    pixels: Vec<(usize, usize)>,
+    direction: impl Fn((usize, usize)) -> (usize, usize) + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    // SAFETY: every image is zero-filled in the pass below before its copies (zeroing the whole
+    // vector here was a serial memset on the calling thread).
+    let mut dst = unsafe { crate::cpu_common::uninit_f32(dst_len) };
+    dst.par_chunks_mut(dst_image).zip(src.par_chunks(src_image)).for_each(|(db, sb)| {
+        db.fill(0.0);
+        for &pair in &pixels {
+            let (from, to) = direction(pair);
+            db[to..][..run].copy_from_slice(&sb[from..][..run]);
         }
     });
-    dx
+    dst
 }
 
 /// NCHW `[b, c, h, w]` to the halo layout (for tests and for images entering the network).
