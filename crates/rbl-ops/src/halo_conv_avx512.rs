@@ -113,16 +113,22 @@ unsafe fn tile<const CB: usize, const P: usize>(x: *const f32, taps: *const f32,
 }
 
 /// The register tile of [`conv_image`] for `vectors` 16-channel output vectors and an
-/// interior width w: (output rows R, pixels P), R·P·vectors accumulators plus 3·vectors
-/// weights within the 32 registers, and P dividing w where one of the choices does (a column
-/// block moved back at the edge recomputes pixels).
-fn image_tile(vectors: usize, w: usize) -> (usize, usize) {
+/// interior width w: (vectors per pass CB, output rows R, pixels P), R·P·CB accumulators plus
+/// up to 3·CB weights within the 32 registers, and P dividing w where one of the choices does
+/// (a column block moved back at the edge recomputes pixels). Each weight vector loaded serves
+/// P pixels, so P = 8 with two vectors per pass beats P = 4 with four at 32 and 64 channels
+/// (in cache, one thread: 64 channels at 8×8 120 → 142 GFLOP/s, at 7×7 105 → 130; 32 at
+/// 14×14 146 → 174 with P = 7): the 64-channel taps (147 KB) do not fit the L1 cache and are
+/// streamed from L2 once per tile; in two passes of 32 channels, half as often per FMA.
+fn image_tile(vectors: usize, w: usize) -> (usize, usize, usize) {
+    let sevens = w.is_multiple_of(7) && !w.is_multiple_of(8);
     match vectors {
-        1 if w.is_multiple_of(7) && !w.is_multiple_of(8) => (3, 7),
-        1 => (3, 8),
-        2 if w.is_multiple_of(7) && !w.is_multiple_of(4) => (1, 7),
-        2 => (2, 4),
-        _ => (1, 4),
+        1 if sevens => (1, 3, 7),
+        1 => (1, 3, 8),
+        _ if sevens => (2, 1, 7),
+        _ if w.is_multiple_of(8) => (2, 1, 8),
+        2 => (2, 2, 4),
+        _ => (4, 1, 4),
     }
 }
 
@@ -131,12 +137,13 @@ pub fn image_kernel_fits(c_out: usize, h: usize, w: usize) -> bool {
     if !(c_out.is_multiple_of(16) && matches!(c_out / 16, 1 | 2 | 4)) {
         return false;
     }
-    let (r, p) = image_tile(c_out / 16, w);
+    let (_, r, p) = image_tile(c_out / 16, w);
     h >= r && w >= p
 }
 
 /// The same values as [`conv_rows`] (bit for bit) for one whole halo image, computed in tiles
-/// of R output rows × P pixels × CB output vectors that share their input rows.
+/// of R output rows × P pixels × CB output vectors that share their input rows, one pass over
+/// the image per group of 16·CB output channels ([`image_tile`]).
 ///
 /// [`conv_rows`] with one output vector per pixel loads a broadcast input value for every FMA
 /// (24 pixels × 1 vector): the load ports, not the FMA units, set its pace; and its rows run
@@ -159,49 +166,64 @@ pub unsafe fn conv_image(x: &[f32], taps: &[f32], y: &mut [f32], h: usize, w: us
     assert!(x.len() >= (h + 2) * wp * c_in && taps.len() >= 9 * c_in * c_out && y.len() >= (h + 2) * wp * c_out, "conv_image: sizes");
     // SAFETY: sizes and fit asserted above; the feature is the caller's promise.
     unsafe {
-        match (c_out / 16, image_tile(c_out / 16, w)) {
-            (1, (3, 7)) => image::<1, 3, 7>(x, taps, y, h, w, c_in),
-            (1, _) => image::<1, 3, 8>(x, taps, y, h, w, c_in),
-            (2, (1, 7)) => image::<2, 1, 7>(x, taps, y, h, w, c_in),
-            (2, _) => image::<2, 2, 4>(x, taps, y, h, w, c_in),
-            _ => image::<4, 1, 4>(x, taps, y, h, w, c_in),
+        match image_tile(c_out / 16, w) {
+            (1, 3, 7) => image::<1, 3, 7>(x, taps, y, h, w, c_in, c_out),
+            (1, _, _) => image::<1, 3, 8>(x, taps, y, h, w, c_in, c_out),
+            (2, 1, 7) => image::<2, 1, 7>(x, taps, y, h, w, c_in, c_out),
+            (2, 1, 8) => image::<2, 1, 8>(x, taps, y, h, w, c_in, c_out),
+            (2, _, _) => image::<2, 2, 4>(x, taps, y, h, w, c_in, c_out),
+            _ => image::<4, 1, 4>(x, taps, y, h, w, c_in, c_out),
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn image<const CB: usize, const R: usize, const P: usize>(x: &[f32], taps: &[f32], y: &mut [f32], h: usize, w: usize, c_in: usize) {
+unsafe fn image<const CB: usize, const R: usize, const P: usize>(
+    x: &[f32],
+    taps: &[f32],
+    y: &mut [f32],
+    h: usize,
+    w: usize,
+    c_in: usize,
+    c_out: usize,
+) {
     let wp = w + 2;
-    let mut y0 = 0;
-    loop {
-        // The last band and the last column block move back to end at the image's edge; the
-        // outputs they recompute come out the same.
-        let top = y0.min(h - R);
-        let mut x0 = 0;
+    // Output channels in groups of 16·CB, each over the whole image: a group's taps
+    // (9·c_in·16·CB values) stay in the L1 cache while its tiles pass over the image.
+    for group in 0..c_out / (16 * CB) {
+        let mut y0 = 0;
         loop {
-            let left = x0.min(w - P);
-            // SAFETY: the tile's outputs are interior pixels (top + 1 + r, left + 1 + p) with
-            // r < R, p < P, inside y; its inputs are padded rows top..top + R + 2 and pixels
-            // left..left + P + 2 of them, inside x; taps holds 9·c_in·16·CB.
-            unsafe {
-                image_block::<CB, R, P>(
-                    x.as_ptr().add((top * wp + left) * c_in),
-                    taps.as_ptr(),
-                    y.as_mut_ptr().add(((top + 1) * wp + left + 1) * 16 * CB),
-                    c_in,
-                    wp,
-                )
-            };
-            if left + P >= w {
+            // The last band and the last column block move back to end at the image's edge; the
+            // outputs they recompute come out the same.
+            let top = y0.min(h - R);
+            let mut x0 = 0;
+            loop {
+                let left = x0.min(w - P);
+                // SAFETY: the tile's outputs are interior pixels (top + 1 + r, left + 1 + p) with
+                // r < R, p < P, channels of the group, inside y; its inputs are padded rows
+                // top..top + R + 2 and pixels left..left + P + 2 of them, inside x; taps holds
+                // 9·c_in·c_out.
+                unsafe {
+                    image_block::<CB, R, P>(
+                        x.as_ptr().add((top * wp + left) * c_in),
+                        taps.as_ptr().add(group * 16 * CB),
+                        y.as_mut_ptr().add(((top + 1) * wp + left + 1) * c_out + group * 16 * CB),
+                        c_in,
+                        c_out,
+                        wp,
+                    )
+                };
+                if left + P >= w {
+                    break;
+                }
+                x0 += P;
+            }
+            if top + R >= h {
                 break;
             }
-            x0 += P;
+            y0 += R;
         }
-        if top + R >= h {
-            break;
-        }
-        y0 += R;
     }
 }
 
@@ -213,6 +235,7 @@ unsafe fn image_block<const CB: usize, const R: usize, const P: usize>(
     taps: *const f32,
     y: *mut f32,
     c_in: usize,
+    c_out: usize,
     wp: usize,
 ) {
     let mut acc = [[[_mm512_setzero_ps(); CB]; P]; R];
@@ -221,19 +244,19 @@ unsafe fn image_block<const CB: usize, const R: usize, const P: usize>(
         // Written out rather than looped, so that each call's row index is a constant and the
         // accumulators stay in registers; rows past R + 1 do not exist (the ifs fold away).
         const { assert!(R >= 1 && R <= 3) };
-        input_row::<CB, R, P, 0>(x, taps, &mut acc, c_in);
-        input_row::<CB, R, P, 1>(x.add(wp * c_in), taps, &mut acc, c_in);
-        input_row::<CB, R, P, 2>(x.add(2 * wp * c_in), taps, &mut acc, c_in);
+        input_row::<CB, R, P, 0>(x, taps, &mut acc, c_in, c_out);
+        input_row::<CB, R, P, 1>(x.add(wp * c_in), taps, &mut acc, c_in, c_out);
+        input_row::<CB, R, P, 2>(x.add(2 * wp * c_in), taps, &mut acc, c_in, c_out);
         if R >= 2 {
-            input_row::<CB, R, P, 3>(x.add(3 * wp * c_in), taps, &mut acc, c_in);
+            input_row::<CB, R, P, 3>(x.add(3 * wp * c_in), taps, &mut acc, c_in, c_out);
         }
         if R >= 3 {
-            input_row::<CB, R, P, 4>(x.add(4 * wp * c_in), taps, &mut acc, c_in);
+            input_row::<CB, R, P, 4>(x.add(4 * wp * c_in), taps, &mut acc, c_in, c_out);
         }
         for (r, row) in acc.iter().enumerate() {
             for (p, px) in row.iter().enumerate() {
                 for (cb, v) in px.iter().enumerate() {
-                    _mm512_storeu_ps(y.add((r * wp + p) * 16 * CB + cb * 16), *v);
+                    _mm512_storeu_ps(y.add((r * wp + p) * c_out + cb * 16), *v);
                 }
             }
         }
@@ -253,12 +276,13 @@ unsafe fn input_row<const CB: usize, const R: usize, const P: usize, const I: us
     taps: *const f32,
     acc: &mut [[[__m512; CB]; P]; R],
     c_in: usize,
+    c_out: usize,
 ) {
-    let (k, c_out) = (3 * c_in, 16 * CB);
+    let k = 3 * c_in;
     // Kernel row ky sends this input row to output row I − ky, when that is in the tile.
     let lands = |ky: usize| ky <= I && I - ky < R;
     // SAFETY (whole block): xs is the row's first pixel, P + 2 pixels of c_in values follow;
-    // taps holds 9·c_in·c_out.
+    // taps (from the group's first channel) holds 9·c_in rows of c_out, of which 16·CB are read.
     unsafe {
         for j in 0..k {
             let mut wv = [[_mm512_setzero_ps(); CB]; 3];

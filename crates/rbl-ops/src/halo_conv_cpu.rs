@@ -602,6 +602,7 @@ mod tests {
             (32, 64, 8, 8),
             (64, 64, 7, 7),
             (8, 64, 2, 6),
+            (16, 64, 3, 16),
         ];
         for (c_in, c_out, h, w) in cases {
             assert!(image_kernel_fits(c_out, h, w), "{c_out} channels, {h}×{w}");

@@ -44,6 +44,7 @@ pub use pool::on_kernel_pool;
 pub mod dev {
     pub use crate::conv2d_cpu::*;
     pub use crate::halo::ring_is_zero;
+    pub use crate::halo_conv_avx512::{available as avx512_available, conv_image};
     pub use crate::halo_conv_cpu::*;
     pub use crate::halo_norm_cpu::*;
 }
