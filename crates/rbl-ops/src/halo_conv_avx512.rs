@@ -166,29 +166,94 @@ pub unsafe fn conv_image(x: &[f32], taps: &[f32], y: &mut [f32], h: usize, w: us
     assert!(x.len() >= (h + 2) * wp * c_in && taps.len() >= 9 * c_in * c_out && y.len() >= (h + 2) * wp * c_out, "conv_image: sizes");
     // SAFETY: sizes and fit asserted above; the feature is the caller's promise.
     unsafe {
+        let s = Shape { h, w, wp_in: wp, wp_out: wp, c_in, c_out };
         match image_tile(c_out / 16, w) {
-            (1, 3, 7) => image::<1, 3, 7>(x, taps, y, h, w, c_in, c_out),
-            (1, _, _) => image::<1, 3, 8>(x, taps, y, h, w, c_in, c_out),
-            (2, 1, 7) => image::<2, 1, 7>(x, taps, y, h, w, c_in, c_out),
-            (2, 1, 8) => image::<2, 1, 8>(x, taps, y, h, w, c_in, c_out),
-            (2, _, _) => image::<2, 2, 4>(x, taps, y, h, w, c_in, c_out),
-            _ => image::<4, 1, 4>(x, taps, y, h, w, c_in, c_out),
+            (1, 3, 7) => image::<1, 3, 7, 1>(x, taps, y, s),
+            (1, _, _) => image::<1, 3, 8, 1>(x, taps, y, s),
+            (2, 1, 7) => image::<2, 1, 7, 1>(x, taps, y, s),
+            (2, 1, 8) => image::<2, 1, 8, 1>(x, taps, y, s),
+            (2, _, _) => image::<2, 2, 4, 1>(x, taps, y, s),
+            _ => image::<4, 1, 4, 1>(x, taps, y, s),
         }
     }
 }
 
+/// The register tile of [`conv_image_stride2`]: (vectors per pass, 1 output row, P pixels),
+/// P = 8 or 7 where it divides the output width (each weight vector loaded serves P pixels),
+/// else 4. Stride 2 shares no input row between output rows, so one output row per tile.
+fn stride2_tile(vectors: usize, w_out: usize) -> (usize, usize, usize) {
+    let cb = vectors.min(2);
+    if w_out.is_multiple_of(8) {
+        (cb, 1, 8)
+    } else if w_out.is_multiple_of(7) {
+        (cb, 1, 7)
+    } else {
+        (cb, 1, 4)
+    }
+}
+
+/// Whether [`conv_image_stride2`] takes an output of this interior size with c_out channels.
+pub fn stride2_kernel_fits(c_out: usize, h_out: usize, w_out: usize) -> bool {
+    if !(c_out.is_multiple_of(16) && matches!(c_out / 16, 1 | 2 | 4)) {
+        return false;
+    }
+    let (_, r, p) = stride2_tile(c_out / 16, w_out);
+    h_out >= r && w_out >= p
+}
+
+/// The stride-2 convolution of one halo image: output pixel (i, j) sums its 9·c_in products
+/// x[2i + ky][2j + kx][c]·w[ky][kx][c] in (ky, kx, c) order with fused multiply-adds from
+/// zero, the order in which the `gemm` crate's microkernel sums each row of the column matrix
+/// (one depth block: K = 9·c_in is 144 or 288 here), so the bits of the column path it
+/// replaces (tested). No column matrix: the input is read where it lies, every other pixel.
+/// Only interior pixels are written; the caller zeroes the ring.
+///
+/// # Safety
+/// `available()` must hold and [`stride2_kernel_fits`]`(c_out, h_out, w_out)` for the output
+/// of an h_in × w_in input ((h_in − 1)/2 + 1 rows, likewise columns); x must hold one input
+/// image ((h_in + 2)·(w_in + 2)·c_in values), taps 9·c_in·c_out, y one output image.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn image<const CB: usize, const R: usize, const P: usize>(
-    x: &[f32],
-    taps: &[f32],
-    y: &mut [f32],
+pub unsafe fn conv_image_stride2(x: &[f32], taps: &[f32], y: &mut [f32], h_in: usize, w_in: usize, c_in: usize, c_out: usize) {
+    let (h, w) = ((h_in - 1) / 2 + 1, (w_in - 1) / 2 + 1);
+    let (wp_in, wp_out) = (w_in + 2, w + 2);
+    assert!(stride2_kernel_fits(c_out, h, w), "conv_image_stride2: {h}×{w} output, {c_out} channels");
+    assert!(
+        x.len() >= (h_in + 2) * wp_in * c_in && taps.len() >= 9 * c_in * c_out && y.len() >= (h + 2) * wp_out * c_out,
+        "conv_image_stride2: sizes"
+    );
+    let s = Shape { h, w, wp_in, wp_out, c_in, c_out };
+    // SAFETY: sizes and fit asserted above (output pixel (i, j) reads padded input rows 2i..2i + 3
+    // and pixels 2j..2j + 3, inside x); the feature is the caller's promise.
+    unsafe {
+        match stride2_tile(c_out / 16, w) {
+            (1, _, 8) => image::<1, 1, 8, 2>(x, taps, y, s),
+            (1, _, 7) => image::<1, 1, 7, 2>(x, taps, y, s),
+            (1, _, _) => image::<1, 1, 4, 2>(x, taps, y, s),
+            (_, _, 8) => image::<2, 1, 8, 2>(x, taps, y, s),
+            (_, _, 7) => image::<2, 1, 7, 2>(x, taps, y, s),
+            _ => image::<2, 1, 4, 2>(x, taps, y, s),
+        }
+    }
+}
+
+/// The sizes an image kernel works with: the output's interior (h × w), the padded widths of
+/// input and output rows, and the channels.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
     h: usize,
     w: usize,
+    wp_in: usize,
+    wp_out: usize,
     c_in: usize,
     c_out: usize,
-) {
-    let wp = w + 2;
+}
+
+/// Tiles of R output rows × P pixels × CB vectors over the output's interior, one pass per
+/// group of 16·CB output channels; input pixels S apart (the stride).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn image<const CB: usize, const R: usize, const P: usize, const S: usize>(x: &[f32], taps: &[f32], y: &mut [f32], s: Shape) {
+    let Shape { h, w, wp_in, wp_out, c_in, c_out } = s;
     // Output channels in groups of 16·CB, each over the whole image: a group's taps
     // (9·c_in·16·CB values) stay in the L1 cache while its tiles pass over the image.
     for group in 0..c_out / (16 * CB) {
@@ -202,16 +267,14 @@ unsafe fn image<const CB: usize, const R: usize, const P: usize>(
                 let left = x0.min(w - P);
                 // SAFETY: the tile's outputs are interior pixels (top + 1 + r, left + 1 + p) with
                 // r < R, p < P, channels of the group, inside y; its inputs are padded rows
-                // top..top + R + 2 and pixels left..left + P + 2 of them, inside x; taps holds
-                // 9·c_in·c_out.
+                // S·top..S·(top + R − 1) + 3 and pixels S·left..S·(left + P − 1) + 3 of them,
+                // inside x; taps holds 9·c_in·c_out.
                 unsafe {
-                    image_block::<CB, R, P>(
-                        x.as_ptr().add((top * wp + left) * c_in),
+                    image_block::<CB, R, P, S>(
+                        x.as_ptr().add((S * top * wp_in + S * left) * c_in),
                         taps.as_ptr().add(group * 16 * CB),
-                        y.as_mut_ptr().add(((top + 1) * wp + left + 1) * c_out + group * 16 * CB),
-                        c_in,
-                        c_out,
-                        wp,
+                        y.as_mut_ptr().add(((top + 1) * wp_out + left + 1) * c_out + group * 16 * CB),
+                        s,
                     )
                 };
                 if left + P >= w {
@@ -230,48 +293,49 @@ unsafe fn image<const CB: usize, const R: usize, const P: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn image_block<const CB: usize, const R: usize, const P: usize>(
+unsafe fn image_block<const CB: usize, const R: usize, const P: usize, const S: usize>(
     x: *const f32,
     taps: *const f32,
     y: *mut f32,
-    c_in: usize,
-    c_out: usize,
-    wp: usize,
+    s: Shape,
 ) {
+    let Shape { wp_in, wp_out, c_in, c_out, .. } = s;
     let mut acc = [[[_mm512_setzero_ps(); CB]; P]; R];
     // SAFETY (whole block): offsets inside the tile `image` hands over.
     unsafe {
         // Written out rather than looped, so that each call's row index is a constant and the
         // accumulators stay in registers; rows past R + 1 do not exist (the ifs fold away).
-        const { assert!(R >= 1 && R <= 3) };
-        input_row::<CB, R, P, 0>(x, taps, &mut acc, c_in, c_out);
-        input_row::<CB, R, P, 1>(x.add(wp * c_in), taps, &mut acc, c_in, c_out);
-        input_row::<CB, R, P, 2>(x.add(2 * wp * c_in), taps, &mut acc, c_in, c_out);
+        // With stride 2 an input row feeds one output row at most, so one output row a tile.
+        const { assert!(R >= 1 && R <= 3 && (S == 1 || R == 1)) };
+        input_row::<CB, R, P, 0, S>(x, taps, &mut acc, c_in, c_out);
+        input_row::<CB, R, P, 1, S>(x.add(wp_in * c_in), taps, &mut acc, c_in, c_out);
+        input_row::<CB, R, P, 2, S>(x.add(2 * wp_in * c_in), taps, &mut acc, c_in, c_out);
         if R >= 2 {
-            input_row::<CB, R, P, 3>(x.add(3 * wp * c_in), taps, &mut acc, c_in, c_out);
+            input_row::<CB, R, P, 3, S>(x.add(3 * wp_in * c_in), taps, &mut acc, c_in, c_out);
         }
         if R >= 3 {
-            input_row::<CB, R, P, 4>(x.add(4 * wp * c_in), taps, &mut acc, c_in, c_out);
+            input_row::<CB, R, P, 4, S>(x.add(4 * wp_in * c_in), taps, &mut acc, c_in, c_out);
         }
         for (r, row) in acc.iter().enumerate() {
             for (p, px) in row.iter().enumerate() {
                 for (cb, v) in px.iter().enumerate() {
-                    _mm512_storeu_ps(y.add((r * wp + p) * c_out + cb * 16), *v);
+                    _mm512_storeu_ps(y.add((r * wp_out + p) * c_out + cb * 16), *v);
                 }
             }
         }
     }
 }
 
-/// Padded input row I of a tile: each of its P pixels' 3·c_in kernel inputs, in order,
-/// against kernel row ky into output row I − ky, for the kernel rows that land in the tile.
+/// Padded input row I of a tile: each of its P pixels' 3·c_in kernel inputs, in order, against
+/// kernel row ky into output row I − ky, for the kernel rows that land in the tile; the tile's
+/// pixels read input pixels S apart (the stride).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
 // Indexing the accumulators by (I − ky, p, cb), all constants once unrolled, is the point: it
 // keeps them in registers.
 #[allow(clippy::needless_range_loop)]
-unsafe fn input_row<const CB: usize, const R: usize, const P: usize, const I: usize>(
+unsafe fn input_row<const CB: usize, const R: usize, const P: usize, const I: usize, const S: usize>(
     xs: *const f32,
     taps: *const f32,
     acc: &mut [[[__m512; CB]; P]; R],
@@ -281,7 +345,7 @@ unsafe fn input_row<const CB: usize, const R: usize, const P: usize, const I: us
     let k = 3 * c_in;
     // Kernel row ky sends this input row to output row I − ky, when that is in the tile.
     let lands = |ky: usize| ky <= I && I - ky < R;
-    // SAFETY (whole block): xs is the row's first pixel, P + 2 pixels of c_in values follow;
+    // SAFETY (whole block): xs is the row's first pixel, S·(P − 1) + 3 pixels of c_in values follow;
     // taps (from the group's first channel) holds 9·c_in rows of c_out, of which 16·CB are read.
     unsafe {
         for j in 0..k {
@@ -294,7 +358,7 @@ unsafe fn input_row<const CB: usize, const R: usize, const P: usize, const I: us
                 }
             }
             for p in 0..P {
-                let b = _mm512_set1_ps(*xs.add(p * c_in + j));
+                let b = _mm512_set1_ps(*xs.add(p * S * c_in + j));
                 for (ky, wk) in wv.iter().enumerate() {
                     if lands(ky) {
                         for cb in 0..CB {

@@ -132,6 +132,39 @@ fn forward_rows(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32], avx512: bo
     }
 }
 
+/// Input channels up to which the stride-2 image kernel replaces the column path: the `gemm`
+/// crate sums K = 9·c_in in one depth block up to here (measured: up to K = 504 on this
+/// machine's 48 KiB L1, split into blocks from 540), so the image kernel's single pass gives
+/// its bits; beyond, gemm's blocks would make the two differ, and the column path stays.
+const STRIDE2_IMAGE_MAX_C_IN: usize = 32;
+
+/// Whether the AVX-512 stride-2 image kernel takes this convolution.
+fn stride2_fits(g: &HaloConv) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let o = g.output();
+        g.c_in <= STRIDE2_IMAGE_MAX_C_IN && super::halo_conv_avx512::stride2_kernel_fits(g.c_out, o.h, o.w)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = g;
+        false
+    }
+}
+
+/// Stride-2 forward of one image with the AVX-512 image kernel: writes y's interior pixels;
+/// the caller zeroes the ring. Only called where [`stride2_fits`] and [`use_avx512`] hold.
+fn forward_stride2(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller checked the feature and the fit; x and y are one image each, taps
+    // 9·c_in·c_out.
+    unsafe {
+        super::halo_conv_avx512::conv_image_stride2(x, taps, y, g.h, g.w, g.c_in, g.c_out)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("stride-2 image kernel without x86-64 ({x:p}, {taps:p}, {g:?}, {y:p})");
+}
+
 /// Whether the overlapping-rows products take the AVX-512 kernels: the CPU has it, c_out is 16, 32 or 64,
 /// the image has at least one register tile of rows, and `RBL_GEMM_CONV` is not set (which
 /// keeps the `gemm` crate's path, for comparison).
@@ -246,14 +279,19 @@ fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o:
     let mut y = unsafe { uninit_f32(o.len()) };
     let per = chunk(g.batch);
     // Decided once per call, not per image.
-    let columns = g.via_columns();
-    let avx512 = !columns && use_avx512(g.c_out, g.rows().1);
+    let avx512 = use_avx512(g.c_out, g.rows().1);
+    // Stride 2 through its own image kernel where it fits (the column path's bits, tested),
+    // else through the column matrix and the `gemm` crate.
+    let stride2_image = g.stride == 2 && avx512 && stride2_fits(g);
+    let columns = g.via_columns() && !stride2_image;
     let col_len = if columns { g.rows().1 * 9 * g.c_in } else { 0 };
     y.par_chunks_mut(per * o.image_len()).zip(x.par_chunks(per * i.image_len())).enumerate().for_each_init(
         || vec![0.0f32; col_len],
         |col, (task, (ys, xs))| {
             for (n, (yb, xb)) in ys.chunks_mut(o.image_len()).zip(xs.chunks(i.image_len())).enumerate() {
-                if columns {
+                if stride2_image {
+                    forward_stride2(xb, taps, g, yb);
+                } else if columns {
                     forward_columns(xb, taps, g, col, yb);
                 } else {
                     forward_rows(xb, taps, g, yb, avx512);
@@ -676,6 +714,46 @@ mod tests {
                     "stride {stride}, {c_out} out, {threads} threads"
                 );
             }
+        }
+    }
+
+    /// The stride-2 image kernel gives the bits of the column path (im2col + the `gemm`
+    /// crate) it replaced in the forward pass, at the ResNet's stride-2 shapes (32×32 and 28×28
+    /// inputs and their halves, odd sizes), output widths that take each tile (8, 7, 4), and
+    /// the largest input width it is used for (`STRIDE2_IMAGE_MAX_C_IN`).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn stride2_image_kernel_equals_the_column_path_bit_for_bit() {
+        use crate::halo_conv_avx512::{conv_image_stride2, stride2_kernel_fits};
+        if !crate::halo_conv_avx512::available() {
+            return;
+        }
+        let cases = [
+            (16, 32, 32, 32),
+            (32, 64, 16, 16),
+            (16, 32, 28, 28),
+            (32, 64, 14, 14),
+            (8, 16, 7, 9),
+            (16, 64, 13, 16),
+            (3, 32, 15, 8),
+            (32, 16, 8, 8),
+        ];
+        for (c_in, c_out, h, w) in cases {
+            let g = HaloConv { batch: 1, c_in, h, w, c_out, stride: 2 };
+            let (i, o) = (g.input(), g.output());
+            assert!(stride2_kernel_fits(c_out, o.h, o.w), "{c_out} channels, {}×{}", o.h, o.w);
+            let x = nchw_to_halo(&values(c_in * h * w, 16), 1, c_in, h, w);
+            let taps = weight_to_taps(&values(c_out * c_in * 9, 17), c_in, c_out);
+            let mut columns = vec![0.0f32; o.len()];
+            let mut col = vec![0.0f32; g.rows().1 * 9 * c_in];
+            forward_columns(&x, &taps, &g, &mut col, &mut columns);
+            let mut image = vec![f32::NAN; o.len()];
+            // SAFETY: the feature is detected, the output fits; sizes are one image each.
+            unsafe { conv_image_stride2(&x, &taps, &mut image, h, w, c_in, c_out) };
+            zero_ring(&mut columns, &o);
+            zero_ring(&mut image, &o);
+            assert_eq!(i.len(), x.len());
+            assert_eq!(bits(&image), bits(&columns), "{c_in}→{c_out}, {h}×{w}");
         }
     }
 }
