@@ -437,13 +437,14 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
                 if use_avx512(co, rows) && (3 * ci).is_multiple_of(super::halo_conv_avx512::weight_tile_inputs(co / 16)) {
                     // One sum per kernel entry over the task's images in order, each image from
                     // its first interior pixel to its last: the ring rows between images, where
-                    // dy is zero, are skipped (a fifth of the rows at 8×8). Adding x·0 to a sum
-                    // that starts at +0 changes no bit, so this equals the one long sum over
-                    // the task's contiguous rows (tested).
+                    // dy is zero, are skipped (a fifth of the rows at 8×8), and in narrow images
+                    // the ring columns between rows too. Adding x·0 to a sum that starts at +0
+                    // changes no bit, so this equals the one long sum over the task's
+                    // contiguous rows (tested).
                     for (xb, dyb) in xs.chunks(i.image_len()).zip(dys.chunks(o.image_len())) {
                         // SAFETY: the feature is detected; xb is one image ((h + 2)·wp pixels ≥
                         // m − 1 + 2·wp + 3), dyb from q0 holds m rows, taps 9·c_in·c_out.
-                        unsafe { super::halo_conv_avx512::weight_grad_rows(xb, &dyb[q0 * co..], &mut taps, m, ci, co, wp, 0..3) };
+                        unsafe { weight_grad_image_avx512(xb, &dyb[q0 * co..], &mut taps, g, 0..3) };
                     }
                     return taps;
                 }
@@ -466,6 +467,33 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
     taps_to_weight(&taps, ci, co)
 }
 
+/// Interior widths up to which the AVX-512 weight gradient skips the ring's columns between
+/// image rows: there they are 11 % (16×16) to 22 % (7×7) of the rows and skipping them makes
+/// the 32- and 64-channel passes 5–15 % faster; at 28×28 and 32×32 (6–7 %) the shorter runs
+/// cost more than they save (the 16-channel pass ran 10–15 % slower).
+const SKIP_RING_COLUMNS_MAX_W: usize = 16;
+
+/// One image's weight-gradient terms added onto `taps` by the AVX-512 kernel, for the kernel
+/// rows `kys`: dy from the first interior pixel; the ring's columns skipped where the image is
+/// narrow ([`SKIP_RING_COLUMNS_MAX_W`]), the same bits either way (dy's ring is zero).
+///
+/// # Safety
+/// AVX-512F must be available and c_out, c_in fit the kernel's tiles (as [`weight_grad`]
+/// checks); xb is one input image, dy holds the output image's rows from q0, taps
+/// kys.len()·3·c_in·c_out values.
+#[cfg(target_arch = "x86_64")]
+unsafe fn weight_grad_image_avx512(xb: &[f32], dy: &[f32], taps: &mut [f32], g: &HaloConv, kys: std::ops::Range<usize>) {
+    let (ci, co, wp) = (g.c_in, g.c_out, g.input().wp());
+    // SAFETY: the caller's contract covers both kernels' (the same) requirements.
+    unsafe {
+        if g.w <= SKIP_RING_COLUMNS_MAX_W {
+            super::halo_conv_avx512::weight_grad_interior(xb, dy, taps, (g.h, g.w), ci, co, wp, kys);
+        } else {
+            super::halo_conv_avx512::weight_grad_rows(xb, dy, taps, g.rows().1, ci, co, wp, kys);
+        }
+    }
+}
+
 /// The AVX-512 weight gradient of [`weight_grad`] with each image task split in three by kernel
 /// row, for pools with more threads than image tasks (4 at batch 128, whatever the core count:
 /// the tasks are fixed so that the bits do not depend on the pool). Every taps entry is the
@@ -476,8 +504,8 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
 #[cfg(target_arch = "x86_64")]
 fn weight_grad_by_kernel_row(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
     let (i, o) = (g.input(), g.output());
-    let (ci, co, wp) = (g.c_in, g.c_out, i.wp());
-    let (q0, m) = g.rows();
+    let (ci, co) = (g.c_in, g.c_out);
+    let (q0, _) = g.rows();
     let per_row = 3 * ci * co;
     let (xs, dys) = (x.chunks(WEIGHT_GRAD_TASK_IMAGES * i.image_len()), dy.chunks(WEIGHT_GRAD_TASK_IMAGES * o.image_len()));
     let tasks: Vec<(&[f32], &[f32], usize)> = xs.zip(dys).flat_map(|(x, dy)| (0..3).map(move |ky| (x, dy, ky))).collect();
@@ -488,7 +516,7 @@ fn weight_grad_by_kernel_row(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
             for (xb, dyb) in xs.chunks(i.image_len()).zip(dys.chunks(o.image_len())) {
                 // SAFETY: the caller checked the feature and the shapes (`use_avx512`, the tile
                 // width); xb is one image, dyb from q0 holds m rows, taps one kernel row.
-                unsafe { super::halo_conv_avx512::weight_grad_rows(xb, &dyb[q0 * co..], &mut taps, m, ci, co, wp, ky..ky + 1) };
+                unsafe { weight_grad_image_avx512(xb, &dyb[q0 * co..], &mut taps, g, ky..ky + 1) };
             }
             taps
         })
@@ -661,16 +689,17 @@ mod tests {
         }
     }
 
-    /// The AVX-512 weight gradient sums each image from its first interior pixel to its last,
-    /// skipping the ring rows between images: the bits of the one long sum over the task's
-    /// contiguous rows, which it replaced (x·0 added to a sum that starts at +0 changes none).
+    /// The AVX-512 weight gradient sums each image's interior pixels only, skipping the ring
+    /// rows between images and the ring columns between image rows: the bits of the one long
+    /// sum over the task's contiguous rows, which it replaced (x·0 added to a sum that starts
+    /// at +0 changes none), at 8×8 to 32×32 and in bands of image rows (32×32).
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn skipping_the_ring_rows_between_images_changes_no_bit() {
         if !crate::halo_conv_avx512::available() {
             return;
         }
-        for (c_in, c_out, side) in [(16, 16, 8), (16, 32, 6), (32, 64, 8)] {
+        for (c_in, c_out, side) in [(16, 16, 8), (16, 32, 6), (32, 64, 8), (16, 16, 32), (32, 32, 16), (64, 64, 7), (8, 16, 28)] {
             let g = HaloConv { batch: 5, c_in, h: side, w: side, c_out, stride: 1 };
             let (i, o) = (g.input(), g.output());
             let x = nchw_to_halo(&values(5 * c_in * side * side, 12), 5, c_in, side, side);
