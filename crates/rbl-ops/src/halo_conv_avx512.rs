@@ -469,7 +469,7 @@ struct Runs {
 /// [`weight_grad_rows`] over one image's interior pixels only: the rows r = y·row_step + p for
 /// y < h, p < w (from the first interior pixel, as the caller slices x and dy), skipping the
 /// ring's two columns between image rows. dy is zero there (the caller zeroes dy's ring), and a
-/// sum that starts at +0 is never −0, so adding the skipped x·0 would change no bit: the result
+/// sum that starts at +0 is never −0, so adding the skipped x·0 (x finite) would change no bit: the result
 /// is bitwise that of [`weight_grad_rows`] over the whole range (tested), with 6 % (32×32) to
 /// 18 % (8×8) fewer multiply-adds.
 ///
