@@ -134,10 +134,16 @@ fn image_tile(vectors: usize, w: usize) -> (usize, usize, usize) {
 
 /// Whether [`conv_image`] takes an image of this interior size with c_out output channels.
 pub fn image_kernel_fits(c_out: usize, h: usize, w: usize) -> bool {
+    fits(c_out, h, w, image_tile)
+}
+
+/// Whether an output of h × w interior pixels and c_out channels (16, 32 or 64) holds at least
+/// one register tile of the kind `tile` picks for its vectors and width.
+fn fits(c_out: usize, h: usize, w: usize, tile: fn(usize, usize) -> (usize, usize, usize)) -> bool {
     if !(c_out.is_multiple_of(16) && matches!(c_out / 16, 1 | 2 | 4)) {
         return false;
     }
-    let (_, r, p) = image_tile(c_out / 16, w);
+    let (_, r, p) = tile(c_out / 16, w);
     h >= r && w >= p
 }
 
@@ -194,11 +200,7 @@ fn stride2_tile(vectors: usize, w_out: usize) -> (usize, usize, usize) {
 
 /// Whether [`conv_image_stride2`] takes an output of this interior size with c_out channels.
 pub fn stride2_kernel_fits(c_out: usize, h_out: usize, w_out: usize) -> bool {
-    if !(c_out.is_multiple_of(16) && matches!(c_out / 16, 1 | 2 | 4)) {
-        return false;
-    }
-    let (_, r, p) = stride2_tile(c_out / 16, w_out);
-    h_out >= r && w_out >= p
+    fits(c_out, h_out, w_out, stride2_tile)
 }
 
 /// The stride-2 convolution of one halo image: output pixel (i, j) sums its 9·c_in products
