@@ -382,23 +382,69 @@ pub fn weight_tile_inputs(vectors: usize) -> usize {
 /// cache while every tile of the kernel passes over them.
 const WEIGHT_ROW_BLOCK: usize = 256;
 
+/// Which rows r of the weight gradient's sum one call covers (r counts pixels of the padded
+/// grid from the first interior pixel, as the caller slices x and dy).
+#[derive(Debug, Clone, Copy)]
+pub enum WeightRows {
+    /// r < n, contiguous: ring columns included (dy is zero there).
+    All(usize),
+    /// The interior pixels of an image of h × w: r = y·row_step + p for y < h, p < w, the
+    /// ring's two columns between image rows skipped.
+    Interior {
+        /// Interior rows.
+        h: usize,
+        /// Interior width (at most row_step).
+        w: usize,
+    },
+}
+
+impl WeightRows {
+    /// One past the last row r the sum reads.
+    fn end(self, row_step: usize) -> usize {
+        match self {
+            WeightRows::All(n) => n,
+            WeightRows::Interior { h, w } => (h - 1) * row_step + w,
+        }
+    }
+
+    /// The blocks of about [`WEIGHT_ROW_BLOCK`] rows the sum runs in, each (first row, runs);
+    /// every tile of the kernel passes over a block while its rows of x and dy are in cache.
+    fn blocks(self, row_step: usize) -> impl Iterator<Item = (usize, Runs)> {
+        let (band, count, len, step) = match self {
+            WeightRows::All(n) => (WEIGHT_ROW_BLOCK, n, 1, 1),
+            WeightRows::Interior { h, w } => ((WEIGHT_ROW_BLOCK / w).max(1), h, w, row_step),
+        };
+        (0..count).step_by(band).map(move |first| {
+            let runs = match self {
+                WeightRows::All(_) => Runs { count: 1, len: band.min(count - first), step: 0 },
+                WeightRows::Interior { .. } => Runs { count: band.min(count - first), len, step },
+            };
+            (first * step, runs)
+        })
+    }
+}
+
 /// taps[ky − kys.start][j][:] += Σ_r x[(r + ky·row_step)·c_in + j] · dy[r, :] for the kernel
-/// rows ky in `kys` (all three: 0..3), j < 3·c_in and r < rows; c_out = 16·vectors (1, 2 or 4)
-/// and 3·c_in a multiple of [`weight_tile_inputs`]. The sum over r runs in order onto what taps
-/// holds (blocks carry their partial sums), so the result does not depend on the blocking or
-/// on which kernel rows one call covers, and consecutive calls over consecutive row ranges give
-/// the bits of one call over their union.
+/// rows ky in `kys` (all three: 0..3), j < 3·c_in and the rows r of `rows`; c_out = 16·vectors
+/// (1, 2 or 4) and 3·c_in a multiple of [`weight_tile_inputs`]. The sum over r runs in order
+/// onto what taps holds (blocks carry their partial sums), so the result does not depend on
+/// the blocking or on which kernel rows one call covers, and consecutive calls over
+/// consecutive row ranges give the bits of one call over their union. With
+/// [`WeightRows::Interior`] the skipped ring columns are rows where dy is zero (the caller
+/// zeroes dy's ring); a sum that starts at +0 is never −0, so the skipped x·0 terms (x finite)
+/// would change no bit: the bits of [`WeightRows::All`] over the same range (tested), with 6 %
+/// (32×32) to 18 % (8×8) fewer multiply-adds.
 ///
 /// # Safety
-/// `available()` must hold; x must hold (rows − 1 + 2·row_step)·c_in + 3·c_in values, dy
-/// rows·c_out, taps kys.len()·3·c_in·c_out.
+/// `available()` must hold; with e = rows.end(row_step), x must hold (e − 1 + 2·row_step)·c_in
+/// + 3·c_in values, dy e·c_out, taps kys.len()·3·c_in·c_out.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn weight_grad_rows(
     x: &[f32],
     dy: &[f32],
     taps: &mut [f32],
-    rows: usize,
+    rows: WeightRows,
     c_in: usize,
     c_out: usize,
     row_step: usize,
@@ -407,11 +453,16 @@ pub unsafe fn weight_grad_rows(
     let vectors = c_out / 16;
     assert!(c_out.is_multiple_of(16) && matches!(vectors, 1 | 2 | 4), "weight_grad_rows: c_out {c_out}");
     assert!((3 * c_in).is_multiple_of(weight_tile_inputs(vectors)), "weight_grad_rows: c_in {c_in}");
+    let shape_ok = match rows {
+        WeightRows::All(n) => n >= 1,
+        WeightRows::Interior { h, w } => h >= 1 && (1..=row_step).contains(&w),
+    };
+    let end = if shape_ok { rows.end(row_step) } else { 0 };
     assert!(
-        kys.end <= 3
-            && rows >= 1
-            && x.len() >= (rows - 1 + 2 * row_step) * c_in + 3 * c_in
-            && dy.len() >= rows * c_out
+        shape_ok
+            && kys.end <= 3
+            && x.len() >= (end - 1 + 2 * row_step) * c_in + 3 * c_in
+            && dy.len() >= end * c_out
             && taps.len() >= kys.len() * 3 * c_in * c_out,
         "weight_grad_rows: sizes"
     );
@@ -431,115 +482,22 @@ unsafe fn weight_rows<const CB: usize, const J: usize>(
     x: &[f32],
     dy: &[f32],
     taps: &mut [f32],
-    rows: usize,
+    rows: WeightRows,
     c_in: usize,
     row_step: usize,
     kys: std::ops::Range<usize>,
 ) {
     let (c_out, k) = (CB * 16, 3 * c_in);
-    for r0 in (0..rows).step_by(WEIGHT_ROW_BLOCK) {
-        let n = WEIGHT_ROW_BLOCK.min(rows - r0);
+    for (r0, runs) in rows.blocks(row_step) {
         for ky in kys.clone() {
             for j0 in (0..k).step_by(J) {
-                // SAFETY: rows r0..r0 + n of x (from kernel row ky, inputs j0..j0 + J) and of
-                // dy, and taps rows (ky − kys.start)·k + j0.., all inside the bounds
+                // SAFETY: the block's rows from r0 of x (from kernel row ky, inputs j0..j0 + J)
+                // and of dy, and taps rows (ky − kys.start)·k + j0.., all inside the bounds
                 // `weight_grad_rows` asserted.
                 unsafe {
                     weight_tile::<CB, J>(
                         x.as_ptr().add((r0 + ky * row_step) * c_in + j0),
                         dy.as_ptr().add(r0 * c_out),
-                        taps.as_mut_ptr().add(((ky - kys.start) * k + j0) * c_out),
-                        Runs { count: 1, len: n, step: n },
-                        c_in,
-                    )
-                };
-            }
-        }
-    }
-}
-
-/// The interior pixels of an image as rows of the weight gradient's sum, from the first
-/// interior pixel: `count` runs of `len` rows, each run `step` rows after the previous (the
-/// ring's two columns between runs are skipped). One contiguous range is a single run.
-#[derive(Debug, Clone, Copy)]
-struct Runs {
-    count: usize,
-    len: usize,
-    step: usize,
-}
-
-/// [`weight_grad_rows`] over one image's interior pixels only: the rows r = y·row_step + p for
-/// y < h, p < w (from the first interior pixel, as the caller slices x and dy), skipping the
-/// ring's two columns between image rows. dy is zero there (the caller zeroes dy's ring), and a
-/// sum that starts at +0 is never −0, so adding the skipped x·0 (x finite) would change no bit: the result
-/// is bitwise that of [`weight_grad_rows`] over the whole range (tested), with 6 % (32×32) to
-/// 18 % (8×8) fewer multiply-adds.
-///
-/// # Safety
-/// `available()` must hold; x must hold ((h − 1)·row_step + w − 1 + 2·row_step)·c_in + 3·c_in
-/// values, dy ((h − 1)·row_step + w)·c_out, taps kys.len()·3·c_in·c_out; w ≤ row_step.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn weight_grad_interior(
-    x: &[f32],
-    dy: &[f32],
-    taps: &mut [f32],
-    (h, w): (usize, usize),
-    c_in: usize,
-    c_out: usize,
-    row_step: usize,
-    kys: std::ops::Range<usize>,
-) {
-    let vectors = c_out / 16;
-    assert!(c_out.is_multiple_of(16) && matches!(vectors, 1 | 2 | 4), "weight_grad_interior: c_out {c_out}");
-    assert!((3 * c_in).is_multiple_of(weight_tile_inputs(vectors)), "weight_grad_interior: c_in {c_in}");
-    let last = (h - 1) * row_step + w;
-    assert!(
-        kys.end <= 3
-            && h >= 1
-            && (1..=row_step).contains(&w)
-            && x.len() >= (last - 1 + 2 * row_step) * c_in + 3 * c_in
-            && dy.len() >= last * c_out
-            && taps.len() >= kys.len() * 3 * c_in * c_out,
-        "weight_grad_interior: sizes"
-    );
-    // SAFETY: sizes asserted above; the feature is the caller's promise.
-    unsafe {
-        match vectors {
-            1 => weight_interior::<1, 24>(x, dy, taps, h, w, c_in, row_step, kys),
-            2 => weight_interior::<2, 12>(x, dy, taps, h, w, c_in, row_step, kys),
-            _ => weight_interior::<4, 6>(x, dy, taps, h, w, c_in, row_step, kys),
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn weight_interior<const CB: usize, const J: usize>(
-    x: &[f32],
-    dy: &[f32],
-    taps: &mut [f32],
-    h: usize,
-    w: usize,
-    c_in: usize,
-    row_step: usize,
-    kys: std::ops::Range<usize>,
-) {
-    let (c_out, k) = (CB * 16, 3 * c_in);
-    // Bands of image rows of about WEIGHT_ROW_BLOCK pixels, as in weight_rows.
-    let band = (WEIGHT_ROW_BLOCK / w).max(1);
-    for y0 in (0..h).step_by(band) {
-        let runs = Runs { count: band.min(h - y0), len: w, step: row_step };
-        for ky in kys.clone() {
-            for j0 in (0..k).step_by(J) {
-                // SAFETY: image rows y0..y0 + runs.count of x (from kernel row ky, inputs
-                // j0..j0 + J) and of dy, and taps rows (ky − kys.start)·k + j0.., all inside the
-                // bounds `weight_grad_interior` asserted.
-                unsafe {
-                    weight_tile::<CB, J>(
-                        x.as_ptr().add((y0 * row_step + ky * row_step) * c_in + j0),
-                        dy.as_ptr().add(y0 * row_step * c_out),
                         taps.as_mut_ptr().add(((ky - kys.start) * k + j0) * c_out),
                         runs,
                         c_in,
@@ -548,6 +506,15 @@ unsafe fn weight_interior<const CB: usize, const J: usize>(
             }
         }
     }
+}
+
+/// The rows of one block as the tile walks them, from the block's first row: `count` runs of
+/// `len` rows, each run `step` rows after the previous (a contiguous block is a single run).
+#[derive(Debug, Clone, Copy)]
+struct Runs {
+    count: usize,
+    len: usize,
+    step: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
