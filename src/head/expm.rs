@@ -6,10 +6,13 @@
 //! squared s times.
 //! Every step is a matmul, so burn's autodiff differentiates the polynomial exactly, which is
 //! the Fréchet derivative of exp to within the truncation error (the tests check it against
-//! central differences). A dedicated backward (the block identity
-//! d exp(X)[G] = top-right block of exp([[Xᵀ, G], [0, Xᵀ]])) would save memory, not accuracy.
+//! central differences). A dedicated backward (the block identity d exp(X)[G] = top-right
+//! block of exp([[Xᵀ, G], [0, Xᵀ]])) would save memory, not accuracy. The products go through
+//! [`matmul_rows`]: on the CPU split by rows over the kernel pool (flex runs each on one
+//! thread), with the bits of burn's `matmul`.
 
 use burn::tensor::{FloatDType, Tensor};
+use rbl_ops::matmul_rows;
 
 /// Taylor degree of the scaled polynomial.
 const DEGREE: usize = 12;
@@ -51,10 +54,10 @@ pub fn expm_skew_f32(x: Tensor<2>) -> Tensor<2> {
     let eye = Tensor::<2>::eye(n, &device).cast(x.dtype());
     let mut q = taylor_paterson_stockmeyer(x.mul_scalar(0.5f64.powi(SKEW_F32_SQUARINGS)), eye.clone());
     for _ in 0..SKEW_F32_SQUARINGS {
-        q = q.clone().matmul(q);
+        q = matmul_rows(q.clone(), q);
     }
-    let gram = q.clone().transpose().matmul(q.clone());
-    q.matmul(eye.mul_scalar(1.5) - gram.mul_scalar(0.5))
+    let gram = matmul_rows(q.clone().transpose(), q.clone());
+    matmul_rows(q, eye.mul_scalar(1.5) - gram.mul_scalar(0.5))
 }
 
 /// exp(X) for a square matrix X, in X's precision; differentiable.
@@ -80,7 +83,7 @@ pub fn expm_with_norm(x: Tensor<2>, norm1: f64) -> Tensor<2> {
     let eye = Tensor::<2>::eye(n, &device).cast(xs.dtype());
     let mut acc = taylor_paterson_stockmeyer(xs, eye);
     for _ in 0..squarings {
-        acc = acc.clone().matmul(acc);
+        acc = matmul_rows(acc.clone(), acc);
     }
     acc
 }
@@ -92,9 +95,9 @@ pub fn expm_with_norm(x: Tensor<2>, norm1: f64) -> Tensor<2> {
 fn taylor_paterson_stockmeyer(x: Tensor<2>, eye: Tensor<2>) -> Tensor<2> {
     const _: () = assert!(DEGREE == 12, "the blocks below are written for degree 12");
     let c = |k: i32| 1.0 / (1..=k).map(f64::from).product::<f64>();
-    let x2 = x.clone().matmul(x.clone());
-    let x3 = x2.clone().matmul(x.clone());
-    let x4 = x2.clone().matmul(x2.clone());
+    let x2 = matmul_rows(x.clone(), x.clone());
+    let x3 = matmul_rows(x2.clone(), x.clone());
+    let x4 = matmul_rows(x2.clone(), x2.clone());
     let block = |j: i32| {
         eye.clone().mul_scalar(c(4 * j))
             + x.clone().mul_scalar(c(4 * j + 1))
@@ -102,7 +105,7 @@ fn taylor_paterson_stockmeyer(x: Tensor<2>, eye: Tensor<2>) -> Tensor<2> {
             + x3.clone().mul_scalar(c(4 * j + 3))
     };
     let b2 = block(2) + x4.clone().mul_scalar(c(12));
-    block(0) + x4.clone().matmul(block(1) + x4.matmul(b2))
+    block(0) + matmul_rows(x4.clone(), block(1) + matmul_rows(x4, b2))
 }
 
 #[cfg(test)]

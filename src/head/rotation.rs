@@ -72,7 +72,7 @@ impl Rotation {
         };
         let skew = a.clone() - a.transpose();
         let e = if self.wide { expm_f64(skew) } else { expm_skew_f32(skew) };
-        self.base.clone().matmul(e)
+        rbl_ops::matmul_rows(self.base.clone(), e)
     }
 
     /// The generator in the paper's form: G with R = B0·exp(G − Gᵀ) (A itself for `full`,

@@ -6,6 +6,8 @@
 //!   [`halo_conv_avx512`]), BatchNorm + residual add + ReLU ([`halo_norm_cpu`]) and the
 //!   blocks' option-A shortcut ([`halo_shortcut_op`]) run on it.
 //! - `conv2d_*`, `batch_norm_*`: the same for NCHW tensors (ResNet-50, the projection's norm).
+//! - [`matmul_rows`]: a 2-D matrix product split by rows over the pool (the rotation head's
+//!   d×d products), with the bits of flex's one-thread product.
 //! - [`keep_freed_buffers`]: the process-wide allocator setting both rely on;
 //!   [`on_kernel_pool`]: where a training step should run so that their passes fork cheaply.
 //!
@@ -26,6 +28,7 @@ mod halo_conv_op;
 mod halo_norm_cpu;
 mod halo_norm_op;
 mod halo_shortcut_op;
+mod matmul_rows_op;
 mod pool;
 
 pub use allocator::keep_freed_buffers;
@@ -35,6 +38,7 @@ pub use halo::{HaloGeometry, halo_to_nchw, nchw_to_halo};
 pub use halo_conv_op::{ConvInput, halo_conv, halo_conv_affine};
 pub use halo_norm_op::{halo_affine, halo_bn_train};
 pub use halo_shortcut_op::halo_shortcut_a;
+pub use matmul_rows_op::matmul_rows;
 pub use pool::on_kernel_pool;
 
 /// The slice kernels behind the ops, for the timing programs in `dev/` (`--features dev`).
