@@ -142,3 +142,61 @@ macro_rules! avx512_twin {
     };
 }
 pub(crate) use avx512_twin;
+
+/// Whether the CPU has AVX2 and FMA, detected once.
+pub(crate) fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Defines `fn $name<const …>(args) { body }` so that the body, a plain-Rust kernel built on
+/// `f32::mul_add`, runs compiled with AVX2 and FMA where the CPU has them, and as built
+/// elsewhere; both builds stay reachable as `$name::baseline` and `$name::fma`.
+///
+/// For the kernels that give the AVX-512 kernels' sums on other CPUs
+/// ([`halo_conv_portable`](super::halo_conv_portable)). `mul_add` is one correctly rounded
+/// fused multiply-add however it is compiled: an FMA instruction where the feature is enabled,
+/// the C library's `fmaf` (the same value, slowly) where not. So both builds give the same
+/// bits, and enabling the feature only makes the lanes wider and the FMA one instruction.
+macro_rules! fma_twin {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$(const $g:ident: $gt:ty),*>)? ($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name $(<$(const $g: $gt),*>)? ($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if $crate::cpu_common::has_avx2_fma() {
+                // SAFETY: `fma` needs AVX2 and FMA, which the CPU has (detected at run time).
+                return unsafe { $name::fma $(::<$($g),*>)? ($($arg),*) };
+            }
+            $name::baseline $(::<$($g),*>)? ($($arg),*)
+        }
+
+        /// The two builds of the function of the same name.
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            /// As built for the target.
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) fn baseline $(<$(const $g: $gt),*>)? ($($arg: $ty),*) $body
+
+            /// With AVX2 and FMA enabled.
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) fn fma $(<$(const $g: $gt),*>)? ($($arg: $ty),*) {
+                baseline $(::<$($g),*>)? ($($arg),*)
+            }
+        }
+    };
+}
+pub(crate) use fma_twin;

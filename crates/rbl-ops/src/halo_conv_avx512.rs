@@ -426,7 +426,7 @@ pub enum WeightRows {
 
 impl WeightRows {
     /// One past the last row r the sum reads.
-    fn end(self, row_step: usize) -> usize {
+    pub(crate) fn end(self, row_step: usize) -> usize {
         match self {
             WeightRows::All(n) => n,
             WeightRows::Interior { h, w } => (h - 1) * row_step + w,
@@ -435,7 +435,7 @@ impl WeightRows {
 
     /// The blocks of about [`WEIGHT_ROW_BLOCK`] rows the sum runs in, each (first row, runs);
     /// every tile of the kernel passes over a block while its rows of x and dy are in cache.
-    fn blocks(self, row_step: usize) -> impl Iterator<Item = (usize, Runs)> {
+    pub(crate) fn blocks(self, row_step: usize) -> impl Iterator<Item = (usize, Runs)> {
         let (band, count, len, step) = match self {
             WeightRows::All(n) => (WEIGHT_ROW_BLOCK, n, 1, 1),
             WeightRows::Interior { h, w } => ((WEIGHT_ROW_BLOCK / w).max(1), h, w, row_step),
@@ -537,10 +537,13 @@ unsafe fn weight_rows<const CB: usize, const J: usize>(
 /// The rows of one block as the tile walks them, from the block's first row: `count` runs of
 /// `len` rows, each run `step` rows after the previous (a contiguous block is a single run).
 #[derive(Debug, Clone, Copy)]
-struct Runs {
-    count: usize,
-    len: usize,
-    step: usize,
+pub(crate) struct Runs {
+    /// Runs in the block.
+    pub(crate) count: usize,
+    /// Rows per run.
+    pub(crate) len: usize,
+    /// Rows from one run's first row to the next's.
+    pub(crate) step: usize,
 }
 
 #[cfg(target_arch = "x86_64")]

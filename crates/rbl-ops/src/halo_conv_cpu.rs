@@ -50,7 +50,7 @@ impl HaloConv {
     }
     /// Whether this convolution goes through the column matrix rather than overlapping rows.
     fn via_columns(&self) -> bool {
-        self.stride != 1 || (self.c_in < 8 && !use_avx512(self.c_out, self.rows().1))
+        self.stride != 1 || (self.c_in < 8 && !use_halo_kernels(self.c_out, self.rows().1))
     }
     /// Output rows the GEMMs write, from the first interior pixel to the last: (first, count).
     fn rows(&self) -> (usize, usize) {
@@ -106,23 +106,28 @@ fn chunk(batch: usize) -> usize {
 }
 
 /// Stride-1 forward of one image through overlapping rows: writes y's interior pixels (the
-/// AVX-512 image kernel, where the image fits its tile), or rows q0..q0 + m with junk in the
-/// ring's columns among them (the row kernel, the `gemm` crate); the caller zeroes the ring.
-fn forward_rows(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32], avx512: bool) {
+/// AVX-512 image kernel, where the CPU has it and the image fits its tile), or rows q0..q0 + m
+/// with junk in the ring's columns among them (the AVX-512 row kernel, its portable twin, or
+/// the `gemm` crate where the halo kernels do not take the shape); the caller zeroes the ring.
+fn forward_rows(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32], kernels: bool) {
     let (q0, m) = g.rows();
     let (wp, ci, co) = (g.input().wp(), g.c_in, g.c_out);
     #[cfg(target_arch = "x86_64")]
-    if avx512 && super::halo_conv_avx512::image_kernel_fits(co, g.h, g.w) {
+    if kernels && super::halo_conv_avx512::available() && super::halo_conv_avx512::image_kernel_fits(co, g.h, g.w) {
         // SAFETY: the feature is detected and the image fits the kernel; x and y are one
         // image each, taps 9·c_in·c_out.
         unsafe { super::halo_conv_avx512::conv_image(x, taps, y, g.h, g.w, ci, co) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if avx512 {
+    if kernels && super::halo_conv_avx512::available() {
         // SAFETY: the feature is detected; x holds the image ((h + 2)·wp pixels ≥ m − 1 + 2·wp
         // + 3), taps 9·c_in·c_out, and y from pixel q0 holds m rows.
         unsafe { super::halo_conv_avx512::conv_rows(x, taps, &mut y[q0 * co..][..m * co], m, ci, co, wp) };
+        return;
+    }
+    if kernels {
+        super::halo_conv_portable::conv_rows(x, taps, &mut y[q0 * co..][..m * co], m, ci, co, wp);
         return;
     }
     for ky in 0..3 {
@@ -153,7 +158,8 @@ fn stride2_fits(g: &HaloConv) -> bool {
 }
 
 /// Stride-2 forward of one image with the AVX-512 image kernel: writes y's interior pixels;
-/// the caller zeroes the ring. Only called where [`stride2_fits`] and [`use_avx512`] hold.
+/// the caller zeroes the ring. Only called where [`stride2_fits`] and [`use_halo_kernels`]
+/// hold and the CPU has AVX-512 (elsewhere the column path gives the same bits).
 fn forward_stride2(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the caller checked the feature and the fit; x and y are one image each, taps
@@ -165,13 +171,16 @@ fn forward_stride2(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32]) {
     unreachable!("stride-2 image kernel without x86-64 ({x:p}, {taps:p}, {g:?}, {y:p})");
 }
 
-/// Whether the overlapping-rows products take the AVX-512 kernels: the CPU has it, c_out is 16, 32 or 64,
-/// the image has at least one register tile of rows, and `RBL_GEMM_CONV` is not set (which
-/// keeps the `gemm` crate's path, for comparison).
-fn use_avx512(c_out: usize, m: usize) -> bool {
+/// Whether the overlapping-rows products take the halo kernels' sums: c_out is 16, 32 or 64,
+/// the image has at least one AVX-512 register tile of rows, and `RBL_GEMM_CONV` is not set
+/// (which keeps the `gemm` crate's path, for comparison). A question of shape alone, never of
+/// the CPU: where it holds, the AVX-512 kernels run if the CPU has them and their portable
+/// twins ([`halo_conv_portable`](super::halo_conv_portable)) if not, with the same bits, so a
+/// run trains to the same numbers on any CPU.
+fn use_halo_kernels(c_out: usize, m: usize) -> bool {
     use std::sync::OnceLock;
     static ON: OnceLock<bool> = OnceLock::new();
-    let on = *ON.get_or_init(|| super::halo_conv_avx512::available() && std::env::var_os("RBL_GEMM_CONV").is_none());
+    let on = *ON.get_or_init(|| std::env::var_os("RBL_GEMM_CONV").is_none());
     on && matches!(c_out, 16 | 32 | 64) && m >= super::halo_conv_avx512::tile_pixels(c_out / 16)
 }
 
@@ -279,10 +288,10 @@ fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o:
     let mut y = unsafe { uninit_f32(o.len()) };
     let per = chunk(g.batch);
     // Decided once per call, not per image.
-    let avx512 = use_avx512(g.c_out, g.rows().1);
-    // Stride 2 through its own image kernel where it fits (the column path's bits, tested),
-    // else through the column matrix and the `gemm` crate.
-    let stride2_image = g.stride == 2 && avx512 && stride2_fits(g);
+    let kernels = use_halo_kernels(g.c_out, g.rows().1);
+    // Stride 2 through its own AVX-512 image kernel where it fits (the column path's bits,
+    // tested), else through the column matrix and the `gemm` crate.
+    let stride2_image = g.stride == 2 && kernels && super::halo_conv_avx512::available() && stride2_fits(g);
     let columns = g.via_columns() && !stride2_image;
     let col_len = if columns { g.rows().1 * 9 * g.c_in } else { 0 };
     y.par_chunks_mut(per * o.image_len()).zip(x.par_chunks(per * i.image_len())).enumerate().for_each_init(
@@ -294,7 +303,7 @@ fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o:
                 } else if columns {
                     forward_columns(xb, taps, g, col, yb);
                 } else {
-                    forward_rows(xb, taps, g, yb, avx512);
+                    forward_rows(xb, taps, g, yb, kernels);
                 }
                 zero_ring(yb, o);
                 let image = task * per + n;
@@ -407,12 +416,7 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
     let (ci, co, wp) = (g.c_in, g.c_out, i.wp());
     let (q0, m) = g.rows();
     let k = 9 * ci;
-    #[cfg(target_arch = "x86_64")]
-    if rayon::current_num_threads() > g.batch.div_ceil(WEIGHT_GRAD_TASK_IMAGES)
-        && !g.via_columns()
-        && use_avx512(co, m)
-        && (3 * ci).is_multiple_of(super::halo_conv_avx512::weight_tile_inputs(co / 16))
-    {
+    if rayon::current_num_threads() > g.batch.div_ceil(WEIGHT_GRAD_TASK_IMAGES) && !g.via_columns() && weight_kernel_fits(g, m) {
         return taps_to_weight(&weight_grad_by_kernel_row(x, dy, g), ci, co);
     }
     let partials: Vec<Vec<f32>> = x
@@ -433,8 +437,7 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
                 // images are ring rows, where dy is zero.
                 let images = xs.len() / i.image_len();
                 let rows = images * i.hp() * wp - 2 * q0;
-                #[cfg(target_arch = "x86_64")]
-                if use_avx512(co, rows) && (3 * ci).is_multiple_of(super::halo_conv_avx512::weight_tile_inputs(co / 16)) {
+                if weight_kernel_fits(g, rows) {
                     // One sum per kernel entry over the task's images in order, each image from
                     // its first interior pixel to its last: the ring rows between images, where
                     // dy is zero, are skipped (a fifth of the rows at 8×8), and in narrow images
@@ -442,9 +445,7 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
                     // changes no bit, so this equals the one long sum over the task's
                     // contiguous rows (tested).
                     for (xb, dyb) in xs.chunks(i.image_len()).zip(dys.chunks(o.image_len())) {
-                        // SAFETY: the feature is detected; xb is one image ((h + 2)·wp pixels ≥
-                        // m − 1 + 2·wp + 3), dyb from q0 holds m rows, taps 9·c_in·c_out.
-                        unsafe { weight_grad_image_avx512(xb, &dyb[q0 * co..], &mut taps, g, 0..3) };
+                        weight_grad_image(xb, &dyb[q0 * co..], &mut taps, g, 0..3);
                     }
                     return taps;
                 }
@@ -467,40 +468,48 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
     taps_to_weight(&taps, ci, co)
 }
 
+/// Whether the weight gradient of `g` over `rows` rows takes the halo kernels' sums
+/// ([`use_halo_kernels`], and 3·c_in a whole number of the kernel's register tiles).
+fn weight_kernel_fits(g: &HaloConv, rows: usize) -> bool {
+    use_halo_kernels(g.c_out, rows) && (3 * g.c_in).is_multiple_of(super::halo_conv_avx512::weight_tile_inputs(g.c_out / 16))
+}
+
 /// Interior widths up to which the AVX-512 weight gradient skips the ring's columns between
 /// image rows: there they are 11 % (16×16) to 22 % (7×7) of the rows and skipping them makes
 /// the 32- and 64-channel passes 5–15 % faster; at 28×28 and 32×32 (6–7 %) the shorter runs
 /// cost more than they save (the 16-channel pass ran 10–15 % slower).
 const SKIP_RING_COLUMNS_MAX_W: usize = 16;
 
-/// One image's weight-gradient terms added onto `taps` by the AVX-512 kernel, for the kernel
-/// rows `kys`: dy from the first interior pixel; the ring's columns skipped where the image is
-/// narrow ([`SKIP_RING_COLUMNS_MAX_W`]), the same bits either way (dy's ring is zero).
-///
-/// # Safety
-/// AVX-512F must be available and c_out, c_in fit the kernel's tiles (as [`weight_grad`]
-/// checks); xb is one input image, dy holds the output image's rows from q0, taps
-/// kys.len()·3·c_in·c_out values.
-#[cfg(target_arch = "x86_64")]
-unsafe fn weight_grad_image_avx512(xb: &[f32], dy: &[f32], taps: &mut [f32], g: &HaloConv, kys: std::ops::Range<usize>) {
+/// One image's weight-gradient terms added onto `taps` by the AVX-512 kernel where the CPU has
+/// it, else by its portable twin (the same bits), for the kernel rows `kys`: dy from the first
+/// interior pixel; the ring's columns skipped where the image is narrow
+/// ([`SKIP_RING_COLUMNS_MAX_W`]; always by the twin, which has no wide runs to keep), the same
+/// bits either way (dy's ring is zero). Only where [`weight_kernel_fits`] holds; xb is one
+/// input image, dy holds the output image's rows from q0, taps kys.len()·3·c_in·c_out values
+/// (the kernels assert the sizes).
+fn weight_grad_image(xb: &[f32], dy: &[f32], taps: &mut [f32], g: &HaloConv, kys: std::ops::Range<usize>) {
     use super::halo_conv_avx512::WeightRows;
     let (ci, co, wp) = (g.c_in, g.c_out, g.input().wp());
-    // SAFETY: the caller's contract is the kernel's, for either set of rows (both end at the
-    // image's last interior pixel).
-    unsafe {
-        let rows = if g.w <= SKIP_RING_COLUMNS_MAX_W { WeightRows::Interior { h: g.h, w: g.w } } else { WeightRows::All(g.rows().1) };
-        super::halo_conv_avx512::weight_grad_rows(xb, dy, taps, rows, ci, co, wp, kys);
+    let interior = WeightRows::Interior { h: g.h, w: g.w };
+    #[cfg(target_arch = "x86_64")]
+    if super::halo_conv_avx512::available() {
+        let rows = if g.w <= SKIP_RING_COLUMNS_MAX_W { interior } else { WeightRows::All(g.rows().1) };
+        // SAFETY: the feature is detected; c_out and c_in fit the kernel's tiles (the caller's
+        // `weight_kernel_fits`); the kernel asserts the sizes, for either set of rows (both
+        // end at the image's last interior pixel).
+        unsafe { super::halo_conv_avx512::weight_grad_rows(xb, dy, taps, rows, ci, co, wp, kys) };
+        return;
     }
+    super::halo_conv_portable::weight_grad_rows(xb, dy, taps, interior, ci, co, wp, kys);
 }
 
-/// The AVX-512 weight gradient of [`weight_grad`] with each image task split in three by kernel
+/// The halo kernels' weight gradient of [`weight_grad`] with each image task split in three by kernel
 /// row, for pools with more threads than image tasks (4 at batch 128, whatever the core count:
 /// the tasks are fixed so that the bits do not depend on the pool). Every taps entry is the
 /// same sum in the same order, over the same images, the tasks' partial sums added in the same
 /// order, so the result is bitwise that of the unsplit pass (tested). Not used on fewer
 /// threads: on 2 cores the split costs 6–7 % (the three kernel rows no longer share their
 /// blocks of x and dy in cache).
-#[cfg(target_arch = "x86_64")]
 fn weight_grad_by_kernel_row(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
     let (i, o) = (g.input(), g.output());
     let (ci, co) = (g.c_in, g.c_out);
@@ -513,9 +522,8 @@ fn weight_grad_by_kernel_row(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
         .map(|(xs, dys, ky)| {
             let mut taps = vec![0.0f32; per_row];
             for (xb, dyb) in xs.chunks(i.image_len()).zip(dys.chunks(o.image_len())) {
-                // SAFETY: the caller checked the feature and the shapes (`use_avx512`, the tile
-                // width); xb is one image, dyb from q0 holds m rows, taps one kernel row.
-                unsafe { weight_grad_image_avx512(xb, &dyb[q0 * co..], &mut taps, g, ky..ky + 1) };
+                // xb is one image, dyb from q0 holds m rows, taps one kernel row.
+                weight_grad_image(xb, &dyb[q0 * co..], &mut taps, g, ky..ky + 1);
             }
             taps
         })

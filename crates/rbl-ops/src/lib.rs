@@ -24,6 +24,7 @@ mod cpu_common;
 mod halo;
 mod halo_conv_avx512;
 mod halo_conv_cpu;
+mod halo_conv_portable;
 mod halo_conv_op;
 mod halo_norm_cpu;
 mod halo_norm_op;

@@ -1,0 +1,262 @@
+//! The AVX-512 halo-convolution kernels' sums ([`halo_conv_avx512`](super::halo_conv_avx512))
+//! on CPUs without AVX-512, so that a run gives the same bits on any CPU.
+//!
+//! Each output of the AVX-512 kernels is one chain of fused multiply-adds in a fixed order:
+//!
+//! - forward: y[r, o] = fma(x[r + 2·row_step, 3·c_in − 1], w[2][3·c_in − 1][o], … fma(x[r, 0],
+//!   w[0][0][o], 0)): kernel row 0's 3·c_in inputs, then row 1's, then row 2's;
+//! - weight gradient: taps[ky][j][o] continued by fma(x[r + ky·row_step, j], dy[r, o], ·) over
+//!   the rows r in order.
+//!
+//! The `gemm` crate, which the overlapping-rows products used before those kernels, sums the
+//! same terms in other groupings (three K = 3·c_in products added for the forward, depth
+//! blocks for the weight gradient), so a CPU without AVX-512 on the `gemm` path trained to
+//! other numbers than one with it. Here the same chains run as plain Rust: `f32::mul_add` is
+//! one correctly rounded fused multiply-add on every CPU (an FMA instruction where the build
+//! or [`fma_twin`](super::cpu_common::fma_twin) enables one, the C library's `fmaf`
+//! otherwise), and the lanes of a vector are independent outputs, so vectorising the channel
+//! loop changes no sum's order. Register tiles of pixels × channels (forward) and inputs ×
+//! channels (weight gradient) keep the accumulators in registers for AVX2's 16.
+
+use super::cpu_common::fma_twin;
+use super::halo_conv_avx512::WeightRows;
+
+/// Output channels per pass: at most 32 (four AVX2 vectors), so that a tile's accumulators and
+/// one kernel input's weights fit AVX2's 16 registers; 64 channels take two passes.
+const GROUP: usize = 32;
+
+/// [`halo_conv_avx512::conv_rows`](super::halo_conv_avx512::conv_rows)'s values, bit for bit:
+/// y[r, :] = Σ_ky Σ_j x[(r + ky·row_step)·c_in + j] · taps[ky][j][:] for r < m, j < 3·c_in,
+/// c_out 16, 32 or 64, overwriting y.
+pub fn conv_rows(x: &[f32], taps: &[f32], y: &mut [f32], m: usize, c_in: usize, c_out: usize, row_step: usize) {
+    assert!(
+        m >= 1 && x.len() >= (m - 1 + 2 * row_step) * c_in + 3 * c_in && taps.len() >= 9 * c_in * c_out && y.len() >= m * c_out,
+        "conv_rows: sizes"
+    );
+    match c_out {
+        16 => rows::<16, 6>(x, taps, y, m, c_in, c_out, row_step),
+        _ => rows::<GROUP, 3>(x, taps, y, m, c_in, c_out, row_step),
+    }
+}
+
+fma_twin! {
+    /// [`conv_rows`] in passes of G output channels, each in tiles of P rows (P·G/8
+    /// accumulators: 12), then the leftover rows one at a time.
+    fn rows<const G: usize, const P: usize>(x: &[f32], taps: &[f32], y: &mut [f32], m: usize, c_in: usize, c_out: usize, row_step: usize) {
+        for group in (0..c_out).step_by(G) {
+            let mut r = 0;
+            while r + P <= m {
+                tile::<G, P>(x, taps, y, r, group, c_in, c_out, row_step);
+                r += P;
+            }
+            while r < m {
+                tile::<G, 1>(x, taps, y, r, group, c_in, c_out, row_step);
+                r += 1;
+            }
+        }
+    }
+}
+
+/// Rows r0..r0 + P, channels group..group + G of the forward, each output one chain from zero
+/// over (ky, j).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn tile<const G: usize, const P: usize>(x: &[f32], taps: &[f32], y: &mut [f32], r0: usize, group: usize, c_in: usize, c_out: usize, row_step: usize) {
+    let k = 3 * c_in;
+    let mut acc = [[0.0f32; G]; P];
+    for ky in 0..3 {
+        let xs = &x[(r0 + ky * row_step) * c_in..][..(P - 1) * c_in + k];
+        let ws = &taps[ky * k * c_out..][..k * c_out];
+        for j in 0..k {
+            let w: &[f32; G] = ws[j * c_out + group..][..G].try_into().expect("G values");
+            for (p, a) in acc.iter_mut().enumerate() {
+                let b = xs[p * c_in + j];
+                for c in 0..G {
+                    a[c] = b.mul_add(w[c], a[c]);
+                }
+            }
+        }
+    }
+    for (p, a) in acc.iter().enumerate() {
+        y[(r0 + p) * c_out + group..][..G].copy_from_slice(a);
+    }
+}
+
+/// [`halo_conv_avx512::weight_grad_rows`](super::halo_conv_avx512::weight_grad_rows)'s values,
+/// bit for bit: taps[ky − kys.start][j][:] += Σ_r x[(r + ky·row_step)·c_in + j] · dy[r, :] over
+/// the rows of `rows` in order, each entry one chain of fused multiply-adds continuing from what
+/// taps holds; c_out 16, 32 or 64.
+#[allow(clippy::too_many_arguments)]
+pub fn weight_grad_rows(x: &[f32], dy: &[f32], taps: &mut [f32], rows: WeightRows, c_in: usize, c_out: usize, row_step: usize, kys: std::ops::Range<usize>) {
+    let end = rows.end(row_step);
+    assert!(
+        end >= 1
+            && kys.end <= 3
+            && x.len() >= (end - 1 + 2 * row_step) * c_in + 3 * c_in
+            && dy.len() >= end * c_out
+            && taps.len() >= kys.len() * 3 * c_in * c_out,
+        "weight_grad_rows: sizes"
+    );
+    match c_out {
+        16 => weight_rows::<16, 6>(x, dy, taps, rows, c_in, c_out, row_step, kys),
+        _ => weight_rows::<GROUP, 2>(x, dy, taps, rows, c_in, c_out, row_step, kys),
+    }
+}
+
+fma_twin! {
+    /// [`weight_grad_rows`] in passes of G output channels, J kernel inputs per tile (J·G/8
+    /// accumulators: 8 or 12), in the AVX-512 kernel's row blocks so that each block's rows of
+    /// x and dy stay in cache while the tiles pass over them.
+    fn weight_rows<const G: usize, const J: usize>(
+        x: &[f32],
+        dy: &[f32],
+        taps: &mut [f32],
+        rows: WeightRows,
+        c_in: usize,
+        c_out: usize,
+        row_step: usize,
+        kys: std::ops::Range<usize>,
+    ) {
+        let k = 3 * c_in;
+        for (r0, runs) in rows.blocks(row_step) {
+            for ky in kys.clone() {
+                let xk = &x[(r0 + ky * row_step) * c_in..];
+                let dst = &mut taps[(ky - kys.start) * k * c_out..][..k * c_out];
+                for group in (0..c_out).step_by(G) {
+                    let d = &dy[r0 * c_out + group..];
+                    let mut j0 = 0;
+                    while j0 + J <= k {
+                        weight_tile::<G, J>(&xk[j0..], d, &mut dst[j0 * c_out + group..], runs, c_in, c_out);
+                        j0 += J;
+                    }
+                    while j0 < k {
+                        weight_tile::<G, 1>(&xk[j0..], d, &mut dst[j0 * c_out + group..], runs, c_in, c_out);
+                        j0 += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// J kernel inputs × G channels of the weight gradient over one block's rows, in order; x from
+/// the tile's first input, dy and taps from its first channel (rows c_out apart).
+#[inline(always)]
+fn weight_tile<const G: usize, const J: usize>(x: &[f32], dy: &[f32], taps: &mut [f32], runs: super::halo_conv_avx512::Runs, c_in: usize, c_out: usize) {
+    let mut acc = [[0.0f32; G]; J];
+    for (jj, a) in acc.iter_mut().enumerate() {
+        a.copy_from_slice(&taps[jj * c_out..][..G]);
+    }
+    for run in 0..runs.count {
+        for r in run * runs.step..run * runs.step + runs.len {
+            let d: &[f32; G] = dy[r * c_out..][..G].try_into().expect("G values");
+            let xr = &x[r * c_in..][..J];
+            for (a, &b) in acc.iter_mut().zip(xr) {
+                for c in 0..G {
+                    a[c] = b.mul_add(d[c], a[c]);
+                }
+            }
+        }
+    }
+    for (jj, a) in acc.iter().enumerate() {
+        taps[jj * c_out..][..G].copy_from_slice(a);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bits;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0) * 0.37).collect()
+    }
+
+    /// The forward's chains written out one output at a time in f32, and the sums checked
+    /// against f64: the tiles, the leftover rows and every channel width give the same bits.
+    #[test]
+    fn conv_rows_is_one_fused_chain_per_output_in_kernel_order() {
+        for (c_in, c_out, m, row_step) in [(1, 16, 7, 5), (3, 16, 30, 10), (8, 32, 9, 6), (16, 64, 13, 4), (32, 16, 4, 6)] {
+            let k = 3 * c_in;
+            let x = values((m - 1 + 2 * row_step) * c_in + k, 1);
+            let taps = values(9 * c_in * c_out, 2);
+            let mut y = vec![f32::NAN; m * c_out];
+            conv_rows(&x, &taps, &mut y, m, c_in, c_out, row_step);
+            for r in 0..m {
+                for o in 0..c_out {
+                    let (mut chain, mut exact) = (0.0f32, 0.0f64);
+                    for ky in 0..3 {
+                        for j in 0..k {
+                            let (a, b) = (x[(r + ky * row_step) * c_in + j], taps[(ky * k + j) * c_out + o]);
+                            chain = a.mul_add(b, chain);
+                            exact += a as f64 * b as f64;
+                        }
+                    }
+                    assert_eq!(y[r * c_out + o].to_bits(), chain.to_bits(), "{c_in}→{c_out} row {r} channel {o}");
+                    assert!((chain as f64 - exact).abs() < 1e-4, "{chain} vs {exact}");
+                }
+            }
+        }
+    }
+
+    /// The weight gradient continues each entry's chain over the rows in order (here from a
+    /// nonzero start), whether all rows or an image's interior pixels, for a subset of kernel
+    /// rows too; the interior form equals the all-rows form where dy's ring is zero.
+    #[test]
+    fn weight_grad_rows_continues_one_chain_per_entry_over_the_rows() {
+        for (c_in, c_out, h, w) in [(8, 16, 5, 6), (16, 32, 3, 4), (4, 64, 2, 3), (3, 16, 20, 20)] {
+            let (k, row_step) = (3 * c_in, w + 2);
+            let n = (h - 1) * row_step + w;
+            let x = values((n - 1 + 2 * row_step) * c_in + k, 3);
+            // dy zero on the two ring columns between image rows, as the caller's is.
+            let mut dy = values(n * c_out, 4);
+            for r in 0..n {
+                if r % row_step >= w {
+                    dy[r * c_out..][..c_out].fill(0.0);
+                }
+            }
+            let start = values(9 * c_in * c_out, 5);
+            for kys in [0..3, 1..2] {
+                let len = kys.len() * k * c_out;
+                let mut all = start[..len].to_vec();
+                weight_grad_rows(&x, &dy, &mut all, WeightRows::All(n), c_in, c_out, row_step, kys.clone());
+                let mut interior = start[..len].to_vec();
+                weight_grad_rows(&x, &dy, &mut interior, WeightRows::Interior { h, w }, c_in, c_out, row_step, kys.clone());
+                assert_eq!(bits(&all), bits(&interior), "{c_in}→{c_out} {h}×{w}");
+                for (ky, j, o) in kys.clone().flat_map(|ky| (0..k).flat_map(move |j| (0..c_out).map(move |o| (ky, j, o)))) {
+                    let at = ((ky - kys.start) * k + j) * c_out + o;
+                    let mut chain = start[at];
+                    for r in 0..n {
+                        chain = x[(r + ky * row_step) * c_in + j].mul_add(dy[r * c_out + o], chain);
+                    }
+                    assert_eq!(all[at].to_bits(), chain.to_bits(), "{c_in}→{c_out} entry {ky} {j} {o}");
+                }
+            }
+        }
+    }
+
+    /// On a CPU with AVX-512 the two builds meet: the portable sums are the AVX-512 kernels'
+    /// bits (elsewhere the test has nothing to compare and the chains above stand alone).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_avx512_kernels_give_the_same_bits() {
+        if !crate::halo_conv_avx512::available() {
+            return;
+        }
+        for (c_in, c_out, m, row_step) in [(16, 16, 50, 10), (8, 32, 30, 8), (16, 64, 13, 6)] {
+            let x = values((m - 1 + 2 * row_step) * c_in + 3 * c_in, 6);
+            let taps = values(9 * c_in * c_out, 7);
+            let (mut a, mut b) = (vec![0.0f32; m * c_out], vec![0.0f32; m * c_out]);
+            conv_rows(&x, &taps, &mut a, m, c_in, c_out, row_step);
+            // SAFETY: the feature is detected; sizes as conv_rows asserted.
+            unsafe { crate::halo_conv_avx512::conv_rows(&x, &taps, &mut b, m, c_in, c_out, row_step) };
+            assert_eq!(bits(&a), bits(&b), "forward {c_in}→{c_out}");
+            let dy = values(m * c_out, 8);
+            let (mut ta, mut tb) = (values(9 * c_in * c_out, 9), values(9 * c_in * c_out, 9));
+            weight_grad_rows(&x, &dy, &mut ta, WeightRows::All(m), c_in, c_out, row_step, 0..3);
+            // SAFETY: as above.
+            unsafe { crate::halo_conv_avx512::weight_grad_rows(&x, &dy, &mut tb, WeightRows::All(m), c_in, c_out, row_step, 0..3) };
+            assert_eq!(bits(&ta), bits(&tb), "weight gradient {c_in}→{c_out}");
+        }
+    }
+}
