@@ -61,7 +61,16 @@ fma_twin! {
 /// over (ky, j).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn tile<const G: usize, const P: usize>(x: &[f32], taps: &[f32], y: &mut [f32], r0: usize, group: usize, c_in: usize, c_out: usize, row_step: usize) {
+fn tile<const G: usize, const P: usize>(
+    x: &[f32],
+    taps: &[f32],
+    y: &mut [f32],
+    r0: usize,
+    group: usize,
+    c_in: usize,
+    c_out: usize,
+    row_step: usize,
+) {
     let k = 3 * c_in;
     let mut acc = [[0.0f32; G]; P];
     for ky in 0..3 {
@@ -87,7 +96,16 @@ fn tile<const G: usize, const P: usize>(x: &[f32], taps: &[f32], y: &mut [f32], 
 /// the rows of `rows` in order, each entry one chain of fused multiply-adds continuing from what
 /// taps holds; c_out 16, 32 or 64.
 #[allow(clippy::too_many_arguments)]
-pub fn weight_grad_rows(x: &[f32], dy: &[f32], taps: &mut [f32], rows: WeightRows, c_in: usize, c_out: usize, row_step: usize, kys: std::ops::Range<usize>) {
+pub fn weight_grad_rows(
+    x: &[f32],
+    dy: &[f32],
+    taps: &mut [f32],
+    rows: WeightRows,
+    c_in: usize,
+    c_out: usize,
+    row_step: usize,
+    kys: std::ops::Range<usize>,
+) {
     let end = rows.end(row_step);
     assert!(
         end >= 1
@@ -142,7 +160,14 @@ fma_twin! {
 /// J kernel inputs × G channels of the weight gradient over one block's rows, in order; x from
 /// the tile's first input, dy and taps from its first channel (rows c_out apart).
 #[inline(always)]
-fn weight_tile<const G: usize, const J: usize>(x: &[f32], dy: &[f32], taps: &mut [f32], runs: super::halo_conv_avx512::Runs, c_in: usize, c_out: usize) {
+fn weight_tile<const G: usize, const J: usize>(
+    x: &[f32],
+    dy: &[f32],
+    taps: &mut [f32],
+    runs: super::halo_conv_avx512::Runs,
+    c_in: usize,
+    c_out: usize,
+) {
     let mut acc = [[0.0f32; G]; J];
     for (jj, a) in acc.iter_mut().enumerate() {
         a.copy_from_slice(&taps[jj * c_out..][..G]);
