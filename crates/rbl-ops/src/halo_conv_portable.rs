@@ -23,7 +23,7 @@ use super::halo_conv_avx512::WeightRows;
 
 /// Output channels per pass: at most 32 (four AVX2 vectors), so that a tile's accumulators and
 /// one kernel input's weights fit AVX2's 16 registers; 64 channels take two passes.
-const GROUP: usize = 32;
+const GROUP: usize = 16;
 
 /// [`halo_conv_avx512::conv_rows`](super::halo_conv_avx512::conv_rows)'s values, bit for bit:
 /// y[r, :] = Σ_ky Σ_j x[(r + ky·row_step)·c_in + j] · taps[ky][j][:] for r < m, j < 3·c_in,
@@ -34,8 +34,8 @@ pub fn conv_rows(x: &[f32], taps: &[f32], y: &mut [f32], m: usize, c_in: usize, 
         "conv_rows: sizes"
     );
     match c_out {
-        16 => rows::<16, 6>(x, taps, y, m, c_in, c_out, row_step),
-        _ => rows::<GROUP, 3>(x, taps, y, m, c_in, c_out, row_step),
+        16 | 32 | 64 => rows::<GROUP, 6>(x, taps, y, m, c_in, c_out, row_step),
+        _ => panic!("conv_rows: c_out {c_out}"),
     }
 }
 
@@ -77,9 +77,12 @@ fn tile<const G: usize, const P: usize>(
         let xs = &x[(r0 + ky * row_step) * c_in..][..(P - 1) * c_in + k];
         let ws = &taps[ky * k * c_out..][..k * c_out];
         for j in 0..k {
-            let w: &[f32; G] = ws[j * c_out + group..][..G].try_into().expect("G values");
+            // A copy, so that the kernel input's weights are loaded once for the P pixels.
+            let w: [f32; G] = ws[j * c_out + group..][..G].try_into().expect("G values");
             for (p, a) in acc.iter_mut().enumerate() {
-                let b = xs[p * c_in + j];
+                // SAFETY: p < P and j < k = 3·c_in, so p·c_in + j < (P − 1)·c_in + k = xs.len()
+                // (unchecked: the checks were a third of the loop's instructions).
+                let b = unsafe { *xs.get_unchecked(p * c_in + j) };
                 for c in 0..G {
                     a[c] = b.mul_add(w[c], a[c]);
                 }
@@ -116,8 +119,8 @@ pub fn weight_grad_rows(
         "weight_grad_rows: sizes"
     );
     match c_out {
-        16 => weight_rows::<16, 6>(x, dy, taps, rows, c_in, c_out, row_step, kys),
-        _ => weight_rows::<GROUP, 2>(x, dy, taps, rows, c_in, c_out, row_step, kys),
+        16 | 32 | 64 => weight_rows::<GROUP, 6>(x, dy, taps, rows, c_in, c_out, row_step, kys),
+        _ => panic!("weight_grad_rows: c_out {c_out}"),
     }
 }
 
