@@ -21,8 +21,9 @@
 use super::cpu_common::fma_twin;
 use super::halo_conv_avx512::WeightRows;
 
-/// Output channels per pass: at most 32 (four AVX2 vectors), so that a tile's accumulators and
-/// one kernel input's weights fit AVX2's 16 registers; 64 channels take two passes.
+/// Output channels per pass: 16 (two AVX2 vectors), so that a tile's 12 accumulators and one
+/// kernel input's weights fit AVX2's 16 registers; 32 and 64 channels take two and four passes
+/// (passes of 32 streamed twice the weights from L2 per FMA).
 const GROUP: usize = 16;
 
 /// [`halo_conv_avx512::conv_rows`](super::halo_conv_avx512::conv_rows)'s values, bit for bit:
@@ -126,7 +127,7 @@ pub fn weight_grad_rows(
 
 fma_twin! {
     /// [`weight_grad_rows`] in passes of G output channels, J kernel inputs per tile (J·G/8
-    /// accumulators: 8 or 12), in the AVX-512 kernel's row blocks so that each block's rows of
+    /// accumulators: 12), in the AVX-512 kernel's row blocks so that each block's rows of
     /// x and dy stay in cache while the tiles pass over them.
     fn weight_rows<const G: usize, const J: usize>(
         x: &[f32],
