@@ -106,9 +106,10 @@ fn chunk(batch: usize) -> usize {
 }
 
 /// Stride-1 forward of one image through overlapping rows: writes y's interior pixels (the
-/// AVX-512 image kernel, where the CPU has it and the image fits its tile), or rows q0..q0 + m
-/// with junk in the ring's columns among them (the AVX-512 row kernel, its portable twin, or
-/// the `gemm` crate where the halo kernels do not take the shape); the caller zeroes the ring.
+/// AVX-512 image kernel, where the CPU has it and the image fits its tile, or the portable
+/// twin on CPUs without AVX-512), or rows q0..q0 + m with junk in the ring's columns among
+/// them (the AVX-512 row kernel, or the `gemm` crate where the halo kernels do not take the
+/// shape); the caller zeroes the ring.
 fn forward_rows(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32], kernels: bool) {
     let (q0, m) = g.rows();
     let (wp, ci, co) = (g.input().wp(), g.c_in, g.c_out);
@@ -127,7 +128,7 @@ fn forward_rows(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32], kernels: b
         return;
     }
     if kernels {
-        super::halo_conv_portable::conv_rows(x, taps, &mut y[q0 * co..][..m * co], m, ci, co, wp);
+        super::halo_conv_portable::conv_image(x, taps, y, g.h, g.w, ci, co);
         return;
     }
     for ky in 0..3 {
