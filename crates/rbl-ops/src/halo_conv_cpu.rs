@@ -12,7 +12,9 @@
 //! where the left operands are the tensors themselves read with overlapping rows (row stride
 //! c_in, 3·c_in columns): no im2col, no transposes. The ring's columns inside the row range
 //! come out as junk and are zeroed after. Stride 2 and narrow inputs (the 1- or 3-channel stem)
-//! go through a column matrix (K = 9·c_in) instead.
+//! go through a column matrix (K = 9·c_in) instead, except where the AVX-512 stride-2 kernels
+//! take them (the forward in `halo_conv_avx512`, both backward passes in
+//! `halo_conv_stride2_avx512`), which give the column path's bits.
 //!
 //! Weights are taken in burn's `[c_out, c_in, 3, 3]` and rearranged to `[ky][kx][c_in][c_out]`
 //! (the GEMM's right operand) on each call; they are small.
@@ -172,6 +174,40 @@ fn forward_stride2(x: &[f32], taps: &[f32], g: &HaloConv, y: &mut [f32]) {
     unreachable!("stride-2 image kernel without x86-64 ({x:p}, {taps:p}, {g:?}, {y:p})");
 }
 
+/// Whether the stride-2 backward passes take their AVX-512 kernels
+/// ([`halo_conv_stride2_avx512`](super::halo_conv_stride2_avx512); the column path's bits,
+/// tested): stride 2, the halo kernels on ([`use_halo_kernels`]: `RBL_GEMM_CONV` keeps the
+/// column path) and the CPU has AVX-512. Each pass checks its own fit besides. Elsewhere the
+/// column path gives the same bits.
+fn stride2_backward_kernels(g: &HaloConv) -> bool {
+    g.stride == 2 && use_halo_kernels(g.c_out, g.rows().1) && super::halo_conv_avx512::available()
+}
+
+/// One output row's rows of the input gradient's column matrix (`pixels` output pixels from
+/// dy) by the AVX-512 kernel. Only where [`stride2_backward_kernels`] and the kernel's
+/// `columns_fit` hold.
+fn input_columns_of_row(dy: &[f32], taps_t: &[f32], col: &mut [f32], pixels: usize, c_out: usize, k: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller checked the feature and the fit; the kernel asserts the sizes.
+    unsafe {
+        super::halo_conv_stride2_avx512::columns_of_row(dy, taps_t, col, pixels, c_out, k)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("stride-2 column kernel without x86-64 ({dy:p}, {taps_t:p}, {col:p}, {pixels}, {c_out}, {k})");
+}
+
+/// One image's share of the stride-2 weight gradient added onto `taps` by the AVX-512 kernel.
+/// Only where [`stride2_backward_kernels`] and the kernel's `weight_fits` hold.
+fn weight_grad_image_stride2(xb: &[f32], dyb: &[f32], taps: &mut [f32], g: &HaloConv) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the caller checked the feature and the fit; the kernel asserts the sizes.
+    unsafe {
+        super::halo_conv_stride2_avx512::weight_grad_image(xb, dyb, taps, g.h, g.w, g.c_in, g.c_out)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("stride-2 weight kernel without x86-64 ({xb:p}, {dyb:p}, {taps:p}, {g:?})");
+}
+
 /// Whether the overlapping-rows products take the halo kernels' sums: c_out is 16, 32 or 64,
 /// the image has at least one AVX-512 register tile of rows, and `RBL_GEMM_CONV` is not set
 /// (which keeps the `gemm` crate's path, for comparison). A question of shape alone, never of
@@ -206,11 +242,12 @@ fn im2col(x: &[f32], g: &HaloConv, col: &mut [f32]) {
 
 super::cpu_common::avx512_twin! {
     /// Adds a column-matrix gradient back onto the input it came from (the adjoint of
-    /// [`im2col`]); runs of 3·c_in additions, compiled for AVX-512 where the CPU has it.
-    fn col2im_add(col: &[f32], g: &HaloConv, dx: &mut [f32]) {
-        let (q0, m) = g.rows();
+    /// [`im2col`]): col holds the rows of output pixels `qs` (all of them: `g.rows()`, or one
+    /// output row's interior), added in order; runs of 3·c_in additions, compiled for AVX-512
+    /// where the CPU has it.
+    fn col2im_add(col: &[f32], g: &HaloConv, qs: std::ops::Range<usize>, dx: &mut [f32]) {
         let (o, wp, ci, s) = (g.output(), g.input().wp(), g.c_in, g.stride);
-        for (row, q) in col.chunks_exact(9 * ci).zip(q0..q0 + m) {
+        for (row, q) in col.chunks_exact(9 * ci).zip(qs) {
             let (r, cpos) = (q / o.wp(), q % o.wp());
             if cpos == 0 || cpos == o.wp() - 1 {
                 continue;
@@ -377,18 +414,31 @@ fn input_grad(dy: &[f32], weight: &[f32], g: &HaloConv, other: Option<&[f32]>) -
     let taps = weight_to_taps(weight, g.c_in, g.c_out);
     let (q0, m) = g.rows();
     let (k, co) = (9 * g.c_in, g.c_out);
+    let by_rows = stride2_backward_kernels(g) && super::halo_conv_stride2_avx512::columns_fit(o.w, g.c_in);
+    // The taps as `[c_out][k]` for the row kernel (a vector of column entries per c_out).
+    let taps_t: Vec<f32> = if by_rows { (0..co).flat_map(|c| taps.iter().skip(c).step_by(co).copied()).collect() } else { Vec::new() };
     // SAFETY: each image is zero-filled below before col2im adds into it (a zeroed vec![] here
     // was a serial memset of the whole gradient on the calling thread).
     let mut dx = unsafe { uninit_f32(i.len()) };
     let per = chunk(g.batch);
     dx.par_chunks_mut(per * i.image_len()).zip(dy.par_chunks(per * o.image_len())).enumerate().for_each_init(
-        || vec![0.0f32; m * k],
+        || vec![0.0f32; if by_rows { o.w * k } else { m * k }],
         |col, (task, (dxs, dys))| {
             for (n, (dxb, dyb)) in dxs.chunks_mut(i.image_len()).zip(dys.chunks(o.image_len())).enumerate() {
-                // dcol (m×k) = dY rows (m×c_out) · tapsᵀ (c_out×k).
-                gemm_f32(m, k, co, col, false, (&dyb[q0 * co..][..m * co], 1, co as isize), (&taps, co as isize, 1));
                 dxb.fill(0.0);
-                col2im_add(col, g, dxb);
+                if by_rows {
+                    // One output row at a time: its column rows (in cache) added at once, in
+                    // col2im's order.
+                    for r in 1..=o.h {
+                        let first = r * o.wp() + 1;
+                        input_columns_of_row(&dyb[first * co..][..o.w * co], &taps_t, col, o.w, co, k);
+                        col2im_add(col, g, first..first + o.w, dxb);
+                    }
+                } else {
+                    // dcol (m×k) = dY rows (m×c_out) · tapsᵀ (c_out×k).
+                    gemm_f32(m, k, co, col, false, (&dyb[q0 * co..][..m * co], 1, co as isize), (&taps, co as isize, 1));
+                    col2im_add(col, g, q0..q0 + m, dxb);
+                }
                 zero_ring(dxb, &i);
                 if let Some(other) = other {
                     add_in_place(dxb, &other[(task * per + n) * i.image_len()..][..i.image_len()]);
@@ -426,6 +476,12 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
         .map(|(xs, dys)| {
             let mut taps = vec![0.0f32; k * co];
             if g.via_columns() {
+                if stride2_backward_kernels(g) && super::halo_conv_stride2_avx512::weight_fits(g.h, g.w, ci, co) {
+                    for (xb, dyb) in xs.chunks(i.image_len()).zip(dys.chunks(o.image_len())) {
+                        weight_grad_image_stride2(xb, dyb, &mut taps, g);
+                    }
+                    return taps;
+                }
                 let mut col = vec![0.0f32; m * k];
                 for (n, (xb, dyb)) in xs.chunks(i.image_len()).zip(dys.chunks(o.image_len())).enumerate() {
                     im2col(xb, g, &mut col);
@@ -598,8 +654,9 @@ mod tests {
             let g = HaloConv { batch: 1, c_in, h: 7, w: 6, c_out: 8, stride };
             let col = values(g.rows().1 * 9 * c_in, 18);
             let (mut wide, mut base) = (values(g.input().len(), 19), values(g.input().len(), 19));
-            col2im_add(&col, &g, &mut wide);
-            col2im_add::baseline(&col, &g, &mut base);
+            let (q0, m) = g.rows();
+            col2im_add(&col, &g, q0..q0 + m, &mut wide);
+            col2im_add::baseline(&col, &g, q0..q0 + m, &mut base);
             assert_eq!(bits(&wide), bits(&base), "{c_in} channels, stride {stride}");
         }
     }
@@ -802,6 +859,62 @@ mod tests {
             zero_ring(&mut columns, &o);
             zero_ring(&mut image, &o);
             assert_eq!(bits(&image), bits(&columns), "{c_in}→{c_out}, {h}×{w}");
+        }
+    }
+
+    /// The stride-2 backward kernels give the bits of the column path (im2col, the `gemm`
+    /// crate and col2im, written out here as the passes ran before them) at the ResNets'
+    /// stride-2 shapes (32×32, 16×16, 28×28 and 14×14 inputs), odd sides and each row tile
+    /// (8, 7 and 4 pixels), over more than one weight-gradient task of images.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn stride2_backward_kernels_equal_the_column_path_bit_for_bit() {
+        use crate::halo_conv_stride2_avx512::{columns_fit, weight_fits};
+        if !crate::halo_conv_avx512::available() {
+            return;
+        }
+        let cases = [
+            (3, 16, 32, 32, 32),
+            (3, 32, 64, 16, 16),
+            (2, 16, 32, 28, 28),
+            (WEIGHT_GRAD_TASK_IMAGES + 3, 32, 64, 14, 14),
+            (2, 16, 16, 13, 9),
+            (2, 32, 32, 9, 10),
+        ];
+        for (batch, c_in, c_out, h, w) in cases {
+            let what = format!("b{batch} {c_in}→{c_out} {h}×{w}");
+            let g = HaloConv { batch, c_in, h, w, c_out, stride: 2 };
+            let (i, o) = (g.input(), g.output());
+            assert!(columns_fit(o.w, c_in) && weight_fits(h, w, c_in, c_out), "{what}: the kernels take it");
+            let x = nchw_to_halo(&values(batch * c_in * h * w, 21), batch, c_in, h, w);
+            let dy = nchw_to_halo(&values(batch * c_out * o.h * o.w, 22), batch, c_out, o.h, o.w);
+            let weight = values(c_out * c_in * 9, 23);
+            let taps = weight_to_taps(&weight, c_in, c_out);
+            let (q0, m) = g.rows();
+            let k = 9 * c_in;
+            // The column path: per image, dcol = dY·tapsᵀ then col2im; the weight gradient per
+            // task of images, colᵀ·dY accumulated image by image, the tasks added in order.
+            let mut dx = vec![0.0f32; i.len()];
+            let mut col = vec![0.0f32; m * k];
+            for (dxb, dyb) in dx.chunks_mut(i.image_len()).zip(dy.chunks(o.image_len())) {
+                gemm_f32(m, k, c_out, &mut col, false, (&dyb[q0 * c_out..][..m * c_out], 1, c_out as isize), (&taps, c_out as isize, 1));
+                col2im_add(&col, &g, q0..q0 + m, dxb);
+                zero_ring(dxb, &i);
+            }
+            let mut dw = vec![0.0f32; k * c_out];
+            for (xs, dys) in x.chunks(WEIGHT_GRAD_TASK_IMAGES * i.image_len()).zip(dy.chunks(WEIGHT_GRAD_TASK_IMAGES * o.image_len())) {
+                let mut part = vec![0.0f32; k * c_out];
+                for (n, (xb, dyb)) in xs.chunks(i.image_len()).zip(dys.chunks(o.image_len())).enumerate() {
+                    im2col(xb, &g, &mut col);
+                    gemm_f32(k, c_out, m, &mut part, n > 0, (&col, k as isize, 1), (&dyb[q0 * c_out..][..m * c_out], 1, c_out as isize));
+                }
+                for (d, s) in dw.iter_mut().zip(part) {
+                    *d += s;
+                }
+            }
+            let (kernel_dx, kernel_dw) = halo_conv_backward(&x, &dy, &weight, &g, Wanted::Both(None));
+            assert_eq!(bits(&kernel_dx.expect("asked for")), bits(&dx), "{what}: input gradient");
+            assert_eq!(bits(&kernel_dw.expect("asked for")), bits(&taps_to_weight(&dw, c_in, c_out)), "{what}: weight gradient");
         }
     }
 }
