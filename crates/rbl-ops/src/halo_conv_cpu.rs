@@ -798,13 +798,14 @@ mod tests {
 
     #[test]
     fn bitwise_the_same_on_any_number_of_threads() {
-        // 16 output channels: the AVX-512 kernels where the CPU has them; 8: the gemm crate.
-        for (stride, c_out) in [(1, 16), (1, 8), (2, 8)] {
-            let g = HaloConv { batch: 70, c_in: 8, h: 6, w: 6, c_out, stride };
-            let x = nchw_to_halo(&values(70 * 8 * 36, 4), 70, 8, 6, 6);
+        // 16 output channels: the AVX-512 kernels where the CPU has them; 8: the gemm crate;
+        // stride 2 with 16 → 32 channels: the stride-2 backward kernels.
+        for (stride, c_in, c_out, side) in [(1, 8, 16, 6), (1, 8, 8, 6), (2, 8, 8, 6), (2, 16, 32, 8)] {
+            let g = HaloConv { batch: 70, c_in, h: side, w: side, c_out, stride };
+            let x = nchw_to_halo(&values(70 * c_in * side * side, 4), 70, c_in, side, side);
             let o = g.output();
             let dy = nchw_to_halo(&values(70 * c_out * o.h * o.w, 5), 70, c_out, o.h, o.w);
-            let w = values(c_out * 8 * 9, 6);
+            let w = values(c_out * c_in * 9, 6);
             let on = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 pool.install(|| (halo_conv_forward(&x, &w, &g), halo_conv_input_grad(&dy, &w, &g), halo_conv_weight_grad(&x, &dy, &g)))
@@ -817,7 +818,7 @@ mod tests {
                 assert_eq!(
                     (bits(&y), bits(&dx), bits(&dw)),
                     (bits(&y1), bits(&dx1), bits(&dw1)),
-                    "stride {stride}, {c_out} out, {threads} threads"
+                    "stride {stride}, {c_in} → {c_out}, {threads} threads"
                 );
             }
         }
