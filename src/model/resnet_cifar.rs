@@ -122,15 +122,16 @@ fn use_halo_layout(images: &Tensor<4>, precision: Precision) -> bool {
 /// alone once folded ([`fold_conv_bn`]). `input`: whether x is also the residual of a later
 /// call's (training only; see [`ConvInput`]).
 fn halo_conv_norm(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>, residual: Option<Tensor<4>>, input: ConvInput) -> Tensor<4> {
-    use rbl_ops::halo_bn_train;
-    use rbl_ops::{halo_conv, halo_conv_affine};
+    use rbl_ops::{halo_conv_affine, halo_conv_bn_train};
     let (cout, device, stride) = (conv.weight.dims()[0], x.device(), conv.stride[0]);
     let (scale, shift) = match bn {
         // A convolution bias before batch statistics cancels in the output (and has a zero
-        // gradient), so this path leaves it out; the CIFAR convolutions have none anyway.
+        // gradient), so this path leaves it out; the CIFAR convolutions have none anyway. One op
+        // for both, so that its backward hands BatchNorm's gradient to the convolution image
+        // by image (the bits of the two ops).
         Some(bn) if device.is_autodiff() && bn.training.is_enabled() => {
-            let y = halo_conv(x, conv.weight.val(), stride, input);
-            let (y, mean, var) = halo_bn_train(y, bn.gamma.val(), bn.beta.val(), residual, true, bn.epsilon);
+            let (y, mean, var) =
+                halo_conv_bn_train(x, conv.weight.val(), stride, input, bn.gamma.val(), bn.beta.val(), residual, true, bn.epsilon);
             rbl_ops::update_running_statistics(bn, mean, var);
             return y;
         }

@@ -387,6 +387,109 @@ pub fn halo_conv_backward(x: &[f32], dy: &[f32], weight: &[f32], g: &HaloConv, w
     (dx_plus.map(|plus| input_grad(&dy, weight, g, plus)), want_dw.then(|| weight_grad(x, &dy, g)))
 }
 
+/// A convolution's (input gradient, weight gradient), each if asked.
+pub(crate) type ConvGrads = (Option<Vec<f32>>, Option<Vec<f32>>);
+
+/// Writes output image `n`'s gradient (halo, zero ring) into the first buffer, and, when the
+/// caller asked for one, the same image of a side output into the second.
+pub(crate) type DyImage<'a> = &'a (dyn Fn(usize, &mut [f32], Option<&mut [f32]>) + Sync);
+
+/// [`halo_conv_backward`] for a dy that is never stored whole: `dy_image` writes each image's
+/// dy into a buffer in cache, and both gradients' terms for that image are taken from it at
+/// once (BatchNorm's gradient, applied image by image: `halo_conv_norm_cpu`). The images run
+/// in the weight gradient's tasks of [`WEIGHT_GRAD_TASK_IMAGES`], in order, so every sum is the
+/// one the two separate passes form: the same bits. `side`, when given (a halo tensor of the
+/// output's shape), is handed to `dy_image` image by image. `None` where the separate passes
+/// would not take the per-image kernels (stride 2, the column path, a weight gradient split by
+/// kernel row because the pool has more threads than tasks): the caller then stores dy and
+/// calls [`halo_conv_backward`].
+pub(crate) fn halo_conv_backward_by_image(
+    x: &[f32],
+    weight: &[f32],
+    g: &HaloConv,
+    wanted: Wanted,
+    side: Option<&mut [f32]>,
+    dy_image: DyImage,
+) -> Option<ConvGrads> {
+    let (i, o) = (g.input(), g.output());
+    let (ci, co) = (g.c_in, g.c_out);
+    let (q0, _) = g.rows();
+    let (dx_plus, want_dw) = match wanted {
+        Wanted::InputGrad(plus) => (Some(plus), false),
+        Wanted::WeightGrad => (None, true),
+        Wanted::Both(plus) => (Some(plus), true),
+    };
+    let tasks = g.batch.div_ceil(WEIGHT_GRAD_TASK_IMAGES);
+    // The input gradient's geometry, as `input_grad` forms it.
+    let t = HaloConv { c_in: co, c_out: ci, ..*g };
+    let smallest_task = g.batch - (tasks - 1) * WEIGHT_GRAD_TASK_IMAGES;
+    let task_rows = smallest_task * i.hp() * i.wp() - 2 * q0;
+    let fits = g.stride == 1
+        && !g.via_columns()
+        && (dx_plus.is_none() || !t.via_columns())
+        && (!want_dw || (rayon::current_num_threads() <= tasks && weight_kernel_fits(g, task_rows)));
+    if !fits {
+        return None;
+    }
+    assert_eq!(x.len(), i.len(), "halo conv backward: input size");
+    if let Some(Some(other)) = dx_plus {
+        assert_eq!(other.len(), i.len(), "halo conv backward: size of the gradient to add");
+    }
+    assert!(side.as_ref().is_none_or(|s| s.len() == o.len()), "halo conv backward: side output size");
+    let flipped = dx_plus.map(|_| flipped_taps(weight, ci, co));
+    let kernels = use_halo_kernels(t.c_out, t.rows().1);
+    // SAFETY: every image of dx is written below (forward_rows and zero_ring, as in
+    // forward_with_taps) before it is returned.
+    let mut dx = dx_plus.map(|_| unsafe { uninit_f32(i.len()) });
+    let per_x = WEIGHT_GRAD_TASK_IMAGES * i.image_len();
+    let per_y = WEIGHT_GRAD_TASK_IMAGES * o.image_len();
+    let mut dx_chunks: Vec<Option<&mut [f32]>> = match dx.as_mut() {
+        Some(d) => d.chunks_mut(per_x).map(Some).collect(),
+        None => (0..tasks).map(|_| None).collect(),
+    };
+    let mut side_chunks: Vec<Option<&mut [f32]>> = match side {
+        Some(s) => s.chunks_mut(per_y).map(Some).collect(),
+        None => (0..tasks).map(|_| None).collect(),
+    };
+    let work: Vec<_> = dx_chunks.iter_mut().zip(side_chunks.iter_mut()).enumerate().map(|(n, (d, s))| (n, d.take(), s.take())).collect();
+    let partials: Vec<Vec<f32>> = work
+        .into_par_iter()
+        .map(|(task, mut dxs, mut sides)| {
+            let mut taps = vec![0.0f32; if want_dw { 9 * ci * co } else { 0 }];
+            let mut dyb = vec![0.0f32; o.image_len()];
+            let first = task * WEIGHT_GRAD_TASK_IMAGES;
+            for n in 0..WEIGHT_GRAD_TASK_IMAGES.min(g.batch - first) {
+                let image = first + n;
+                let side_image = sides.as_deref_mut().map(|s| &mut s[n * o.image_len()..][..o.image_len()]);
+                dy_image(image, &mut dyb, side_image);
+                if let (Some(dxs), Some(flipped)) = (dxs.as_deref_mut(), &flipped) {
+                    let dxb = &mut dxs[n * i.image_len()..][..i.image_len()];
+                    forward_rows(&dyb, flipped, &t, dxb, kernels);
+                    zero_ring(dxb, &i);
+                    if let Some(Some(other)) = dx_plus {
+                        add_in_place(dxb, &other[image * i.image_len()..][..i.image_len()]);
+                    }
+                }
+                if want_dw {
+                    let xb = &x[image * i.image_len()..][..i.image_len()];
+                    weight_grad_image(xb, &dyb[q0 * co..], &mut taps, g, 0..3);
+                }
+            }
+            taps
+        })
+        .collect();
+    let dw = want_dw.then(|| {
+        let mut taps = vec![0.0f32; 9 * ci * co];
+        for part in partials {
+            for (d, s) in taps.iter_mut().zip(part) {
+                *d += s;
+            }
+        }
+        taps_to_weight(&taps, ci, co)
+    });
+    Some((dx, dw))
+}
+
 /// Input gradient: dx (halo, zero ring) from dy (halo; its ring is ignored). For tests and the
 /// timing programs; the op asks [`halo_conv_backward`] for both gradients at once.
 #[cfg(any(test, feature = "dev"))]

@@ -46,7 +46,7 @@ pub trait HaloConvBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize) -> HaloConv {
+pub(crate) fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize) -> HaloConv {
     let i = HaloGeometry::of_shape(x.layout().shape());
     let ws = weight.layout().shape();
     assert!(ws.num_dims() == 4 && ws[1] == i.c && ws[2] == 3 && ws[3] == 3, "halo conv: weight {ws:?} for {} input channels", i.c);
@@ -128,12 +128,12 @@ pub enum ConvInput {
 
 /// Values added by the [`ConvInput::AlsoResidual`] path, for the tests that check it runs.
 #[cfg(test)]
-static FUSED_ADDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+pub(crate) static FUSED_ADDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Whether a node's requirement is `GradInBackward` (an intermediate tensor, whose gradient
 /// `Gradients::consume` removes). burn 0.22 does not export the `Requirement` type, so this
 /// compares its name; if that ever changes, the fused add is skipped, never wrong.
-fn backward_only(requirement: &impl std::fmt::Debug) -> bool {
+pub(crate) fn backward_only(requirement: &impl std::fmt::Debug) -> bool {
     format!("{requirement:?}") == "GradInBackward"
 }
 

@@ -269,7 +269,7 @@ fn affine_row_any(row: &mut [f32], src: Option<&[f32]>, res: Option<&[f32]>, sca
 
 avx512_twin! {
     /// One image of [`halo_grad_apply`]: dx (and the residual's gradient, g) with zero rings.
-    fn grad_apply_image(
+    pub(crate) fn grad_apply_image(
         dxb: &mut [f32],
         drb: Option<&mut [f32]>,
         x: &[f32],
@@ -437,6 +437,41 @@ pub fn halo_bn_train_backward(
     epsilon: f64,
     g: &HaloGeometry,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    let c = bn_train_grad_coefficients(x, y, dy, gamma, mean, var, relu, epsilon, g);
+    let (dx, dres) = halo_grad_apply(x, y, dy, &c.a, &c.b, &c.k, relu, want_residual, g);
+    (dx, c.dgamma, c.dbeta, dres)
+}
+
+/// What the gradient sums of training BatchNorm give: dγ, dβ, and the per-channel
+/// coefficients of dx = a·g + b·x + k.
+pub(crate) struct BnGradCoefficients {
+    /// dγ.
+    pub(crate) dgamma: Vec<f32>,
+    /// dβ.
+    pub(crate) dbeta: Vec<f32>,
+    /// The coefficient of g (the masked dy).
+    pub(crate) a: Vec<f32>,
+    /// The coefficient of x.
+    pub(crate) b: Vec<f32>,
+    /// The constant.
+    pub(crate) k: Vec<f32>,
+}
+
+/// The first of [`halo_bn_train_backward`]'s two passes (the per-channel sums) and the
+/// coefficients it gives; the second applies them ([`halo_grad_apply`], or image by image
+/// where the convolution before consumes dx at once: `halo_conv_norm_cpu`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bn_train_grad_coefficients(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    relu: bool,
+    epsilon: f64,
+    g: &HaloGeometry,
+) -> BnGradCoefficients {
     let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + epsilon).sqrt()).collect();
     let (sum_g, sum_gx) = halo_grad_sums(x, y, dy, mean, relu, g);
     let n = g.count() as f64;
@@ -449,8 +484,7 @@ pub fn halo_bn_train_backward(
         let bc = -s * mg * inv_std[c];
         (a[c], b[c], k[c]) = (s as f32, bc as f32, (-s * mb - bc * mean[c] as f64) as f32);
     }
-    let (dx, dres) = halo_grad_apply(x, y, dy, &a, &b, &k, relu, want_residual, g);
-    (dx, dgamma, dbeta, dres)
+    BnGradCoefficients { dgamma, dbeta, a, b, k }
 }
 
 /// The gradients of [`halo_affine_forward`]: (dx, d scale, d shift, d residual).

@@ -1,0 +1,170 @@
+//! The backward pass of a convolution followed by training-mode BatchNorm (+ residual)
+//! (+ ReLU), on halo tensors, without storing BatchNorm's input gradient.
+//!
+//! As two ops, BatchNorm's backward writes its dx (the convolution's dy) for the whole batch,
+//! and the convolution's backward reads it back twice, once per gradient: at batch 128 a
+//! 16-channel 32×32 activation is 9.5 MB, three passes over memory that carry nothing the
+//! cache could not. Here BatchNorm's per-channel sums are taken first (they need the whole
+//! batch), then each image's dy is applied into a buffer in cache and the convolution's input
+//! and weight gradients take their terms for that image at once
+//! ([`halo_conv_backward_by_image`]). Every value is formed by the same operations in the same
+//! order as the two ops form it, so the gradients are the same bits (tested).
+
+use super::cpu_common::uninit_f32;
+use super::halo_conv_cpu::{HaloConv, Wanted, halo_conv_backward, halo_conv_backward_by_image};
+use super::halo_norm_cpu::{bn_train_grad_coefficients, grad_apply_image, halo_grad_apply};
+
+/// The gradients of conv → training BatchNorm (+ residual) (+ ReLU).
+#[derive(Debug)]
+pub struct ConvBnGrads {
+    /// The convolution's input gradient (plus the other gradient given with it), if asked.
+    pub dx: Option<Vec<f32>>,
+    /// The convolution's weight gradient, burn's `[c_out, c_in, 3, 3]`, if asked.
+    pub dweight: Option<Vec<f32>>,
+    /// dγ.
+    pub dgamma: Vec<f32>,
+    /// dβ.
+    pub dbeta: Vec<f32>,
+    /// The residual's gradient, if asked.
+    pub dresidual: Option<Vec<f32>>,
+}
+
+/// The inputs of [`halo_conv_bn_train_backward`] besides the convolution's: BatchNorm's input
+/// y (the convolution's output), its output z and z's gradient dz (halo tensors of the
+/// convolution's output shape), γ, and the forward pass's batch statistics.
+#[derive(Debug, Clone, Copy)]
+pub struct BnBackwardInputs<'a> {
+    /// BatchNorm's input: the convolution's output.
+    pub y: &'a [f32],
+    /// BatchNorm's output (after the add and ReLU): ReLU's mask.
+    pub z: &'a [f32],
+    /// The gradient reaching z.
+    pub dz: &'a [f32],
+    /// γ.
+    pub gamma: &'a [f32],
+    /// The batch mean.
+    pub mean: &'a [f32],
+    /// The biased batch variance.
+    pub var: &'a [f32],
+    /// ReLU after the add.
+    pub relu: bool,
+    /// BatchNorm's ε.
+    pub epsilon: f64,
+}
+
+/// The gradients of z = act(BN(conv(x)) [+ residual]) given dz: those of x and the weight as
+/// `wanted` asks ([`Wanted`]; the other gradient of x added image by image), of γ and β, and
+/// the residual's if `want_residual`. The bits of BatchNorm's backward followed by the
+/// convolution's ([`halo_conv_backward`]), to which it falls back where the convolution's
+/// passes do not run image by image.
+pub fn halo_conv_bn_train_backward(
+    x: &[f32],
+    weight: &[f32],
+    conv: &HaloConv,
+    bn: BnBackwardInputs,
+    wanted: Wanted,
+    want_residual: bool,
+) -> ConvBnGrads {
+    let o = conv.output();
+    assert!(bn.y.len() == o.len() && bn.z.len() == o.len() && bn.dz.len() == o.len(), "conv + batch norm backward: sizes");
+    let c = bn_train_grad_coefficients(bn.y, bn.z, bn.dz, bn.gamma, bn.mean, bn.var, bn.relu, bn.epsilon, &o);
+    let len = o.image_len();
+    let apply = |n: usize, dyb: &mut [f32], drb: Option<&mut [f32]>| {
+        let at = n * len;
+        grad_apply_image(dyb, drb, &bn.y[at..][..len], &bn.z[at..][..len], &bn.dz[at..][..len], &c.a, &c.b, &c.k, bn.relu, &o);
+    };
+    // SAFETY: grad_apply_image writes every value of each image (interior and ring) before the
+    // tensor is returned; unused (and dropped) if the fused pass does not apply.
+    let mut dresidual = want_residual.then(|| unsafe { uninit_f32(o.len()) });
+    if let Some((dx, dweight)) = halo_conv_backward_by_image(x, weight, conv, wanted, dresidual.as_deref_mut(), &apply) {
+        return ConvBnGrads { dx, dweight, dgamma: c.dgamma, dbeta: c.dbeta, dresidual };
+    }
+    let (dy, dresidual) = halo_grad_apply(bn.y, bn.z, bn.dz, &c.a, &c.b, &c.k, bn.relu, want_residual, &o);
+    let (dx, dweight) = halo_conv_backward(x, &dy, weight, conv, wanted);
+    ConvBnGrads { dx, dweight, dgamma: c.dgamma, dbeta: c.dbeta, dresidual }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bits;
+    use crate::cpu_common::WEIGHT_GRAD_TASK_IMAGES;
+    use crate::halo::nchw_to_halo;
+    use crate::halo_conv_cpu::halo_conv_forward;
+    use crate::halo_norm_cpu::{halo_bn_train_backward, halo_bn_train_forward};
+
+    fn values(n: usize, seed: usize, offset: f32) -> Vec<f32> {
+        (0..n).map(|i| offset + ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5 - 1.0).collect()
+    }
+
+    /// Image by image (stride 1 with the halo kernels, more than one weight task, with and
+    /// without the residual and ReLU, with and without an other gradient of x) and through the
+    /// fallback (stride 2, 8 output channels, a pool with more threads than weight tasks), the
+    /// fused backward gives the bits of BatchNorm's backward then the convolution's.
+    #[test]
+    fn equals_the_two_backward_passes_bit_for_bit() {
+        // (batch, c_in, c_out, side, stride, residual, relu, threads, runs image by image)
+        let cases = [
+            (WEIGHT_GRAD_TASK_IMAGES + 5, 16, 16, 8, 1, true, true, 1, true),
+            (3, 16, 32, 8, 1, false, true, 1, true),
+            (5, 32, 16, 7, 1, true, false, 1, true),
+            (4, 8, 16, 6, 1, true, true, 1, true),
+            (3, 16, 32, 8, 2, true, true, 1, false),
+            (3, 8, 8, 6, 1, true, true, 1, false),
+            (5, 16, 16, 8, 1, true, true, 4, false),
+        ];
+        for (batch, c_in, c_out, side, stride, residual, relu, threads, by_image) in cases {
+            let what = format!("b{batch} {c_in}→{c_out} {side}×{side} s{stride} residual {residual} relu {relu} threads {threads}");
+            let conv = HaloConv { batch, c_in, h: side, w: side, c_out, stride };
+            let (i, o) = (conv.input(), conv.output());
+            let x = nchw_to_halo(&values(batch * c_in * side * side, 1, 0.0), batch, c_in, side, side);
+            let weight = values(c_out * c_in * 9, 2, 0.0);
+            let y = halo_conv_forward(&x, &weight, &conv);
+            let res = residual.then(|| nchw_to_halo(&values(batch * c_out * o.h * o.w, 3, 0.0), batch, c_out, o.h, o.w));
+            let (gamma, beta) = (values(c_out, 4, 1.5), values(c_out, 5, 0.0));
+            let (z, mean, var) = halo_bn_train_forward(&y, &gamma, &beta, res.as_deref(), relu, 1e-5, &o);
+            let dz = nchw_to_halo(&values(batch * c_out * o.h * o.w, 6, 0.0), batch, c_out, o.h, o.w);
+            let other =
+                (c_in == c_out && stride == 1).then(|| nchw_to_halo(&values(batch * c_in * side * side, 7, 0.0), batch, c_in, side, side));
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let bn = BnBackwardInputs { y: &y, z: &z, dz: &dz, gamma: &gamma, mean: &mean, var: &var, relu, epsilon: 1e-5 };
+            let fused = pool.install(|| halo_conv_bn_train_backward(&x, &weight, &conv, bn, Wanted::Both(other.as_deref()), residual));
+            let (dy, dgamma, dbeta, dres) =
+                pool.install(|| halo_bn_train_backward(&y, &z, &dz, &gamma, &mean, &var, relu, residual, 1e-5, &o));
+            let (dx, dw) = pool.install(|| halo_conv_backward(&x, &dy, &weight, &conv, Wanted::Both(other.as_deref())));
+            let ran = pool.install(|| {
+                let mut side_out = vec![0.0f32; o.len()];
+                let fill = |_: usize, dyb: &mut [f32], _: Option<&mut [f32]>| dyb.fill(0.0);
+                halo_conv_backward_by_image(&x, &weight, &conv, Wanted::Both(None), Some(&mut side_out), &fill).is_some()
+            });
+            assert_eq!(ran, by_image, "{what}: which path");
+            let dx = dx.expect("asked for");
+            assert_eq!(dx.len(), i.len(), "{what}: dx size");
+            assert!(dx.iter().any(|v| *v != 0.0), "{what}: a zero gradient checks nothing");
+            assert_eq!(bits(&fused.dx.expect("asked for")), bits(&dx), "{what}: dx");
+            assert_eq!(bits(&fused.dweight.expect("asked for")), bits(&dw.expect("asked for")), "{what}: dweight");
+            assert_eq!((bits(&fused.dgamma), bits(&fused.dbeta)), (bits(&dgamma), bits(&dbeta)), "{what}: dγ, dβ");
+            assert_eq!(fused.dresidual.map(|v| bits(&v)), dres.map(|v| bits(&v)), "{what}: d residual");
+        }
+    }
+
+    /// The weight gradient alone (the stem, whose input needs none) also runs image by image,
+    /// with the same bits.
+    #[test]
+    fn weight_gradient_alone_equals_the_two_passes() {
+        let conv = HaloConv { batch: 6, c_in: 3, h: 8, w: 8, c_out: 16, stride: 1 };
+        let o = conv.output();
+        let x = nchw_to_halo(&values(6 * 3 * 64, 8, 0.0), 6, 3, 8, 8);
+        let weight = values(16 * 3 * 9, 9, 0.0);
+        let y = halo_conv_forward(&x, &weight, &conv);
+        let (gamma, beta) = (values(16, 10, 1.5), values(16, 11, 0.0));
+        let (z, mean, var) = halo_bn_train_forward(&y, &gamma, &beta, None, true, 1e-5, &o);
+        let dz = nchw_to_halo(&values(6 * 16 * 64, 12, 0.0), 6, 16, 8, 8);
+        let bn = BnBackwardInputs { y: &y, z: &z, dz: &dz, gamma: &gamma, mean: &mean, var: &var, relu: true, epsilon: 1e-5 };
+        let fused = halo_conv_bn_train_backward(&x, &weight, &conv, bn, Wanted::WeightGrad, false);
+        let (dy, ..) = halo_bn_train_backward(&y, &z, &dz, &gamma, &mean, &var, true, false, 1e-5, &o);
+        let (_, dw) = halo_conv_backward(&x, &dy, &weight, &conv, Wanted::WeightGrad);
+        assert!(fused.dx.is_none());
+        assert_eq!(bits(&fused.dweight.expect("asked for")), bits(&dw.expect("asked for")));
+    }
+}
