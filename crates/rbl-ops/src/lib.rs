@@ -4,7 +4,8 @@
 //! - `halo*`: the CIFAR ResNet's CPU path. Activations live in the halo layout (channels-last
 //!   with a zero ring, [`halo`]); the 3×3 convolution ([`halo_conv_cpu`], inner loops in
 //!   [`halo_conv_avx512`] and [`halo_conv_stride2_avx512`]), BatchNorm + residual add + ReLU
-//!   ([`halo_norm_cpu`]) and the blocks' option-A shortcut ([`halo_shortcut_op`]) run on it.
+//!   ([`halo_norm_cpu`]), the two as one training op ([`halo_conv_norm_op`]) and the blocks'
+//!   option-A shortcut ([`halo_shortcut_op`]) run on it.
 //! - `conv2d_*`, `batch_norm_*`: the same for NCHW tensors (ResNet-50, the projection's norm).
 //! - [`matmul_rows`]: a 2-D matrix product split by rows over the pool (the rotation head's
 //!   d×d products), with the bits of flex's one-thread product.
