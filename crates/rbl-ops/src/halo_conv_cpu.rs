@@ -371,16 +371,23 @@ pub enum Wanted<'a> {
     Both(Option<&'a [f32]>),
 }
 
+impl<'a> Wanted<'a> {
+    /// (dx wanted, with the other gradient to add if any; dw wanted).
+    fn parts(self) -> (Option<Option<&'a [f32]>>, bool) {
+        match self {
+            Wanted::InputGrad(plus) => (Some(plus), false),
+            Wanted::WeightGrad => (None, true),
+            Wanted::Both(plus) => (Some(plus), true),
+        }
+    }
+}
+
 /// Both gradients at once, as the op's backward wants them: (dx if asked, dw if asked), with
 /// dy's ring checked (and zeroed in a copy if needed) once for both.
 pub fn halo_conv_backward(x: &[f32], dy: &[f32], weight: &[f32], g: &HaloConv, wanted: Wanted) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     assert_eq!(dy.len(), g.output().len(), "halo conv backward: output-gradient size");
     let dy = with_zero_ring(dy, &g.output());
-    let (dx_plus, want_dw) = match wanted {
-        Wanted::InputGrad(plus) => (Some(plus), false),
-        Wanted::WeightGrad => (None, true),
-        Wanted::Both(plus) => (Some(plus), true),
-    };
+    let (dx_plus, want_dw) = wanted.parts();
     if let Some(Some(other)) = dx_plus {
         assert_eq!(other.len(), g.input().len(), "halo conv backward: size of the gradient to add");
     }
@@ -414,20 +421,17 @@ pub(crate) fn halo_conv_backward_by_image(
     let (i, o) = (g.input(), g.output());
     let (ci, co) = (g.c_in, g.c_out);
     let (q0, _) = g.rows();
-    let (dx_plus, want_dw) = match wanted {
-        Wanted::InputGrad(plus) => (Some(plus), false),
-        Wanted::WeightGrad => (None, true),
-        Wanted::Both(plus) => (Some(plus), true),
-    };
+    let (dx_plus, want_dw) = wanted.parts();
     let tasks = g.batch.div_ceil(WEIGHT_GRAD_TASK_IMAGES);
     // The input gradient's geometry, as `input_grad` forms it.
     let t = HaloConv { c_in: co, c_out: ci, ..*g };
+    // weight_grad's choice for every task: per image unless split by kernel row (the last
+    // task is the smallest, and a task fits if its rows do).
     let smallest_task = g.batch - (tasks - 1) * WEIGHT_GRAD_TASK_IMAGES;
-    let task_rows = smallest_task * i.hp() * i.wp() - 2 * q0;
     let fits = g.stride == 1
         && !g.via_columns()
         && (dx_plus.is_none() || !t.via_columns())
-        && (!want_dw || (rayon::current_num_threads() <= tasks && weight_kernel_fits(g, task_rows)));
+        && (!want_dw || (!weight_grad_split_by_kernel_row(g) && weight_kernel_fits(g, task_rows(g, smallest_task))));
     if !fits {
         return None;
     }
@@ -441,20 +445,13 @@ pub(crate) fn halo_conv_backward_by_image(
     // SAFETY: every image of dx is written below (forward_rows and zero_ring, as in
     // forward_with_taps) before it is returned.
     let mut dx = dx_plus.map(|_| unsafe { uninit_f32(i.len()) });
-    let per_x = WEIGHT_GRAD_TASK_IMAGES * i.image_len();
-    let per_y = WEIGHT_GRAD_TASK_IMAGES * o.image_len();
-    let mut dx_chunks: Vec<Option<&mut [f32]>> = match dx.as_mut() {
-        Some(d) => d.chunks_mut(per_x).map(Some).collect(),
-        None => (0..tasks).map(|_| None).collect(),
-    };
-    let mut side_chunks: Vec<Option<&mut [f32]>> = match side {
-        Some(s) => s.chunks_mut(per_y).map(Some).collect(),
-        None => (0..tasks).map(|_| None).collect(),
-    };
-    let work: Vec<_> = dx_chunks.iter_mut().zip(side_chunks.iter_mut()).enumerate().map(|(n, (d, s))| (n, d.take(), s.take())).collect();
-    let partials: Vec<Vec<f32>> = work
+    let dx_shares = task_shares(dx.as_deref_mut(), WEIGHT_GRAD_TASK_IMAGES * i.image_len(), tasks);
+    let side_shares = task_shares(side, WEIGHT_GRAD_TASK_IMAGES * o.image_len(), tasks);
+    let partials: Vec<Vec<f32>> = dx_shares
         .into_par_iter()
-        .map(|(task, mut dxs, mut sides)| {
+        .zip(side_shares)
+        .enumerate()
+        .map(|(task, (mut dxs, mut sides))| {
             let mut taps = vec![0.0f32; if want_dw { 9 * ci * co } else { 0 }];
             let mut dyb = vec![0.0f32; o.image_len()];
             let first = task * WEIGHT_GRAD_TASK_IMAGES;
@@ -478,16 +475,16 @@ pub(crate) fn halo_conv_backward_by_image(
             taps
         })
         .collect();
-    let dw = want_dw.then(|| {
-        let mut taps = vec![0.0f32; 9 * ci * co];
-        for part in partials {
-            for (d, s) in taps.iter_mut().zip(part) {
-                *d += s;
-            }
-        }
-        taps_to_weight(&taps, ci, co)
-    });
+    let dw = want_dw.then(|| taps_to_weight(&sum_in_order(partials, 9 * ci * co), ci, co));
     Some((dx, dw))
+}
+
+/// Each task's share (`per` values) of an optional output, or None for each of the `tasks`.
+fn task_shares(buf: Option<&mut [f32]>, per: usize, tasks: usize) -> Vec<Option<&mut [f32]>> {
+    match buf {
+        Some(b) => b.chunks_mut(per).map(Some).collect(),
+        None => (0..tasks).map(|_| None).collect(),
+    }
 }
 
 /// Input gradient: dx (halo, zero ring) from dy (halo; its ring is ignored). For tests and the
@@ -570,7 +567,7 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
     let (ci, co, wp) = (g.c_in, g.c_out, i.wp());
     let (q0, m) = g.rows();
     let k = 9 * ci;
-    if rayon::current_num_threads() > g.batch.div_ceil(WEIGHT_GRAD_TASK_IMAGES) && !g.via_columns() && weight_kernel_fits(g, m) {
+    if weight_grad_split_by_kernel_row(g) {
         return taps_to_weight(&weight_grad_by_kernel_row(x, dy, g), ci, co);
     }
     let partials: Vec<Vec<f32>> = x
@@ -595,8 +592,7 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
                 // The task's images are contiguous, so their rows form one long sum: from the
                 // first image's first interior pixel to the last image's last; the rows between
                 // images are ring rows, where dy is zero.
-                let images = xs.len() / i.image_len();
-                let rows = images * i.hp() * wp - 2 * q0;
+                let rows = task_rows(g, xs.len() / i.image_len());
                 if weight_kernel_fits(g, rows) {
                     // One sum per kernel entry over the task's images in order, each image from
                     // its first interior pixel to its last: the ring rows between images, where
@@ -619,13 +615,32 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
             taps
         })
         .collect();
-    let mut taps = vec![0.0f32; k * co];
+    taps_to_weight(&sum_in_order(partials, k * co), ci, co)
+}
+
+/// The tasks' partial weight gradients added in task order onto zeros: the one order, whatever
+/// the pool, so the bits do not depend on the thread count.
+fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut taps = vec![0.0f32; len];
     for part in partials {
         for (d, s) in taps.iter_mut().zip(part) {
             *d += s;
         }
     }
-    taps_to_weight(&taps, ci, co)
+    taps
+}
+
+/// Whether [`weight_grad`] splits its image tasks by kernel row: a pool with more threads than
+/// tasks, and the halo kernels' sums.
+fn weight_grad_split_by_kernel_row(g: &HaloConv) -> bool {
+    rayon::current_num_threads() > g.batch.div_ceil(WEIGHT_GRAD_TASK_IMAGES) && !g.via_columns() && weight_kernel_fits(g, g.rows().1)
+}
+
+/// The rows of the weight gradient's one long sum over a task of `images` contiguous images
+/// (stride 1): from the first image's first interior pixel to the last image's last.
+fn task_rows(g: &HaloConv, images: usize) -> usize {
+    let i = g.input();
+    images * i.hp() * i.wp() - 2 * g.rows().0
 }
 
 /// Whether the weight gradient of `g` over `rows` rows takes the halo kernels' sums
