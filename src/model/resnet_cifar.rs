@@ -123,8 +123,8 @@ fn use_halo_layout(images: &Tensor<4>, precision: Precision) -> bool {
 /// call's (training only; see [`ConvInput`]).
 fn halo_conv_norm(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>, residual: Option<Tensor<4>>, input: ConvInput) -> Tensor<4> {
     use rbl_ops::{halo_conv_affine, halo_conv_bn_train};
-    let (cout, device, stride) = (conv.weight.dims()[0], x.device(), conv.stride[0]);
-    let (scale, shift) = match bn {
+    let (device, stride) = (x.device(), conv.stride[0]);
+    match bn {
         // A convolution bias before batch statistics cancels in the output (and has a zero
         // gradient), so this path leaves it out; the CIFAR convolutions have none anyway. One op
         // for both, so that its backward hands BatchNorm's gradient to the convolution image
@@ -133,8 +133,21 @@ fn halo_conv_norm(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>, residual:
             let (y, mean, var) =
                 halo_conv_bn_train(x, conv.weight.val(), stride, input, bn.gamma.val(), bn.beta.val(), residual, true, bn.epsilon);
             rbl_ops::update_running_statistics(bn, mean, var);
-            return y;
+            y
         }
+        _ => {
+            // Evaluation: the affine step, the add and ReLU run on each image as the
+            // convolution finishes it (separate ops under autodiff).
+            let (scale, shift) = eval_affine(conv, bn);
+            halo_conv_affine(x, conv.weight.val(), stride, scale, shift, residual, true)
+        }
+    }
+}
+
+/// The per-channel (scale, shift) a convolution's output takes at evaluation: BatchNorm with
+/// its running statistics, or, once folded ([`fold_conv_bn`]), ones and the bias.
+fn eval_affine(conv: &Conv2d, bn: &Option<BatchNorm>) -> (Tensor<1>, Tensor<1>) {
+    match bn {
         Some(bn) => {
             // BN(conv(x) + b) = conv(x)·s + β − (μ − b)·s, as in fold_conv_bn.
             let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
@@ -146,13 +159,17 @@ fn halo_conv_norm(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>, residual:
             (scale, shift)
         }
         None => {
+            let (cout, device) = (conv.weight.dims()[0], conv.weight.device());
             let bias = conv.bias.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([cout], &device));
             (Tensor::ones([cout], &device), bias)
         }
-    };
-    // Evaluation: the affine step, the add and ReLU run on each image as the convolution
-    // finishes it (separate ops under autodiff).
-    halo_conv_affine(x, conv.weight.val(), stride, scale, shift, residual, true)
+    }
+}
+
+/// A convolution of [`rbl_ops::halo_resnet_eval`] with its evaluation affine step.
+fn eval_conv(conv: &Conv2d, bn: &Option<BatchNorm>) -> rbl_ops::EvalConv {
+    let (scale, shift) = eval_affine(conv, bn);
+    rbl_ops::EvalConv { weight: conv.weight.val(), scale, shift, stride: conv.stride[0] }
 }
 
 impl ResNetCifarConfig {
@@ -223,8 +240,17 @@ impl ResNetCifar {
         x.mean_dim(3).mean_dim(2).reshape([b, c])
     }
 
-    /// The pooled feature `[B, c]` through halo tensors.
+    /// The pooled feature `[B, c]` through halo tensors: without autodiff (evaluation) each
+    /// image through the whole network in one op, with autodiff layer by layer; the same bits.
     fn pooled_halo(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = if images.device().is_autodiff() { self.last_halo_by_layer(images) } else { self.last_halo_by_image(images) };
+        let [b, hp, wp, c] = x.dims();
+        // The ring is zero: summing it in is harmless, dividing by it is not.
+        x.sum_dim(2).sum_dim(1).reshape([b, c]).div_scalar(((hp - 2) * (wp - 2)) as f32)
+    }
+
+    /// The last block's output (halo) from NCHW images, one op per layer.
+    fn last_halo_by_layer(&self, images: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = images.dims();
         let x = Tensor::zeros([b, h + 2, w + 2, c], &images.device())
             .slice_assign(s![.., 1..h + 1, 1..w + 1, ..], images.permute([0, 2, 3, 1]));
@@ -232,9 +258,18 @@ impl ResNetCifar {
         for block in &self.blocks {
             x = block.forward_halo(x);
         }
-        let [b, hp, wp, c] = x.dims();
-        // The ring is zero: summing it in is harmless, dividing by it is not.
-        x.sum_dim(2).sum_dim(1).reshape([b, c]).div_scalar(((hp - 2) * (wp - 2)) as f32)
+        x
+    }
+
+    /// [`Self::last_halo_by_layer`] at evaluation, each image through the whole network while
+    /// its activations are in cache ([`rbl_ops::halo_resnet_eval`]).
+    fn last_halo_by_image(&self, images: Tensor<4>) -> Tensor<4> {
+        let mut convs = vec![eval_conv(&self.stem, &self.stem_bn)];
+        for b in &self.blocks {
+            convs.push(eval_conv(&b.conv1, &b.bn1));
+            convs.push(eval_conv(&b.conv2, &b.bn2));
+        }
+        rbl_ops::halo_resnet_eval(images, convs)
     }
 
     fn project(&self, pooled: Tensor<2>) -> Tensor<2> {
@@ -298,6 +333,27 @@ mod tests {
         close("evaluation", &vec(ea.project(ea.pooled_halo(plain.clone()))), &want, 1e-4);
         let folded = ea.fold_batch_norms();
         close("folded evaluation", &vec(folded.project(folded.pooled_halo(plain))), &want, 1e-4);
+    }
+
+    /// At evaluation (no autodiff) the network runs image by image in one op; its output is
+    /// the layer-by-layer ops' bit for bit, with trained BatchNorm statistics and folded.
+    #[test]
+    fn evaluation_image_by_image_is_the_layer_by_layer_bits() {
+        use burn::tensor::Distribution;
+        let _lock = crate::SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let device = Device::flex().autodiff();
+        device.seed(12);
+        let net = ResNetCifarConfig::new(3, [16, 32, 64]).with_blocks_per_stage(2).init(&device);
+        // One training forward, so that the running statistics are not the initial 0 and 1.
+        let images = Tensor::<4>::random([6, 3, 16, 16], Distribution::Normal(0.5, 1.0), &device);
+        let _ = net.pooled_halo(images.clone());
+        let plain = images.inner();
+        let bits = |t: Tensor<4>| -> Vec<u32> { t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect() };
+        for (what, eval) in [("running statistics", net.valid()), ("folded", net.valid().fold_batch_norms())] {
+            let (by_image, by_layer) = (eval.last_halo_by_image(plain.clone()), eval.last_halo_by_layer(plain.clone()));
+            assert_eq!(by_image.dims(), [6, 6, 6, 64], "{what}");
+            assert_eq!(bits(by_image), bits(by_layer), "{what}");
+        }
     }
 
     /// At evaluation the halo path keeps a convolution's bias in front of BatchNorm (the CIFAR

@@ -177,32 +177,61 @@ fn shortcut_a_copy(
     // SAFETY: every image is zero-filled in the pass below before its copies (zeroing the whole
     // vector here was a serial memset on the calling thread).
     let mut dst = unsafe { crate::cpu_common::uninit_f32(dst_len) };
-    dst.par_chunks_mut(dst_image).zip(src.par_chunks(src_image)).for_each(|(db, sb)| {
-        db.fill(0.0);
-        for &pair in &pixels {
-            let (from, to) = direction(pair);
-            db[to..][..run].copy_from_slice(&sb[from..][..run]);
-        }
-    });
+    dst.par_chunks_mut(dst_image).zip(src.par_chunks(src_image)).for_each(|(db, sb)| copy_runs(sb, db, run, &pixels, &direction));
     dst
+}
+
+/// One image of [`shortcut_a_copy`]: `db` zeroed, then `run` values per pixel pair copied in.
+fn copy_runs(sb: &[f32], db: &mut [f32], run: usize, pixels: &[(usize, usize)], direction: impl Fn((usize, usize)) -> (usize, usize)) {
+    db.fill(0.0);
+    for &pair in pixels {
+        let (from, to) = direction(pair);
+        db[to..][..run].copy_from_slice(&sb[from..][..run]);
+    }
+}
+
+/// [`shortcut_a_forward`] of one image at a time, for passes that run a whole network image by
+/// image: the pixel map is made once, and each image's copy is the forward's, value for value.
+#[derive(Debug, Clone)]
+pub(crate) struct ShortcutA {
+    run: usize,
+    pixels: Vec<(usize, usize)>,
+}
+
+impl ShortcutA {
+    /// The shortcut from images of geometry `g` (its batch is ignored).
+    pub(crate) fn new(g: &HaloGeometry, stride: usize, pad: usize) -> ShortcutA {
+        ShortcutA { run: g.c, pixels: shortcut_a_pixels(g, &shortcut_a_output(g, stride, pad), stride, pad) }
+    }
+    /// y's image (every value) from x's.
+    pub(crate) fn image(&self, xb: &[f32], yb: &mut [f32]) {
+        copy_runs(xb, yb, self.run, &self.pixels, |p| p);
+    }
 }
 
 /// NCHW `[b, c, h, w]` to the halo layout (for tests and for images entering the network).
 pub fn nchw_to_halo(x: &[f32], batch: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
     let g = HaloGeometry { batch, h, w, c };
     let mut out = vec![0.0f32; g.len()];
-    for b in 0..batch {
-        let (src, dst) = (&x[b * c * h * w..][..c * h * w], &mut out[b * g.image_len()..][..g.image_len()]);
-        for y in 0..h {
-            for xx in 0..w {
-                let d = ((y + 1) * g.wp() + xx + 1) * c;
-                for ch in 0..c {
-                    dst[d + ch] = src[(ch * h + y) * w + xx];
-                }
+    for (src, dst) in x.chunks_exact(c * h * w).zip(out.chunks_exact_mut(g.image_len())) {
+        nchw_image_to_halo(src, &g, dst);
+    }
+    out
+}
+
+/// One image of [`nchw_to_halo`]: every value of `dst` (one halo image of geometry `g`)
+/// written, the ring zero, from `src` (`[c, h, w]`).
+pub(crate) fn nchw_image_to_halo(src: &[f32], g: &HaloGeometry, dst: &mut [f32]) {
+    let (c, h, w) = (g.c, g.h, g.w);
+    dst.fill(0.0);
+    for y in 0..h {
+        for xx in 0..w {
+            let d = ((y + 1) * g.wp() + xx + 1) * c;
+            for ch in 0..c {
+                dst[d + ch] = src[(ch * h + y) * w + xx];
             }
         }
     }
-    out
 }
 
 /// The halo layout back to NCHW (the ring dropped).

@@ -320,30 +320,55 @@ enum Finish<'a> {
     Add(&'a [f32]),
 }
 
+/// How each image of a convolution is computed: decided once per call (a question of shape and
+/// CPU), so that every image of a pass, and every pass of one shape, takes the same path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ImagePath {
+    /// The halo kernels' sums ([`use_halo_kernels`]).
+    kernels: bool,
+    /// Stride 2 through its own AVX-512 image kernel (the column path's bits, tested).
+    stride2_image: bool,
+    /// Through the column matrix and the `gemm` crate.
+    columns: bool,
+}
+
+impl ImagePath {
+    /// The path for convolutions of this shape on this CPU.
+    pub(crate) fn of(g: &HaloConv) -> ImagePath {
+        let kernels = use_halo_kernels(g.c_out, g.rows().1);
+        let stride2_image = g.stride == 2 && kernels && super::halo_conv_avx512::available() && stride2_fits(g);
+        ImagePath { kernels, stride2_image, columns: g.via_columns() && !stride2_image }
+    }
+    /// Scratch values one image needs: the column matrix where it is taken.
+    pub(crate) fn scratch_len(&self, g: &HaloConv) -> usize {
+        if self.columns { g.rows().1 * 9 * g.c_in } else { 0 }
+    }
+}
+
+/// One image of the forward: y's image, interior and ring, from x's (`col`: at least
+/// [`ImagePath::scratch_len`] values of scratch).
+pub(crate) fn forward_image(xb: &[f32], taps: &[f32], g: &HaloConv, path: ImagePath, col: &mut [f32], yb: &mut [f32]) {
+    if path.stride2_image {
+        forward_stride2(xb, taps, g, yb);
+    } else if path.columns {
+        forward_columns(xb, taps, g, &mut col[..path.scratch_len(g)], yb);
+    } else {
+        forward_rows(xb, taps, g, yb, path.kernels);
+    }
+    zero_ring(yb, &g.output());
+}
+
 fn forward_with_taps(x: &[f32], taps: &[f32], g: &HaloConv, i: &HaloGeometry, o: &HaloGeometry, finish: Finish) -> Vec<f32> {
     // SAFETY: every value is written before y is read or returned: rows q0..q0 + m by the
-    // product, the ring by zero_ring below.
+    // product, the ring by zero_ring (forward_image).
     let mut y = unsafe { uninit_f32(o.len()) };
     let per = chunk(g.batch);
-    // Decided once per call, not per image.
-    let kernels = use_halo_kernels(g.c_out, g.rows().1);
-    // Stride 2 through its own AVX-512 image kernel where it fits (the column path's bits,
-    // tested), else through the column matrix and the `gemm` crate.
-    let stride2_image = g.stride == 2 && kernels && super::halo_conv_avx512::available() && stride2_fits(g);
-    let columns = g.via_columns() && !stride2_image;
-    let col_len = if columns { g.rows().1 * 9 * g.c_in } else { 0 };
+    let path = ImagePath::of(g);
     y.par_chunks_mut(per * o.image_len()).zip(x.par_chunks(per * i.image_len())).enumerate().for_each_init(
-        || vec![0.0f32; col_len],
+        || vec![0.0f32; path.scratch_len(g)],
         |col, (task, (ys, xs))| {
             for (n, (yb, xb)) in ys.chunks_mut(o.image_len()).zip(xs.chunks(i.image_len())).enumerate() {
-                if stride2_image {
-                    forward_stride2(xb, taps, g, yb);
-                } else if columns {
-                    forward_columns(xb, taps, g, col, yb);
-                } else {
-                    forward_rows(xb, taps, g, yb, kernels);
-                }
-                zero_ring(yb, o);
+                forward_image(xb, taps, g, path, col, yb);
                 let image = task * per + n;
                 match finish {
                     Finish::Nothing => {}

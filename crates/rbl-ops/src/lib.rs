@@ -5,7 +5,8 @@
 //!   with a zero ring, [`halo`]); the 3×3 convolution ([`halo_conv_cpu`], inner loops in
 //!   [`halo_conv_avx512`] and [`halo_conv_stride2_avx512`]), BatchNorm + residual add + ReLU
 //!   ([`halo_norm_cpu`]), the two as one training op ([`halo_conv_norm_op`]) and the blocks'
-//!   option-A shortcut ([`halo_shortcut_op`]) run on it.
+//!   option-A shortcut ([`halo_shortcut_op`]) run on it; at evaluation the whole network runs
+//!   image by image in cache ([`halo_net_cpu`]).
 //! - `conv2d_*`, `batch_norm_*`: the same for NCHW tensors (ResNet-50, the projection's norm).
 //! - [`matmul_rows`]: a 2-D matrix product split by rows over the pool (the rotation head's
 //!   d×d products), with the bits of flex's one-thread product.
@@ -30,6 +31,8 @@ mod halo_conv_norm_op;
 mod halo_conv_op;
 mod halo_conv_portable;
 mod halo_conv_stride2_avx512;
+mod halo_net_cpu;
+mod halo_net_op;
 mod halo_norm_cpu;
 mod halo_norm_op;
 mod halo_shortcut_op;
@@ -42,6 +45,7 @@ pub use conv2d_op::{ConvShape, conv2d_bias_act, conv2d_square};
 pub use halo::{HaloGeometry, halo_to_nchw, nchw_to_halo};
 pub use halo_conv_norm_op::halo_conv_bn_train;
 pub use halo_conv_op::{ConvInput, halo_conv, halo_conv_affine};
+pub use halo_net_op::{EvalConv, halo_resnet_eval};
 pub use halo_norm_op::{halo_affine, halo_bn_train};
 pub use halo_shortcut_op::halo_shortcut_a;
 pub use matmul_rows_op::matmul_rows;
