@@ -1,11 +1,11 @@
 //! The CIFAR ResNet's evaluation forward, image by image through the whole network.
 //!
 //! Layer by layer, every activation of a batch goes out to memory and comes back for the next
-//! layer: at batch 256 a 32×32×16 activation is 19 MB, past the last-level cache, and the
-//! network's 31 layers stream ~1.5 GB a batch besides their arithmetic. Here each task takes
-//! its images one at a time through the stem and every block, the activations in four
-//! per-thread buffers of one image each (≤ 74 KB) that stay in the core's L2; only the images
-//! come in and the last block's output goes out.
+//! layer: at batch 256 a 32×32×16 activation is 19 MB, more than half a 32 MB last-level
+//! cache, and the network's 31 layers move ~1 GB a batch (inputs, outputs and residuals)
+//! besides their arithmetic. Here each task takes its images one at a time through the stem
+//! and every block, the activations in four per-thread buffers of one image each (≤ 74 KB)
+//! that stay in the core's L2; only the images come in and the last block's output goes out.
 //!
 //! Each image runs through the same per-image kernels ([`forward_image`]), epilogue
 //! ([`halo_affine_in_place`]) and shortcut copies as the layer-by-layer ops, on the same

@@ -174,4 +174,18 @@ mod tests {
             assert!(got.iter().any(|v| *v > 0.0), "{what}: an all-zero output checks nothing");
         }
     }
+
+    /// The same bits on one thread as on three (tasks of different sizes, images unchanged).
+    #[test]
+    fn bitwise_the_same_on_any_number_of_threads() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let convs = network(3, &[16, 32], 1, &mut rng);
+        let images = random(11 * 3 * 12 * 12, &mut rng);
+        let run = |threads: usize| -> Vec<u32> {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let y = pool.install(|| halo_resnet_eval(tensor(images.clone(), [11, 3, 12, 12]), convs.clone()));
+            crate::bits(&y.into_data().try_to_vec::<f32>().unwrap())
+        };
+        assert_eq!(run(1), run(3));
+    }
 }
