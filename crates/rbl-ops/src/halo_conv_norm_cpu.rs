@@ -9,10 +9,66 @@
 //! and weight gradients take their terms for that image at once
 //! ([`halo_conv_backward_by_image`]). Every value is formed by the same operations in the same
 //! order as the two ops form it, so the gradients are the same bits (tested).
+//!
+//! The forward ([`halo_conv_forward_moments`]) takes BatchNorm's moments from each output
+//! image's rows as the convolution finishes the image, instead of in a pass over memory
+//! afterwards, and adds them in that pass's order: the same bits again.
 
-use super::cpu_common::uninit_f32;
-use super::halo_conv_cpu::{HaloConv, Wanted, halo_conv_backward, halo_conv_backward_by_image};
-use super::halo_norm_cpu::{bn_train_grad_coefficients, grad_apply_image, halo_grad_apply};
+use rayon::prelude::*;
+
+use super::cpu_common::{images_per_task, uninit_f32};
+use super::halo_conv_cpu::{HaloConv, ImagePath, Wanted, forward_image, halo_conv_backward, halo_conv_backward_by_image, weight_to_taps};
+use super::halo_norm_cpu::{bn_train_grad_coefficients, grad_apply_image, halo_grad_apply, moments_centre, moments_from_rows, row_moments};
+
+/// The convolution's output y (halo) with BatchNorm's batch mean and biased variance of it:
+/// [`halo_conv_forward`](super::halo_conv_cpu::halo_conv_forward) then
+/// [`halo_moments`](super::halo_norm_cpu::halo_moments), bit for bit, with each image's row
+/// sums taken while the image is in cache. Image 0 is computed first, alone: its mean is the
+/// centre every row's sums subtract.
+pub fn halo_conv_forward_moments(x: &[f32], weight: &[f32], g: &HaloConv) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (i, o) = (g.input(), g.output());
+    assert_eq!(x.len(), i.len(), "halo conv: input size");
+    assert!(g.batch > 0, "halo conv + batch norm: an empty batch has no statistics");
+    let taps = weight_to_taps(weight, g.c_in, g.c_out);
+    let path = ImagePath::of(g);
+    // SAFETY: every value is written before y is read or returned: each image by forward_image
+    // (interior and ring), image 0 here and the others in the pass below.
+    let mut y = unsafe { uninit_f32(o.len()) };
+    let mut col = vec![0.0f32; path.scratch_len(g)];
+    forward_image(&x[..i.image_len()], &taps, g, path, &mut col, &mut y[..o.image_len()]);
+    let centre = moments_centre(&y[..o.image_len()], &o);
+    // Per image, per interior row: Σ (y − centre) then Σ (y − centre)², c values each.
+    let (c, row_sums) = (o.c, 2 * o.c);
+    let mut sums = vec![0.0f32; g.batch * o.h * row_sums];
+    let per = images_per_task(g.batch, 8);
+    y.par_chunks_mut(per * o.image_len())
+        .zip(x.par_chunks(per * i.image_len()))
+        .zip(sums.par_chunks_mut(per * o.h * row_sums))
+        .enumerate()
+        .for_each_init(
+            || vec![0.0f32; path.scratch_len(g)],
+            |col, (task, ((ys, xs), ss))| {
+                let images = ys.chunks_mut(o.image_len()).zip(xs.chunks(i.image_len())).zip(ss.chunks_mut(o.h * row_sums));
+                for (n, ((yb, xb), sb)) in images.enumerate() {
+                    if task * per + n > 0 {
+                        forward_image(xb, &taps, g, path, col, yb);
+                    }
+                    for (offset, rs) in o.interior_rows().zip(sb.chunks_exact_mut(row_sums)) {
+                        let (s, q) = rs.split_at_mut(c);
+                        row_moments(&yb[offset..][..o.w * c], &centre, s, q);
+                    }
+                }
+            },
+        );
+    let (mean, var) = moments_from_rows(&o, &centre, |at, _, s, q| {
+        let (image, offset) = (at / o.image_len(), at % o.image_len());
+        let row = offset / (o.wp() * c) - 1;
+        let rs = &sums[(image * o.h + row) * row_sums..][..row_sums];
+        s.copy_from_slice(&rs[..c]);
+        q.copy_from_slice(&rs[c..]);
+    });
+    (y, mean, var)
+}
 
 /// The gradients of conv → training BatchNorm (+ residual) (+ ReLU).
 #[derive(Debug)]
@@ -95,6 +151,34 @@ mod tests {
 
     fn values(n: usize, seed: usize, offset: f32) -> Vec<f32> {
         (0..n).map(|i| offset + ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5 - 1.0).collect()
+    }
+
+    /// The moments taken as the convolution finishes each image are the moments pass's bits,
+    /// and y the convolution's: stride 1 with the halo kernels, stride 2, channel counts only
+    /// `gemm` takes, a batch of one, batches that split into uneven tasks, on 1 and 3 threads.
+    #[test]
+    fn forward_moments_equal_the_two_passes_bit_for_bit() {
+        use crate::halo_norm_cpu::halo_moments;
+        // (batch, c_in, c_out, side, stride)
+        for (batch, c_in, c_out, side, stride) in
+            [(21, 16, 16, 8, 1), (1, 16, 32, 8, 1), (7, 32, 64, 6, 2), (5, 3, 16, 9, 1), (4, 5, 7, 5, 1), (3, 8, 12, 7, 2)]
+        {
+            let g = HaloConv { batch, c_in, h: side, w: side, c_out, stride };
+            let x = nchw_to_halo(&values(batch * c_in * side * side, 1, 0.3), batch, c_in, side, side);
+            // An offset, so that the centre matters.
+            let w: Vec<f32> = values(c_out * c_in * 9, 2, 0.2).iter().map(|v| v * 0.2).collect();
+            let want_y = halo_conv_forward(&x, &w, &g);
+            let (want_mean, want_var) = halo_moments(&want_y, &g.output());
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let (y, mean, var) = pool.install(|| halo_conv_forward_moments(&x, &w, &g));
+                let what = format!("{g:?} on {threads} threads");
+                assert_eq!(bits(&y), bits(&want_y), "{what}: y");
+                assert_eq!(bits(&mean), bits(&want_mean), "{what}: mean");
+                assert_eq!(bits(&var), bits(&want_var), "{what}: variance");
+                assert!(var.iter().all(|v| *v > 0.0), "{what}: a zero variance checks little");
+            }
+        }
     }
 
     /// Image by image (stride 1 with the halo kernels, more than one weight task, with and

@@ -1,7 +1,8 @@
 //! A convolution followed by training-mode BatchNorm (+ residual) (+ ReLU) as one op under
 //! autodiff, so that its backward can hand BatchNorm's input gradient to the convolution image
-//! by image instead of through memory ([`halo_conv_norm_cpu`](super::halo_conv_norm_cpu)). The
-//! forward is the two ops' forwards; every output and gradient is bitwise theirs (tested).
+//! by image instead of through memory ([`halo_conv_norm_cpu`](super::halo_conv_norm_cpu)); its
+//! forward takes BatchNorm's moments as the convolution finishes each image. Every output and
+//! gradient is bitwise the two ops' (tested).
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -14,10 +15,9 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorDa
 use burn::tensor::Tensor;
 
 use super::halo_conv_cpu::Wanted;
-use super::halo_conv_norm_cpu::{BnBackwardInputs, ConvBnGrads, halo_conv_bn_train_backward};
-use super::halo_conv_op::{ConvInput, HaloConvBackend, backward_only, geometry};
-use super::halo_norm_cpu::halo_bn_train_backward;
-use super::halo_norm_op::HaloNormBackend;
+use super::halo_conv_norm_cpu::{BnBackwardInputs, ConvBnGrads, halo_conv_bn_train_backward, halo_conv_forward_moments};
+use super::halo_conv_op::{ConvInput, backward_only, geometry};
+use super::halo_norm_cpu::{bn_train_affine, halo_bn_train_backward};
 
 /// The backend extension: z = act(BN(conv3x3(x, weight)) [+ residual]) with batch statistics,
 /// returning (z, batch mean, biased batch variance). `also_residual`: x is also the residual of
@@ -63,12 +63,29 @@ fn forward(
     relu: bool,
     epsilon: f64,
 ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
-    let y = <Flex as HaloConvBackend>::rbl_halo_conv(x, weight, stride, false);
-    let (z, mean, var) = match residual {
-        None => <Flex as HaloNormBackend>::rbl_halo_bn_train(y.clone(), gamma, beta, relu, epsilon),
-        Some(r) => <Flex as HaloNormBackend>::rbl_halo_bn_train_residual(y.clone(), gamma, beta, r, relu, epsilon),
-    };
-    (y, z, mean, var)
+    let g = geometry(&x, &weight, stride);
+    let [x, weight, gamma, beta] = [x, weight, gamma, beta].map(|t| t.to_contiguous());
+    let residual = residual.map(|r| r.to_contiguous());
+    let o = g.output();
+    assert!(gamma.storage::<f32>().len() == o.c && beta.storage::<f32>().len() == o.c, "halo conv + batch norm: parameter size");
+    if let Some(r) = &residual {
+        assert_eq!(r.storage::<f32>().len(), o.len(), "halo conv + batch norm: residual size");
+    }
+    // The moments are taken as the convolution finishes each image (the two ops' bits).
+    let (y, mean, var) = halo_conv_forward_moments(x.storage::<f32>(), weight.storage::<f32>(), &g);
+    let z = bn_train_affine(
+        &y,
+        gamma.storage::<f32>(),
+        beta.storage::<f32>(),
+        &mean,
+        &var,
+        residual.as_ref().map(|r| r.storage::<f32>()),
+        relu,
+        epsilon,
+        &o,
+    );
+    let flex = |v: Vec<f32>, shape: Vec<usize>| FlexTensor::from_data(TensorData::new(v, shape));
+    (flex(y, o.shape().to_vec()), flex(z, o.shape().to_vec()), flex(mean, vec![o.c]), flex(var, vec![o.c]))
 }
 
 impl HaloConvNormBackend for Flex {

@@ -66,11 +66,22 @@ fn channel_sums(g: &HaloGeometry, row: impl Fn(usize, usize, &mut [f32], &mut [f
 /// Per-channel batch mean and biased variance of the interior pixels.
 pub fn halo_moments(x: &[f32], g: &HaloGeometry) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), g.len(), "halo batch norm: input size");
-    let c = g.c;
     let centre = moments_centre(&x[..g.image_len()], g);
-    let (s, q) = channel_sums(g, |at, len, s, q| row_moments(&x[at..][..len], &centre, s, q));
+    moments_from_rows(g, &centre, |at, len, s, q| row_moments(&x[at..][..len], &centre, s, q))
+}
+
+/// [`halo_moments`] from each interior row's Σ (x − centre) and Σ (x − centre)² per channel,
+/// which `row` writes into two zeroed buffers given the row's offset in x and its length (as
+/// [`row_moments`] computes them): the rows are added in the same tasks and order whoever
+/// computed them, so a pass that takes them while the data is in cache gives the same bits.
+pub(crate) fn moments_from_rows(
+    g: &HaloGeometry,
+    centre: &[f32],
+    row: impl Fn(usize, usize, &mut [f32], &mut [f32]) + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    let (s, q) = channel_sums(g, row);
     let n = g.count() as f64;
-    (0..c)
+    (0..g.c)
         .map(|ch| {
             let m = s[ch] / n;
             ((centre[ch] as f64 + m) as f32, (q[ch] / n - m * m).max(0.0) as f32)
@@ -81,7 +92,7 @@ pub fn halo_moments(x: &[f32], g: &HaloGeometry) -> (Vec<f32>, Vec<f32>) {
 avx512_twin! {
     /// The first image's mean per channel (f64 sums of its interior, rounded to f32): the
     /// centre subtracted before squaring, so that Σ (x − centre)² does not cancel.
-    fn moments_centre(first_image: &[f32], g: &HaloGeometry) -> Vec<f32> {
+    pub(crate) fn moments_centre(first_image: &[f32], g: &HaloGeometry) -> Vec<f32> {
         let c = g.c;
         let mut centre = vec![0.0f64; c];
         for offset in g.interior_rows() {
@@ -98,7 +109,7 @@ avx512_twin! {
 avx512_twin! {
     /// One interior row's Σ (x − centre) and Σ (x − centre)² per channel, into `s` and `q`
     /// (which are zero).
-    fn row_moments(row: &[f32], centre: &[f32], s: &mut [f32], q: &mut [f32]) {
+    pub(crate) fn row_moments(row: &[f32], centre: &[f32], s: &mut [f32], q: &mut [f32]) {
         match centre.len() {
             16 => moments_row::<16>(row, centre, s, q),
             32 => moments_row::<32>(row, centre, s, q),
@@ -416,9 +427,25 @@ pub fn halo_bn_train_forward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!((gamma.len(), beta.len()), (g.c, g.c), "halo batch norm: parameter size");
     let (mean, var) = halo_moments(x, g);
+    (bn_train_affine(x, gamma, beta, &mean, &var, residual, relu, epsilon, g), mean, var)
+}
+
+/// The output of [`halo_bn_train_forward`] given the batch statistics.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bn_train_affine(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    residual: Option<&[f32]>,
+    relu: bool,
+    epsilon: f64,
+    g: &HaloGeometry,
+) -> Vec<f32> {
     let scale: Vec<f32> = (0..g.c).map(|c| gamma[c] / ((var[c] as f64 + epsilon).sqrt() as f32)).collect();
     let shift: Vec<f32> = (0..g.c).map(|c| beta[c] - mean[c] * scale[c]).collect();
-    (halo_affine_forward(x, &scale, &shift, residual, relu, g), mean, var)
+    halo_affine_forward(x, &scale, &shift, residual, relu, g)
 }
 
 /// The gradients of [`halo_bn_train_forward`]: (dx, dγ, dβ, d residual), given its output y and
