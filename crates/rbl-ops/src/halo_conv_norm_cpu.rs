@@ -23,47 +23,72 @@ use super::halo_norm_cpu::{bn_train_grad_coefficients, grad_apply_image, halo_gr
 /// The convolution's output y (halo) with BatchNorm's batch mean and biased variance of it:
 /// [`halo_conv_forward`](super::halo_conv_cpu::halo_conv_forward) then
 /// [`halo_moments`](super::halo_norm_cpu::halo_moments), bit for bit, with each image's row
-/// sums taken while the image is in cache. Image 0 is computed first, alone: its mean is the
-/// centre every row's sums subtract.
+/// sums taken while the image is in cache. Image 0's mean is the centre every row's sums
+/// subtract: the task that computes image 0 publishes it, and the few images another worker
+/// finishes before that have their rows summed from memory after the pass. Which images those
+/// are depends on timing; their sums do not (the same function of the same values).
 pub fn halo_conv_forward_moments(x: &[f32], weight: &[f32], g: &HaloConv) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    forward_moments(x, weight, g, true)
+}
+
+/// [`halo_conv_forward_moments`]; `in_pass` false sums every image's rows after the pass (as
+/// for the images finished before the centre), so that the tests run both paths on purpose.
+fn forward_moments(x: &[f32], weight: &[f32], g: &HaloConv, in_pass: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering};
     let (i, o) = (g.input(), g.output());
     assert_eq!(x.len(), i.len(), "halo conv: input size");
     assert!(g.batch > 0, "halo conv + batch norm: an empty batch has no statistics");
     let taps = weight_to_taps(weight, g.c_in, g.c_out);
     let path = ImagePath::of(g);
     // SAFETY: every value is written before y is read or returned: each image by forward_image
-    // (interior and ring), image 0 here and the others in the pass below.
+    // (interior and ring) in the pass below.
     let mut y = unsafe { uninit_f32(o.len()) };
-    let mut col = vec![0.0f32; path.scratch_len(g)];
-    forward_image(&x[..i.image_len()], &taps, g, path, &mut col, &mut y[..o.image_len()]);
-    let centre = moments_centre(&y[..o.image_len()], &o);
+    let centre: OnceLock<Vec<f32>> = OnceLock::new();
     // Per image, per interior row: Σ (y − centre) then Σ (y − centre)², c values each.
-    let (c, row_sums) = (o.c, 2 * o.c);
-    let mut sums = vec![0.0f32; g.batch * o.h * row_sums];
+    let (c, row_sums, image_sums) = (o.c, 2 * o.c, 2 * o.c * o.h);
+    let image_rows = |yb: &[f32], sb: &mut [f32], centre: &[f32]| {
+        for (offset, rs) in o.interior_rows().zip(sb.chunks_exact_mut(row_sums)) {
+            let (s, q) = rs.split_at_mut(c);
+            row_moments(&yb[offset..][..o.w * c], centre, s, q);
+        }
+    };
+    let mut sums = vec![0.0f32; g.batch * image_sums];
+    let summed: Vec<AtomicBool> = (0..g.batch).map(|_| AtomicBool::new(false)).collect();
     let per = images_per_task(g.batch, 8);
     y.par_chunks_mut(per * o.image_len())
         .zip(x.par_chunks(per * i.image_len()))
-        .zip(sums.par_chunks_mut(per * o.h * row_sums))
+        .zip(sums.par_chunks_mut(per * image_sums))
         .enumerate()
         .for_each_init(
             || vec![0.0f32; path.scratch_len(g)],
             |col, (task, ((ys, xs), ss))| {
-                let images = ys.chunks_mut(o.image_len()).zip(xs.chunks(i.image_len())).zip(ss.chunks_mut(o.h * row_sums));
+                let images = ys.chunks_mut(o.image_len()).zip(xs.chunks(i.image_len())).zip(ss.chunks_mut(image_sums));
                 for (n, ((yb, xb), sb)) in images.enumerate() {
-                    if task * per + n > 0 {
-                        forward_image(xb, &taps, g, path, col, yb);
+                    let image = task * per + n;
+                    forward_image(xb, &taps, g, path, col, yb);
+                    if image == 0 {
+                        let _ = centre.set(moments_centre(yb, &o));
                     }
-                    for (offset, rs) in o.interior_rows().zip(sb.chunks_exact_mut(row_sums)) {
-                        let (s, q) = rs.split_at_mut(c);
-                        row_moments(&yb[offset..][..o.w * c], &centre, s, q);
+                    if let Some(centre) = centre.get().filter(|_| in_pass) {
+                        image_rows(yb, sb, centre);
+                        summed[image].store(true, Ordering::Relaxed);
                     }
                 }
             },
         );
+    let centre = centre.into_inner().expect("image 0 was computed");
+    // The pass's end orders its stores before these loads.
+    let late = |image: usize| !summed[image].load(Ordering::Relaxed);
+    sums.par_chunks_mut(image_sums)
+        .zip(y.par_chunks(o.image_len()))
+        .enumerate()
+        .filter(|(image, _)| late(*image))
+        .for_each(|(_, (sb, yb))| image_rows(yb, sb, &centre));
     let (mean, var) = moments_from_rows(&o, &centre, |at, _, s, q| {
         let (image, offset) = (at / o.image_len(), at % o.image_len());
         let row = offset / (o.wp() * c) - 1;
-        let rs = &sums[(image * o.h + row) * row_sums..][..row_sums];
+        let rs = &sums[image * image_sums + row * row_sums..][..row_sums];
         s.copy_from_slice(&rs[..c]);
         q.copy_from_slice(&rs[c..]);
     });
@@ -155,7 +180,8 @@ mod tests {
 
     /// The moments taken as the convolution finishes each image are the moments pass's bits,
     /// and y the convolution's: stride 1 with the halo kernels, stride 2, channel counts only
-    /// `gemm` takes, a batch of one, batches that split into uneven tasks, on 1 and 3 threads.
+    /// `gemm` takes, a batch of one, batches that split into uneven tasks, on 1 and 3 threads,
+    /// each image's rows summed in the pass and after it.
     #[test]
     fn forward_moments_equal_the_two_passes_bit_for_bit() {
         use crate::halo_norm_cpu::halo_moments;
@@ -169,10 +195,10 @@ mod tests {
             let w: Vec<f32> = values(c_out * c_in * 9, 2, 0.2).iter().map(|v| v * 0.2).collect();
             let want_y = halo_conv_forward(&x, &w, &g);
             let (want_mean, want_var) = halo_moments(&want_y, &g.output());
-            for threads in [1, 3] {
+            for (threads, in_pass) in [(1, true), (3, true), (3, false)] {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                let (y, mean, var) = pool.install(|| halo_conv_forward_moments(&x, &w, &g));
-                let what = format!("{g:?} on {threads} threads");
+                let (y, mean, var) = pool.install(|| forward_moments(&x, &w, &g, in_pass));
+                let what = format!("{g:?} on {threads} threads, rows summed in the pass: {in_pass}");
                 assert_eq!(bits(&y), bits(&want_y), "{what}: y");
                 assert_eq!(bits(&mean), bits(&want_mean), "{what}: mean");
                 assert_eq!(bits(&var), bits(&want_var), "{what}: variance");
