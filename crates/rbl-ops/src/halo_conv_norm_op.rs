@@ -84,8 +84,12 @@ fn forward(
         epsilon,
         &o,
     );
-    let flex = |v: Vec<f32>, shape: Vec<usize>| FlexTensor::from_data(TensorData::new(v, shape));
-    (flex(y, o.shape().to_vec()), flex(z, o.shape().to_vec()), flex(mean, vec![o.c]), flex(var, vec![o.c]))
+    (tensor(y, &o.shape()), tensor(z, &o.shape()), tensor(mean, &[o.c]), tensor(var, &[o.c]))
+}
+
+/// A flex tensor of `values` in `shape`.
+fn tensor(values: Vec<f32>, shape: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
 }
 
 impl HaloConvNormBackend for Flex {
@@ -188,7 +192,6 @@ impl<const N: usize> Backward<Flex, N> for HaloConvNormBackward<N> {
             }
         };
         let (c, shape_in, shape_out) = (conv.c_out, conv.input().shape(), conv.output().shape());
-        let tensor = |values: Vec<f32>, shape: &[usize]| FlexTensor::from_data(TensorData::new(values, shape.to_vec()));
         if let (Some(node), Some(dx)) = (node_x, out.dx) {
             grads.register::<Flex>(node.id, tensor(dx, &shape_in));
         }
