@@ -111,9 +111,17 @@ impl ExperimentConfig {
         for ov in overrides {
             apply_override(&mut value, ov)?;
         }
-        let cfg: ExperimentConfig =
-            value.try_into().map_err(|e: toml::de::Error| RblError::Config { origin: origin.into(), msg: key_first(&e.to_string()) })?;
-        cfg.validate(origin)?;
+        // An error at a key a --set gave is blamed on that --set, not on the file.
+        let blame = |msg: String| {
+            let key = msg.split_once(": ").map(|(k, _)| k.to_string()).unwrap_or_default();
+            let origin = override_of(overrides, &key).map(|o| format!("--set {o}")).unwrap_or_else(|| origin.to_string());
+            RblError::Config { origin, msg }
+        };
+        let cfg: ExperimentConfig = value.try_into().map_err(|e: toml::de::Error| blame(key_first(&e.to_string())))?;
+        cfg.validate(origin).map_err(|e| match e {
+            RblError::Config { msg, .. } => blame(msg),
+            other => other,
+        })?;
         Ok(cfg)
     }
 
@@ -183,14 +191,14 @@ impl ExperimentConfig {
             ("train.mixup_alpha", t.mixup_alpha, Bound::NonNegative),
             ("train.lr_gamma", t.lr_gamma, Bound::Positive),
             ("train.loss_scale", t.loss_scale, Bound::NonNegative),
-            ("loss.tau", l.tau, Bound::Finite),
+            ("loss.tau", l.tau, Bound::Tau),
             ("loss.beta", l.beta, Bound::Fraction),
             ("loss.gamma", l.gamma, Bound::NonNegative),
             ("loss.ldam_max_margin", l.ldam_max_margin, Bound::NonNegative),
             ("loss.ldam_scale", l.ldam_scale, Bound::Positive),
             ("loss.lade_alpha", l.lade_alpha, Bound::NonNegative),
             ("loss.lade_lambda", l.lade_lambda, Bound::NonNegative),
-            ("eval.tau", self.eval.tau, Bound::Finite),
+            ("eval.tau", self.eval.tau, Bound::Tau),
         ]
     }
 
@@ -211,13 +219,17 @@ impl ExperimentConfig {
     /// Rejects values that parse but cannot work, naming the key.
     pub fn validate(&self, origin: &str) -> Result<()> {
         let bad = |key: &str, msg: String| Err(RblError::Config { origin: origin.into(), msg: format!("{key}: {msg}") });
-        if self.name.is_empty()
+        if self.name.trim().is_empty()
+            || self.name.trim() != self.name
             || self.name == "."
             || self.name == ".."
             || self.name.contains(['/', '\\'])
             || self.name.chars().any(char::is_control)
         {
-            return bad("name", format!("{:?} is not one folder name (the run folder is runs/<name>)", self.name));
+            return bad(
+                "name",
+                format!("{:?} is not one folder name without leading or trailing spaces (the run folder is runs/<name>)", self.name),
+            );
         }
         if !(1.0..=500.0).contains(&self.data.imbalance_ratio) {
             return bad("data.imbalance_ratio", format!("{} is outside 1 … 500", self.data.imbalance_ratio));
@@ -279,12 +291,22 @@ impl ExperimentConfig {
                 ),
             );
         }
+        if let Some(m) = self.data.mean.iter().find(|m| !m.is_finite()) {
+            return bad("data.mean", format!("{m} is not a finite number"));
+        }
+        if let Some(sd) = self.data.std.iter().find(|s| !(s.is_finite() && **s >= MIN_STD)) {
+            return bad("data.std", format!("{sd} is not a finite number of at least {MIN_STD} (on the 0–1 pixel scale)"));
+        }
         if self.data.few_threshold > self.data.many_threshold {
             return bad("data.few_threshold", "must not exceed data.many_threshold".into());
         }
         Ok(())
     }
 }
+
+/// The smallest `data.std` entry: a channel's spread of under a tenth of one pixel level
+/// (1/255) would scale its noise past anything the network has seen.
+const MIN_STD: f32 = 1e-3;
 
 /// The widest stage `model.widths` may ask for.
 const MAX_WIDTH: usize = 4096;
@@ -297,33 +319,47 @@ const MAX_PARAMETERS: f64 = 1e9;
 /// The values a real-valued key admits.
 #[derive(Debug, Clone, Copy)]
 enum Bound {
-    /// Finite.
-    Finite,
     /// Finite and > 0.
     Positive,
     /// Finite and ≥ 0.
     NonNegative,
     /// In [0, 1).
     Fraction,
+    /// A logit-adjustment strength: |τ| ≤ [`MAX_TAU`].
+    Tau,
+}
+
+/// The largest |τ| of logit adjustment (`loss.tau`, `eval.tau`, `--tau`). The papers use
+/// 0 … 2; τ · log π must stay far inside f32's range for the adjusted logits and their softmax
+/// to be finite (log π ≥ −40 for any count rbl can hold).
+pub const MAX_TAU: f64 = 100.0;
+
+/// Refuses a τ given on the command line (`flag`, e.g. `--tau`) that [`MAX_TAU`] excludes.
+pub fn check_tau(flag: &str, tau: f64) -> Result<()> {
+    if Bound::Tau.admits(tau) {
+        Ok(())
+    } else {
+        Err(RblError::Config { origin: flag.into(), msg: format!("{tau} is not {}", Bound::Tau.describe()) })
+    }
 }
 
 impl Bound {
     fn admits(self, v: f64) -> bool {
         v.is_finite()
             && match self {
-                Bound::Finite => true,
                 Bound::Positive => v > 0.0,
                 Bound::NonNegative => v >= 0.0,
                 Bound::Fraction => (0.0..1.0).contains(&v),
+                Bound::Tau => v.abs() <= MAX_TAU,
             }
     }
 
     fn describe(self) -> &'static str {
         match self {
-            Bound::Finite => "a finite number",
             Bound::Positive => "a positive number",
             Bound::NonNegative => "a non-negative number",
             Bound::Fraction => "in [0, 1)",
+            Bound::Tau => "a number from -100 to 100 (τ; the papers use 0 … 2)",
         }
     }
 }
@@ -348,19 +384,33 @@ pub fn variant_name<T: Serialize + std::fmt::Debug>(value: &T) -> String {
 }
 
 /// Sets `a.b.c=value` in a TOML tree; the value is parsed as TOML, else taken as a string.
+/// A value that is more than one TOML value (a line break, a second `key = value`) is refused,
+/// as is one that looks like a number but is not one TOML reads (`1e-1.5`, an integer past
+/// 2⁶³ − 1): taking those as text would only fail later with a message about strings.
 fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
     let origin = format!("--set {assignment}");
-    let (key, raw) =
-        assignment.split_once('=').ok_or_else(|| RblError::Config { origin: origin.clone(), msg: "expected key=value".into() })?;
-    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-    let parts: Vec<&str> = key.trim().split('.').collect();
+    let err = |msg: String| RblError::Config { origin: origin.clone(), msg };
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| err("expected key=value, e.g. --set train.epochs=5".into()))?;
+    let key = key.trim();
+    if raw.contains(['\n', '\r']) {
+        return Err(err(format!("the value of {key} holds a line break: give one value per --set (repeat --set for more keys)")));
+    }
+    if key.is_empty() || key.split('.').any(|p| p.trim().is_empty()) {
+        return Err(err(format!("{key:?} is not a dotted key like train.lr")));
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}"));
+    let value = match parsed {
+        Ok(mut t) if t.len() == 1 => t.remove("v").expect("the one key is v"),
+        Ok(_) => return Err(err(format!("the value of {key} is more than one TOML value"))),
+        Err(_) if looks_numeric(raw) => {
+            return Err(err(format!("{key}: {:?} is not a number (reals like 0.1 or 1e-3; integers up to {})", raw.trim(), i64::MAX)));
+        }
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.split('.').map(str::trim).collect();
     let mut node = root;
     for (i, part) in parts.iter().enumerate() {
-        let table =
-            node.as_table_mut().ok_or_else(|| RblError::Config { origin: origin.clone(), msg: format!("'{key}' is not a table") })?;
+        let table = node.as_table_mut().ok_or_else(|| err(format!("'{key}' is not a table")))?;
         if i + 1 == parts.len() {
             table.insert(part.to_string(), value);
             return Ok(());
@@ -368,6 +418,19 @@ fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
         node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
     }
     Ok(())
+}
+
+/// Whether an override's text was meant as a number: a sign, digit or point first, and only
+/// characters numbers have.
+fn looks_numeric(raw: &str) -> bool {
+    let t = raw.trim();
+    t.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '-' | '+' | '.'))
+        && t.chars().all(|c| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E' | '_'))
+}
+
+/// The `--set` argument that sets `key` (the last one, as it wins), if any.
+fn override_of<'a>(overrides: &'a [String], key: &str) -> Option<&'a String> {
+    overrides.iter().rev().find(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == key))
 }
 
 #[cfg(test)]
@@ -453,6 +516,14 @@ mod tests {
             ("model.widths=[4096,4096,4096]", "model.widths / model.feature_dim"),
             ("model.feature_dim=1000000000", "model.feature_dim"),
             ("data.few_threshold=500", "data.few_threshold"),
+            // Issue #36 rows 18 and 20, and a name of spaces.
+            ("data.mean=[nan]", "data.mean"),
+            ("data.std=[1e-45]", "data.std"),
+            ("data.std=[inf]", "data.std"),
+            ("eval.tau=1e39", "eval.tau"),
+            ("loss.tau=-1e300", "loss.tau"),
+            ("name=\"   \"", "name"),
+            ("name=\" run\"", "name"),
         ];
         for (set, key) in cases {
             let err = ExperimentConfig::from_toml_str("", "t", &[set.into()]).unwrap_err().to_string();
@@ -467,5 +538,33 @@ mod tests {
         let cfg = ExperimentConfig::default();
         let back = ExperimentConfig::from_toml_str(&cfg.to_toml_string(), "t", &[]).unwrap();
         assert_eq!(cfg, back);
+    }
+
+    /// Issue #36 row 15 and the "invalid type: string" messages: a `--set` that is more than
+    /// one value, or a number TOML cannot read, is refused naming `--set` and the key; an
+    /// error at a key a `--set` gave blames the `--set`, not the file.
+    #[test]
+    fn set_values_are_one_value_and_errors_name_the_set() {
+        let err = |set: &str| ExperimentConfig::from_toml_str("", "c.toml", &[set.into()]).unwrap_err().to_string();
+        let e = err("train.epochs=2\nbogus_key=1");
+        assert!(e.starts_with("config --set train.epochs=2") && e.contains("line break"), "{e}");
+        let e = err("train.epochs=2, train.lr=1");
+        assert!(e.contains("--set") && e.contains("train.epochs"), "{e}");
+        let e = err("train.lr=1e-1.5");
+        assert!(e.contains("--set train.lr=1e-1.5") && e.contains("is not a number"), "{e}");
+        let e = err("train.epochs=99999999999999999999");
+        assert!(e.contains("is not a number") && e.contains("integers up to"), "{e}");
+        let e = err("train.epochs=-3");
+        assert!(e.contains("--set train.epochs=-3") && e.contains("train.epochs"), "{e}");
+        let e = err("model.head=mlp");
+        assert!(e.starts_with("config --set model.head=mlp: model.head: unknown variant"), "{e}");
+        let e = err("train.lr=0");
+        assert!(e.starts_with("config --set train.lr=0: train.lr"), "{e}");
+        // Still from the file when the file is at fault.
+        let e = ExperimentConfig::from_toml_str("[train]\nlr = 0\n", "c.toml", &["train.epochs=3".into()]).unwrap_err().to_string();
+        assert!(e.starts_with("config c.toml: train.lr"), "{e}");
+        // Plain words are strings, as before.
+        let cfg = ExperimentConfig::from_toml_str("", "c.toml", &["model.head=etf".into(), "name=my-run".into()]).unwrap();
+        assert_eq!((cfg.model.head, cfg.name.as_str()), (HeadKind::Etf, "my-run"));
     }
 }

@@ -28,8 +28,8 @@ pub enum RblError {
     LabelRange {
         /// The label file.
         path: PathBuf,
-        /// The offending label.
-        label: u32,
+        /// The offending label (signed: a pickle can hold −1, which must not read as 0).
+        label: i64,
         /// Its record index.
         index: usize,
         /// The number of classes.
@@ -77,6 +77,13 @@ pub enum RblError {
         /// The run folder.
         run_dir: String,
     },
+    /// The user interrupted a command before it had written anything (e.g. while the data
+    /// loaded): nothing to resume, nothing changed on disk.
+    #[error("interrupted while {during}; nothing was written")]
+    Stopped {
+        /// What was going on.
+        during: String,
+    },
     /// Another process is writing the run folder.
     #[error("{path} is in use by {holder} (another rbl writing this run folder); wait for it, or use another --out")]
     Busy {
@@ -91,14 +98,10 @@ pub enum RblError {
 }
 
 /// Reads a whole text file that should be at most `limit` bytes: a file larger than any
-/// legitimate one (a wrong path, a corrupt disk) is refused before it is read into memory.
+/// legitimate one (a wrong path, a corrupt disk), or one that is not a regular file (a FIFO,
+/// `/dev/zero`), is refused before it is read into memory. See [`crate::files`].
 pub fn read_text_capped(path: &std::path::Path, limit: u64) -> Result<String> {
-    let len = std::fs::metadata(path).map_err(|e| RblError::io(path, e))?.len();
-    if len > limit {
-        return Err(RblError::format(path, format!("{len} bytes, more than the {limit} a file of this kind can need")));
-    }
-    let bytes = std::fs::read(path).map_err(|e| RblError::io(path, e))?;
-    String::from_utf8(bytes).map_err(|e| RblError::format(path, format!("not UTF-8 text: {e}")))
+    crate::files::read_text_capped(path, limit)
 }
 
 /// Result with [`RblError`].

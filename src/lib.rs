@@ -9,7 +9,9 @@
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod files;
 pub mod head;
+pub mod interrupt;
 pub mod loss;
 pub mod metrics;
 pub mod model;

@@ -11,7 +11,8 @@ fn main() {
     // On a worker of the kernels' thread pool, so that their parallel passes fork from inside it.
     if let Err(e) = rbl_ops::on_kernel_pool(|| cli::run(command)) {
         rbl::note!("error: {e:#}");
-        let interrupted = matches!(e.downcast_ref::<rbl::RblError>(), Some(rbl::RblError::Interrupted { .. }));
+        let interrupted =
+            matches!(e.downcast_ref::<rbl::RblError>(), Some(rbl::RblError::Interrupted { .. } | rbl::RblError::Stopped { .. }));
         std::process::exit(if interrupted { 130 } else { 1 });
     }
 }

@@ -146,3 +146,92 @@ fn cifar_pickles() {
         }
     }
 }
+
+/// Issue #36 row 4: data files that are devices or sparse giants are refused from their type
+/// and size, before a byte is read (they were read whole: /dev/zero until allocation failed,
+/// 3.2 GB resident for a 3 GB sparse file).
+#[test]
+fn devices_and_sparse_giants_are_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Fashion-MNIST's file names, each a link to /dev/zero: the IDX reader names the device.
+    for name in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+        std::os::unix::fs::symlink("/dev/zero", d.join(name)).unwrap();
+    }
+    let e = rbl::data::source::load_idx_dataset(d).unwrap_err().to_string();
+    assert!(e.contains("train-images-idx3-ubyte") && e.contains("character device"), "{e}");
+    // 3 GB sparse files under each format's name.
+    let big = 3u64 << 30;
+    sparse(&d.join("huge.idx"), big);
+    let e = rbl::data::idx::read_idx(&d.join("huge.idx")).unwrap_err().to_string();
+    assert!(e.contains("huge.idx") && e.contains("more than"), "{e}");
+    sparse(&d.join("huge.png"), big);
+    let e = rbl::data::folder::read_image(&d.join("huge.png")).unwrap_err().to_string();
+    assert!(e.contains("huge.png") && e.contains("more than"), "{e}");
+    sparse(&d.join("data_batch_1.bin"), big);
+    let e = rbl::data::cifar_files::read_batches(&[d.join("data_batch_1.bin")], Cifar::Ten).unwrap_err().to_string();
+    assert!(e.contains("data_batch_1.bin") && e.contains("more than"), "{e}");
+    // A CIFAR batch that is a FIFO is named as one, not "no CIFAR found".
+    let fifo = d.join("fifo");
+    std::fs::create_dir(&fifo).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(fifo.join("data_batch_1")).status().unwrap().success());
+    let e = rbl::data::cifar_files::read_cifar_dataset(&fifo, Cifar::Ten).unwrap_err().to_string();
+    assert!(e.contains("data_batch_1") && e.contains("FIFO"), "{e}");
+}
+
+/// A `.tar.gz` holding `members` (name, declared size, bytes actually stored).
+fn tar_gz(path: &Path, members: &[(&str, u64, Vec<u8>)]) {
+    let mut raw = Vec::new();
+    for (name, size, bytes) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_size(*size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        raw.extend_from_slice(h.as_bytes());
+        raw.extend_from_slice(bytes);
+        raw.resize(raw.len().div_ceil(512) * 512, 0);
+    }
+    raw.extend_from_slice(&[0; 1024]);
+    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &raw).unwrap();
+    gz.finish().unwrap();
+}
+
+/// Issue #36 row 7 and "two members with the same base name": a member declaring 2.5 GB is
+/// refused from its header (it was inflated: 2.6 GB resident); two `data_batch_1` are refused
+/// naming both (the last one used to win).
+#[test]
+fn archive_members_are_bounded_and_unambiguous() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("cifar-10-python.tar.gz");
+    tar_gz(&bomb, &[("cifar-10-batches-py/data_batch_1", 2_500_000_000, vec![0; 4096])]);
+    let e = rbl::data::cifar_files::read_cifar_dataset(&bomb, Cifar::Ten).unwrap_err().to_string();
+    assert!(e.contains("data_batch_1") && e.contains("declares 2500000000 bytes"), "{e}");
+    let twice = dir.path().join("twice.tar.gz");
+    tar_gz(&twice, &[("a/data_batch_1", 3, b"abc".to_vec()), ("b/data_batch_1", 3, b"def".to_vec())]);
+    let e = rbl::data::cifar_files::read_cifar_dataset(&twice, Cifar::Ten).unwrap_err().to_string();
+    assert!(e.contains("a/data_batch_1") && e.contains("b/data_batch_1") && e.contains("two members"), "{e}");
+}
+
+/// Issue #36 row 14: the run folder's files and the config, pointed at /dev/zero, are refused
+/// (they were read until allocation failed); `latest` may not be a link.
+#[test]
+fn run_folder_files_that_are_devices_or_links_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let zero = Path::new("/dev/zero");
+    let e = rbl::ExperimentConfig::load(zero, &[]).unwrap_err().to_string();
+    assert!(e.contains("/dev/zero") && e.contains("character device"), "{e}");
+    let run = rbl::report::run_dir::RunDir::new(dir.path());
+    std::os::unix::fs::symlink(zero, run.epoch_log()).unwrap();
+    let e = run.read_epoch_log().unwrap_err().to_string();
+    assert!(e.contains("epochs.jsonl") && e.contains("character device"), "{e}");
+    std::os::unix::fs::symlink(zero, run.latest()).unwrap();
+    let e = rbl::train::checkpoint::latest_checkpoint(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("latest") && e.contains("symbolic link"), "{e}");
+    let ckpt = dir.path().join("checkpoint-000001");
+    std::fs::create_dir(&ckpt).unwrap();
+    std::os::unix::fs::symlink(zero, ckpt.join("state.json")).unwrap();
+    let e = rbl::train::checkpoint::load_checkpoint(&ckpt).err().unwrap().to_string();
+    assert!(e.contains("state.json") && e.contains("character device"), "{e}");
+}

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use rbl::config::DeviceKind;
-use rbl::train::predict::{expand_inputs, format_table, predict_files};
-use rbl::train::trained_run::TrainedRun;
+use rbl::train::predict::{expand_inputs, failed_inputs, format_table, predict_files};
+use rbl::train::trained_run::TrainedModel;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,23 +28,34 @@ pub struct Args {
     /// JSON Lines (one object per image) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Add each image's raw logits (one per class, in label order) to the JSON output.
+    #[arg(long, requires = "json")]
+    logits: bool,
     /// Device override (cpu, gpu).
     #[arg(long, value_enum)]
     device: Option<DeviceKind>,
 }
 
+/// Every input is reported: a file that cannot be read or decoded gets an error line (JSON:
+/// an object with `error`) and the others are classified; the exit status is non-zero when
+/// any input failed.
 pub fn run(args: Args) -> Result<()> {
-    let files = expand_inputs(&args.inputs)?;
-    let run = TrainedRun::open_on(&args.checkpoint, args.device)?;
-    let tau = args.tau.unwrap_or(run.cfg().eval.tau);
-    let batch = args.batch_size.unwrap_or(run.cfg().eval.batch_size);
-    let predictions = predict_files(&run, &files, tau, args.top_k, batch)?;
+    let (files, problems) = expand_inputs(&args.inputs);
+    let model = TrainedModel::open_on(&args.checkpoint, args.device)?;
+    let tau = args.tau.unwrap_or(model.cfg.eval.tau);
+    let batch = args.batch_size.unwrap_or(model.cfg.eval.batch_size);
+    let mut predictions = failed_inputs(&problems);
+    predictions.extend(predict_files(&model, &files, tau, args.top_k, batch, args.logits)?);
     if args.json {
         for p in &predictions {
             rbl::say!("{}", serde_json::to_string(p)?);
         }
     } else {
         rbl::say!("{}", format_table(&predictions, tau).trim_end());
+    }
+    let failed = predictions.iter().filter(|p| p.error.is_some()).count();
+    if failed > 0 {
+        bail!("{failed} of {} inputs could not be classified (their errors are listed with them)", predictions.len());
     }
     Ok(())
 }

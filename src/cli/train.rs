@@ -58,13 +58,11 @@ pub fn run(args: Args) -> Result<()> {
             let path = args.config.expect("clap requires --config");
             let cfg = ExperimentConfig::load(&path, &overrides)?;
             let run_dir = RunDir::new(args.out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name)));
+            // Refused here, before the data is read; checked again (and the old run removed,
+            // with --force) under the folder's lock once the data and model have passed.
             if args.force && run_dir.holds_run() {
-                // Only rbl's own files go, and only while no other rbl writes the folder.
-                let lock = run_dir.lock()?;
-                run_dir.remove_run()?;
-                drop(lock);
+                run_dir.check_removable()?;
             } else {
-                // Refused here, before the data is read; checked again under the lock.
                 run_dir.check_no_run()?;
             }
             (cfg, run_dir, false)
@@ -74,6 +72,7 @@ pub fn run(args: Args) -> Result<()> {
         stop_after_epoch: args.stop_after_epoch,
         quiet: args.quiet,
         crash_after_steps: args.crash_after_step,
+        force: args.force,
         ..RunOptions::new(run_dir.clone(), resume)
     };
     match train_run(cfg, &opts)? {

@@ -80,7 +80,7 @@ pub fn parse_cifar(bytes: &[u8], kind: Cifar, path: &Path) -> Result<ImageSet> {
     for (index, r) in bytes.chunks_exact(record).enumerate() {
         let label = r[kind.label_bytes() - 1] as u32;
         if label as usize >= kind.classes() {
-            return Err(RblError::LabelRange { path: path.into(), label, index, classes: kind.classes() });
+            return Err(RblError::LabelRange { path: path.into(), label: label as i64, index, classes: kind.classes() });
         }
         set.labels.push(label);
         set.pixels.extend_from_slice(&r[kind.label_bytes()..]);

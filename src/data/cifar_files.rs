@@ -43,7 +43,7 @@ impl Cifar {
 
 fn is_archive(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    path.is_file() && (name.ends_with(".tar.gz") || name.ends_with(".tgz"))
+    path.exists() && !path.is_dir() && (name.ends_with(".tar.gz") || name.ends_with(".tgz"))
 }
 
 /// Finds the dataset under `root`: `root` itself (a folder of binary or pickled batches, or an
@@ -52,9 +52,12 @@ pub fn detect(root: &Path, kind: Cifar) -> Result<CifarLayout> {
     let (py_dir, archive, bin_dir) = kind.download_names();
     let first = kind.batch_names().0[0].clone();
     let layout_of = |dir: &Path| -> Option<CifarLayout> {
-        if dir.join(format!("{first}.bin")).is_file() {
+        // `exists`, not `is_file`: a FIFO or device under a batch's name is then refused by the
+        // read, naming what it is, instead of being reported as no dataset at all.
+        let present = |p: PathBuf| p.exists() && !p.is_dir();
+        if present(dir.join(format!("{first}.bin"))) {
             Some(CifarLayout::Binary(dir.into()))
-        } else if dir.join(&first).is_file() {
+        } else if present(dir.join(&first)) {
             Some(CifarLayout::Pickles(dir.into()))
         } else {
             None
@@ -96,12 +99,17 @@ fn concat(parts: Vec<ImageSet>, kind: Cifar) -> ImageSet {
     all
 }
 
+/// Largest CIFAR batch file read, binary or pickled: CIFAR-100's `train` (50,000 images) is
+/// 154 MB as binary and 161 MB pickled. Files and archive members over this are refused
+/// before they are read.
+pub const MAX_BATCH_BYTES: u64 = 256 << 20;
+
 /// Reads batch files (binary if named `.bin`, else pickled) and concatenates them.
 pub fn read_batches(paths: &[PathBuf], kind: Cifar) -> Result<ImageSet> {
     let parts = paths
         .iter()
         .map(|path| {
-            let bytes = std::fs::read(path).map_err(|e| RblError::io(path, e))?;
+            let bytes = crate::files::read_capped(path, MAX_BATCH_BYTES, "a CIFAR batch")?;
             parse_batch(&bytes, kind, path)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -113,7 +121,7 @@ pub fn read_cifar_dataset(root: &Path, kind: Cifar) -> Result<(ImageSet, ImageSe
     let (train, test) = kind.batch_names();
     match detect(root, kind)? {
         CifarLayout::Binary(dir) | CifarLayout::Pickles(dir) => {
-            let binary = dir.join(format!("{}.bin", train[0])).is_file();
+            let binary = dir.join(format!("{}.bin", train[0])).exists();
             let files = |names: &[String]| -> Vec<PathBuf> {
                 names.iter().map(|n| dir.join(if binary { format!("{n}.bin") } else { n.clone() })).collect()
             };
@@ -138,9 +146,13 @@ pub fn read_cifar_dataset(root: &Path, kind: Cifar) -> Result<(ImageSet, ImageSe
 
 /// Reads the members of a `.tar.gz` whose file names (without a `.bin`) are in `wanted`:
 /// name → (member path, bytes). A truncated or corrupt archive is an error naming the member
-/// being read; a wanted batch that is not in the archive is an error naming it.
+/// being read; a wanted batch that is not in the archive is an error naming it. A member's
+/// size (from its header) is checked against [`MAX_BATCH_BYTES`] before it is read, and the
+/// read stops there whatever the header said. Two members with the same batch name (say
+/// `a/data_batch_1` and `b/data_batch_1`) are refused, naming both: which one torchvision
+/// would read depends on how the archive is unpacked, so rbl does not choose.
 fn read_archive_members(path: &Path, wanted: &[String]) -> Result<BTreeMap<String, (String, Vec<u8>)>> {
-    let file = std::fs::File::open(path).map_err(|e| RblError::io(path, e))?;
+    let (file, _) = crate::files::open_regular(path)?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
     let bad = |what: String, e: std::io::Error| RblError::format(path, format!("{what}: {e} (truncated or corrupt archive?)"));
     let mut found = BTreeMap::new();
@@ -149,9 +161,27 @@ fn read_archive_members(path: &Path, wanted: &[String]) -> Result<BTreeMap<Strin
         let mut entry = entry.map_err(|e| bad(format!("reading the member after {last}"), e))?;
         let member = entry.path().map_err(|e| bad(format!("a member name after {last}"), e))?.to_string_lossy().into_owned();
         let base = member.rsplit('/').next().unwrap_or("").trim_end_matches(".bin").to_string();
+        if crate::interrupt::requested() {
+            return Err(crate::interrupt::while_loading());
+        }
         if wanted.contains(&base) && entry.header().entry_type().is_file() {
-            let mut bytes = Vec::with_capacity(entry.size().min(1 << 30) as usize);
-            entry.read_to_end(&mut bytes).map_err(|e| bad(format!("member {member}"), e))?;
+            if let Some((first, _)) = found.get(&base) {
+                return Err(RblError::format(
+                    path,
+                    format!("two members are named {base} ({first} and {member}): keep one of them in the archive"),
+                ));
+            }
+            if entry.size() > MAX_BATCH_BYTES {
+                return Err(RblError::format(
+                    path,
+                    format!("member {member} declares {} bytes, more than the {MAX_BATCH_BYTES} a CIFAR batch can need", entry.size()),
+                ));
+            }
+            let mut bytes = Vec::with_capacity(entry.size() as usize);
+            (&mut entry).take(MAX_BATCH_BYTES + 1).read_to_end(&mut bytes).map_err(|e| bad(format!("member {member}"), e))?;
+            if bytes.len() as u64 > MAX_BATCH_BYTES {
+                return Err(RblError::format(path, format!("member {member} holds more than {MAX_BATCH_BYTES} bytes")));
+            }
             found.insert(base, (member.clone(), bytes));
         }
         last = member;

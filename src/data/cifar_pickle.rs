@@ -27,9 +27,20 @@ const PIXELS: usize = 3 * 32 * 32;
 pub fn parse_cifar_pickle(bytes: &[u8], kind: Cifar, name: &Path) -> Result<ImageSet> {
     let bad = |msg: String| RblError::format(name, msg);
     // serde-pickle builds and drops values recursively: a file nesting containers a million
-    // deep (two bytes per level) would overflow the stack. A CIFAR batch nests four deep.
-    if let Some(depth) = nesting_depth(bytes).filter(|&d| d > MAX_DEPTH) {
-        return Err(bad(format!("containers nested {depth} deep (a CIFAR batch nests 4; at most {MAX_DEPTH} are read)")));
+    // deep (two bytes per level) would overflow the stack. A CIFAR batch nests four deep. And
+    // it copies a memoised value at every reference: a small file can ask for gigabytes.
+    if let Some(b) = pickle_bounds(bytes) {
+        if b.depth > MAX_DEPTH {
+            return Err(bad(format!("containers nested {} deep (a CIFAR batch nests 4; at most {MAX_DEPTH} are read)", b.depth)));
+        }
+        let limit = max_built_bytes(bytes.len());
+        if b.built > limit {
+            return Err(bad(format!(
+                "its values would take more than {limit} bytes once built from a file of {} bytes (memo references or DUP \
+                 copying values over and over); a CIFAR batch builds about its own size",
+                bytes.len()
+            )));
+        }
     }
     let value = serde_pickle::value_from_slice(bytes, DeOptions::new().keep_restore_state())
         .map_err(|e| bad(format!("not a readable CIFAR pickle: {e}")))?;
@@ -55,12 +66,7 @@ pub fn parse_cifar_pickle(bytes: &[u8], kind: Cifar, name: &Path) -> Result<Imag
         return Err(bad(format!("{} labels for {n} images", labels.len())));
     }
     if let Some((index, &label)) = labels.iter().enumerate().find(|(_, l)| **l < 0 || **l as usize >= kind.classes()) {
-        return Err(RblError::LabelRange {
-            path: name.into(),
-            label: label.clamp(0, u32::MAX as i64) as u32,
-            index,
-            classes: kind.classes(),
-        });
+        return Err(RblError::LabelRange { path: name.into(), label, index, classes: kind.classes() });
     }
     Ok(ImageSet {
         pixels: raw.to_vec(),
@@ -76,15 +82,48 @@ pub fn parse_cifar_pickle(bytes: &[u8], kind: Cifar, name: &Path) -> Result<Imag
 /// Deepest container nesting [`parse_cifar_pickle`] accepts.
 pub const MAX_DEPTH: usize = 32;
 
-/// How deep the containers of a pickle nest, found by running its opcodes on a stack of
-/// depths (strings and numbers 0, a container 1 + its deepest item; memo entries keep theirs),
-/// stopping once past [`MAX_DEPTH`]. `None` when the stream is not one this walk can follow
-/// (an unknown opcode, a stack underflow, a cut argument): serde-pickle then reports it.
+/// What one value costs once built, besides its bytes: serde-pickle's `Value` and its share of
+/// a container (a generous round figure; the bound it enters is loose on purpose).
+const VALUE_BYTES: u64 = 64;
+
+/// The most memory the values of a pickle of `len` bytes may take once built: four times the
+/// file plus 64 MiB, and never more than 1 GiB. A real batch builds about what it holds (CIFAR-
+/// 100's `train`, 161 MB, builds ~170 MB); a memo reference or DUP makes a full copy when
+/// serde-pickle builds the value, so a 70-byte file of 28 DUP + APPEND pairs would build 2^28
+/// values, and a 1 MB string fetched a thousand times 1 GB.
+pub fn max_built_bytes(len: usize) -> u64 {
+    (4 * len as u64 + (64 << 20)).min(1 << 30)
+}
+
+/// The depth and built size of a pickle, as [`pickle_bounds`] finds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PickleBounds {
+    /// How deep containers nest.
+    pub depth: usize,
+    /// Bytes the built values would take (see [`max_built_bytes`]), counting every copy a memo
+    /// reference or DUP makes.
+    pub built: u64,
+}
+
+/// How deep the containers of a pickle nest, found by [`pickle_bounds`].
 pub fn nesting_depth(bytes: &[u8]) -> Option<usize> {
-    let mut stack: Vec<usize> = Vec::new();
+    pickle_bounds(bytes).map(|b| b.depth)
+}
+
+/// How deep the containers of a pickle nest and how many bytes its values would take once
+/// built, found by running its opcodes on a stack of (depth, size) pairs (strings and numbers
+/// depth 0, a container 1 + its deepest item and the sum of its items' sizes; memo entries
+/// keep theirs, and a fetch from the memo or a DUP adds a whole copy), stopping once past
+/// [`MAX_DEPTH`] or [`max_built_bytes`]. `None` when the stream is not one this walk can follow
+/// (an unknown opcode, a stack underflow, a cut argument): serde-pickle then reports it.
+pub fn pickle_bounds(bytes: &[u8]) -> Option<PickleBounds> {
+    // (depth, bytes once built) of each stack entry.
+    let mut stack: Vec<(usize, u64)> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
-    let mut memo: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    let mut memo: std::collections::HashMap<u64, (usize, u64)> = std::collections::HashMap::new();
+    let limit = max_built_bytes(bytes.len());
     let mut deepest = 0;
+    let mut built: u64 = 0;
     let mut at = 0;
     let arg = |at: &mut usize, n: usize| -> Option<&[u8]> {
         let a = bytes.get(*at..at.checked_add(n)?)?;
@@ -92,24 +131,47 @@ pub fn nesting_depth(bytes: &[u8]) -> Option<usize> {
         Some(a)
     };
     let le = |b: &[u8]| b.iter().rev().fold(0u64, |v, &x| (v << 8) | x as u64);
+    // A fresh value of `n` payload bytes.
+    let leaf = |n: usize| (0usize, VALUE_BYTES + n as u64);
+    // Items of a container merged: deepest + 1, sizes summed (plus the container's own).
+    let merge = |items: std::vec::Drain<'_, (usize, u64)>| {
+        items.fold((1usize, VALUE_BYTES), |(d, s), (di, si)| (d.max(di + 1), s.saturating_add(si)))
+    };
     while at < bytes.len() {
         let op = bytes[at];
         at += 1;
-        let pop_mark = |stack: &mut Vec<usize>, marks: &mut Vec<usize>| -> Option<usize> {
+        let pop_mark = |stack: &mut Vec<(usize, u64)>, marks: &mut Vec<usize>| -> Option<(usize, u64)> {
             let m = marks.pop()?;
-            (m <= stack.len()).then(|| stack.drain(m..).max().map_or(1, |d| d + 1))
+            (m <= stack.len()).then(|| merge(stack.drain(m..)))
         };
-        let pop_n = |stack: &mut Vec<usize>, n: usize| -> Option<usize> {
-            (stack.len() >= n).then(|| stack.drain(stack.len() - n..).max().map_or(1, |d| d + 1))
+        let pop_n = |stack: &mut Vec<(usize, u64)>, n: usize| -> Option<(usize, u64)> {
+            (stack.len() >= n).then(|| merge(stack.drain(stack.len() - n..)))
+        };
+        // Adds a popped container's items to the one below it (APPEND, SETITEM, …).
+        let extend = |stack: &mut Vec<(usize, u64)>, items: (usize, u64)| -> Option<()> {
+            let top = stack.last_mut()?;
+            *top = (top.0.max(items.0), top.1.saturating_add(items.1 - VALUE_BYTES));
+            Some(())
+        };
+        // A new value (a leaf, or a copy from the memo or DUP) costs its whole size.
+        let mut push = |stack: &mut Vec<(usize, u64)>, v: (usize, u64)| {
+            built = built.saturating_add(v.1);
+            stack.push(v);
+        };
+        // A container made of values already on the stack costs only itself.
+        let wrap = |stack: &mut Vec<(usize, u64)>, v: (usize, u64), built: &mut u64| {
+            *built = built.saturating_add(VALUE_BYTES);
+            stack.push(v);
         };
         match op {
             b'.' => break,
             b'(' => marks.push(stack.len()),
-            b'N' | 0x88 | 0x89 => stack.push(0),
-            b'}' | b']' | b')' | 0x8f => stack.push(1),
+            b'N' | 0x88 | 0x89 => push(&mut stack, leaf(0)),
+            b'}' | b']' | b')' | 0x8f => push(&mut stack, (1, VALUE_BYTES)),
             b'K' | b'h' => {
                 let a = arg(&mut at, 1)?;
-                stack.push(if op == b'h' { *memo.get(&(a[0] as u64))? } else { 0 });
+                let v = if op == b'h' { *memo.get(&(a[0] as u64))? } else { leaf(0) };
+                push(&mut stack, v);
             }
             b'q' => {
                 let id = arg(&mut at, 1)?[0] as u64;
@@ -121,29 +183,30 @@ pub fn nesting_depth(bytes: &[u8]) -> Option<usize> {
             }
             b'j' => {
                 let id = le(arg(&mut at, 4)?);
-                stack.push(*memo.get(&id)?);
+                let v = *memo.get(&id)?;
+                push(&mut stack, v);
             }
             0x94 => {
                 let id = memo.len() as u64;
                 memo.insert(id, *stack.last()?);
             }
             0x80 => drop(arg(&mut at, 1)?),
-            0x82 => stack.push(arg(&mut at, 1).map(|_| 0)?),
-            b'M' | 0x83 => stack.push(arg(&mut at, 2).map(|_| 0)?),
-            b'J' | 0x84 => stack.push(arg(&mut at, 4).map(|_| 0)?),
-            b'G' => stack.push(arg(&mut at, 8).map(|_| 0)?),
+            0x82 => push(&mut stack, arg(&mut at, 1).map(|_| leaf(0))?),
+            b'M' | 0x83 => push(&mut stack, arg(&mut at, 2).map(|_| leaf(0))?),
+            b'J' | 0x84 => push(&mut stack, arg(&mut at, 4).map(|_| leaf(0))?),
+            b'G' => push(&mut stack, arg(&mut at, 8).map(|_| leaf(0))?),
             0x95 => drop(arg(&mut at, 8)?),
             b'U' | b'C' | 0x8c | 0x8a => {
                 let n = arg(&mut at, 1)?[0] as usize;
-                stack.push(arg(&mut at, n).map(|_| 0)?);
+                push(&mut stack, arg(&mut at, n).map(|_| leaf(n))?);
             }
             b'T' | b'X' | b'B' | 0x8b => {
                 let n = le(arg(&mut at, 4)?) as usize;
-                stack.push(arg(&mut at, n).map(|_| 0)?);
+                push(&mut stack, arg(&mut at, n).map(|_| leaf(n))?);
             }
             0x8d | 0x8e | 0x96 => {
                 let n = usize::try_from(le(arg(&mut at, 8)?)).ok()?;
-                stack.push(arg(&mut at, n).map(|_| 0)?);
+                push(&mut stack, arg(&mut at, n).map(|_| leaf(n))?);
             }
             b'I' | b'L' | b'F' | b'S' | b'V' | b'g' | b'p' | b'P' | b'c' | b'i' => {
                 let lines = if matches!(op, b'c' | b'i') { 2 } else { 1 };
@@ -156,12 +219,15 @@ pub fn nesting_depth(bytes: &[u8]) -> Option<usize> {
                 let id = || std::str::from_utf8(line).ok()?.trim().parse::<u64>().ok();
                 match op {
                     b'p' => drop(memo.insert(id()?, *stack.last()?)),
-                    b'g' => stack.push(*memo.get(&id()?)?),
+                    b'g' => {
+                        let v = *memo.get(&id()?)?;
+                        push(&mut stack, v);
+                    }
                     b'i' => {
                         let d = pop_mark(&mut stack, &mut marks)?;
-                        stack.push(d);
+                        wrap(&mut stack, d, &mut built);
                     }
-                    _ => stack.push(0),
+                    _ => push(&mut stack, leaf(line.len())),
                 }
             }
             b'0' => drop(stack.pop()?),
@@ -169,47 +235,49 @@ pub fn nesting_depth(bytes: &[u8]) -> Option<usize> {
                 let m = marks.pop()?;
                 stack.truncate(m);
             }
-            b'2' => stack.push(*stack.last()?),
+            b'2' => {
+                let v = *stack.last()?;
+                push(&mut stack, v);
+            }
             b'a' | b's' => {
                 let n = if op == b'a' { 1 } else { 2 };
                 let d = pop_n(&mut stack, n)?;
-                let top = stack.last_mut()?;
-                *top = (*top).max(d);
+                extend(&mut stack, d)?;
             }
             b'e' | b'u' | 0x90 => {
                 let d = pop_mark(&mut stack, &mut marks)?;
-                let top = stack.last_mut()?;
-                *top = (*top).max(d);
+                extend(&mut stack, d)?;
             }
             b'l' | b't' | b'd' | 0x91 | b'o' => {
                 let d = pop_mark(&mut stack, &mut marks)?;
-                stack.push(d);
+                wrap(&mut stack, d, &mut built);
             }
             0x85..=0x87 => {
                 let d = pop_n(&mut stack, (op - 0x84) as usize)?;
-                stack.push(d);
+                wrap(&mut stack, d, &mut built);
             }
             b'R' | 0x81 | 0x93 => {
                 let d = pop_n(&mut stack, 2)?;
-                stack.push(if op == 0x93 { 0 } else { d });
+                wrap(&mut stack, if op == 0x93 { (0, d.1) } else { d }, &mut built);
             }
             0x92 => {
                 let d = pop_n(&mut stack, 3)?;
-                stack.push(d);
+                wrap(&mut stack, d, &mut built);
             }
             b'b' => {
                 let state = stack.pop()?;
-                *stack.last_mut()? = state;
+                let top = stack.last_mut()?;
+                *top = (state.0, top.1.saturating_add(state.1));
             }
-            b'Q' => *stack.last_mut()? = 0,
+            b'Q' => stack.last_mut()?.0 = 0,
             _ => return None,
         }
-        deepest = deepest.max(stack.last().copied().unwrap_or(0));
-        if deepest > MAX_DEPTH {
-            return Some(deepest);
+        deepest = deepest.max(stack.last().map_or(0, |v| v.0));
+        if deepest > MAX_DEPTH || built > limit {
+            return Some(PickleBounds { depth: deepest, built });
         }
     }
-    Some(deepest)
+    Some(PickleBounds { depth: deepest, built })
 }
 
 /// The entry `key` of a batch, whether Python 2 wrote the key as bytes or Python 3 as text.
@@ -514,6 +582,43 @@ mod tests {
     }
 
     #[test]
+    fn built_size_counts_every_copy_and_refuses_amplification() {
+        // A real batch builds about its own size.
+        let images: Vec<Vec<u8>> = (0..20).map(image).collect();
+        let real = cifar_batch(&images, &[1; 20], "labels", Layout::Python2);
+        let b = pickle_bounds(&real).unwrap();
+        assert!(b.built >= (20 * PIXELS) as u64 && b.built < 2 * real.len() as u64 + 100 * VALUE_BYTES, "{b:?} for {}", real.len());
+        assert!(parse_cifar_pickle(&real, Cifar::Ten, Path::new("real")).is_ok());
+
+        // 28 × (DUP, APPEND) after an empty list: 70 bytes that would build 2^28 values.
+        let dup: Vec<u8> = [vec![0x80, 2, b']'], [b'2', b'a'].repeat(28), vec![b'.']].concat();
+        assert!(dup.len() < 70);
+        let b = pickle_bounds(&dup).unwrap();
+        assert!(b.built > max_built_bytes(dup.len()), "{b:?}");
+        let e = parse_cifar_pickle(&dup, Cifar::Ten, Path::new("dup.pkl")).unwrap_err().to_string();
+        assert!(e.contains("dup.pkl") && e.contains("once built"), "{e}");
+
+        // A 1 MiB string memoised, then fetched (BINGET) 4,000 times into a list: 4 GiB built
+        // from a 1 MiB file.
+        let mut memo = vec![0x80, 2, b']', b'q', 0, b'('];
+        memo.push(b'B');
+        memo.extend((1u32 << 20).to_le_bytes());
+        memo.extend(vec![7u8; 1 << 20]);
+        memo.extend([b'q', 1]);
+        for _ in 0..4000 {
+            memo.extend([b'h', 1]);
+        }
+        memo.extend([b'e', b'.']);
+        let b = pickle_bounds(&memo).unwrap();
+        assert!(b.built > max_built_bytes(memo.len()), "{b:?}");
+        let e = parse_cifar_pickle(&memo, Cifar::Ten, Path::new("memo.pkl")).unwrap_err().to_string();
+        assert!(e.contains("memo.pkl") && e.contains("once built"), "{e}");
+        // The same string fetched twice is within the bound.
+        let few: Vec<u8> = [memo[..memo.len() - 2 - 2 * 4000].to_vec(), vec![b'h', 1, b'h', 1, b'e', b'.']].concat();
+        assert!(pickle_bounds(&few).unwrap().built <= max_built_bytes(few.len()));
+    }
+
+    #[test]
     fn wrong_shapes_labels_and_truncation_are_named() {
         let images = vec![image(0), image(1)];
         let name = Path::new("cifar-10-python.tar.gz:cifar-10-batches-py/data_batch_2");
@@ -523,6 +628,9 @@ mod tests {
         assert!(msg.contains("data_batch_2") && msg.contains("not a readable CIFAR pickle"), "{msg}");
         let msg = e(&cifar_batch(&images, &[1, 10], "labels", Layout::Python2), Cifar::Ten);
         assert!(msg.contains("label 10") && msg.contains("data_batch_2"), "{msg}");
+        // A negative label is shown as it is, not clamped to 0.
+        let msg = e(&cifar_batch(&images, &[1, -1], "labels", Layout::Python2), Cifar::Ten);
+        assert!(msg.contains("label -1 at record 1"), "{msg}");
         let msg = e(&cifar_batch(&images, &[1], "labels", Layout::Python2), Cifar::Ten);
         assert!(msg.contains("1 labels for 2 images"), "{msg}");
         let msg = e(&cifar_batch(&images, &[1, 2], "labels", Layout::Python2), Cifar::Hundred);

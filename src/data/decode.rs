@@ -22,6 +22,50 @@ pub const MAX_PIXELS: usize = 64 << 20;
 /// missing data as an error, so the bound is JPEG's alone.)
 pub const MAX_PIXELS_PER_BYTE: usize = 512;
 
+/// Decode memory all threads may hold at once. Each image within the caps may take up to
+/// 8 bytes a pixel while it decodes (0.5 GiB at [`MAX_PIXELS`]); with `data.workers` decoding
+/// at once, a folder of such images would need that many times more. Decodes reserve their
+/// share of this budget first and wait while it is spent, so the total stays bounded whatever
+/// the worker count (one decode always proceeds, whatever its size).
+pub const DECODE_BUDGET_BYTES: u64 = 1 << 30;
+
+/// The process's decode memory: bytes reserved by decodes in flight.
+struct DecodeBudget {
+    used: std::sync::Mutex<u64>,
+    freed: std::sync::Condvar,
+}
+
+static DECODE_BUDGET: DecodeBudget = DecodeBudget { used: std::sync::Mutex::new(0), freed: std::sync::Condvar::new() };
+
+/// A reservation of decode memory, given back when dropped.
+struct Reservation(u64);
+
+impl DecodeBudget {
+    /// Waits until `bytes` fit in the budget (or nothing else is reserved), then reserves them.
+    fn reserve(&'static self, bytes: u64) -> Reservation {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used > 0 && *used + bytes > DECODE_BUDGET_BYTES {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += bytes;
+        Reservation(bytes)
+    }
+
+    /// Bytes reserved now (tests).
+    #[cfg(test)]
+    fn in_use(&self) -> u64 {
+        *self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut used = DECODE_BUDGET.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used -= self.0;
+        DECODE_BUDGET.freed.notify_all();
+    }
+}
+
 /// A decoded image, channels-first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RgbImage {
@@ -67,8 +111,10 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<RgbImage> {
             width * height / MAX_PIXELS_PER_BYTE
         )));
     }
+    let need = (width * height * 8 + (1 << 20)) as u64;
     let mut limits = Limits::default();
-    limits.max_alloc = Some((width * height * 8 + (1 << 20)) as u64);
+    limits.max_alloc = Some(need);
+    let _reserved = DECODE_BUDGET.reserve(need);
     let decoded = reader(limits).decode().map_err(|e| bad(format!("corrupt {what} data: {e}")))?;
     let rgb = decoded.into_rgb8();
     let n = width * height;
@@ -151,6 +197,26 @@ mod tests {
         let flat = encode(&vec![128; 512 * 512 * 3], 512, 512, ColorType::Rgb);
         assert!(512 * 512 <= MAX_PIXELS_PER_BYTE * flat.len(), "a flat 512 × 512 JPEG has {} bytes", flat.len());
         assert_eq!(decode_image(&flat, Path::new("flat.jpg")).unwrap().height, 512);
+    }
+
+    #[test]
+    fn decodes_share_a_bounded_memory_budget() {
+        // Eight threads each holding a reservation of 40 % of the budget: at most two at once.
+        let peak = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    let r = DECODE_BUDGET.reserve(DECODE_BUDGET_BYTES * 2 / 5);
+                    peak.fetch_max(DECODE_BUDGET.in_use(), std::sync::atomic::Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    drop(r);
+                });
+            }
+        });
+        let peak = peak.into_inner();
+        assert!(peak <= DECODE_BUDGET_BYTES, "{peak} bytes reserved at once");
+        // One reservation over the whole budget still proceeds (alone).
+        drop(DECODE_BUDGET.reserve(2 * DECODE_BUDGET_BYTES));
     }
 
     fn encode_with(img: image::DynamicImage, format: ImageFormat) -> Vec<u8> {

@@ -10,11 +10,16 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::decode::{RgbImage, decode_image};
 use crate::data::resize::{random_resized_crop_flip, resize_center_crop};
 use crate::data::split_file::{SplitEntry, read_split};
-use crate::error::{RblError, Result};
+use crate::error::Result;
 
-/// Reads and decodes the JPEG at `path`.
+/// Largest image file read: ImageNet's largest JPEG is about 15 MB; a file of this size or
+/// more is refused before it is read (the pixel caps of [`crate::data::decode`] bound what it
+/// decodes to).
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
+
+/// Reads and decodes the image file at `path` (a regular file of at most [`MAX_IMAGE_BYTES`]).
 pub fn read_image(path: &Path) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).map_err(|e| RblError::io(path, e))?;
+    let bytes = crate::files::read_capped(path, MAX_IMAGE_BYTES, "an image file")?;
     decode_image(&bytes, path)
 }
 
@@ -65,6 +70,8 @@ impl FolderDataset {
 
     /// Decodes every image on `workers` threads and lists the ones that fail (missing,
     /// unreadable, undecodable), in split order. `progress` is called with the count done.
+    /// The workers stop early once an interrupt is requested (the caller checks
+    /// [`crate::interrupt::check`] after).
     pub fn check(&self, workers: usize, progress: &(dyn Fn(usize) + Sync)) -> Vec<BadImage> {
         let next = AtomicUsize::new(0);
         let done = AtomicUsize::new(0);
@@ -75,7 +82,7 @@ impl FolderDataset {
                         let mut found = Vec::new();
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
-                            if i >= self.entries.len() {
+                            if i >= self.entries.len() || crate::interrupt::requested() {
                                 return found;
                             }
                             if let Err(e) = self.decode(i) {

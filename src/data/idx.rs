@@ -20,9 +20,14 @@ pub struct IdxArray {
 /// Largest payload accepted (1 GiB): a header may not make rbl allocate without bound.
 const MAX_PAYLOAD: usize = 1 << 30;
 
-/// Reads an IDX file of unsigned bytes; gzip is detected by its magic bytes.
+/// Largest IDX file read: the payload bound plus the longest header (255 dimensions). A
+/// gzipped file is smaller than what it holds, so the same bound covers it.
+pub const MAX_FILE_BYTES: u64 = MAX_PAYLOAD as u64 + 4 + 4 * 255;
+
+/// Reads an IDX file of unsigned bytes; gzip is detected by its magic bytes. Only a regular
+/// file of at most [`MAX_FILE_BYTES`] is read.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let raw = std::fs::read(path).map_err(|e| RblError::io(path, e))?;
+    let raw = crate::files::read_capped(path, MAX_FILE_BYTES, "an IDX file")?;
     parse_idx(&raw, path)
 }
 

@@ -48,28 +48,78 @@ fn has_image_extension(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
-/// Image files under `dir`, recursively, in sorted order (torchvision walks sub-folders too);
-/// the count of other files (not images rbl reads) is returned beside them.
-pub fn image_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<usize> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+/// What a walk ([`image_files`]) left out, so that it can say so.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Skipped {
+    /// Files without an image extension.
+    pub other: usize,
+    /// Symbolic links to folders: not followed. A link to `.` or to a parent would visit the
+    /// same images again (41 copies of every image for one link to `.`), and two such links
+    /// make the walk exponential.
+    pub linked_folders: Vec<PathBuf>,
+    /// Entries with an image name that are not regular files (FIFOs, devices, sockets, broken
+    /// links): opening a FIFO blocks until a writer appears, so they are never opened.
+    pub not_regular: Vec<PathBuf>,
+}
+
+impl Skipped {
+    /// Prints one line per kind of thing left out under `dir` (nothing when nothing was).
+    pub fn note(&self, dir: &Path) {
+        let first = |v: &[PathBuf]| {
+            let shown: Vec<String> = v.iter().take(3).map(|p| p.display().to_string()).collect();
+            if v.len() > 3 { format!("{} …", shown.join(", ")) } else { shown.join(", ") }
+        };
+        if self.other > 0 {
+            crate::note!("note: {}: {} files without a {} extension left out", dir.display(), self.other, EXTENSIONS.join("/"));
+        }
+        if !self.linked_folders.is_empty() {
+            crate::note!(
+                "note: {}: {} symbolic links to folders not followed ({}); link the images themselves, or copy the folder",
+                dir.display(),
+                self.linked_folders.len(),
+                first(&self.linked_folders)
+            );
+        }
+        if !self.not_regular.is_empty() {
+            crate::note!(
+                "note: {}: {} entries with an image name are not regular files (FIFOs, devices, broken links) and were left out ({})",
+                dir.display(),
+                self.not_regular.len(),
+                first(&self.not_regular)
+            );
+        }
+    }
+}
+
+/// Image files under `dir`, recursively, in sorted order (torchvision walks sub-folders too).
+/// Only regular files are listed (a symbolic link to one counts); symbolic links to folders
+/// are not followed, so every real folder under `dir` is visited once at most. What is left
+/// out is counted in `skipped`. The walk stops with an error once an interrupt is requested.
+pub fn image_files(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Skipped) -> Result<()> {
+    crate::interrupt::check()?;
+    let mut entries: Vec<(PathBuf, std::fs::FileType)> = std::fs::read_dir(dir)
         .map_err(|e| RblError::io(dir, e))?
-        .map(|e| e.map(|e| e.path()).map_err(|e| RblError::io(dir, e)))
+        .map(|e| e.and_then(|e| Ok((e.path(), e.file_type()?))).map_err(|e| RblError::io(dir, e)))
         .collect::<Result<_>>()?;
-    entries.sort();
-    let mut other = 0;
-    for path in entries {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, file_type) in entries {
         if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')) {
             continue;
         }
-        if path.is_dir() {
-            other += image_files(&path, out)?;
-        } else if has_image_extension(&path) {
-            out.push(path);
-        } else {
-            other += 1;
+        if file_type.is_dir() {
+            image_files(&path, out, skipped)?;
+            continue;
+        }
+        // A link is judged by what it points at (a broken link points at nothing).
+        let target = if file_type.is_symlink() { std::fs::metadata(&path).ok().map(|m| m.file_type()) } else { Some(file_type) };
+        match target {
+            Some(t) if t.is_dir() => skipped.linked_folders.push(path),
+            Some(t) if t.is_file() && has_image_extension(&path) => out.push(path),
+            _ if has_image_extension(&path) => skipped.not_regular.push(path),
+            _ => skipped.other += 1,
         }
     }
-    Ok(other)
+    Ok(())
 }
 
 /// One split folder (`root/<split>`) as an on-disk set labelled by `classes`. A class folder
@@ -81,29 +131,47 @@ pub fn split_set(cfg: &DataConfig, split: &str, classes: &[String]) -> Result<Im
     let dir = root.join(split);
     let mut paths = Vec::new();
     let mut labels = Vec::new();
-    let mut other = 0;
+    let mut skipped = Skipped::default();
+    let split_dir = std::fs::canonicalize(&dir).map_err(|e| RblError::io(&dir, e))?;
     for entry in std::fs::read_dir(&dir).map_err(|e| RblError::io(&dir, e))? {
         let path = entry.map_err(|e| RblError::io(&dir, e))?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
-        if !path.is_dir() || name.starts_with('.') {
+        let raw_name = path.file_name().unwrap_or_default();
+        if !path.is_dir() || raw_name.as_encoded_bytes().starts_with(b".") {
             continue;
         }
-        let label = classes.binary_search(&name).map_err(|_| {
+        let Some(name) = raw_name.to_str() else {
+            return Err(RblError::format(
+                &path,
+                format!("the class folder name {:?} is not valid UTF-8: rename it", raw_name.to_string_lossy()),
+            ));
+        };
+        let label = classes.binary_search(&name.to_string()).map_err(|_| {
             RblError::format(
                 &path,
                 format!("class folder {name:?} is not among the {} classes of {}", classes.len(), root.join("train").display()),
             )
         })?;
+        // A class folder may be a link (trees are often assembled from links), but not to a
+        // folder that holds this split: its images would all be labelled with this class.
+        let real = std::fs::canonicalize(&path).map_err(|e| RblError::io(&path, e))?;
+        if split_dir.starts_with(&real) {
+            return Err(RblError::format(
+                &path,
+                format!(
+                    "the class folder links to {}, which holds {}: a class folder must hold only that class",
+                    real.display(),
+                    dir.display()
+                ),
+            ));
+        }
         let mut files = Vec::new();
-        other += image_files(&path, &mut files)?;
+        image_files(&path, &mut files, &mut skipped)?;
         for f in files {
             paths.push((label, f));
         }
     }
     paths.sort();
-    if other > 0 {
-        crate::note!("note: {}: {other} files without a {} extension left out", dir.display(), EXTENSIONS.join("/"));
-    }
+    skipped.note(&dir);
     if paths.is_empty() {
         return Err(RblError::format(&dir, format!("no images ({}) under its class folders", EXTENSIONS.join(", "))));
     }
@@ -190,5 +258,46 @@ mod tests {
         std::fs::remove_dir_all(r.join("val")).unwrap();
         let e = read_image_folder(&cfg).unwrap_err().to_string();
         assert!(e.contains("train/ and test/"), "{e}");
+    }
+
+    fn png(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let img = image::RgbImage::from_pixel(4, 4, image::Rgb([9, 99, 199]));
+        img.save(path).unwrap();
+    }
+
+    /// Issue #36 rows 1–3: a class folder holding links to `.` (once gave 41 copies of each
+    /// image; two links made the walk exponential) and a FIFO named like an image (blocked
+    /// forever): each image counted once, the links and the FIFO named and left out.
+    #[test]
+    fn links_to_folders_and_fifos_are_left_out_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for f in ["train/a/1.png", "train/a/2.png", "train/b/3.png", "test/a/t.png", "test/b/u.png"] {
+            png(&r.join(f));
+        }
+        std::os::unix::fs::symlink(".", r.join("train/a/loop")).unwrap();
+        std::os::unix::fs::symlink("..", r.join("train/a/up")).unwrap();
+        std::os::unix::fs::symlink(".", r.join("train/b/again")).unwrap();
+        // A link to an image file is an image.
+        std::os::unix::fs::symlink(r.join("train/b/3.png"), r.join("train/b/4.png")).unwrap();
+        assert!(std::process::Command::new("mkfifo").arg(r.join("test/a/f.png")).status().unwrap().success());
+        std::os::unix::fs::symlink(r.join("nowhere.png"), r.join("test/b/broken.png")).unwrap();
+
+        let mut files = Vec::new();
+        let mut skipped = Skipped::default();
+        image_files(&r.join("train"), &mut files, &mut skipped).unwrap();
+        assert_eq!(files.len(), 4, "{files:?}");
+        assert_eq!(skipped.linked_folders.len(), 3, "{skipped:?}");
+
+        let cfg = DataConfig { root: r.display().to_string(), image_size: 32, ..DataConfig::default() };
+        let (pool, _, test) = read_image_folder(&cfg).unwrap();
+        assert_eq!(pool.class_counts(), vec![2, 2]);
+        assert_eq!(test.class_counts(), vec![1, 1], "the FIFO and the broken link are not images");
+
+        // A class folder that links to the split folder itself is refused.
+        std::os::unix::fs::symlink(r.join("train"), r.join("train/c")).unwrap();
+        let e = read_image_folder(&cfg).unwrap_err().to_string();
+        assert!(e.contains("train/c") && e.contains("holds"), "{e}");
     }
 }

@@ -48,12 +48,17 @@ pub fn long_tail_counts_with(n_max: usize, imbalance_ratio: f64, num_classes: us
 /// included), rather than silently producing a different imbalance.
 pub fn sample_long_tail(set: &ImageSet, counts: &[usize], seed: u64) -> Result<Vec<usize>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut keep = Vec::with_capacity(counts.iter().sum());
-    for (class, mut idx) in set.indices_by_class().into_iter().enumerate() {
+    let by_class = set.indices_by_class();
+    // Every count is checked before anything is allocated for it.
+    for (class, idx) in by_class.iter().enumerate() {
         let want = counts[class];
         if idx.len() < want {
             return Err(RblError::Dataset(format!("class {class} has {} training images, the long-tail rule asks for {want}", idx.len())));
         }
+    }
+    let mut keep = Vec::with_capacity(counts.iter().sum());
+    for (class, mut idx) in by_class.into_iter().enumerate() {
+        let want = counts[class];
         idx.shuffle(&mut rng);
         keep.extend_from_slice(&idx[..want]);
     }

@@ -2,6 +2,7 @@
 
 pub mod augment;
 pub mod autoaugment;
+pub mod card;
 pub mod cifar;
 pub mod cifar_files;
 pub mod cifar_pickle;

@@ -42,7 +42,7 @@ pub fn read_idx_pair(images: &Path, labels: &Path, num_classes: usize) -> Result
         return Err(RblError::format(labels, format!("{} labels for {} images in {}", lab.dims[0], img.dims[0], images.display())));
     }
     if let Some((index, &label)) = lab.data.iter().enumerate().find(|(_, l)| **l as usize >= num_classes) {
-        return Err(RblError::LabelRange { path: labels.into(), label: label as u32, index, classes: num_classes });
+        return Err(RblError::LabelRange { path: labels.into(), label: label as i64, index, classes: num_classes });
     }
     Ok(ImageSet {
         pixels: img.data,
@@ -55,10 +55,11 @@ pub fn read_idx_pair(images: &Path, labels: &Path, num_classes: usize) -> Result
     })
 }
 
-/// `root/name`, or `root/name.gz` if only that exists.
+/// `root/name`, or `root/name.gz` if only that exists. (Whatever exists under the name is
+/// returned: a FIFO or device there is refused by the read, which names what it is.)
 fn find_file(root: &Path, name: &str) -> Result<PathBuf> {
     for candidate in [root.join(name), root.join(format!("{name}.gz"))] {
-        if candidate.is_file() {
+        if candidate.exists() && !candidate.is_dir() {
             return Ok(candidate);
         }
     }
@@ -95,7 +96,7 @@ pub fn folder_set(cfg: &DataConfig, split: &str) -> Result<ImageSet> {
     let root = Path::new(&cfg.root);
     let split_path = Path::new(split);
     let entries = crate::data::split_file::read_split(split_path, cfg.num_classes)?;
-    let (present, missing): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| root.join(&e.path).is_file());
+    let (present, missing): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| root.join(&e.path).exists());
     if !missing.is_empty() {
         let names: Vec<String> = missing.iter().take(3).map(|e| root.join(&e.path).display().to_string()).collect();
         let msg = format!("{} of {} listed images are missing (first: {})", missing.len(), missing.len() + present.len(), names.join(", "));
@@ -134,6 +135,7 @@ pub fn check_decodable(set: &ImageSet, what: &str, workers: usize) -> Result<()>
         .collect();
     let folder = crate::data::folder::FolderDataset { root: files.root.clone(), entries, num_classes: set.num_classes };
     let bad = folder.check(workers, &|_| {});
+    crate::interrupt::check()?;
     if bad.is_empty() {
         return Ok(());
     }
@@ -216,6 +218,35 @@ fn prepare_image_folder(cfg: &DataConfig, seed: u64) -> Result<PreparedData> {
     Ok(data)
 }
 
+/// A class as messages name it: its index and, where the dataset has names, its name
+/// (`class 3 ("Dress")`).
+fn class_label(cfg: &DataConfig, num_classes: usize, class: usize) -> String {
+    match crate::data::class_names::class_names(cfg, num_classes).ok().and_then(|n| n.get(class).cloned()) {
+        Some(name) if name != format!("class {class}") => format!("{class} ({name:?})"),
+        _ => class.to_string(),
+    }
+}
+
+/// Refuses pad-and-crop and Cutout sizes the images cannot hold: a padding of more than half
+/// the image's side lets crops fall mostly outside it, and a hole wider than the image blanks
+/// it; either trains on blank images and still reports a number.
+fn check_augmentation_fits(cfg: &DataConfig, pool: &ImageSet) -> Result<()> {
+    let side = pool.height.min(pool.width);
+    if cfg.crop_padding > side / 2 {
+        return Err(RblError::Config {
+            origin: "data.crop_padding".into(),
+            msg: format!("{} pixels, more than half the {side}-pixel images (at most {}; CIFAR uses 4)", cfg.crop_padding, side / 2),
+        });
+    }
+    if cfg.cutout > side {
+        return Err(RblError::Config {
+            origin: "data.cutout".into(),
+            msg: format!("{} pixels, wider than the {side}-pixel images (at most {side}; CIFAR uses 16)", cfg.cutout),
+        });
+    }
+    Ok(())
+}
+
 /// Refuses a test set whose images differ in shape from the training images: the network
 /// would score them anyway (pooling hides the size) and report a meaningless accuracy.
 fn same_image_shape(train: &ImageSet, test: &ImageSet) -> Result<()> {
@@ -237,9 +268,10 @@ pub fn prepare_from(pool: ImageSet, test: ImageSet, cfg: &DataConfig, seed: u64)
 /// it is), then the test subset and the normalisation.
 fn build_sets(pool: ImageSet, test: ImageSet, cfg: &DataConfig, seed: u64, long_tail: bool) -> Result<PreparedData> {
     same_image_shape(&pool, &test)?;
+    check_augmentation_fits(cfg, &pool)?;
     for (class, &n) in pool.class_counts().iter().enumerate() {
         if n == 0 {
-            return Err(RblError::Dataset(format!("class {class} has no training image")));
+            return Err(RblError::Dataset(format!("class {} has no training image", class_label(cfg, pool.num_classes, class))));
         }
     }
     let (val, pool) = if cfg.val_per_class > 0 {
@@ -250,6 +282,16 @@ fn build_sets(pool: ImageSet, test: ImageSet, cfg: &DataConfig, seed: u64, long_
     };
     let train = if long_tail {
         let available = *pool.class_counts().iter().min().unwrap_or(&0);
+        let largest = *pool.class_counts().iter().max().unwrap_or(&0);
+        if cfg.n_max > largest {
+            return Err(RblError::Config {
+                origin: "data.n_max".into(),
+                msg: format!(
+                    "{} images for the head class, but no class of the training pool has more than {largest}: lower it (0 takes {available})",
+                    cfg.n_max
+                ),
+            });
+        }
         let n_max = if cfg.n_max == 0 { available } else { cfg.n_max };
         let counts = long_tail_counts_with(n_max, cfg.imbalance_ratio, pool.num_classes, cfg.counts);
         if let Some(c) = counts.iter().position(|&n| n == 0) {
@@ -264,7 +306,7 @@ fn build_sets(pool: ImageSet, test: ImageSet, cfg: &DataConfig, seed: u64, long_
     };
     let test = if cfg.test_per_class > 0 { test.subset(&first_per_class(&test, cfg.test_per_class)) } else { test };
     if let Some(c) = test.class_counts().iter().position(|&n| n == 0) {
-        return Err(RblError::Dataset(format!("class {c} has no test image")));
+        return Err(RblError::Dataset(format!("class {} has no test image", class_label(cfg, test.num_classes, c))));
     }
     let (mean, std) = normalisation(cfg, &train)?;
     Ok(PreparedData { train_counts: train.class_counts(), train, val, test, mean, std })

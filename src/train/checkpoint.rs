@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ExperimentConfig;
 use crate::error::{RblError, Result};
 use crate::network::Network;
-use crate::report::run_dir::RunDir;
+use crate::report::run_dir::{RunDir, is_checkpoint_name};
 use crate::report::{EpochRecord, write_atomic};
 
 /// `state.json` of a checkpoint.
@@ -174,14 +174,16 @@ fn write_checkpoint_files(tmp_dir: &Path, net: &Network, optim: &ModuleOptimizer
 }
 
 /// The checkpoint folders of `run_dir`, newest first (their names sort in training order:
-/// `checkpoint-000003` < `checkpoint-000003-step-000010` < `checkpoint-000004`).
+/// `checkpoint-000003` < `checkpoint-000003-step-000010` < `checkpoint-000004`). Only real
+/// folders with a checkpoint's exact name count: a symbolic link (say, to another run's
+/// checkpoint) or `checkpoint-my-backup/` is not one of the run's checkpoints.
 pub fn checkpoints_newest_first(run_dir: &Path) -> Vec<PathBuf> {
     let mut names: Vec<String> = match std::fs::read_dir(run_dir) {
         Ok(entries) => entries
             .flatten()
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("checkpoint-"))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| is_checkpoint_name(n))
             .collect(),
         Err(_) => Vec::new(),
     };
@@ -189,17 +191,35 @@ pub fn checkpoints_newest_first(run_dir: &Path) -> Vec<PathBuf> {
     names.into_iter().rev().map(|n| run_dir.join(n)).collect()
 }
 
-/// The checkpoint folder `latest` names in `run_dir`, if any.
+/// The checkpoint folder `latest` names in `run_dir`, if any. `latest` must be a small regular
+/// file naming a checkpoint folder of this run (`checkpoint-NNNNNN[-step-SSSSSS]`) that is a
+/// real folder, not a link: anything else is refused, naming it.
 pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
     let p = RunDir::new(run_dir).latest();
-    match std::fs::read_to_string(&p) {
-        Ok(name) => Ok(Some(run_dir.join(name.trim()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(RblError::io(p, e)),
+    if std::fs::symlink_metadata(&p).is_err() {
+        return Ok(None);
     }
+    if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(RblError::format(&p, "is a symbolic link: `latest` must be the file rbl wrote, naming a checkpoint of this run"));
+    }
+    let text = crate::files::read_text_capped(&p, 64)?;
+    let name = text.trim();
+    if !is_checkpoint_name(name) {
+        return Err(RblError::format(&p, format!("names {name:?}, not a checkpoint folder (checkpoint-NNNNNN[-step-SSSSSS])")));
+    }
+    let dir = run_dir.join(name);
+    if std::fs::symlink_metadata(&dir).is_ok_and(|m| !m.file_type().is_dir()) {
+        return Err(RblError::Checkpoint {
+            path: dir,
+            msg: "is not a real folder (a link?): a run's checkpoints are its own folders".into(),
+        });
+    }
+    Ok(Some(dir))
 }
 
 /// Resolves a user-given path: a checkpoint folder, or a run folder (its latest checkpoint).
+/// (A checkpoint folder named directly may be anywhere; one found from a run folder is one of
+/// its own, see [`latest_checkpoint`].)
 pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     if path.join("state.json").is_file() {
         return Ok(path.to_path_buf());
@@ -222,14 +242,21 @@ pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint> {
         }
     }
     let state: CheckpointState = serde_json::from_str(&text).map_err(|e| bad(format!("state.json is corrupt: {e}")))?;
+    // A checkpoint folder holds the position its name says (a folder copied or linked under
+    // another checkpoint's name would resume the run from the wrong place).
+    if let Some(name) = dir.file_name().and_then(|n| n.to_str()).filter(|n| is_checkpoint_name(n)) {
+        let want = match &state.partial {
+            Some(p) => format!("checkpoint-{:06}-step-{:06}", state.epoch, p.steps),
+            None => format!("checkpoint-{:06}", state.epoch),
+        };
+        if name != want {
+            return Err(bad(format!("state.json holds {}, which is {want}, not {name}", state.describe())));
+        }
+    }
     let read = |name: &str, crc: u32| -> Result<Vec<u8>> {
         let p = dir.join(name);
         // A record larger than any model rbl builds (ResNeXt-50 is ~100 MB) is not read.
-        let len = std::fs::metadata(&p).map_err(|e| RblError::io(&p, e))?.len();
-        if len > 8 << 30 {
-            return Err(bad(format!("{name} is {len} bytes, larger than any model's record")));
-        }
-        let bytes = std::fs::read(&p).map_err(|e| RblError::io(&p, e))?;
+        let bytes = crate::files::read_capped(&p, 8 << 30, "a model or optimizer record")?;
         if crc32(&bytes) != crc {
             return Err(bad(format!("{name} fails its checksum: the file is corrupt or from another checkpoint")));
         }
@@ -352,5 +379,36 @@ mod tests {
         std::fs::write(saved.join("state.json"), "{").unwrap();
         let e = load_checkpoint(&saved).err().unwrap().to_string();
         assert!(e.contains("state.json"), "{e}");
+    }
+
+    /// Issue #36 row 23: `latest`, or a checkpoint folder, that is a link to another run's
+    /// checkpoint is refused (it was used); a checkpoint folder must hold the epoch its name says.
+    #[test]
+    fn checkpoints_are_the_runs_own_real_folders() {
+        let device = burn::tensor::Device::flex();
+        let dir = tempfile::tempdir().unwrap();
+        let (run, other) = (dir.path().join("run"), dir.path().join("other"));
+        std::fs::create_dir_all(&run).unwrap();
+        let cfg = small_config();
+        let _seeded = crate::SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        device.seed(3);
+        let net = Network::from_config(&cfg, 1, 10, &device).unwrap();
+        let optim = crate::train::optimizer::build_optimizer(&cfg.train);
+        let state = |epoch| CheckpointState::new(epoch, &cfg, &[], 0.0, None);
+        let theirs = save_checkpoint(&other, &net, &optim, state(5), 3).unwrap();
+        save_checkpoint(&run, &net, &optim, state(1), 3).unwrap();
+        std::os::unix::fs::symlink(&theirs, run.join("checkpoint-000005")).unwrap();
+        assert_eq!(checkpoints_newest_first(&run), vec![run.join("checkpoint-000001")], "the link is not one of the run's");
+        std::fs::write(run.join("latest"), "checkpoint-000005").unwrap();
+        let e = latest_checkpoint(&run).unwrap_err().to_string();
+        assert!(e.contains("checkpoint-000005") && e.contains("not a real folder"), "{e}");
+        std::fs::write(run.join("latest"), "../other/checkpoint-000005").unwrap();
+        assert!(latest_checkpoint(&run).unwrap_err().to_string().contains("not a checkpoint folder"));
+        // A checkpoint copied under another epoch's name.
+        std::fs::remove_file(run.join("checkpoint-000005")).unwrap();
+        crate::train::selection::keep_as_best(&crate::report::run_dir::RunDir::new(&run), &theirs).unwrap();
+        std::fs::rename(run.join("best"), run.join("checkpoint-000002")).unwrap();
+        let e = load_checkpoint(&run.join("checkpoint-000002")).err().unwrap().to_string();
+        assert!(e.contains("checkpoint-000005, not checkpoint-000002"), "{e}");
     }
 }

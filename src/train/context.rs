@@ -8,6 +8,7 @@ use burn::tensor::Device;
 use crate::config::ExperimentConfig;
 use crate::data::ImageSet;
 use crate::data::augment::Augmenter;
+use crate::data::card::DatasetCard;
 use crate::data::source::{PreparedData, prepare};
 use crate::error::Result;
 use crate::metrics::ShotBuckets;
@@ -36,6 +37,13 @@ pub struct Context {
 }
 
 impl Context {
+    /// What a model trained in this context knows of its data (stored as the run's
+    /// `dataset.json`).
+    pub fn dataset_card(&self) -> Result<DatasetCard> {
+        let names = crate::data::class_names::class_names(&self.cfg.data, self.train.num_classes)?;
+        Ok(DatasetCard::new(names, &self.train, &self.train_counts, &self.eval_aug.mean, &self.eval_aug.std))
+    }
+
     /// How this run evaluates, at logit-adjustment strength `tau`.
     pub fn evaluator(&self, tau: f64) -> Evaluator<'_> {
         Evaluator {

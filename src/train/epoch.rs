@@ -7,9 +7,9 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::data::loader::{Loader, LoaderPlan, epoch_seed};
 use crate::error::{RblError, Result};
+use crate::interrupt;
 use crate::network::Network;
 use crate::train::checkpoint::{CheckpointState, PartialEpoch, save_checkpoint};
-use crate::train::interrupt;
 use crate::train::progress::Progress;
 use crate::train::run::Trainer;
 use crate::train::step::{StepBatch, StepSettings, train_step};

@@ -105,6 +105,13 @@ impl Trainer<'_> {
             crate::note!("{}", format_epoch(&record, cfg.train.epochs));
         }
         self.history.push(record);
+        // The epoch's TensorBoard point goes out before the checkpoint that publishes the
+        // epoch: a crash between the two repeats the epoch on resume, and the resumed
+        // session's START marker makes TensorBoard drop the first copy. (After the checkpoint,
+        // a crash there would lose the point for good.)
+        if let (Some(events), Some(record)) = (self.tensorboard.as_mut(), self.history.last()) {
+            events.write_epoch(record)?;
+        }
         let run_dir = &self.opts.run_dir;
         let state = CheckpointState::new(done, &self.cfg, &self.history, self.wall_seconds, None);
         let saved = save_checkpoint(run_dir.path(), net, &self.optim, state, self.cfg.train.keep_checkpoints)?;
@@ -112,9 +119,6 @@ impl Trainer<'_> {
             keep_as_best(run_dir, &saved)?;
         }
         run_dir.write_epoch_log(&self.history)?;
-        if let (Some(events), Some(record)) = (self.tensorboard.as_mut(), self.history.last()) {
-            events.write_epoch(record)?;
-        }
         if !plan.is_last {
             return Ok(None);
         }

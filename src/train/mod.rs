@@ -8,7 +8,6 @@ pub mod epoch;
 pub mod epoch_end;
 pub mod evaluate;
 pub mod experiment;
-pub mod interrupt;
 pub mod optimizer;
 pub mod posthoc;
 pub mod predict;

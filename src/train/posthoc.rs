@@ -93,6 +93,20 @@ fn best(scores: &[(f64, f64)]) -> f64 {
 mod tests {
     use super::*;
 
+    /// `rbl train --force` removes a result file only if run_dir lists its exact name.
+    #[test]
+    fn every_methods_result_file_is_one_rbl_recognises() {
+        use crate::report::run_dir::{RunDir, TWO_STAGE_FILES};
+        for m in [PostHoc::LogitAdjust, PostHoc::TauNorm] {
+            let p = RunDir::new("r").two_stage_result("posthoc", &crate::config::variant_name(&m));
+            assert!(TWO_STAGE_FILES.contains(&p.file_name().unwrap().to_str().unwrap()), "{p:?}");
+        }
+        for m in [crate::train::stage2::Stage2::Crt, crate::train::stage2::Stage2::Lws, crate::train::stage2::Stage2::Marc] {
+            let p = RunDir::new("r").two_stage_result("stage2", &crate::config::variant_name(&m));
+            assert!(TWO_STAGE_FILES.contains(&p.file_name().unwrap().to_str().unwrap()), "{p:?}");
+        }
+    }
+
     #[test]
     fn best_prefers_the_smallest_tau_on_ties() {
         assert_eq!(best(&[(0.0, 50.0), (0.5, 70.0), (1.0, 70.0), (1.5, 60.0)]), 0.5);

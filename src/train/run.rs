@@ -11,6 +11,7 @@ use burn::tensor::Device;
 use crate::config::ExperimentConfig;
 use crate::data::source::{check_decodable, prepare};
 use crate::error::{RblError, Result};
+use crate::interrupt;
 use crate::loss::Criterion;
 use crate::model::weights::import_weights;
 use crate::network::Network;
@@ -24,7 +25,6 @@ use crate::train::context::{Context, context};
 use crate::train::device::device_for;
 use crate::train::epoch::EpochOutcome;
 use crate::train::epoch_end::final_metrics;
-use crate::train::interrupt;
 use crate::train::optimizer::build_optimizer;
 use crate::train::schedule::learning_rate;
 use crate::train::selection::{Selection, best_val_epoch, keep_as_best, kept_best_epoch};
@@ -42,12 +42,15 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Abort the process (as SIGKILL would) after this many training steps: crash-safety tests.
     pub crash_after_steps: Option<usize>,
+    /// A new run replaces the run already in `run_dir` (`--force`): rbl's own files are
+    /// removed under the folder's lock, which is then held for the new run without a gap.
+    pub force: bool,
 }
 
 impl RunOptions {
     /// Train into `run_dir` from the start (`resume` false) or from its latest checkpoint.
     pub fn new(run_dir: RunDir, resume: bool) -> RunOptions {
-        RunOptions { run_dir, resume, stop_after_epoch: None, quiet: false, crash_after_steps: None }
+        RunOptions { run_dir, resume, stop_after_epoch: None, quiet: false, crash_after_steps: None, force: false }
     }
 }
 
@@ -158,11 +161,17 @@ impl<'a> Trainer<'a> {
                 ),
             });
         }
-        // Nothing is written before the config, the data and the model have passed their checks;
-        // the lock (which creates the folder) is held from here to the end of the run.
+        // Nothing is written before the config, the data and the model have passed their checks
+        // (nor after an interrupt during them); the lock (which creates the folder) is held
+        // from here to the end of the run.
+        interrupt::check()?;
         let lock = run_dir.lock()?;
         if !opts.resume {
-            run_dir.check_no_run()?;
+            if opts.force && run_dir.holds_run() {
+                run_dir.remove_run(&lock)?;
+            } else {
+                run_dir.check_no_run()?;
+            }
         }
         let mut trainer = Trainer {
             _lock: lock,
@@ -187,6 +196,13 @@ impl<'a> Trainer<'a> {
         }
         if !opts.resume {
             write_atomic(&run_dir.config(), trainer.cfg.to_toml_string().as_bytes())?;
+        }
+        // What predict and export need of the data; runs from before it get one on resume,
+        // and a resumed run refuses a tree whose classes were renamed meanwhile.
+        let card = trainer.ctx.dataset_card()?;
+        match run_dir.read_dataset_card()? {
+            Some(stored) if opts.resume => stored.check_same_classes(&card.class_names)?,
+            _ => run_dir.write_dataset_card(&card)?,
         }
         run_dir.write_epoch_log(&trainer.history)?;
         if trainer.cfg.log.tensorboard && trainer.history.len() < trainer.cfg.train.epochs {
