@@ -7,7 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 secs=${1:-600}; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(idx cifar pickle config checkpoint split image)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(idx cifar pickle config checkpoint split image weights)
 cargo +nightly fuzz build -O >/dev/null 2>&1 || { cargo +nightly fuzz build -O; exit 2; }
 mkdir -p logs
 run() {

@@ -7,9 +7,13 @@
 # (the other is refused: "in use by process ..."). Each run that finishes is compared with an
 # uninterrupted run of the same config: the final weight digest and metrics.json (less its
 # wall-clock time) must be identical. Then a fresh run starts.
+# Then the data-walk cases (issue #36): an image-folder tree with links to `.` and `..` inside
+# class folders and a FIFO named like an image must train to the right counts without hanging,
+# and SIGTERM while a large tree loads must stop the process promptly (exit 130) with nothing
+# written.
 # Usage: scripts/soak.sh [CYCLES=20] [RBL=target/release/rbl]
 # Prints cycles done, signals that landed, concurrent writers refused, finished runs and
-# mismatches; exits 1 on any mismatch.
+# mismatches, then the walk cases; exits 1 on any mismatch or failed case.
 set -uo pipefail
 cycles=${1:-20}
 bin=${2:-target/release/rbl}
@@ -88,4 +92,74 @@ if [ -f "$run/config.toml" ]; then
   compare
 fi
 echo "cycles $n, signals landed $kills, second writers refused $refused, finished runs $finished, mismatches $mismatches"
-[ "$mismatches" -eq 0 ]
+
+# --- The data walk: links to folders, FIFOs, a signal during the load. ---
+# Tiny PNGs written by Python's zlib (no imaging library needed): $1 = folder, $2 = count,
+# $3 = grey level.
+pngs() {
+  python3 - "$@" <<'PY'
+import os, struct, sys, zlib
+folder, count, level = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+side = int(sys.argv[4]) if len(sys.argv) > 4 else 12
+os.makedirs(folder, exist_ok=True)
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+for i in range(count):
+    rows = (b"\0" + bytes([(level + i + x) % 256 for x in range(side)])) * side
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    open(os.path.join(folder, f"{i:05d}.png"), "wb").write(png)
+PY
+}
+failures=0
+case_result() { if [ "$1" = ok ]; then echo "walk case: $2: ok"; else echo "walk case: $2: FAILED ($3)"; failures=$((failures + 1)); fi; }
+tree="$work/tree"
+pngs "$tree/train/a" 12 10; pngs "$tree/train/b" 6 200; pngs "$tree/test/a" 4 10; pngs "$tree/test/b" 4 200
+ln -s . "$tree/train/a/loop"; ln -s .. "$tree/train/a/up"; ln -s . "$tree/train/b/loop"
+mkfifo "$tree/test/a/f.png"
+cat > "$work/tree.toml" <<TOML
+name = "tree"
+[data]
+dataset = "image-folder"
+root = "$tree"
+imbalance_ratio = 1.0
+image_size = 12
+workers = 2
+[model]
+widths = [4, 8, 8]
+feature_dim = 8
+[train]
+epochs = 1
+batch_size = 6
+TOML
+if timeout 120 "$bin" train --config "$work/tree.toml" --out "$work/tree_run" -q 2>"$work/tree.err" >/dev/null; then
+  if grep -q '"train_counts": \[' "$work/tree_run/metrics.json" && tr -d ' \n' <"$work/tree_run/metrics.json" | grep -q '"train_counts":\[12,6\]'; then
+    case_result ok "links to . and .. counted once, FIFO skipped"
+  else
+    case_result bad "links and FIFO" "train_counts $(tr -d ' \n' <"$work/tree_run/metrics.json" | grep -o '"train_counts":\[[0-9,]*\]')"
+  fi
+  grep -q "symbolic links to folders not followed" "$work/tree.err" && grep -q "not regular files" "$work/tree.err" \
+    && case_result ok "the walk names what it skipped" || case_result bad "notes" "$(cat "$work/tree.err")"
+else
+  case_result bad "links and FIFO" "exit $? (124 = hung): $(tail -2 "$work/tree.err")"
+fi
+# A large test set (20,000 images, checked before training starts): SIGTERM a moment into it.
+big="$work/big"
+pngs "$big/train/a" 20 10 12; pngs "$big/train/b" 20 200 12; pngs "$big/test/a" 10000 10 48; pngs "$big/test/b" 10000 200 48
+sed "s|root = \"$tree\"|root = \"$big\"|" "$work/tree.toml" > "$work/big.toml"
+"$bin" train --config "$work/big.toml" --out "$work/big_run" -q >/dev/null 2>"$work/big.err" &
+pid=$!
+sleep 0.15
+kill -TERM "$pid"
+t0=$(date +%s.%N)
+wait "$pid"; code=$?
+waited=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+if [ "$code" -eq 130 ] && [ ! -e "$work/big_run/config.toml" ]; then
+  case_result ok "SIGTERM during the load: exit 130 after ${waited}s, nothing written"
+elif [ "$code" -eq 130 ] || [ "$code" -eq 143 ]; then
+  case_result bad "SIGTERM during the load" "exit $code but $(ls "$work/big_run" 2>/dev/null | tr '\n' ' ') written"
+else
+  case_result bad "SIGTERM during the load" "exit $code after ${waited}s: $(tail -1 "$work/big.err")"
+fi
+echo "walk cases failed: $failures"
+[ "$mismatches" -eq 0 ] && [ "$failures" -eq 0 ]

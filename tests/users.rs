@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use common::*;
@@ -62,9 +63,28 @@ fn predict_on_png_files_reproduces_the_runs_own_test_accuracy() {
         table.starts_with(pngs.join("000.png").to_str().unwrap()) && table.contains("  5. ") && table.contains("adjusted (τ = 1)"),
         "{table}"
     );
-    // A missing file is named.
-    let out = rbl(&["predict", "--checkpoint", run.to_str().unwrap(), "/no/such.png"]);
-    assert!(!out.status.success() && stderr(&out).contains("/no/such.png"), "{}", stderr(&out));
+    // A missing file and a file that is not an image are reported and skipped, the rest
+    // classified (with --logits, one per class), and the exit status says some failed.
+    let junk = dir.path().join("junk.png");
+    std::fs::write(&junk, b"not an image").unwrap();
+    let good = pngs.join("000.png");
+    let out = rbl(&[
+        "predict",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--json",
+        "--logits",
+        "/no/such.png",
+        junk.to_str().unwrap(),
+        good.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success() && stderr(&out).contains("2 of 3 inputs could not be classified"), "{}", stderr(&out));
+    let lines: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0]["error"].as_str().unwrap().contains("/no/such.png"), "{}", lines[0]);
+    assert!(lines[1]["error"].as_str().unwrap().contains("junk.png"), "{}", lines[1]);
+    assert_eq!(lines[2]["logits"].as_array().unwrap().len(), 10);
+    assert!(lines[2].get("error").is_none() && lines[2]["top"].as_array().unwrap().len() == 5);
 
     // TensorBoard: one event file, one summary per epoch with the run's numbers, CRCs valid.
     let tb: Vec<_> = std::fs::read_dir(run.join("tensorboard")).unwrap().map(|e| e.unwrap().path()).collect();
@@ -189,6 +209,37 @@ batch_size = 16
         names.sort();
         assert_eq!(names, vec!["blue", "green", "red"], "{l}");
     }
+
+    // Issue #36 row 19: a file whose name is not UTF-8 is reported (escaped), with the rest.
+    let odd = dir.path().join("odd");
+    std::fs::create_dir(&odd).unwrap();
+    let weird = odd.join(std::ffi::OsStr::from_bytes(b"caf\xE9.png"));
+    std::fs::copy(root.join("test/red/0.png"), &weird).unwrap();
+    std::fs::copy(root.join("test/blue/0.png"), odd.join("plain.png")).unwrap();
+    let out = rbl(&["predict", "--checkpoint", run.to_str().unwrap(), odd.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0]["path"].as_str().unwrap().ends_with("caf\\xE9.png") && lines[0]["top"][0]["name"].is_string(), "{}", lines[0]);
+
+    // Issue #36 row 21: the run stored its class names. A class folder renamed after training
+    // makes eval refuse (labels would shift); with the tree gone, predict still names classes.
+    std::fs::rename(root.join("test/green"), root.join("test/lime")).unwrap();
+    std::fs::rename(root.join("train/green"), root.join("train/lime")).unwrap();
+    let out = rbl(&["eval", "--checkpoint", run.to_str().unwrap()]);
+    assert!(!out.status.success() && stderr(&out).contains("label 1 was \"green\""), "{}", stderr(&out));
+    let moved = dir.path().join("moved");
+    std::fs::rename(&root, &moved).unwrap();
+    let out = rbl(&["predict", "--checkpoint", run.to_str().unwrap(), moved.join("test/red").to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first: Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().next().unwrap()).unwrap();
+    let names: Vec<&str> = first["top"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"green") && !names.contains(&"lime"), "{names:?}");
+    let out = rbl(&["export", "--checkpoint", run.to_str().unwrap(), "--out", dir.path().join("m.safetensors").to_str().unwrap()]);
+    assert!(out.status.success(), "export needs no dataset: {}", stderr(&out));
+    std::fs::rename(&moved, &root).unwrap();
+    std::fs::rename(root.join("test/lime"), root.join("test/green")).unwrap();
+    std::fs::rename(root.join("train/lime"), root.join("train/green")).unwrap();
 
     // Subsampled into a long tail at ratio 10 (n_max 10) as the built-in datasets are.
     let out = rbl(&[

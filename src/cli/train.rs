@@ -36,6 +36,9 @@ pub struct Args {
     /// crash safety).
     #[arg(long, hide = true)]
     crash_after_step: Option<usize>,
+    /// Abort the process right after this epoch's checkpoint is written (crash-safety tests).
+    #[arg(long, hide = true)]
+    crash_after_checkpoint: Option<usize>,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -72,6 +75,7 @@ pub fn run(args: Args) -> Result<()> {
         stop_after_epoch: args.stop_after_epoch,
         quiet: args.quiet,
         crash_after_steps: args.crash_after_step,
+        crash_after_checkpoint: args.crash_after_checkpoint,
         force: args.force,
         ..RunOptions::new(run_dir.clone(), resume)
     };

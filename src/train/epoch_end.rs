@@ -115,6 +115,10 @@ impl Trainer<'_> {
         let run_dir = &self.opts.run_dir;
         let state = CheckpointState::new(done, &self.cfg, &self.history, self.wall_seconds, None);
         let saved = save_checkpoint(run_dir.path(), net, &self.optim, state, self.cfg.train.keep_checkpoints)?;
+        if self.opts.crash_after_checkpoint == Some(done) {
+            // A stand-in for SIGKILL at the epoch boundary (crash-safety tests).
+            std::process::abort();
+        }
         if self.cfg.eval.select == Selection::Val && best_val_epoch(&self.history) == Some(done) {
             keep_as_best(run_dir, &saved)?;
         }

@@ -42,6 +42,9 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Abort the process (as SIGKILL would) after this many training steps: crash-safety tests.
     pub crash_after_steps: Option<usize>,
+    /// Abort the process right after the checkpoint of this epoch (1-based) is written, before
+    /// the epoch log: crash-safety tests of what an epoch boundary publishes.
+    pub crash_after_checkpoint: Option<usize>,
     /// A new run replaces the run already in `run_dir` (`--force`): rbl's own files are
     /// removed under the folder's lock, which is then held for the new run without a gap.
     pub force: bool,
@@ -50,7 +53,15 @@ pub struct RunOptions {
 impl RunOptions {
     /// Train into `run_dir` from the start (`resume` false) or from its latest checkpoint.
     pub fn new(run_dir: RunDir, resume: bool) -> RunOptions {
-        RunOptions { run_dir, resume, stop_after_epoch: None, quiet: false, crash_after_steps: None, force: false }
+        RunOptions {
+            run_dir,
+            resume,
+            stop_after_epoch: None,
+            quiet: false,
+            crash_after_steps: None,
+            crash_after_checkpoint: None,
+            force: false,
+        }
     }
 }
 
