@@ -65,7 +65,7 @@ compare() {
 }
 for cycle in $(seq 1 "$cycles"); do
   if [ -f "$run/config.toml" ]; then args=(--resume "$run"); else args=(--config "$work/soak.toml" --out "$run"); fi
-  "$bin" train "${args[@]}" -q >/dev/null 2>&1 &
+  "$bin" train "${args[@]}" -q >/dev/null 2>"$work/first.out" &
   pid=$!
   pid2=""
   if [ $((cycle % 4)) -eq 0 ]; then
@@ -80,7 +80,8 @@ for cycle in $(seq 1 "$cycles"); do
     wait "$pid2" 2>/dev/null
     # Refused outright, or (a new run) found the other's config.toml; otherwise the first was
     # stopped before it took the lock. Two writers at once would show as a mismatch below.
-    if grep -q "in use by\|already holds a run" "$work/second.out"; then refused=$((refused + 1)); fi
+    # Either of the two may be the one refused.
+    if grep -q "in use by\|already holds a run" "$work/second.out" "$work/first.out"; then refused=$((refused + 1)); fi
   fi
   n=$cycle
   echo "cycle $cycle: latest $(cat "$run/latest" 2>/dev/null || echo none)"

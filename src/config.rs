@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::data::config::{BadImages, DataConfig, DatasetKind};
+pub use crate::data::config::{Augment, BadImages, DataConfig, DatasetKind};
 use crate::error::{RblError, Result};
 pub use crate::head::HeadKind;
 pub use crate::loss::{LossConfig, LossKind};
@@ -80,10 +80,23 @@ impl ExperimentConfig {
         Self::from_toml_str(&text, &path.display().to_string(), overrides)
     }
 
-    /// Parses TOML text (named `origin` in errors) and applies overrides.
+    /// Parses TOML text (named `origin` in errors) and applies overrides: a new experiment's
+    /// config. An image-folder tree that does not set `data.imbalance_ratio` is used as it is
+    /// (ratio 1: a user's own data is usually long-tailed already).
     pub fn from_toml_str(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
         let value: toml::Value = toml::from_str(text).map_err(|e| RblError::Config { origin: origin.into(), msg: e.to_string() })?;
-        Self::from_value(value, origin, overrides)
+        let mut value = value;
+        for ov in overrides {
+            apply_override(&mut value, ov)?;
+        }
+        let data = value.get("data");
+        let image_folder = data.and_then(|d| d.get("dataset")).and_then(|d| d.as_str()) == Some("image-folder");
+        let ratio_given = data.and_then(|d| d.get("imbalance_ratio")).is_some();
+        let mut cfg = Self::from_value(value, origin, overrides)?;
+        if image_folder && !ratio_given {
+            cfg.data.imbalance_ratio = 1.0;
+        }
+        Ok(cfg)
     }
 
     /// Reads a config a run stored (its `config.toml`), as [`Self::load`] but with
@@ -103,14 +116,24 @@ impl ExperimentConfig {
                     t.entry(key).or_insert_with(|| toml::Value::String(legacy.into()));
                 }
             }
+            // Runs on image files from before `data.augment` were all trained ImageNet style.
+            if let Some(data) = root.get_mut("data").and_then(|d| d.as_table_mut()) {
+                let files = matches!(data.get("dataset").and_then(|d| d.as_str()), Some("folder" | "image-folder"));
+                if files {
+                    data.entry("augment").or_insert_with(|| toml::Value::String("imagenet".into()));
+                    data.entry("channels").or_insert_with(|| toml::Value::Integer(3));
+                }
+            }
+        }
+        for ov in overrides {
+            apply_override(&mut value, ov)?;
         }
         Self::from_value(value, origin, overrides)
     }
 
-    fn from_value(mut value: toml::Value, origin: &str, overrides: &[String]) -> Result<Self> {
-        for ov in overrides {
-            apply_override(&mut value, ov)?;
-        }
+    /// The config in `value`, with `overrides` already applied (an error at a key one of them
+    /// set names that `--set`).
+    fn from_value(value: toml::Value, origin: &str, overrides: &[String]) -> Result<Self> {
         // An error at a key a --set gave is blamed on that --set, not on the file.
         let blame = |msg: String| {
             let key = msg.split_once(": ").map(|(k, _)| k.to_string()).unwrap_or_default();
@@ -118,6 +141,12 @@ impl ExperimentConfig {
             RblError::Config { origin, msg }
         };
         let cfg: ExperimentConfig = value.try_into().map_err(|e: toml::de::Error| blame(key_first(&e.to_string())))?;
+        let mut cfg = cfg;
+        // TOML strings are not seen by a shell: `~/data` is expanded here.
+        cfg.data.root = crate::data::defaults::expand_home(&cfg.data.root);
+        for split in [&mut cfg.data.train_split, &mut cfg.data.test_split, &mut cfg.data.val_split, &mut cfg.model.init_weights] {
+            *split = crate::data::defaults::expand_home(split);
+        }
         cfg.validate(origin).map_err(|e| match e {
             RblError::Config { msg, .. } => blame(msg),
             other => other,
@@ -244,12 +273,28 @@ impl ExperimentConfig {
             if self.data.val_per_class > 0 {
                 return bad("data.val_per_class", "folder datasets bring their own validation split: use data.val_split".into());
             }
-            if self.data.image_size < 8 || self.data.workers == 0 {
-                return bad("data.image_size", "needs image_size ≥ 8 and workers ≥ 1".into());
-            }
         }
-        if self.data.dataset == DatasetKind::ImageFolder && (self.data.image_size < 8 || self.data.workers == 0) {
-            return bad("data.image_size", "an image-folder dataset needs image_size ≥ 8 and workers ≥ 1".into());
+        let files = matches!(self.data.dataset, DatasetKind::Folder | DatasetKind::ImageFolder);
+        if files && (self.data.image_size != 0 && !(8..=4096).contains(&self.data.image_size)) {
+            return bad("data.image_size", format!("{} is not 0 (from the data) or 8 … 4096", self.data.image_size));
+        }
+        if self.data.workers == 0 {
+            return bad("data.workers", "must be at least 1".into());
+        }
+        if !matches!(self.data.channels, 0 | 1 | 3) {
+            return bad("data.channels", format!("{} is not 0 (from the data), 1 (grey) or 3 (RGB)", self.data.channels));
+        }
+        if self.data.augment == Augment::Imagenet && !files {
+            return bad(
+                "data.augment",
+                format!("\"imagenet\" decodes image files; {} is held in memory and trained \"cifar\" style", self.data.dataset),
+            );
+        }
+        if self.data.dataset == DatasetKind::Folder && self.data.augment == Augment::Cifar {
+            return bad("data.augment", "a folder (split-file) dataset is read from disk: \"imagenet\" or \"auto\"".into());
+        }
+        if self.data.channels == 1 && (self.data.dataset != DatasetKind::ImageFolder || self.data.augment == Augment::Imagenet) {
+            return bad("data.channels", "1 (grey) is for image-folder trees trained \"cifar\" style".into());
         }
         if self.loss.name == LossKind::DotRegression && self.model.head == HeadKind::Linear {
             return bad("loss.name", "dot_regression pulls features onto fixed class directions: use model.head = \"etf\" or \"rbl\" (a learned linear head would shrink to zero)".into());

@@ -38,6 +38,12 @@ pub struct DatasetCard {
     pub mean: Vec<f32>,
     /// Per-channel normalisation standard deviation (0–1 scale).
     pub std: Vec<f32>,
+    /// What rbl found in the data when the run started (image-folder trees).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<String>,
+    /// The keys rbl filled in from the data, with the reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chosen: Vec<crate::data::defaults::Choice>,
 }
 
 impl DatasetCard {
@@ -52,6 +58,8 @@ impl DatasetCard {
             file_image_size: train.files.as_ref().map(|f| f.size),
             mean: mean.to_vec(),
             std: std.to_vec(),
+            found: None,
+            chosen: Vec::new(),
         }
     }
 
@@ -139,6 +147,8 @@ mod tests {
             file_image_size: Some(32),
             mean: vec![0.5; 3],
             std: vec![0.25; 3],
+            found: None,
+            chosen: Vec::new(),
         }
     }
 

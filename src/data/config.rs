@@ -29,6 +29,24 @@ pub enum DatasetKind {
     ImageFolder,
 }
 
+/// How training images are augmented (and, for image files, brought to the input size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Augment {
+    /// Chosen from the data: `cifar` for the built-in datasets and for image-folder trees of
+    /// small images (at most 64 px, one size), `imagenet` for larger image files.
+    #[default]
+    Auto,
+    /// Images held in memory at `data.image_size` (their own size when they have it), padded
+    /// by `data.crop_padding` and randomly cropped back, flipped (`data.flip`), optionally
+    /// AutoAugment and Cutout: the CIFAR recipe.
+    Cifar,
+    /// Images decoded from disk each epoch: RandomResizedCrop (8–100 % of the area, aspect
+    /// 3/4–4/3) to `data.image_size` and flip for training; resize to size·8/7 and centre crop
+    /// for evaluation: the ImageNet recipe.
+    Imagenet,
+}
+
 /// What a missing or undecodable image of a `folder` dataset does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -73,9 +91,15 @@ pub struct DataConfig {
     pub val_split: String,
     /// `folder` datasets: number of classes (1000 for ImageNet-LT).
     pub num_classes: usize,
-    /// `folder` datasets: side of the square input (RandomResizedCrop for training; resize to
-    /// size·8/7 and centre crop for evaluation).
+    /// Image files (`folder`, `image-folder`): side of the square input. 0 = from the data:
+    /// an image-folder tree's own size for small images, else 224 or the images' median shorter
+    /// side when smaller (printed when training starts); 224 for `folder` datasets.
     pub image_size: usize,
+    /// How training images are augmented: `auto`, `cifar` or `imagenet` ([`Augment`]).
+    pub augment: Augment,
+    /// `image-folder` trees trained `cifar` style: 1 (grey) or 3 (RGB) channels; 0 = from the
+    /// data (grey when every training image is).
+    pub channels: usize,
     /// Loader threads: decoding (`folder` datasets) and augmentation; the batches do not
     /// depend on the count.
     pub workers: usize,
@@ -117,7 +141,9 @@ impl Default for DataConfig {
             test_split: String::new(),
             val_split: String::new(),
             num_classes: 0,
-            image_size: 224,
+            image_size: 0,
+            augment: Augment::Auto,
+            channels: 0,
             workers: 4,
             bad_images: BadImages::Error,
             mean: Vec::new(),
@@ -128,6 +154,30 @@ impl Default for DataConfig {
             many_threshold: 100,
             few_threshold: 20,
         }
+    }
+}
+
+impl DataConfig {
+    /// Takes the values a run resolved from its data (`stored`, its config) for the keys this
+    /// config leaves to rbl: a resumed run keeps what it started with.
+    pub fn adopt_resolved(&mut self, stored: &DataConfig) {
+        if self.image_size == 0 {
+            self.image_size = stored.image_size;
+        }
+        if self.augment == Augment::Auto {
+            self.augment = stored.augment;
+        }
+        if self.channels == 0 {
+            self.channels = stored.channels;
+        }
+        if self.mean.is_empty() && self.std.is_empty() && self.dataset == DatasetKind::ImageFolder {
+            (self.mean, self.std) = (stored.mean.clone(), stored.std.clone());
+        }
+    }
+
+    /// The input side of a split-file dataset: `image_size`, or ImageNet's 224 for 0.
+    pub fn file_image_size(&self) -> usize {
+        if self.image_size == 0 { crate::data::defaults::IMAGENET_SIDE } else { self.image_size }
     }
 }
 

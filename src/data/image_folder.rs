@@ -193,9 +193,66 @@ pub fn split_set(cfg: &DataConfig, split: &str, classes: &[String]) -> Result<Im
     })
 }
 
+/// An on-disk set read into memory as `channels` × `side` × `side` images (each file's
+/// shorter side resized to `side`, its centre cropped, grey when `channels` is 1: see
+/// [`crate::data::model_input`]), decoded on `workers` threads. A file that cannot be decoded
+/// is an error naming the first few, or with `skip` is left out and counted on stderr.
+pub fn into_memory(set: &ImageSet, channels: usize, side: usize, workers: usize, skip: bool) -> Result<ImageSet> {
+    let Some(files) = &set.files else { return Ok(set.clone()) };
+    let n = files.paths.len();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<(usize, Result<Vec<u8>>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.clamp(1, n.max(1)))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= n || crate::interrupt::requested() {
+                            return out;
+                        }
+                        let img = crate::data::folder::read_image(&files.root.join(&files.paths[i]));
+                        out.push((i, img.map(|img| crate::data::model_input::to_model_input(&img, channels, side, side))));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("decoder thread")).collect()
+    });
+    crate::interrupt::check()?;
+    let mut decoded: Vec<Option<Result<Vec<u8>>>> = (0..n).map(|_| None).collect();
+    for (i, r) in results {
+        decoded[i] = Some(r);
+    }
+    let mut pixels = Vec::with_capacity(n * channels * side * side);
+    let mut labels = Vec::with_capacity(n);
+    let mut bad = Vec::new();
+    for (i, r) in decoded.into_iter().enumerate() {
+        match r.expect("every image decoded") {
+            Ok(px) => {
+                pixels.extend(px);
+                labels.push(set.labels[i]);
+            }
+            Err(e) => bad.push(e.to_string()),
+        }
+    }
+    if !bad.is_empty() {
+        let first: Vec<&str> = bad.iter().take(3).map(String::as_str).collect();
+        let msg = format!("{} of {n} images cannot be decoded (first: {})", bad.len(), first.join("; "));
+        if !skip {
+            return Err(RblError::Dataset(format!("{msg}; set data.bad_images = \"skip\" to leave them out")));
+        }
+        crate::note!("warning: {msg}; left out");
+    }
+    Ok(ImageSet { pixels, labels, num_classes: set.num_classes, channels, height: side, width: side, files: None })
+}
+
 /// The tree's sets: (training pool, validation set if the tree has its own, test set).
 pub fn read_image_folder(cfg: &DataConfig) -> Result<(ImageSet, Option<ImageSet>, ImageSet)> {
     let root = Path::new(&cfg.root);
+    if !root.join("train").is_dir() {
+        return Err(RblError::Dataset(crate::data::defaults::root_hint(root)));
+    }
     let classes = class_names(root)?;
     let pool = split_set(cfg, "train", &classes)?;
     let (has_test, has_val) = (root.join("test").is_dir(), root.join("val").is_dir());

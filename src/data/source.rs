@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::data::ImageSet;
 use crate::data::cifar::Cifar;
 use crate::data::cifar_files::read_cifar_dataset;
-use crate::data::config::{BadImages, DataConfig, DatasetKind};
+use crate::data::config::{Augment, BadImages, DataConfig, DatasetKind};
 use crate::data::idx::read_idx;
 use crate::data::long_tail::{first_per_class, long_tail_counts_with, sample_long_tail, split_validation};
 use crate::error::{RblError, Result};
@@ -110,12 +110,12 @@ pub fn folder_set(cfg: &DataConfig, split: &str) -> Result<ImageSet> {
         labels: present.iter().map(|e| e.label).collect(),
         num_classes: cfg.num_classes,
         channels: 3,
-        height: cfg.image_size,
-        width: cfg.image_size,
+        height: cfg.file_image_size(),
+        width: cfg.file_image_size(),
         files: Some(std::sync::Arc::new(crate::data::image_set::FileImages {
             root: root.into(),
             paths: present.into_iter().map(|e| e.path).collect(),
-            size: cfg.image_size,
+            size: cfg.file_image_size(),
             skip_bad: cfg.bad_images == BadImages::Skip,
         })),
     })
@@ -165,6 +165,73 @@ fn prepare_folder(cfg: &DataConfig) -> Result<PreparedData> {
     Ok(PreparedData { train_counts: train.class_counts(), train, val, test, mean, std })
 }
 
+/// How many images [`sampled_channel_stats`] decodes at most.
+pub const STATS_SAMPLE: usize = 2000;
+
+/// Per-channel mean and standard deviation (0–1 scale) of an on-disk set's evaluation views,
+/// from up to [`STATS_SAMPLE`] images evenly spread over it, decoded on `workers` threads; an
+/// in-memory set's exact statistics. What an image-folder run of large images is normalised
+/// with (stored in its config, so evaluation later uses the same numbers).
+pub fn sampled_channel_stats(set: &ImageSet, workers: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    let Some(files) = &set.files else { return Ok(set.channel_stats()) };
+    let step = set.len().div_ceil(STATS_SAMPLE).max(1);
+    let picks: Vec<usize> = (0..set.len()).step_by(step).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    // Each image's sums, then added in image order: the same numbers whatever the workers.
+    let per_image: Vec<(usize, Option<[[f64; 3]; 2]>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.clamp(1, picks.len().max(1)))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if k >= picks.len() || crate::interrupt::requested() {
+                            return out;
+                        }
+                        // Undecodable images are left to the decode check, which names them.
+                        let Ok(img) = crate::data::folder::read_image(&files.root.join(&files.paths[picks[k]])) else {
+                            out.push((k, None));
+                            continue;
+                        };
+                        let view = crate::data::folder::model_view(&img, files.size, None);
+                        let plane = files.size * files.size;
+                        let mut acc = [[0f64; 3]; 2];
+                        for c in 0..3 {
+                            for &p in &view[c * plane..(c + 1) * plane] {
+                                let v = p as f64 / 255.0;
+                                acc[0][c] += v;
+                                acc[1][c] += v * v;
+                            }
+                        }
+                        out.push((k, Some(acc)));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("stats thread")).collect()
+    });
+    crate::interrupt::check()?;
+    let mut ordered: Vec<Option<[[f64; 3]; 2]>> = vec![None; picks.len()];
+    for (k, acc) in per_image {
+        ordered[k] = acc;
+    }
+    let used: Vec<[[f64; 3]; 2]> = ordered.into_iter().flatten().collect();
+    if used.is_empty() {
+        return Err(RblError::Dataset("no training image could be decoded to compute the normalisation".into()));
+    }
+    let mut total = [[0f64; 3]; 2];
+    for t in &used {
+        for c in 0..3 {
+            total[0][c] += t[0][c];
+            total[1][c] += t[1][c];
+        }
+    }
+    let n = (used.len() * files.size * files.size) as f64;
+    let mean: Vec<f64> = (0..3).map(|c| total[0][c] / n).collect();
+    let std = (0..3).map(|c| ((total[1][c] / n - mean[c] * mean[c]).max(1e-6)).sqrt() as f32).collect();
+    Ok((mean.into_iter().map(|m| m as f32).collect(), std))
+}
+
 /// The configured normalisation (`data.mean` / `data.std`) or the training set's statistics.
 fn normalisation(cfg: &DataConfig, train: &ImageSet) -> Result<(Vec<f32>, Vec<f32>)> {
     if cfg.mean.is_empty() && cfg.std.is_empty() {
@@ -194,7 +261,28 @@ pub fn prepare(cfg: &DataConfig, seed: u64) -> Result<PreparedData> {
 /// The sets of an ImageFolder tree ([`crate::data::image_folder`]): its own `val/` when it has
 /// one, `train/` as it is at imbalance ratio 1, else the long tail drawn as for built-ins.
 fn prepare_image_folder(cfg: &DataConfig, seed: u64) -> Result<PreparedData> {
+    // A config whose input keys were left to rbl (one built in code rather than read from a
+    // run) is resolved here as a new run would be.
+    let resolved;
+    let cfg = if cfg.image_size == 0 || cfg.augment == Augment::Auto || cfg.channels == 0 {
+        let mut c = cfg.clone();
+        let survey = crate::data::defaults::survey(Path::new(&c.root))?;
+        crate::data::defaults::resolve(&mut c, Some(&survey));
+        resolved = c;
+        &resolved
+    } else {
+        cfg
+    };
     let (pool, own_val, test) = crate::data::image_folder::read_image_folder(cfg)?;
+    // `cifar` style: the images held in memory at the input size, augmented as CIFAR is.
+    let (pool, own_val, test) = if cfg.augment == Augment::Cifar {
+        let load = |s: &ImageSet| {
+            crate::data::image_folder::into_memory(s, cfg.channels, cfg.image_size, cfg.workers, cfg.bad_images == BadImages::Skip)
+        };
+        (load(&pool)?, own_val.as_ref().map(load).transpose()?, load(&test)?)
+    } else {
+        (pool, own_val, test)
+    };
     let config_error = |key: &str, msg: String| RblError::Config { origin: key.into(), msg };
     if cfg.num_classes != 0 && cfg.num_classes != pool.num_classes {
         return Err(config_error(

@@ -10,9 +10,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::data::card::DatasetCard;
-use crate::data::decode::RgbImage;
 use crate::data::image_folder::Skipped;
-use crate::data::resize::{resize, resize_center_crop};
+use crate::data::model_input::to_model_input;
 use crate::error::Result;
 use crate::metrics::logit_adjust::{adjust_logits, log_prior};
 use crate::train::evaluate::forward_all;
@@ -89,19 +88,6 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)
         }
     }
     (files, problems)
-}
-
-/// PIL's `convert("L")`: L = (19595 R + 38470 G + 7471 B + 2¹⁵) >> 16 (ITU-R 601 weights).
-fn grey(img: &RgbImage) -> Vec<u8> {
-    let n = img.width * img.height;
-    let (r, g, b) = (&img.pixels[..n], &img.pixels[n..2 * n], &img.pixels[2 * n..]);
-    (0..n).map(|i| ((19595 * r[i] as u32 + 38470 * g[i] as u32 + 7471 * b[i] as u32 + 32768) >> 16) as u8).collect()
-}
-
-/// A decoded file as an in-memory dataset image of `channels` × `height` × `width`.
-pub fn to_model_input(img: &RgbImage, channels: usize, height: usize, width: usize) -> Vec<u8> {
-    let sized = if height == width { resize_center_crop(img, height, height) } else { resize(img, width, height) };
-    if channels == 1 { grey(&sized) } else { sized.pixels }
 }
 
 /// A decoded image as model input in the card's format (the same bytes the loader gives an
@@ -226,14 +212,6 @@ pub fn format_table(predictions: &[Prediction], tau: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn grey_matches_pils_integer_formula() {
-        // PIL: L = R*299/1000 + G*587/1000 + B*114/1000, as (19595, 38470, 7471) / 65536 rounded.
-        let img = RgbImage { width: 3, height: 1, pixels: vec![255, 0, 10, 0, 255, 20, 0, 0, 30] };
-        let by_hand = |r: f64, g: f64, b: f64| (0.299 * r + 0.587 * g + 0.114 * b).round() as u8;
-        assert_eq!(grey(&img), vec![by_hand(255.0, 0.0, 0.0), by_hand(0.0, 255.0, 0.0), by_hand(10.0, 20.0, 30.0)]);
-    }
 
     #[test]
     fn softmax_sums_to_one_and_orders_like_the_logits() {

@@ -9,7 +9,9 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 
 use crate::config::ExperimentConfig;
-use crate::data::source::{check_decodable, prepare};
+use crate::config::{Augment, DatasetKind};
+use crate::data::defaults::{self, Choice};
+use crate::data::source::{PreparedData, STATS_SAMPLE, check_decodable, prepare, sampled_channel_stats};
 use crate::error::{RblError, Result};
 use crate::interrupt;
 use crate::loss::Criterion;
@@ -140,7 +142,7 @@ impl<'a> Trainer<'a> {
         let train_device = device.clone().autodiff();
         train_device.seed(cfg.seed);
 
-        let data = prepare(&cfg.data, cfg.seed)?;
+        let (cfg, data, input) = resolve_input(cfg, opts)?;
         let ctx = context(cfg.clone(), data, device);
         let net = Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &train_device)?;
         // A new run takes model.init_weights here, before anything is written: a bad file stops
@@ -210,7 +212,9 @@ impl<'a> Trainer<'a> {
         }
         // What predict and export need of the data; runs from before it get one on resume,
         // and a resumed run refuses a tree whose classes were renamed meanwhile.
-        let card = trainer.ctx.dataset_card()?;
+        let mut card = trainer.ctx.dataset_card()?;
+        card.found = input.found.clone();
+        card.chosen = input.chosen.clone();
         match run_dir.read_dataset_card()? {
             Some(stored) if opts.resume => stored.check_same_classes(&card.class_names)?,
             _ => run_dir.write_dataset_card(&card)?,
@@ -293,6 +297,60 @@ impl<'a> Trainer<'a> {
         run_dir.write_metrics(&metrics)?;
         Ok(Some(metrics))
     }
+}
+
+/// What rbl found in the data and chose for the keys left to it ([`crate::data::defaults`]).
+struct InputChoices {
+    /// One line on the data found (image-folder trees).
+    found: Option<String>,
+    /// The keys filled in, with the reasons.
+    chosen: Vec<Choice>,
+}
+
+/// Fills in the data keys left to rbl (image size, augmentation, channels, normalisation of an
+/// image-folder tree) and prepares the data with them; prints what was found and chosen when a
+/// new run starts. A resumed run takes them from its stored config, so it trains on what it
+/// started with even when given the unresolved config file again.
+fn resolve_input(mut cfg: ExperimentConfig, opts: &RunOptions) -> Result<(ExperimentConfig, PreparedData, InputChoices)> {
+    if opts.resume && opts.run_dir.holds_run() {
+        let stored = ExperimentConfig::load_stored(&opts.run_dir.config(), &[])?;
+        cfg.data.adopt_resolved(&stored.data);
+    }
+    let image_folder = cfg.data.dataset == DatasetKind::ImageFolder;
+    let unresolved = cfg.data.image_size == 0 || cfg.data.augment == Augment::Auto || cfg.data.channels == 0;
+    let survey = if image_folder && unresolved { Some(defaults::survey(std::path::Path::new(&cfg.data.root))?) } else { None };
+    let mut chosen = defaults::resolve(&mut cfg.data, survey.as_ref());
+    cfg.validate("the data's defaults")?;
+    let mut data = prepare(&cfg.data, cfg.seed)?;
+    // (A resumed run from before this existed keeps the normalisation it was trained with.)
+    if image_folder && cfg.data.mean.is_empty() && !opts.resume {
+        if data.train.files.is_some() {
+            (data.mean, data.std) = sampled_channel_stats(&data.train, cfg.data.workers)?;
+        }
+        (cfg.data.mean, cfg.data.std) = (data.mean.clone(), data.std.clone());
+        let show = |v: &[f32]| format!("[{}]", v.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(", "));
+        let n = if data.train.files.is_some() { data.train.len().min(STATS_SAMPLE) } else { data.train.len() };
+        chosen.push(Choice {
+            key: "data.mean / data.std".into(),
+            value: format!("{} / {}", show(&data.mean), show(&data.std)),
+            why: format!("the training set's own, from {n} images"),
+        });
+    }
+    if image_folder && cfg.data.imbalance_ratio == 1.0 && cfg.data.n_max == 0 && !opts.resume {
+        chosen.push(Choice {
+            key: "data.imbalance_ratio".into(),
+            value: "1".into(),
+            why: format!("train/ as it is ({:?} per class); a ratio > 1 subsamples it into a long tail", data.train_counts),
+        });
+    }
+    let found = survey.as_ref().map(|s| defaults::describe(Some(s), &[], &[]).trim_end().to_string());
+    if !opts.quiet && !opts.resume {
+        let text = defaults::describe(survey.as_ref(), &chosen, &[]);
+        if !text.is_empty() {
+            crate::note!("{}", text.trim_end());
+        }
+    }
+    Ok((cfg, data, InputChoices { found, chosen }))
 }
 
 /// `net` with `model.init_weights` loaded, if set (the import's summary on stderr).
