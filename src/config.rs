@@ -198,9 +198,38 @@ impl ExperimentConfig {
         if self.train.loss_scale > 0.0 { self.train.loss_scale } else { self.train.precision.default_loss_scale() }
     }
 
-    /// The column label of `rbl table`: dataset and imbalance ratio.
+    /// The column label of `rbl table` for a run not trained yet: dataset and the configured
+    /// imbalance ratio (an image-folder tree used as it is: "as is").
     pub fn column_label(&self) -> String {
-        format!("{} IR{}", self.data.dataset, self.data.imbalance_ratio)
+        if self.data.dataset == DatasetKind::ImageFolder && self.data.imbalance_ratio == 1.0 {
+            return format!("{} as is", self.dataset_label());
+        }
+        format!("{} IR{}", self.dataset_label(), self.data.imbalance_ratio)
+    }
+
+    /// The column label of `rbl table` for a run with these training counts: dataset and the
+    /// ratio the counts actually have (largest / smallest class), so a tree used as it is
+    /// shows its real imbalance.
+    pub fn column_label_for_counts(&self, counts: &[usize]) -> String {
+        let (max, min) = (counts.iter().max().copied().unwrap_or(0), counts.iter().min().copied().unwrap_or(0));
+        if min == 0 {
+            return self.column_label();
+        }
+        let ratio = max as f64 / min as f64;
+        let shown = if (ratio - ratio.round()).abs() < 0.05 { format!("{}", ratio.round()) } else { format!("{ratio:.1}") };
+        format!("{} IR{shown}", self.dataset_label())
+    }
+
+    /// The dataset, as a table names it: its kind, and for an image-folder tree or a split-file
+    /// folder its folder's name.
+    pub fn dataset_label(&self) -> String {
+        match self.data.dataset {
+            DatasetKind::ImageFolder | DatasetKind::Folder => {
+                let name = Path::new(&self.data.root).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                format!("{} {name}", self.data.dataset)
+            }
+            _ => self.data.dataset.to_string(),
+        }
     }
 
     /// The config as TOML text, as written into the run folder.
@@ -349,9 +378,10 @@ impl ExperimentConfig {
     }
 }
 
-/// The smallest `data.std` entry: a channel's spread of under a tenth of one pixel level
+/// The smallest `data.std` entry (and the floor of one computed from a training set whose
+/// channel is constant): a channel's spread of under a tenth of one pixel level
 /// (1/255) would scale its noise past anything the network has seen.
-const MIN_STD: f32 = 1e-3;
+pub const MIN_STD: f32 = 1e-3;
 
 /// The widest stage `model.widths` may ask for.
 const MAX_WIDTH: usize = 4096;

@@ -3,6 +3,7 @@
 //! and its arm in [`run`].
 
 mod compare;
+mod config;
 mod data;
 mod eval;
 mod experiment;
@@ -51,6 +52,12 @@ enum Command {
     /// PCA pictures of the train and test features with the class directions, from a
     /// checkpoint (or a run's latest), into RUN_DIR/features/epoch_NNN.{png,svg}.
     Features(features::Args),
+    /// A commented config to start from (`init`), or the effective config with every default
+    /// and what rbl would choose from the data (`show`).
+    Config {
+        #[command(subcommand)]
+        which: config::ConfigCommand,
+    },
     /// Dataset tools.
     Data {
         #[command(subcommand)]
@@ -82,6 +89,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Experiment { which } => experiment::run(which),
         Command::Features(args) => features::run(args),
         Command::Data { which } => data::run(which),
+        Command::Config { which } => config::run(which),
         Command::Report(args) => report::run(args),
         Command::Posthoc(args) => posthoc::run(args),
         Command::Predict(args) => predict::run(args),

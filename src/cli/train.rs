@@ -12,8 +12,13 @@ use rbl::train::{RunOptions, train_run};
 #[derive(clap::Args)]
 pub struct Args {
     /// Experiment config (TOML).
-    #[arg(long, required_unless_present = "resume")]
+    #[arg(long, required_unless_present_any = ["resume", "data"])]
     config: Option<PathBuf>,
+    /// Train on your own image-folder tree (DIR/train/<class>/…, DIR/test/…) with every other
+    /// setting at its default or chosen from the data: no config file needed. The run is
+    /// runs/<DIR's name>; `rbl config init --root DIR` writes the config to edit instead.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "resume"])]
+    data: Option<PathBuf>,
     /// Override a config key, e.g. --set train.epochs=5 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -58,8 +63,11 @@ pub fn run(args: Args) -> Result<()> {
             (ExperimentConfig::load_stored(&run_dir.config(), &overrides)?, run_dir, true)
         }
         None => {
-            let path = args.config.expect("clap requires --config");
-            let cfg = ExperimentConfig::load(&path, &overrides)?;
+            let cfg = match (&args.config, &args.data) {
+                (Some(path), _) => ExperimentConfig::load(path, &overrides)?,
+                (None, Some(dir)) => config_for_tree(dir, &overrides)?,
+                (None, None) => bail!("--config, --data or --resume is needed"),
+            };
             let run_dir = RunDir::new(args.out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name)));
             // Refused here, before the data is read; checked again (and the old run removed,
             // with --force) under the folder's lock once the data and model have passed.
@@ -95,6 +103,27 @@ pub fn run(args: Args) -> Result<()> {
         None => rbl::say!("stopped early; continue with: rbl train --resume {}", run_dir.path().display()),
     }
     Ok(())
+}
+
+/// The config `rbl train --data DIR` trains with: an image-folder tree at DIR, named after it,
+/// everything else at its default or chosen from the data.
+fn config_for_tree(dir: &std::path::Path, overrides: &[String]) -> Result<ExperimentConfig> {
+    let root = toml::Value::String(dir.display().to_string());
+    let name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "experiment".into());
+    let name = toml::Value::String(name.chars().map(|c| if c.is_control() || c == '/' { '_' } else { c }).collect());
+    let text = format!(
+        "name = {name}
+[data]
+dataset = \"image-folder\"
+root = {root}
+"
+    );
+    Ok(ExperimentConfig::from_toml_str(&text, "--data", overrides)?)
 }
 
 /// A bucket's accuracy with two decimals, or `-` for an empty bucket.

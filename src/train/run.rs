@@ -327,6 +327,8 @@ fn resolve_input(mut cfg: ExperimentConfig, opts: &RunOptions) -> Result<(Experi
         if data.train.files.is_some() {
             (data.mean, data.std) = sampled_channel_stats(&data.train, cfg.data.workers)?;
         }
+        // A channel constant over the training set (std 0) is floored: it stays as it is.
+        data.std.iter_mut().for_each(|s| *s = s.max(crate::config::MIN_STD));
         (cfg.data.mean, cfg.data.std) = (data.mean.clone(), data.std.clone());
         let show = |v: &[f32]| format!("[{}]", v.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(", "));
         let n = if data.train.files.is_some() { data.train.len().min(STATS_SAMPLE) } else { data.train.len() };
