@@ -19,6 +19,6 @@ for run in "$@"; do
   broken="$(attr broken)"
   sections="$(grep -o '<section id="[a-z-]*"' <<<"$dom" | wc -l)"
   echo "$page: $sections sections, $total images, $broken broken, screenshot $run/report.png"
-  if [ "$total" = "?" ] || [ "$broken" != "0" ] || [ "$sections" -ne 7 ] || [ "$total" -lt 1 ]; then fail=1; fi
+  if [ "$total" = "?" ] || [ "$broken" != "0" ] || [ "$sections" -ne 8 ] || [ "$total" -lt 1 ]; then fail=1; fi
 done
 exit $fail

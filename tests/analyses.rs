@@ -27,10 +27,11 @@ fn feature_pictures_and_report_cover_every_section() {
     }
     let svg = std::fs::read_to_string(run.join("features/epoch_002.svg")).unwrap();
     assert!(svg.contains("train (PC1") && svg.contains("test (PC1"), "a train and a test panel");
-    // The tiny slice has 40 … 4 training and 10 test images per class: each class in each legend.
-    assert_eq!(svg.matches("class 0 (40)").count(), 1);
-    assert_eq!(svg.matches("class 9 (4)").count(), 1, "class 9's 4 training images");
-    assert_eq!(svg.matches("class 9 (10)").count(), 1, "class 9's 10 test images");
+    // The tiny slice has 40 … 4 training and 10 test images per class: each class in each
+    // legend, by its name.
+    assert_eq!(svg.matches("T-shirt/top (40)").count(), 1);
+    assert_eq!(svg.matches("Ankle boot (4)").count(), 1, "class 9's 4 training images");
+    assert_eq!(svg.matches("Ankle boot (10)").count(), 1, "class 9's 10 test images");
 
     // Eval-mode train accuracy is logged each epoch, and agrees with its own definition:
     // a percentage of the 100-odd training images.
@@ -50,10 +51,26 @@ fn feature_pictures_and_report_cover_every_section() {
     // Self-contained: every image inline, nothing fetched.
     let images = html.matches("<img ").count();
     assert_eq!(images, html.matches("src=\"data:image/png;base64,").count());
-    assert_eq!(images, 3 + 2, "curves, per-class, neural collapse and two feature pictures");
+    assert_eq!(images, 4 + 2, "per-class, confusion, curves, neural collapse and two feature pictures");
+    // Results first, the config last and folded.
+    let at = |id: &str| html.find(&format!("<section id=\"{id}\">")).unwrap();
+    assert!(at("summary") < at("per-class") && at("per-class") < at("confusion") && at("confusion") < at("curves"));
+    assert!(at("epochs") < at("config") && html.contains("<details><summary>config.toml"));
+    // The per-class table names every class with its counts and accuracies, as metrics.json.
+    let metrics: Value = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let classes = metrics["classes"].as_array().unwrap();
+    assert_eq!(classes.len(), 10);
+    assert_eq!((classes[9]["name"].as_str(), classes[9]["train_images"].as_u64()), (Some("Ankle boot"), Some(4)));
+    assert_eq!((classes[9]["test_images"].as_u64(), classes[9]["shot"].as_str()), (Some(10), Some("few")));
+    assert!(html.contains("<td class=\"name\">Ankle boot</td><td>9</td><td>4</td><td>10</td>"), "the table's row of class 9");
+    let confusion: Value = serde_json::from_str(&std::fs::read_to_string(run.join("confusion.json")).unwrap()).unwrap();
+    let cells = confusion["adjusted"].as_array().unwrap();
+    assert_eq!(cells.len(), 100);
+    assert_eq!(cells.iter().map(|v| v.as_u64().unwrap()).sum::<u64>(), 100, "every test image counted once");
+    let confusion_svg = std::fs::read_to_string(run.join("plots/confusion.svg")).unwrap();
+    assert!(confusion_svg.contains("Sneaker") && confusion_svg.contains("adjusted (τ = 1)"));
     assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("src=\"/"));
     // The final table shows the run's own numbers.
-    let metrics: Value = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
     for key in ["raw", "adjusted"] {
         let top1 = metrics["test"][key]["top1"].as_f64().unwrap();
         assert!(html.contains(&format!("<td>{top1:.2}</td>")), "{key} top-1 {top1:.2} in the table");

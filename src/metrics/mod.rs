@@ -1,6 +1,7 @@
 //! Evaluation metrics: top-1 accuracy raw and logit-adjusted, per class and per shot bucket.
 
 pub mod accuracy;
+pub mod confusion;
 pub mod logit_adjust;
 pub mod neural_collapse;
 pub mod pca;

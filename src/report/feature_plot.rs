@@ -28,8 +28,15 @@ pub struct LabelledFeatures<'a> {
 }
 
 /// Draws `stem.png` / `stem.svg`: one panel per set, all in the PCA plane of the first set,
-/// with the columns of `directions` (d × C) as arrows. `caption` heads each panel.
-pub fn plot_features(stem: &Path, caption: &str, sets: &[LabelledFeatures<'_>], directions: &Mat) -> Result<[PathBuf; 2]> {
+/// with the columns of `directions` (d × C) as arrows. `caption` heads each panel; the legend
+/// names each class by `class_names` (`class N` past its end).
+pub fn plot_features(
+    stem: &Path,
+    caption: &str,
+    sets: &[LabelledFeatures<'_>],
+    directions: &Mat,
+    class_names: &[String],
+) -> Result<[PathBuf; 2]> {
     let dim = directions.rows;
     let classes = directions.cols;
     let pca = Pca2::fit(sets[0].features, dim);
@@ -43,7 +50,8 @@ pub fn plot_features(stem: &Path, caption: &str, sets: &[LabelledFeatures<'_>], 
                     let of_class: Vec<(f64, f64)> = points.iter().zip(set.labels).filter(|(_, y)| **y == c).map(|(p, _)| *p).collect();
                     let stride = of_class.len().div_ceil(POINTS_PER_CLASS).max(1);
                     let shown: Vec<(f64, f64)> = of_class.iter().step_by(stride).cloned().collect();
-                    Series::scatter(format!("class {c} ({})", of_class.len()), shown).with_color(c).with_radius(2)
+                    let name = class_names.get(c).cloned().unwrap_or_else(|| format!("class {c}"));
+                    Series::scatter(format!("{name} ({})", of_class.len()), shown).with_color(c).with_radius(2)
                 })
                 .collect();
             let tips: Vec<(f64, f64)> =
@@ -98,14 +106,15 @@ mod tests {
             LabelledFeatures { name: "train", features: &feats, labels: &labels },
             LabelledFeatures { name: "test", features: &feats[..90], labels: &labels[..30] },
         ];
-        let [png, svg] = plot_features(&dir.path().join("features"), "epoch 3", &sets, &dirs).unwrap();
+        let names: Vec<String> = ["T-shirt", "Trouser"].map(String::from).to_vec();
+        let [png, svg] = plot_features(&dir.path().join("features"), "epoch 3", &sets, &dirs, &names).unwrap();
         assert!(std::fs::metadata(&png).unwrap().len() > 1000);
         let text = std::fs::read_to_string(&svg).unwrap();
         assert_eq!(text.matches("train (PC1").count(), 1);
         assert_eq!(text.matches("test (PC1").count(), 1);
-        for c in 0..3 {
-            assert_eq!(text.matches(&format!("class {c} (30)")).count(), 1, "train legend of class {c}");
-            assert_eq!(text.matches(&format!("class {c} (10)")).count(), 1, "test legend of class {c}");
+        for (c, name) in ["T-shirt", "Trouser", "class 2"].iter().enumerate() {
+            assert_eq!(text.matches(&format!("{name} (30)")).count(), 1, "train legend of class {c}");
+            assert_eq!(text.matches(&format!("{name} (10)")).count(), 1, "test legend of class {c}");
         }
     }
 }

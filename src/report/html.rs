@@ -1,28 +1,39 @@
-//! `rbl report RUN_DIR`: one self-contained HTML page per run (config, final table, plots,
-//! feature pictures, the epoch log), the images embedded as data URIs so the file can be
-//! mailed, archived or opened offline without its run folder.
+//! `rbl report RUN_DIR`: one self-contained HTML page per run, results first: the summary,
+//! the per-class table (names, counts, raw and adjusted accuracy, shot group) and the confusion
+//! matrices, then the curves, neural-collapse metrics, feature pictures and epoch log, and the
+//! config last, folded. The images are embedded as data URIs so the file can be mailed,
+//! archived or opened offline without its run folder.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::{RblError, Result};
 use crate::metrics::ClassificationReport;
+use crate::report::confusion_plot::plot_confusion;
 use crate::report::plots::plot_run;
 use crate::report::run_dir::RunDir;
-use crate::report::{EpochRecord, FinalMetrics, write_atomic};
+use crate::report::{ClassResult, EpochRecord, FinalMetrics, write_atomic};
 
 /// The page's section anchors, in order; a reader (or a test) can check each is there.
-pub const SECTIONS: [&str; 7] = ["config", "results", "curves", "per-class", "neural-collapse", "features", "epochs"];
+pub const SECTIONS: [&str; 8] = ["summary", "per-class", "confusion", "curves", "neural-collapse", "features", "epochs", "config"];
 
 /// Writes `RUN_DIR/report.html` (regenerating the run's plots first) and returns its path.
 pub fn write_report(run: &RunDir) -> Result<PathBuf> {
     let run_dir = run.path();
     let config_path = run.config();
-    let config = std::fs::read_to_string(&config_path).map_err(|e| RblError::io(&config_path, e))?;
+    let config = crate::files::read_text_capped(&config_path, 1 << 20)?;
     let log = run.read_epoch_log()?;
     let metrics = run.read_metrics()?;
     let plots = run.plots();
     plot_run(&log, metrics.as_ref(), &plots)?;
+    let names = class_names(run, metrics.as_ref())?;
+    let confusion = match (run.read_confusion()?, metrics.as_ref()) {
+        (Some(c), Some(m)) => {
+            plot_confusion(&plots.join("confusion"), &c, &names, m.test.tau)?;
+            image(&plots.join("confusion.png"))?
+        }
+        _ => "<p class=\"note\">No confusion matrix: the run has not finished, or was trained before rbl kept it.</p>".into(),
+    };
     let mut pictures: Vec<PathBuf> = match std::fs::read_dir(run.features()) {
         Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "png")).collect(),
         Err(_) => Vec::new(),
@@ -37,10 +48,11 @@ pub fn write_report(run: &RunDir) -> Result<PathBuf> {
          <body data-images-total=\"?\" data-images-broken=\"?\">\n<h1>rbl report: {t}</h1>\n",
         t = escape(&title)
     );
-    section(&mut page, "config", "Config", &format!("<pre>{}</pre>", escape(&config)));
-    section(&mut page, "results", "Final results", &results_html(metrics.as_ref()));
+    section(&mut page, "summary", "Results", &results_html(metrics.as_ref()));
+    let per_class = format!("{}{}", class_table_html(metrics.as_ref()), image_or_note(&plots.join("per_class.png"))?);
+    section(&mut page, "per-class", "Per class: test accuracy against training images", &per_class);
+    section(&mut page, "confusion", "Confusion matrices (rows: true class; shade: fraction of the row)", &confusion);
     section(&mut page, "curves", "Accuracy and cross-entropy per epoch", &image_or_note(&plots.join("curves.png"))?);
-    section(&mut page, "per-class", "Per-class test accuracy against class size", &image_or_note(&plots.join("per_class.png"))?);
     section(&mut page, "neural-collapse", "Neural-collapse metrics", &image_or_note(&plots.join("neural_collapse.png"))?);
     let mut features = String::new();
     for p in &pictures {
@@ -52,6 +64,8 @@ pub fn write_report(run: &RunDir) -> Result<PathBuf> {
     }
     section(&mut page, "features", "Feature pictures (PCA of train and test features, class directions as arrows)", &features);
     section(&mut page, "epochs", "Epoch log", &epochs_html(&log));
+    let folded = format!("<details><summary>config.toml (click to show)</summary><pre>{}</pre></details>", escape(&config));
+    section(&mut page, "config", "Config", &folded);
     page += SCRIPT;
     page += "</body></html>\n";
     let out = run.report();
@@ -59,9 +73,49 @@ pub fn write_report(run: &RunDir) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// The class names of a run: from its final metrics, else its `dataset.json`, else numbers.
+fn class_names(run: &RunDir, metrics: Option<&FinalMetrics>) -> Result<Vec<String>> {
+    if let Some(m) = metrics.filter(|m| !m.classes.is_empty()) {
+        return Ok(m.classes.iter().map(|c| c.name.clone()).collect());
+    }
+    if let Some(card) = run.read_dataset_card()? {
+        return Ok(card.class_names);
+    }
+    let c = metrics.map_or(0, |m| m.train_counts.len());
+    Ok((0..c).map(|i| format!("class {i}")).collect())
+}
+
+/// The per-class table: one row per class, in label order.
+fn class_table_html(metrics: Option<&FinalMetrics>) -> String {
+    let Some(m) = metrics else { return String::new() };
+    if m.classes.is_empty() {
+        return "<p class=\"note\">No per-class table: the run was trained before rbl kept one (the plot below has the numbers).</p>"
+            .into();
+    }
+    let cell = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "–".into());
+    let mut s = format!(
+        "<table class=\"classes\"><tr><th>class</th><th>label</th><th>training images</th><th>test images</th>\
+         <th>top-1 % raw</th><th>top-1 % adjusted (τ = {})</th><th>shot</th></tr>",
+        m.test.tau
+    );
+    for (label, ClassResult { name, train_images, test_images, raw, adjusted, shot }) in m.classes.iter().enumerate() {
+        let _ = write!(
+            s,
+            "<tr class=\"{shot}\"><td class=\"name\">{}</td><td>{label}</td><td>{train_images}</td><td>{test_images}</td>\
+             <td>{}</td><td>{}</td><td class=\"name\">{shot}</td></tr>",
+            escape(name),
+            cell(*raw),
+            cell(*adjusted)
+        );
+    }
+    s + "</table>"
+}
+
 const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}\
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}\
-th{background:#eee}pre{background:#f6f6f6;padding:1em;overflow:auto}img{max-width:100%}.note{color:#666}";
+th{background:#eee}td.name{text-align:left}tr.few td{background:#fff4e8}tr.many td{background:#eef4ff}\
+pre{background:#f6f6f6;padding:1em;overflow:auto}img{max-width:100%}.note{color:#666}\
+summary{cursor:pointer;color:#036}";
 
 /// Marks on `<body>` how many images decoded, so a headless browser can check the page renders
 /// (`scripts/check_report.sh`).

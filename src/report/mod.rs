@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod config;
+pub mod confusion_plot;
 pub mod console;
 pub mod feature_plot;
 pub mod html;
@@ -13,4 +14,4 @@ pub mod table;
 pub mod tensorboard;
 
 pub use atomic::write_atomic;
-pub use records::{EpochRecord, EvalSummary, FinalMetrics, SelectedEpoch};
+pub use records::{ClassResult, EpochRecord, EvalSummary, FinalMetrics, SelectedEpoch};

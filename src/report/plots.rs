@@ -69,7 +69,7 @@ pub struct Panel {
 static FONT: Once = Once::new();
 
 /// Registers the bundled DejaVu Sans, so plots need no system fonts.
-fn register_font() {
+pub(crate) fn register_font() {
     FONT.call_once(|| {
         let bytes: &'static [u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
         plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| ()).expect("bundled font parses");

@@ -18,6 +18,10 @@ pub struct EvalSummary {
     pub tau: f64,
     /// Images evaluated.
     pub images: usize,
+    /// The confusion matrices (kept out of the JSON files that carry summaries; a finished run
+    /// writes its final test set's to `confusion.json`).
+    #[serde(skip)]
+    pub confusion: Option<crate::metrics::confusion::Confusion>,
 }
 
 /// One line of `epochs.jsonl`.
@@ -115,6 +119,26 @@ pub struct FinalMetrics {
     /// The selected epoch's scores (`eval.select = "val"`); absent for `last`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selected: Option<SelectedEpoch>,
+    /// Each class of the final test evaluation, with its name (runs from before this lack it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<ClassResult>,
+}
+
+/// One class of a run's final test evaluation: what the per-class table of the report shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassResult {
+    /// The class's name (folder name, the dataset's label name).
+    pub name: String,
+    /// Training images of the class.
+    pub train_images: usize,
+    /// Test images of the class.
+    pub test_images: usize,
+    /// Test top-1 % of the raw logits (`None` without test images).
+    pub raw: Option<f64>,
+    /// Test top-1 % of the logit-adjusted logits.
+    pub adjusted: Option<f64>,
+    /// Its shot group: `many`, `medium` or `few`.
+    pub shot: String,
 }
 
 /// The model `eval.select` chose, scored once at the end of the run.

@@ -6,9 +6,10 @@
 //!   config.toml               the resolved config (a run is reproducible from its folder)
 //!   epochs.jsonl              one EpochRecord per finished epoch
 //!   metrics.json              FinalMetrics, written when the last epoch is done
+//!   confusion.json            the final test set's confusion matrices
 //!   latest                    the name of the newest complete checkpoint folder
 //!   checkpoint-NNNNNN[-step-SSSSSS]/   see train::checkpoint
-//!   plots/  features/  report.html     pictures and the HTML page
+//!   plots/  features/  report.html     pictures and the HTML page (plots/confusion.png too)
 //!   stage2-<method>.json  posthoc-<method>.json   two-stage results
 //!   dataset.json              class names, counts, input shape and normalisation
 //!   .lock                     held by the one process writing the folder
@@ -159,6 +160,21 @@ impl RunDir {
         crate::data::card::DatasetCard::read(&self.dataset_card())
     }
 
+    /// `confusion.json`: the final test set's confusion matrices (raw and adjusted).
+    pub fn confusion(&self) -> PathBuf {
+        self.path.join("confusion.json")
+    }
+
+    /// Writes `confusion.json` (atomically).
+    pub fn write_confusion(&self, confusion: &crate::metrics::confusion::Confusion) -> Result<()> {
+        write_json(&self.confusion(), confusion).map(|_| ())
+    }
+
+    /// The final confusion matrices, or `None` (a run not finished, or from before they were kept).
+    pub fn read_confusion(&self) -> Result<Option<crate::metrics::confusion::Confusion>> {
+        read_json(&self.confusion())
+    }
+
     /// Writes `metrics.json` (atomically).
     pub fn write_metrics(&self, metrics: &FinalMetrics) -> Result<()> {
         write_json(&self.metrics(), metrics).map(|_| ())
@@ -274,8 +290,17 @@ impl RunDir {
 }
 
 /// The names rbl writes at the top of a run folder (files).
-const TOP_FILES: [&str; 8] =
-    ["config.toml", "epochs.jsonl", "metrics.json", "latest", "report.html", "model.safetensors", "dataset.json", ".lock"];
+const TOP_FILES: [&str; 9] = [
+    "config.toml",
+    "epochs.jsonl",
+    "metrics.json",
+    "confusion.json",
+    "latest",
+    "report.html",
+    "model.safetensors",
+    "dataset.json",
+    ".lock",
+];
 
 /// The two-stage result files (`rbl stage2`, `rbl posthoc`), one per method; the tests of
 /// `train::stage2` and `train::posthoc` check that every method's file is listed.
@@ -286,7 +311,7 @@ pub const TWO_STAGE_FILES: [&str; 5] =
 const CHECKPOINT_FILES: [&str; 4] = ["model.bpk", "optimizer.bpk", "state.json", "state.crc32"];
 
 /// The figures `rbl plot` draws into `plots/` (each as .png and .svg).
-const PLOT_STEMS: [&str; 3] = ["curves", "neural_collapse", "per_class"];
+const PLOT_STEMS: [&str; 4] = ["curves", "neural_collapse", "per_class", "confusion"];
 
 /// `name` is `prefix` followed by exactly `n` ASCII digits and then `rest`.
 fn digits_between(name: &str, prefix: &str, n: usize, rest: &str) -> bool {

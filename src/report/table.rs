@@ -233,7 +233,7 @@ mod tests {
     }
 
     fn summary(raw: f64, adjusted: f64) -> EvalSummary {
-        EvalSummary { loss: 0.0, raw: report(raw), adjusted: report(adjusted), tau: 1.0, images: 1 }
+        EvalSummary { loss: 0.0, raw: report(raw), adjusted: report(adjusted), tau: 1.0, images: 1, confusion: None }
     }
 
     fn entry(method: &str, column: &str, m: Option<f64>) -> TableEntry {

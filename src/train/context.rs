@@ -37,6 +37,13 @@ pub struct Context {
 }
 
 impl Context {
+    /// The class names in label order, for legends and tables (`class N` where the dataset's
+    /// names cannot be read).
+    pub fn class_names(&self) -> Vec<String> {
+        let c = self.train_counts.len();
+        crate::data::class_names::class_names(&self.cfg.data, c).unwrap_or_else(|_| (0..c).map(|i| format!("class {i}")).collect())
+    }
+
     /// What a model trained in this context knows of its data (stored as the run's
     /// `dataset.json`).
     pub fn dataset_card(&self) -> Result<DatasetCard> {

@@ -9,12 +9,13 @@ use burn::module::Module;
 use crate::error::{RblError, Result};
 use crate::head::host_linalg::Mat;
 use crate::metrics::ClassificationReport;
+use crate::metrics::accuracy::Shot;
 use crate::metrics::accuracy::argmax_rows;
 use crate::metrics::neural_collapse::{NeuralCollapse, neural_collapse};
 use crate::network::Network;
 use crate::report::feature_plot::{LabelledFeatures, plot_features};
 use crate::report::run_dir::RunDir;
-use crate::report::{EpochRecord, EvalSummary, FinalMetrics, SelectedEpoch};
+use crate::report::{ClassResult, EpochRecord, EvalSummary, FinalMetrics, SelectedEpoch};
 use crate::train::checkpoint::{CheckpointState, apply_weights, load_checkpoint, save_checkpoint};
 use crate::train::context::Context;
 use crate::train::epoch::EpochStats;
@@ -129,6 +130,9 @@ impl Trainer<'_> {
         let Measured { test, val, ortho, .. } = measured;
         let mut metrics = final_metrics(&self.ctx, test.expect("last epoch is evaluated"), val, self.wall_seconds, ortho);
         metrics.selected = self.selected_epoch(net)?;
+        if let Some(confusion) = &metrics.test.confusion {
+            run_dir.write_confusion(confusion)?;
+        }
         run_dir.write_metrics(&metrics)?;
         Ok(Some(metrics))
     }
@@ -176,6 +180,7 @@ pub(crate) fn final_metrics(
     wall_seconds: f64,
     ortho: Option<f64>,
 ) -> FinalMetrics {
+    let classes = class_results(ctx, &test);
     FinalMetrics {
         name: ctx.cfg.name.clone(),
         head: ctx.cfg.model.head.to_string(),
@@ -186,7 +191,30 @@ pub(crate) fn final_metrics(
         wall_seconds,
         rotation_orthogonality_error: ortho,
         selected: None,
+        classes,
     }
+}
+
+/// Each class of a test evaluation, named: the report's per-class table.
+fn class_results(ctx: &Context, test: &EvalSummary) -> Vec<ClassResult> {
+    let c = ctx.train_counts.len();
+    let names = ctx.class_names();
+    let test_counts = ctx.test.class_counts();
+    (0..c)
+        .map(|i| ClassResult {
+            name: names[i].clone(),
+            train_images: ctx.train_counts[i],
+            test_images: test_counts.get(i).copied().unwrap_or(0),
+            raw: test.raw.per_class.get(i).copied().flatten(),
+            adjusted: test.adjusted.per_class.get(i).copied().flatten(),
+            shot: match ctx.buckets.bucket(ctx.train_counts[i]) {
+                Shot::Many => "many",
+                Shot::Medium => "medium",
+                Shot::Few => "few",
+            }
+            .into(),
+        })
+        .collect()
 }
 
 impl Trainer<'_> {
@@ -243,7 +271,7 @@ pub(crate) fn feature_picture(
         LabelledFeatures { name: "test", features: &test_pass.features, labels: &test_labels },
     ];
     let caption = format!("epoch {epoch}");
-    plot_features(&run_dir.feature_picture_stem(epoch), &caption, &sets, &directions)?;
+    plot_features(&run_dir.feature_picture_stem(epoch), &caption, &sets, &directions, &ctx.class_names())?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use crate::data::loader::{Loader, LoaderPlan};
 use crate::error::{RblError, Result};
 use crate::loss::cross_entropy::mean_cross_entropy;
 use crate::metrics::accuracy::argmax_rows;
+use crate::metrics::confusion::{Confusion, confusion_counts};
 use crate::metrics::{ClassificationReport, ShotBuckets, adjust_logits, log_prior};
 use crate::network::Network;
 use crate::report::EvalSummary;
@@ -73,10 +74,17 @@ pub fn predict(net: &Network, set: &Arc<ImageSet>, aug: &Arc<Augmenter>, batch_s
 pub fn summarize(mut logits: Vec<f32>, loss: f64, set: &ImageSet, train_counts: &[usize], tau: f64, buckets: ShotBuckets) -> EvalSummary {
     let labels: Vec<usize> = set.labels.iter().map(|&l| l as usize).collect();
     let classes = train_counts.len();
-    let raw = ClassificationReport::new(&argmax_rows(&logits, classes), &labels, train_counts, buckets);
+    let raw_predictions = argmax_rows(&logits, classes);
+    let raw = ClassificationReport::new(&raw_predictions, &labels, train_counts, buckets);
     adjust_logits(&mut logits, &log_prior(train_counts), tau);
-    let adjusted = ClassificationReport::new(&argmax_rows(&logits, classes), &labels, train_counts, buckets);
-    EvalSummary { loss, raw, adjusted, tau, images: set.len() }
+    let adjusted_predictions = argmax_rows(&logits, classes);
+    let adjusted = ClassificationReport::new(&adjusted_predictions, &labels, train_counts, buckets);
+    let confusion = Confusion {
+        classes,
+        raw: confusion_counts(&raw_predictions, &labels, classes),
+        adjusted: confusion_counts(&adjusted_predictions, &labels, classes),
+    };
+    EvalSummary { loss, raw, adjusted, tau, images: set.len(), confusion: Some(confusion) }
 }
 
 /// Everything an evaluation needs besides the network and the set.

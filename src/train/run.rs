@@ -294,6 +294,9 @@ impl<'a> Trainer<'a> {
         let val = self.ctx.val.as_ref().map(|v| evaluator.evaluate(&eval_net, v)).transpose()?;
         let mut metrics = final_metrics(&self.ctx, test, val, self.wall_seconds, net.head.rotation().map(|r| r.orthogonality_error()));
         metrics.selected = self.selected_epoch(net)?;
+        if let Some(confusion) = &metrics.test.confusion {
+            run_dir.write_confusion(confusion)?;
+        }
         run_dir.write_metrics(&metrics)?;
         Ok(Some(metrics))
     }
