@@ -18,9 +18,11 @@ Three checks:
       imports each file as `model.init_weights` would and compares the features.
 
   run RUN_DIR [--rbl target/release/rbl] [--images 200]
-      Exports a trained rbl run (ResNet-32, any head) with `rbl export`, loads the safetensors
-      file into the PyTorch module strictly, and compares its class probabilities with
-      `rbl predict --tau 0` on Fashion-MNIST test images written as PNG files.
+      Exports a trained rbl run (any backbone, head, channel count) with `rbl export`, builds
+      the PyTorch module and preprocessing from the file alone with python/rbl_torch.py, and
+      compares its class probabilities with `rbl predict --tau 0` on test images as PNG
+      files: Fashion-MNIST's (written here) for a Fashion-MNIST run, the tree's own test/
+      images for an image-folder run.
 """
 
 import argparse
@@ -30,7 +32,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import tomllib
 
 import numpy as np
 import torch
@@ -129,46 +130,42 @@ def read_idx_images(path):
 
 def check_run(run, rbl, count):
     from PIL import Image
-    from safetensors.torch import load_file
-    from safetensors import safe_open
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
+    import rbl_torch
 
     work = tempfile.mkdtemp()
     path = os.path.join(work, "model.safetensors")
     subprocess.run([rbl, "export", "--checkpoint", run, "--out", path], check=True)
-    with safe_open(path, "pt") as f:
-        meta = f.metadata()
-    cfg_text = meta["rbl.config"]
-    mean, std = json.loads(meta["rbl.mean"]), json.loads(meta["rbl.std"])
-    state = load_file(path)
-
-    model = tomllib.loads(cfg_text)["model"]
-    widths, dim, head_kind = model["widths"], model["feature_dim"], model["head"]
-    classes = state["head.frame"].shape[1] if "head.frame" in state else state["head.linear.weight"].shape[0]
-    head = {"rbl": lambda: RblHead(dim, classes), "etf": lambda: EtfHead(dim, classes),
-            "linear": lambda: LinearHead(dim, classes)}[head_kind]()
-    net = Net(ResNet32(1, widths=tuple(widths), blocks=5, feature_dim=dim), head)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not m.endswith("num_batches_tracked")]
-    assert not missing and not unexpected, (missing, unexpected)
-    net.eval()
-
-    images = read_idx_images("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")[:count]
-    pngs = os.path.join(work, "pngs")
-    os.makedirs(pngs)
-    for i, img in enumerate(images):
-        Image.fromarray(img, mode="L").save(os.path.join(pngs, f"{i:05d}.png"))
-    out = subprocess.run([rbl, "predict", "--checkpoint", run, pngs, "--json", "--tau", "0", "--top-k", str(classes)],
+    net, preprocess, meta = rbl_torch.load(path)
+    cfg = meta["config"]
+    classes = len(meta["class_names"])
+    data = cfg["data"]
+    if data["dataset"] == "image-folder":
+        test = os.path.join(data["root"], "test")
+        files = sorted(os.path.join(d, f) for d, _, fs in os.walk(test) for f in fs if f.lower().endswith(".png"))[:count]
+        what = f"{len(files)} PNG test images of {data['root']}"
+    else:
+        images = read_idx_images("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")[:count]
+        os.makedirs(os.path.join(work, "pngs"))
+        files = []
+        for i, img in enumerate(images):
+            files.append(os.path.join(work, "pngs", f"{i:05d}.png"))
+            Image.fromarray(img, mode="L").save(files[-1])
+        what = f"{len(files)} Fashion-MNIST test images"
+    out = subprocess.run([rbl, "predict", "--checkpoint", run, *files, "--json", "--tau", "0", "--top-k", str(classes)],
                          check=True, capture_output=True, text=True).stdout
-    rbl_p = np.zeros((count, classes))
+    rbl_p = np.zeros((len(files), classes))
     for i, line in enumerate(out.splitlines()):
         for t in json.loads(line)["top"]:
             rbl_p[i, t["class"]] = t["probability"]
-    x = (torch.from_numpy(images.astype(np.float32) / 255.0)[:, None] - mean[0]) / std[0]
+    x = torch.stack([preprocess(Image.open(f)) for f in files])
     with torch.no_grad():
         torch_p = torch.softmax(net(x).double(), dim=1).numpy()
     diff = np.abs(rbl_p - torch_p).max()
     agree = (rbl_p.argmax(1) == torch_p.argmax(1)).mean()
-    print(f"{run}: {count} Fashion-MNIST test images, head {head_kind}, widths {widths}, d = {dim}: "
+    m = cfg["model"]
+    print(f"{run}: {what}, {m.get('backbone', 'resnet32')} head {m['head']}, input {meta['input']}: "
           f"max |p_rbl - p_torch| = {diff:.2e}, top-1 agreement {100 * agree:.1f} % (torch {torch.__version__})")
     assert diff < 1e-4, diff
 

@@ -440,13 +440,52 @@ impl Bound {
 }
 
 /// toml's message "unknown variant `x`, expected one of …\nin `model.head`" as
-/// "model.head: unknown variant `x`, expected one of …": the key at fault first.
+/// "model.head: unknown variant `x`, expected one of …": the key at fault first, and for a
+/// misspelt key or value the closest valid one ("did you mean `lr`?").
 fn key_first(msg: &str) -> String {
     let msg = msg.trim_end();
-    match msg.rsplit_once("\nin `") {
+    let msg = match msg.rsplit_once("\nin `") {
         Some((what, key)) if key.ends_with('`') => format!("{}: {}", &key[..key.len() - 1], what.trim_end()),
         _ => msg.to_string(),
+    };
+    match did_you_mean(&msg) {
+        Some(guess) => format!("{msg}; did you mean `{guess}`?"),
+        None => msg,
     }
+}
+
+/// For "unknown field `x`, expected one of `a`, `b`" (or "unknown variant"), the expected
+/// name closest to `x`, when it is close enough to be a likely typo.
+fn did_you_mean(msg: &str) -> Option<String> {
+    let rest = msg.split_once("unknown field `").or_else(|| msg.split_once("unknown variant `"))?.1;
+    let (given, rest) = rest.split_once('`')?;
+    let options: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let given = given.to_lowercase();
+    let scored = |o: &&&str| (edit_distance(&given, &o.to_lowercase()), o.len());
+    // A key that begins with the given word (`warmup` → `warmup_epochs`) is the likeliest.
+    if let Some(best) = options.iter().filter(|o| o.starts_with(given.as_str()) && given.len() >= 3).min_by_key(scored) {
+        return Some(best.to_string());
+    }
+    // Else a typo: a few letters changed (a different word changes most of them:
+    // `learning_rate` is not taken for `lr`).
+    let (best, distance) = options.iter().map(|o| (*o, scored(&o).0)).min_by_key(|&(_, d)| d)?;
+    (distance <= 2.max(given.chars().count() / 3)).then(|| best.to_string())
+}
+
+/// Levenshtein distance between two strings, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (prev + (ca != cb) as usize).min(row[j] + 1).min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// The config spelling of an enum value (its serde name), for messages and labels: one
@@ -613,6 +652,20 @@ mod tests {
         let cfg = ExperimentConfig::default();
         let back = ExperimentConfig::from_toml_str(&cfg.to_toml_string(), "t", &[]).unwrap();
         assert_eq!(cfg, back);
+    }
+
+    /// A misspelt key or value gets the closest valid one; an unrelated word does not.
+    #[test]
+    fn misspellings_get_a_suggestion() {
+        let err = |set: &str| ExperimentConfig::from_toml_str("", "c.toml", &[set.into()]).unwrap_err().to_string();
+        assert!(err("train.epoch=3").contains("did you mean `epochs`?"), "{}", err("train.epoch=3"));
+        assert!(err("train.warmup=3").contains("did you mean `warmup_epochs`?"));
+        assert!(err("model.head=\"rlb\"").contains("did you mean `rbl`?"));
+        assert!(err("data.dataset=\"fashion_mnist\"").contains("did you mean `fashion-mnist`?"));
+        assert!(
+            err("loss.name=\"cross_entropy\"").contains("unknown variant") && !err("loss.name=\"cross_entropy\"").contains("did you mean")
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     /// Issue #36 row 15 and the "invalid type: string" messages: a `--set` that is more than

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum RblError {
     /// A file could not be opened, read or written.
-    #[error("{path}: {cause}")]
+    #[error("{path}: {cause}{hint}", hint = io_hint(path, cause))]
     Io {
         /// The file at fault.
         path: PathBuf,
@@ -104,6 +104,23 @@ pub fn read_text_capped(path: &std::path::Path, limit: u64) -> Result<String> {
     crate::files::read_text_capped(path, limit)
 }
 
+/// What a user can do about an OS error, after its message.
+fn io_hint(path: &std::path::Path, cause: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match cause.kind() {
+        ErrorKind::NotFound if path.is_relative() => {
+            let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| "?".into());
+            format!(" (a relative path, looked for from {cwd})")
+        }
+        ErrorKind::PermissionDenied => " (check the permissions of the file and its folders, or choose another path)".into(),
+        ErrorKind::IsADirectory => " (a folder where a file was expected)".into(),
+        ErrorKind::NotADirectory => " (a file where a folder was expected)".into(),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => " (the disk is full: free space, or write elsewhere)".into(),
+        ErrorKind::ReadOnlyFilesystem => " (a read-only file system: choose a writable --out)".into(),
+        _ => String::new(),
+    }
+}
+
 /// Result with [`RblError`].
 pub type Result<T> = std::result::Result<T, RblError>;
 
@@ -116,5 +133,19 @@ impl RblError {
     /// A format error for `path`.
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         RblError::Format { path: path.into(), msg: msg.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_name_the_path_and_say_what_to_do() {
+        let e = read_text_capped(std::path::Path::new("no/such/config.toml"), 10).unwrap_err().to_string();
+        assert!(e.starts_with("no/such/config.toml: ") && e.contains("a relative path, looked for from /"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let e = RblError::io(dir.path(), std::io::Error::from(std::io::ErrorKind::IsADirectory)).to_string();
+        assert!(e.contains("a folder where a file was expected"), "{e}");
     }
 }

@@ -6,7 +6,7 @@
 #![no_main]
 use std::sync::OnceLock;
 
-use burn::module::Module;
+use burn::store::ModuleSnapshot;
 use burn::tensor::Device;
 use libfuzzer_sys::fuzz_target;
 use rbl::ExperimentConfig;
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let net = Network::from_config(cfg, 1, 10, &Device::flex()).unwrap();
     if let Ok((net, _)) = import_weights(net, cfg.model.backbone, &path) {
         for t in net.collect(None, None, false) {
-            let values = burn::store::bridge::into_data(t).unwrap().convert::<f32>().into_vec::<f32>().unwrap();
+            let values = burn::store::bridge::into_data(t).unwrap().convert::<f32>().try_into_vec::<f32>().unwrap();
             assert!(values.iter().all(|v| v.is_finite()), "an imported value is not finite");
         }
     }

@@ -58,6 +58,7 @@ pub fn run(args: Args) -> Result<()> {
 fn preprocess(card: &rbl::data::card::DatasetCard) -> serde_json::Value {
     match card.file_image_size {
         Some(size) => serde_json::json!({
+            "from_files": true,
             "decode": "RGB",
             "resize": {"shorter_side": size * 8 / 7, "filter": "bilinear, 2 taps, half-pixel centres, no antialias (torchvision antialias=False)"},
             "center_crop": size,
@@ -65,6 +66,7 @@ fn preprocess(card: &rbl::data::card::DatasetCard) -> serde_json::Value {
         }),
         // In-memory datasets: an image of another size is resized as rbl predict does.
         None => serde_json::json!({
+            "from_files": false,
             "decode": if card.channels == 1 { "L (ITU-R 601 luma, PIL convert(\"L\"))" } else { "RGB" },
             "resize": {"shorter_side": card.height.min(card.width), "filter": "bilinear, 2 taps, half-pixel centres, no antialias (torchvision antialias=False)"},
             "center_crop": [card.height, card.width],

@@ -307,7 +307,8 @@ fn import_from<S: ModuleStore>(mut net: Network, kind: BackboneKind, path: &Path
     let mut report = ImportReport {
         loaded: result.applied.clone(),
         unused,
-        missing: result.missing.iter().map(|(p, _)| p.clone()).collect(),
+        // Named as the export names them (PyTorch's), not by rbl's module paths.
+        missing: result.missing.iter().map(|(p, _)| export_name(kind, p)).collect(),
         constants: Vec::new(),
         converted,
     };
@@ -322,6 +323,17 @@ fn import_from<S: ModuleStore>(mut net: Network, kind: BackboneKind, path: &Path
     let base = if net.head.rotation().is_some() { constant("head.b0") } else { None };
     net.head = net.head.with_constants(frame, base).from_full_form();
     Ok((net, report))
+}
+
+/// The name `rbl export` gives the network tensor at module path `path`: PyTorch's (BatchNorm's
+/// `gamma` / `beta` are `weight` / `bias` there).
+fn export_name(kind: BackboneKind, path: &str) -> String {
+    let name = network_to_torch(kind, path);
+    match name.rsplit_once('.') {
+        Some((module, "gamma")) => format!("{module}.weight"),
+        Some((module, "beta")) => format!("{module}.bias"),
+        _ => name,
+    }
 }
 
 /// Largest ‖B0ᵀB0 − I‖ (max entry) accepted for an imported base: an exported f32 base is
@@ -430,6 +442,14 @@ mod tests {
         }
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
         assert_eq!(meta.metadata().as_ref().unwrap()["rbl.head"], "linear");
+    }
+
+    #[test]
+    fn missing_tensors_are_named_as_the_export_names_them() {
+        assert_eq!(export_name(BackboneKind::Resnet32, "backbone.blocks.0.bn1.gamma"), "backbone.layers.0.bn1.weight");
+        assert_eq!(export_name(BackboneKind::Resnet32, "backbone.stem_bn.beta"), "backbone.bn.bias");
+        assert_eq!(export_name(BackboneKind::Resnet50, "backbone.blocks.3.shortcut.0.weight"), "backbone.layer2.0.downsample.0.weight");
+        assert_eq!(export_name(BackboneKind::Resnet32, "head.rotation.a"), "head.a");
     }
 
     #[test]

@@ -259,6 +259,7 @@ mod tests {
             wall_seconds: 0.0,
             rotation_orthogonality_error: None,
             selected: None,
+            classes: Vec::new(),
         };
         // Before metrics.json exists the run is missing and its two-stage files are not read.
         write("stage2-crt.json", serde_json::json!({ "test": summary(75.0, 77.0) }));
