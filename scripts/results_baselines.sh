@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the README's baseline comparison (issue #5): every method of configs/baselines/ at
+# Reproduces docs/results.md's baseline comparison (issue #5): every method of configs/baselines/ at
 # imbalance ratios 100 and 50, seeds 0 1 2, then the two-stage methods (cRT, LWS, MARC,
 # tau-normalisation, post-hoc logit adjustment) on each CE and CB-CE run, then the tables.
 #

@@ -49,7 +49,7 @@ if [ "$what" = report ] || [ "$what" = all ]; then
   seeds_csv=$(echo "$SEEDS" | tr ' ' ',')
   for ds in $DATASETS; do
     cfgs=$(for m in $METHODS; do echo "configs/terminal/terminal_${ds}_$m.toml"; done)
-    echo "## $ds: summary (the README's table): top-1 %, mean ± std over seeds"
+    echo "## $ds: summary (docs/results.md's table): top-1 %, mean ± std over seeds"
     python3 - "$RUNS" "$ds" "$SEEDS" <<'EOF'
 import json, statistics, sys
 runs, ds, seeds = sys.argv[1], sys.argv[2], sys.argv[3].split()

@@ -171,3 +171,48 @@ fn table_from_run_folders_and_parallel_training() {
         assert_eq!(weights(&a), weights(&b), "{seed}: the same weights at 1 and 2 threads");
     }
 }
+
+/// The README's "Train on your own data" commands, run as written (from the lines between its
+/// `own-data` markers) in a shell whose HOME holds a generated tree at ~/data/birds.
+#[test]
+fn the_readmes_own_data_commands_work_as_written() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let block = readme
+        .split("<!-- own-data")
+        .nth(1)
+        .and_then(|b| b.split("<!-- /own-data -->").next())
+        .expect("README marks its own-data commands");
+    let commands: Vec<&str> = block.lines().map(|l| l.split(" # ").next().unwrap().trim()).filter(|l| l.starts_with("rbl ")).collect();
+    assert!(commands.len() >= 3 && commands[0].starts_with("rbl train --data ~/data/birds"), "{commands:?}");
+    let home = tempfile::tempdir().unwrap();
+    let root = home.path().join("data/birds");
+    // albatross / heron / kiwi, 100 / 40 / 12 training images of 28 px (the README's example).
+    for (c, (name, n)) in [("albatross", 100), ("heron", 40), ("kiwi", 12)].into_iter().enumerate() {
+        for (split, n) in [("train", n), ("test", 5)] {
+            for i in 0..n {
+                let p = root.join(split).join(name).join(format!("{i:03}.png"));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                let level = |x: u32, y: u32| (30 + 90 * c as u32 + (x * 5 + y * 11 + i as u32) % 25) as u8;
+                image::GrayImage::from_fn(28, 28, |x, y| image::Luma([level(x, y)])).save(&p).unwrap();
+            }
+        }
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_rbl")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    for command in commands {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .env("HOME", home.path())
+            .env("PATH", &path)
+            .current_dir(home.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command}: {}", stderr(&out));
+    }
+    let run = home.path().join("runs/birds");
+    assert!(run.join("report.html").is_file() && run.join("metrics.json").is_file());
+    let m = json(&run.join("metrics.json"));
+    assert_eq!(m["train_counts"], serde_json::json!([100, 40, 12]));
+    assert_eq!(m["classes"][2]["name"], "kiwi");
+}
