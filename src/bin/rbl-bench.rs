@@ -214,6 +214,7 @@ fn measure_loader(args: &Args, batch: usize, [c, h, w]: [usize; 3], workers: usi
             skip: 0,
             mixup_alpha: 0.0,
             workers,
+            shard: (0, 1),
         };
         let t0 = Instant::now();
         let images: usize = Loader::start(set.clone(), aug.clone(), plan).map(|b| b.len()).sum();

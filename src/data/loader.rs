@@ -25,6 +25,9 @@ pub struct HostBatch {
     /// Mixup (Zhang et al. 2018): the images are λ·x + (1 − λ)·x[perm]; the loss mixes the
     /// labels' losses by the same λ.
     pub mix: Option<Mix>,
+    /// Images of the whole global batch this batch is a slice of (the batch itself on one
+    /// process): what a rank's share of the gradient is weighted by.
+    pub global_len: usize,
 }
 
 /// The mixing of one mixup batch.
@@ -67,6 +70,11 @@ pub struct LoaderPlan {
     /// Loader threads: decoding for on-disk sets, augmentation and normalisation for in-memory
     /// ones (a batch is the same whatever the count).
     pub workers: usize,
+    /// (rank, ranks): with several ranks each takes its slice of every (global) batch
+    /// ([`crate::distributed::shard`]); the order, the augmentation draws and mixup's partners
+    /// are drawn for the whole batch from the one stream, so the images do not depend on the
+    /// number of ranks. (0, 1) on one process.
+    pub shard: (usize, usize),
 }
 
 /// The seed of epoch `epoch` of a run seeded `seed`: every epoch's order and augmentation
@@ -107,6 +115,22 @@ impl Loader {
             let n = set.image_len();
             for b in 0..batches {
                 let idx = &order[b * plan.batch_size..((b + 1) * plan.batch_size).min(order.len())];
+                if plan.shard.1 > 1 {
+                    let batch = match sharded_batch(&set, &aug, idx, rng.as_mut(), &plan, &skipped_w) {
+                        Ok(batch) => batch,
+                        Err(e) => {
+                            *failure_w.lock().expect("failure slot") = Some(e.to_string());
+                            return;
+                        }
+                    };
+                    if b < plan.skip || batch.labels.is_empty() {
+                        continue;
+                    }
+                    if tx.send(batch).is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 let (mut images, labels) = match set.files.as_deref() {
                     None => {
                         // The draws in image order from the one stream, the pixels on `workers`
@@ -149,7 +173,8 @@ impl Loader {
                 if b < plan.skip {
                     continue;
                 }
-                if tx.send(HostBatch { images, labels, mix }).is_err() {
+                let global_len = labels.len();
+                if tx.send(HostBatch { images, labels, mix, global_len }).is_err() {
                     return;
                 }
             }
@@ -228,21 +253,113 @@ fn decode_files(files: &FileImages, idx: &[usize], seeds: &[Option<u64>], worker
     out.into_iter().map(|r| r.expect("every image decoded")).collect()
 }
 
-/// Mixes a batch in place with a random permutation of itself, λ ~ Beta(α, α).
-fn mixup(images: &mut [f32], labels: &[i64], image_len: usize, alpha: f64, rng: &mut ChaCha8Rng) -> Mix {
+/// Draws mixup's λ ~ Beta(α, α) and the partner of each of `n` images (a random permutation).
+fn draw_mix(n: usize, alpha: f64, rng: &mut ChaCha8Rng) -> (f32, Vec<usize>) {
     use rand::seq::SliceRandom;
     use rand_distr::{Beta, Distribution};
     let lambda = Beta::new(alpha, alpha).expect("alpha > 0").sample(rng) as f32;
-    let mut perm: Vec<usize> = (0..labels.len()).collect();
+    let mut perm: Vec<usize> = (0..n).collect();
     perm.shuffle(rng);
+    (lambda, perm)
+}
+
+/// λ·own + (1 − λ)·partner, in place.
+fn mix_into(dst: &mut [f32], partner: &[f32], lambda: f32) {
+    for (d, &s) in dst.iter_mut().zip(partner) {
+        *d = lambda * *d + (1.0 - lambda) * s;
+    }
+}
+
+/// Mixes a batch in place with a random permutation of itself, λ ~ Beta(α, α).
+fn mixup(images: &mut [f32], labels: &[i64], image_len: usize, alpha: f64, rng: &mut ChaCha8Rng) -> Mix {
+    let (lambda, perm) = draw_mix(labels.len(), alpha, rng);
     let original = images.to_vec();
     for (k, &p) in perm.iter().enumerate() {
-        let (dst, src) = (&mut images[k * image_len..(k + 1) * image_len], &original[p * image_len..(p + 1) * image_len]);
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = lambda * *d + (1.0 - lambda) * s;
-        }
+        mix_into(&mut images[k * image_len..(k + 1) * image_len], &original[p * image_len..(p + 1) * image_len], lambda);
     }
     Mix { lambda, partner_labels: perm.iter().map(|&p| labels[p]).collect() }
+}
+
+/// A rank's slice of the global batch `idx`: the augmentation draws (or decode seeds) and
+/// mixup's λ and partners are drawn for the whole batch, in the order one process draws them,
+/// and only the slice's images and their mixup partners are rendered. (With `skip` for bad
+/// files, a training image that fails to decode is left out of its slice; a failed partner is
+/// replaced by the image itself, where one process would have drawn the partners among the
+/// images that decoded.)
+fn sharded_batch(
+    set: &ImageSet,
+    aug: &Augmenter,
+    idx: &[usize],
+    mut rng: Option<&mut ChaCha8Rng>,
+    plan: &LoaderPlan,
+    skipped: &AtomicUsize,
+) -> crate::error::Result<HostBatch> {
+    let (c, h, w, n) = (set.channels, set.height, set.width, set.image_len());
+    let (rank, ranks) = plan.shard;
+    let mine = crate::distributed::shard::slice(rank, ranks, idx.len());
+    // The same draws, in the same order, as the one-process path.
+    enum Draws {
+        Pixels(Vec<Option<Draw>>),
+        Seeds(Vec<Option<u64>>),
+    }
+    let draws = match set.files {
+        None => Draws::Pixels(idx.iter().map(|_| rng.as_mut().map(|r| aug.draw(h, w, r))).collect()),
+        Some(_) => Draws::Seeds(idx.iter().map(|_| rng.as_mut().map(|r| r.random())).collect()),
+    };
+    let mix = rng.filter(|_| plan.mixup_alpha > 0.0).map(|rng| draw_mix(idx.len(), plan.mixup_alpha, rng));
+    // The positions (in the global batch) whose images this rank needs.
+    let mut needed: Vec<usize> = mine.clone().collect();
+    if let Some((_, perm)) = &mix {
+        needed.extend(mine.clone().map(|k| perm[k]));
+        needed.sort_unstable();
+        needed.dedup();
+    }
+    let positions: Vec<usize> = needed.iter().map(|&k| idx[k]).collect();
+    let mut rendered: std::collections::HashMap<usize, Vec<f32>> = std::collections::HashMap::new();
+    match (&draws, set.files.as_deref()) {
+        (Draws::Pixels(d), _) => {
+            let sub: Vec<Option<Draw>> = needed.iter().map(|&k| d[k].clone()).collect();
+            let mut images = vec![0f32; needed.len() * n];
+            render_batch(set, aug, &positions, &sub, plan.workers, &mut images);
+            for (j, &k) in needed.iter().enumerate() {
+                rendered.insert(k, images[j * n..(j + 1) * n].to_vec());
+            }
+        }
+        (Draws::Seeds(seeds), Some(files)) => {
+            let sub: Vec<Option<u64>> = needed.iter().map(|&k| seeds[k]).collect();
+            for ((&k, seed), decoded) in needed.iter().zip(&sub).zip(decode_files(files, &positions, &sub, plan.workers)) {
+                match decoded {
+                    Ok(bytes) => {
+                        let mut img = vec![0f32; n];
+                        aug.apply::<ChaCha8Rng>(&bytes, c, h, w, None, &mut img);
+                        rendered.insert(k, img);
+                    }
+                    Err(_) if files.skip_bad && seed.is_some() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        (Draws::Seeds(_), None) => unreachable!("seeds are drawn for on-disk sets"),
+    }
+    let mut images = Vec::with_capacity(mine.len() * n);
+    let mut labels = Vec::with_capacity(mine.len());
+    let mut partner_labels = Vec::new();
+    for k in mine {
+        let Some(own) = rendered.get(&k) else {
+            skipped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let start = images.len();
+        images.extend_from_slice(own);
+        labels.push(set.labels[idx[k]] as i64);
+        if let Some((lambda, perm)) = &mix {
+            let p = if rendered.contains_key(&perm[k]) { perm[k] } else { k };
+            mix_into(&mut images[start..], &rendered[&p], *lambda);
+            partner_labels.push(set.labels[idx[p]] as i64);
+        }
+    }
+    let mix = mix.map(|(lambda, _)| Mix { lambda, partner_labels });
+    Ok(HostBatch { images, labels, mix, global_len: idx.len() })
 }
 
 /// Images rendered per thread at least: below this a thread costs more than it saves.
@@ -293,7 +410,7 @@ mod tests {
         let aug =
             Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false, autoaugment: false, cutout: 0 });
         let run = |seed, drop_last| {
-            let plan = LoaderPlan { batch_size: 4, seed, drop_last, sampler: Sampler::Instance, skip: 0, mixup_alpha: 0.0, workers: 1 };
+            let plan = LoaderPlan { batch_size: 4, seed, drop_last, sampler: Sampler::Instance, skip: 0, mixup_alpha: 0.0, workers: 1, shard: (0, 1) };
             Loader::start(set.clone(), aug.clone(), plan).flat_map(|b| b.labels).collect::<Vec<_>>()
         };
         assert_eq!(run(None, false), (0..10).collect::<Vec<i64>>());
@@ -306,6 +423,66 @@ mod tests {
         assert_eq!(run(Some(5), true).len(), 8);
         assert_eq!(batch_count(10, 4, true), 2);
         assert_eq!(batch_count(10, 4, false), 3);
+    }
+
+    /// Issue #33: the slices of a global batch over 2 and 3 ranks, put together in rank order,
+    /// are the one-process batch bit for bit: the same images, augmentation, mixup partners and
+    /// λ (in-memory and on-disk sets).
+    #[test]
+    fn rank_slices_tile_the_one_process_batch() {
+        let memory = Arc::new(ImageSet {
+            pixels: (0..30 * 3 * 64).map(|i| (i * 41 % 251) as u8).collect(),
+            labels: (0..30).map(|i| i % 7).collect(),
+            num_classes: 7,
+            channels: 3,
+            height: 8,
+            width: 8,
+            files: None,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<std::path::PathBuf> = (0..30)
+            .map(|i| {
+                let p = std::path::PathBuf::from(format!("{i}.png"));
+                image::RgbImage::from_fn(11, 9, |x, y| image::Rgb([(x * 20 + i) as u8, (y * 25) as u8, (i * 8) as u8])).save(dir.path().join(&p)).unwrap();
+                p
+            })
+            .collect();
+        let files = Arc::new(ImageSet {
+            pixels: Vec::new(),
+            files: Some(Arc::new(FileImages { root: dir.path().into(), paths, size: 8, skip_bad: false })),
+            ..(*memory).clone()
+        });
+        let aug = Arc::new(Augmenter { mean: vec![0.4; 3], std: vec![0.2; 3], crop_padding: 2, flip: true, autoaugment: true, cutout: 3 });
+        for (set, mixup_alpha) in [(&memory, 0.0), (&memory, 1.0), (&files, 0.0), (&files, 0.4)] {
+            let run = |shard: (usize, usize)| {
+                let plan = LoaderPlan {
+                    batch_size: 12,
+                    seed: Some(4),
+                    drop_last: false,
+                    sampler: Sampler::Instance,
+                    skip: 0,
+                    mixup_alpha,
+                    workers: 2,
+                    shard,
+                };
+                Loader::start(set.clone(), aug.clone(), plan).collect::<Vec<_>>()
+            };
+            let whole = run((0, 1));
+            for ranks in [2, 3] {
+                let parts: Vec<Vec<HostBatch>> = (0..ranks).map(|r| run((r, ranks))).collect();
+                for (b, one) in whole.iter().enumerate() {
+                    let images: Vec<f32> = parts.iter().flat_map(|p| p[b].images.clone()).collect();
+                    let labels: Vec<i64> = parts.iter().flat_map(|p| p[b].labels.clone()).collect();
+                    assert_eq!((&images, &labels), (&one.images, &one.labels), "batch {b}, {ranks} ranks, mixup {mixup_alpha}");
+                    assert!(parts.iter().all(|p| p[b].global_len == one.len()));
+                    if let Some(m) = &one.mix {
+                        let partners: Vec<i64> = parts.iter().flat_map(|p| p[b].mix.as_ref().unwrap().partner_labels.clone()).collect();
+                        assert_eq!(partners, m.partner_labels);
+                        assert!(parts.iter().all(|p| p[b].mix.as_ref().unwrap().lambda == m.lambda));
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -332,6 +509,7 @@ mod tests {
                 skip: 0,
                 mixup_alpha: 0.0,
                 workers,
+                shard: (0, 1),
             };
             Loader::start(set.clone(), aug.clone(), plan).map(|b| (b.images, b.labels)).collect::<Vec<_>>()
         };

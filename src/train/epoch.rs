@@ -56,6 +56,7 @@ impl Trainer<'_> {
             skip: start.steps,
             mixup_alpha: cfg.train.mixup_alpha,
             workers: cfg.data.workers,
+            shard: (self.world.rank, self.world.size),
         };
         let mut loader = Loader::start(self.ctx.train.clone(), self.ctx.train_aug.clone(), plan);
         let total_steps = start.steps + loader.len();

@@ -38,7 +38,7 @@ pub fn forward_all(
     let mut loader = Loader::start(
         set.clone(),
         aug.clone(),
-        LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Default::default(), skip: 0, mixup_alpha: 0.0, workers: 4 },
+        LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Default::default(), skip: 0, mixup_alpha: 0.0, workers: 4, shard: (0, 1) },
     );
     let (c, h, w) = (set.channels, set.height, set.width);
     let mut pass = ForwardPass { features: Vec::new(), logits: Vec::with_capacity(set.len() * set.num_classes), loss: 0.0 };

@@ -1,0 +1,74 @@
+//! BatchNorm's running statistics made one over the ranks. Each rank normalises with its own
+//! batch's moments (PyTorch's DDP default) and so updates its running mean and variance from
+//! its own slices; before an evaluation or a checkpoint they are replaced by their average
+//! over the ranks, so that every rank holds the same model and the one rank 0 saves is it.
+//!
+//! (`train.sync_bn`, batch moments all-reduced inside the forward and backward passes as
+//! PyTorch's SyncBatchNorm does, is not offered: rbl's CPU kernels fuse the convolution,
+//! BatchNorm and their backward into single ops that take the moments from the rows as they
+//! compute them, and have no point at which to exchange them.)
+
+use burn::module::Module;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+
+use crate::distributed::World;
+use crate::error::{RblError, Result};
+use crate::network::Network;
+
+/// Whether a module path names running statistics.
+fn is_running_stat(path: &str) -> bool {
+    path.ends_with(".running_mean") || path.ends_with(".running_var")
+}
+
+/// `net` with every BatchNorm's running mean and variance averaged over the ranks.
+pub fn average_running_stats(world: &World, net: Network) -> Result<Network> {
+    if world.size == 1 {
+        return Ok(net);
+    }
+    // Fold the pending update of each BatchNorm into its state first (see
+    // train::checkpoint::write_checkpoint_files).
+    let _ = net.valid();
+    let mut named: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    for t in net.collect(None, None, false) {
+        if !is_running_stat(&t.name) {
+            continue;
+        }
+        let name = t.name.clone();
+        let data = burn::store::bridge::into_data(t).map_err(|e| RblError::Model(format!("{name}: {e}")))?.convert::<f32>();
+        let shape = data.shape().to_vec();
+        named.push((name, shape, data.as_slice::<f32>().expect("f32 after convert").to_vec()));
+    }
+    let mut buffer: Vec<f32> = named.iter().flat_map(|(_, _, v)| v.iter().copied()).collect();
+    world.all_reduce_sum(&mut buffer);
+    let inverse = 1.0 / world.size as f32;
+    let mut at = 0;
+    for (_, _, v) in named.iter_mut() {
+        for (x, s) in v.iter_mut().zip(&buffer[at..]) {
+            *x = s * inverse;
+        }
+        at += v.len();
+    }
+    let bytes: Vec<Vec<u8>> = named.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let views = named
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| RblError::Model(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let image = safetensors::serialize(views, None).map_err(|e| RblError::Model(e.to_string()))?;
+    let mut net = net;
+    let mut store = SafetensorsStore::from_bytes(Some(image)).allow_partial(true).validate(true);
+    let result = net.load_from(&mut store).map_err(|e| RblError::Model(format!("averaging BatchNorm statistics: {e}")))?;
+    if !result.errors.is_empty() || result.applied.len() != named.len() {
+        return Err(RblError::Model(format!(
+            "averaging BatchNorm statistics: {} of {} applied ({:?})",
+            result.applied.len(),
+            named.len(),
+            result.errors.first().map(|e| e.to_string())
+        )));
+    }
+    Ok(net)
+}
