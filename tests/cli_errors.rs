@@ -309,3 +309,23 @@ fn impossible_numbers_are_refused_by_the_binary() {
         assert!(!run.exists(), "{set}: nothing written");
     }
 }
+
+/// Issue #33: a binary built without MPI, started as one of several ranks (the variables
+/// mpirun and srun set), refuses to run N independent copies, and says how to build one.
+#[test]
+fn a_build_without_mpi_refuses_to_run_as_one_of_several_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", &tiny_config("rbl", 1));
+    for var in ["OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rbl"))
+            .args(["train", "--config", cfg.to_str().unwrap(), "--out", dir.path().join("r").to_str().unwrap()])
+            .env(var, "2")
+            .output()
+            .unwrap();
+        if cfg!(feature = "mpi") {
+            continue;
+        }
+        assert_clean_failure(&out, &["one of 2 ranks", "--features mpi"]);
+        assert!(!dir.path().join("r").exists());
+    }
+}

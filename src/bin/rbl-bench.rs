@@ -86,6 +86,9 @@ enum Mode {
 fn main() -> Result<()> {
     let _ = rbl_ops::keep_freed_buffers();
     let args = Args::parse();
+    // Under `mpirun -np N` (an `mpi` build) the training step runs data-parallel: each rank a
+    // slice of the global batch, gradients averaged, and rank 0 prints.
+    let _session = rbl::distributed::init().map_err(anyhow::Error::msg)?;
     // As `rbl` runs its commands: on a worker of the kernels' pool (rbl_ops::on_kernel_pool).
     rbl_ops::on_kernel_pool(|| run(args))
 }
@@ -106,13 +109,18 @@ fn run(args: Args) -> Result<()> {
                 continue;
             }
             let (train, eval) = measure(&args, batch, [c, h, w])?;
+            let world = rbl::distributed::world();
+            if !world.is_root() {
+                continue;
+            }
             println!(
-                "{{\"impl\":\"rbl\",\"device\":\"{}\",\"backbone\":\"{}\",\"head\":\"{}\",\"precision\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"threads\":{},\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"peak_rss_mb\":{:.1}}}",
+                "{{\"impl\":\"rbl\",\"device\":\"{}\",\"backbone\":\"{}\",\"head\":\"{}\",\"precision\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"threads\":{},\"ranks\":{},\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"peak_rss_mb\":{:.1}}}",
                 args.device,
                 args.backbone,
                 args.head,
                 rbl::config::variant_name(&args.precision),
                 cpu_threads(),
+                world.size,
                 peak_rss_mb()
             );
         }
@@ -137,15 +145,21 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     let mut optim = build_optimizer(&cfg.train);
     let criterion = Criterion::new(&cfg.loss, &vec![1; args.classes])?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let images: Vec<f32> = (0..batch * c * h * w).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let labels: Vec<i64> = (0..batch).map(|_| rng.random_range(0..args.classes as i64)).collect();
+    let all_images: Vec<f32> = (0..batch * c * h * w).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let all_labels: Vec<i64> = (0..batch).map(|_| rng.random_range(0..args.classes as i64)).collect();
+    // This rank's slice of the global batch (all of it on one process).
+    let world = rbl::distributed::world();
+    let mine = world.shard(batch);
+    let local = mine.len();
+    let images = all_images[mine.start * c * h * w..mine.end * c * h * w].to_vec();
+    let labels = all_labels[mine.clone()].to_vec();
 
     let settings = StepSettings { criterion: &criterion, epoch: 0, lr: 0.01, loss_scale: cfg.loss_scale() };
     // As the training loop does: the losses are read a window of steps at a time (every step
     // on the CPU), and the clock stops after the last read, so queued GPU work is counted.
     let step_once = |net: Network, optim: &mut _, log: &mut StepLog| -> Result<Network> {
-        let x = Tensor::<4>::from_data(TensorData::new(images.clone(), [batch, c, h, w]), &train_device);
-        let (net, readings) = train_step(net, optim, StepBatch { images: x, labels: &labels, mix: None }, &settings);
+        let x = Tensor::<4>::from_data(TensorData::new(images.clone(), [local, c, h, w]), &train_device);
+        let (net, readings) = train_step(net, optim, StepBatch { images: x, labels: &labels, mix: None, global: batch }, &settings);
         log.push(readings)?;
         Ok(net)
     };
@@ -161,6 +175,10 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     log.read()?;
     let timed = t0.elapsed().as_secs_f64();
     let train = (args.steps * batch) as f64 / timed.max(1e-9);
+    if world.size > 1 {
+        // The data-parallel measurement is the training step; evaluation is not timed.
+        return Ok((train, 0.0));
+    }
 
     // Eval: the frozen network as `forward_all` runs it: BatchNorms folded, directions computed
     // once per pass.
@@ -169,7 +187,7 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     let mut timed = 0.0;
     for step in 0..args.warmup + args.steps {
         let t0 = Instant::now();
-        let x = Tensor::<4>::from_data(TensorData::new(images.clone(), [batch, c, h, w]), &device);
+        let x = Tensor::<4>::from_data(TensorData::new(all_images.clone(), [batch, c, h, w]), &device);
         let logits = eval_net.head.logits_with(eval_net.features(x), directions.clone());
         let host: Vec<f32> = logits.into_data().try_to_vec().expect("f32 logits");
         std::hint::black_box(host);

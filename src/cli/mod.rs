@@ -79,6 +79,10 @@ enum Command {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
+    let world = rbl::distributed::world();
+    if world.size > 1 && !matches!(cli.command, Command::Train(_)) {
+        anyhow::bail!("started as one of {} ranks: only `rbl train` runs over several ranks; run this command as one process", world.size);
+    }
     match cli.command {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),

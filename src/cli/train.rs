@@ -87,7 +87,12 @@ pub fn run(args: Args) -> Result<()> {
         force: args.force,
         ..RunOptions::new(run_dir.clone(), resume)
     };
-    match train_run(cfg, &opts)? {
+    let result = train_run(cfg, &opts)?;
+    // Over several ranks rank 0 reports; the others trained the same model.
+    if !rbl::distributed::world().is_root() {
+        return Ok(());
+    }
+    match result {
         Some(m) => rbl::say!(
             "{}: top-1 {:.2}% (adjusted τ={} {:.2}%: many {} / medium {} / few {}), {:.0}s — {}",
             m.name,

@@ -410,7 +410,16 @@ mod tests {
         let aug =
             Arc::new(Augmenter { mean: vec![0.0], std: vec![1.0 / 255.0], crop_padding: 0, flip: false, autoaugment: false, cutout: 0 });
         let run = |seed, drop_last| {
-            let plan = LoaderPlan { batch_size: 4, seed, drop_last, sampler: Sampler::Instance, skip: 0, mixup_alpha: 0.0, workers: 1, shard: (0, 1) };
+            let plan = LoaderPlan {
+                batch_size: 4,
+                seed,
+                drop_last,
+                sampler: Sampler::Instance,
+                skip: 0,
+                mixup_alpha: 0.0,
+                workers: 1,
+                shard: (0, 1),
+            };
             Loader::start(set.clone(), aug.clone(), plan).flat_map(|b| b.labels).collect::<Vec<_>>()
         };
         assert_eq!(run(None, false), (0..10).collect::<Vec<i64>>());
@@ -443,7 +452,9 @@ mod tests {
         let paths: Vec<std::path::PathBuf> = (0..30)
             .map(|i| {
                 let p = std::path::PathBuf::from(format!("{i}.png"));
-                image::RgbImage::from_fn(11, 9, |x, y| image::Rgb([(x * 20 + i) as u8, (y * 25) as u8, (i * 8) as u8])).save(dir.path().join(&p)).unwrap();
+                image::RgbImage::from_fn(11, 9, |x, y| image::Rgb([(x * 20 + i) as u8, (y * 25) as u8, (i * 8) as u8]))
+                    .save(dir.path().join(&p))
+                    .unwrap();
                 p
             })
             .collect();

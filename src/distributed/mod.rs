@@ -84,8 +84,8 @@ pub fn init() -> Result<Session, String> {
         }
         // Collective calls come from the kernels' pool thread, not the main thread: one thread
         // at a time, which MPI calls "serialized".
-        let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Serialized)
-            .ok_or_else(|| "MPI was already initialised".to_string())?;
+        let (universe, threading) =
+            mpi::initialize_with_threading(mpi::Threading::Serialized).ok_or_else(|| "MPI was already initialised".to_string())?;
         if threading < mpi::Threading::Serialized {
             return Err(format!("the MPI library offers only {threading:?} threading; rbl needs Serialized"));
         }
@@ -113,6 +113,15 @@ impl World {
     pub fn all_reduce_sum_f64(&self, values: &mut [f64]) {
         if self.size > 1 {
             self.reduce_f64(values);
+        }
+    }
+
+    /// Waits until every rank gets here (rank 0 has finished writing what the others read).
+    pub fn barrier(&self) {
+        #[cfg(feature = "mpi")]
+        if self.size > 1 {
+            use mpi::collective::CommunicatorCollectives;
+            mpi::topology::SimpleCommunicator::world().barrier();
         }
     }
 

@@ -308,7 +308,7 @@ pub const TWO_STAGE_FILES: [&str; 5] =
     ["stage2-crt.json", "stage2-lws.json", "stage2-marc.json", "posthoc-logit-adjust.json", "posthoc-tau-norm.json"];
 
 /// The files of a checkpoint folder (`train::checkpoint`).
-const CHECKPOINT_FILES: [&str; 4] = ["model.bpk", "optimizer.bpk", "state.json", "state.crc32"];
+const CHECKPOINT_FILES: [&str; 5] = ["model.bpk", "optimizer.bpk", "state.json", "state.crc32", "rank-stats.bin"];
 
 /// The figures `rbl plot` draws into `plots/` (each as .png and .svg).
 const PLOT_STEMS: [&str; 4] = ["curves", "neural_collapse", "per_class", "confusion"];

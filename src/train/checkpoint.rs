@@ -42,7 +42,19 @@ pub struct CheckpointState {
     /// `train.checkpoint_every_steps` steps, or on Ctrl-C); resuming skips those batches.
     #[serde(default)]
     pub partial: Option<PartialEpoch>,
+    /// Ranks the run was trained on, when more than one (`mpirun -np N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<usize>,
+    /// CRC-32 of `rank-stats.bin`, the BatchNorm running statistics of every rank, which a
+    /// mid-epoch checkpoint of a run over several ranks keeps so that resuming under the same
+    /// number of ranks continues each rank exactly ([`crate::distributed::batch_norm`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank_stats_crc32: Option<u32>,
 }
+
+/// The file of a mid-epoch checkpoint of a multi-rank run holding every rank's BatchNorm
+/// running statistics (little-endian f32, rank after rank).
+pub const RANK_STATS: &str = "rank-stats.bin";
 
 /// How far a checkpoint got into an unfinished epoch, with the running figures that epoch's
 /// log line is made of, so a resumed epoch reports what the uninterrupted one would.
@@ -75,6 +87,8 @@ impl CheckpointState {
             optimizer_crc32: 0,
             weights_crc32: 0,
             partial,
+            ranks: None,
+            rank_stats_crc32: None,
         }
     }
 
@@ -117,6 +131,8 @@ pub struct LoadedCheckpoint {
     pub model: ModuleRecord,
     /// The optimiser state bytes.
     pub optimizer: Bytes,
+    /// Every rank's BatchNorm running statistics (multi-rank mid-epoch checkpoints).
+    pub rank_stats: Option<Vec<f32>>,
 }
 
 /// The file beside `state.json` holding its CRC-32 (decimal): with it every file of a
@@ -126,7 +142,20 @@ const STATE_CRC: &str = "state.crc32";
 /// Writes a checkpoint of `net` and `optim` after `state.epoch` epochs into `run_dir`, points
 /// `latest` at it, and keeps the newest `keep` checkpoints (at least this one), so that a
 /// damaged newest checkpoint costs one interval, not the run.
-pub fn save_checkpoint(run_dir: &Path, net: &Network, optim: &ModuleOptimizer, mut state: CheckpointState, keep: usize) -> Result<PathBuf> {
+pub fn save_checkpoint(run_dir: &Path, net: &Network, optim: &ModuleOptimizer, state: CheckpointState, keep: usize) -> Result<PathBuf> {
+    save_checkpoint_with(run_dir, net, optim, state, keep, None)
+}
+
+/// [`save_checkpoint`], with every rank's BatchNorm statistics (`rank_stats`, a multi-rank
+/// run's mid-epoch checkpoint) written beside the model under their own checksum.
+pub fn save_checkpoint_with(
+    run_dir: &Path,
+    net: &Network,
+    optim: &ModuleOptimizer,
+    mut state: CheckpointState,
+    keep: usize,
+    rank_stats: Option<&[u8]>,
+) -> Result<PathBuf> {
     let name = match &state.partial {
         Some(p) => format!("checkpoint-{:06}-step-{:06}", state.epoch, p.steps),
         None => format!("checkpoint-{:06}", state.epoch),
@@ -136,7 +165,13 @@ pub fn save_checkpoint(run_dir: &Path, net: &Network, optim: &ModuleOptimizer, m
     let _ = std::fs::remove_dir_all(&tmp_dir);
     std::fs::create_dir_all(&tmp_dir).map_err(|e| RblError::io(&tmp_dir, e))?;
     // A failed write (a full disk) leaves no half-written folder behind.
-    let written = write_checkpoint_files(&tmp_dir, net, optim, &mut state);
+    let written = (|| {
+        if let Some(bytes) = rank_stats {
+            write_atomic(&tmp_dir.join(RANK_STATS), bytes)?;
+            state.rank_stats_crc32 = Some(crc32(bytes));
+        }
+        write_checkpoint_files(&tmp_dir, net, optim, &mut state)
+    })();
     if written.is_err() {
         let _ = std::fs::remove_dir_all(&tmp_dir);
     }
@@ -263,11 +298,18 @@ pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint> {
         Ok(bytes)
     };
     let model_bytes = read("model.bpk", state.model_crc32)?;
+    let rank_stats = match state.rank_stats_crc32 {
+        Some(crc) => {
+            let bytes = read(RANK_STATS, crc)?;
+            Some(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect())
+        }
+        None => None,
+    };
     let optimizer = Bytes::from_bytes_vec(read("optimizer.bpk", state.optimizer_crc32)?);
     let model = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model_bytes)).map_err(|e| bad(format!("model.bpk: {e}")))?;
     let config = ExperimentConfig::from_stored_toml_str(&state.config_toml, &format!("{}", state_path.display()), &[])?;
     check_state(&state, &config).map_err(|msg| bad(format!("state.json: {msg}")))?;
-    Ok(LoadedCheckpoint { dir: dir.into(), state, config, model, optimizer })
+    Ok(LoadedCheckpoint { dir: dir.into(), state, config, model, optimizer, rank_stats })
 }
 
 /// The state's fields against each other and the config: a position inside the run, a log of

@@ -29,7 +29,17 @@ pub fn device_from_kind(kind: DeviceKind) -> Result<Device> {
     match kind {
         DeviceKind::Cpu => Ok(Device::flex()),
         #[cfg(feature = "vulkan")]
-        DeviceKind::Gpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+        DeviceKind::Gpu => {
+            // One rank per GPU: several ranks on a node take the discrete GPUs in local-rank
+            // order (CUBECL_WGPU_DEFAULT_DEVICE, when set, still decides for a single process).
+            let world = crate::distributed::world();
+            let kind = if world.size > 1 {
+                burn::tensor::DeviceKind::DiscreteGpu(world.local_rank)
+            } else {
+                burn::tensor::DeviceKind::DefaultDevice
+            };
+            Ok(Device::wgpu(kind))
+        }
         #[cfg(not(feature = "vulkan"))]
         DeviceKind::Gpu => Err(RblError::Config {
             origin: "device".into(),

@@ -6,10 +6,11 @@ use std::time::Instant;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::data::loader::{Loader, LoaderPlan, epoch_seed};
+use crate::distributed::batch_norm::{all_ranks_running_stats, average_running_stats};
 use crate::error::{RblError, Result};
 use crate::interrupt;
 use crate::network::Network;
-use crate::train::checkpoint::{CheckpointState, PartialEpoch, save_checkpoint};
+use crate::train::checkpoint::{CheckpointState, PartialEpoch, save_checkpoint, save_checkpoint_with};
 use crate::train::progress::Progress;
 use crate::train::run::Trainer;
 use crate::train::step::{StepBatch, StepSettings, train_step};
@@ -81,7 +82,7 @@ impl Trainer<'_> {
             loader_wait: start.loader_wait + loader.waited().as_secs_f64(),
         };
         while let Some(batch) = loader.next() {
-            if interrupt::requested() {
+            if self.world.any(interrupt::requested()) {
                 log.read().map_err(|bad| diverged(bad, &progress))?;
                 progress.finish();
                 let run = log.sums();
@@ -90,7 +91,7 @@ impl Trainer<'_> {
             }
             let b = batch.len();
             let images = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), &self.train_device);
-            let step_batch = StepBatch { images, labels: &batch.labels, mix: batch.mix.as_ref() };
+            let step_batch = StepBatch { images, labels: &batch.labels, mix: batch.mix.as_ref(), global: batch.global_len };
             let (updated, readings) = train_step(net, &mut self.optim, step_batch, &settings);
             net = updated;
             log.push(readings).map_err(|bad| diverged(bad, &progress))?;
@@ -138,8 +139,23 @@ impl Trainer<'_> {
 
 /// Writes a mid-epoch checkpoint of epoch `epoch` (0-based) and says what it holds.
 fn save_partial(trainer: &Trainer<'_>, net: &Network, epoch: usize, partial: PartialEpoch) -> Result<String> {
-    let state = CheckpointState::new(epoch, &trainer.cfg, &trainer.history, trainer.wall_seconds, Some(partial));
+    let mut state = CheckpointState::new(epoch, &trainer.cfg, &trainer.history, trainer.wall_seconds, Some(partial));
     let described = state.describe();
-    save_checkpoint(trainer.opts.run_dir.path(), net, &trainer.optim, state, trainer.cfg.train.keep_checkpoints)?;
+    let world = trainer.world;
+    if world.size == 1 {
+        save_checkpoint(trainer.opts.run_dir.path(), net, &trainer.optim, state, trainer.cfg.train.keep_checkpoints)?;
+        return Ok(described);
+    }
+    // Over several ranks: the model saved holds the ranks' averaged BatchNorm statistics (the
+    // live networks keep their own), and every rank's own go beside it, so that a resume under
+    // the same number of ranks continues each rank exactly. All ranks take part; rank 0 writes.
+    let averaged = average_running_stats(world, net.clone())?;
+    let all = all_ranks_running_stats(world, net)?;
+    if world.is_root() {
+        state.ranks = Some(world.size);
+        let bytes: Vec<u8> = all.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let dir = trainer.opts.run_dir.path();
+        save_checkpoint_with(dir, &averaged, &trainer.optim, state, trainer.cfg.train.keep_checkpoints, Some(&bytes))?;
+    }
     Ok(described)
 }

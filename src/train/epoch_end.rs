@@ -95,7 +95,9 @@ impl Trainer<'_> {
             .transpose()?;
         let collapse = train_pass.as_ref().filter(|_| plan.collapse).map(|pass| collapse_metrics(&eval_net, ctx, pass));
         let train_eval = train_pass.as_ref().filter(|_| plan.train_eval).map(|pass| train_accuracy(ctx, pass));
-        if let (Some(train_pass), Some(test_pass)) = (train_pass.as_ref().filter(|_| plan.picture), test_pass.as_ref()) {
+        if let (Some(train_pass), Some(test_pass), true) =
+            (train_pass.as_ref().filter(|_| plan.picture), test_pass.as_ref(), self.world.is_root())
+        {
             feature_picture(&eval_net, ctx, train_pass, test_pass, &self.opts.run_dir, done)?;
         }
         let seconds = started.elapsed().as_secs_f64();
@@ -114,26 +116,31 @@ impl Trainer<'_> {
             events.write_epoch(record)?;
         }
         let run_dir = &self.opts.run_dir;
-        let state = CheckpointState::new(done, &self.cfg, &self.history, self.wall_seconds, None);
-        let saved = save_checkpoint(run_dir.path(), net, &self.optim, state, self.cfg.train.keep_checkpoints)?;
-        if self.opts.crash_after_checkpoint == Some(done) {
-            // A stand-in for SIGKILL at the epoch boundary (crash-safety tests).
-            std::process::abort();
+        if self.world.is_root() {
+            let mut state = CheckpointState::new(done, &self.cfg, &self.history, self.wall_seconds, None);
+            state.ranks = (self.world.size > 1).then_some(self.world.size);
+            let saved = save_checkpoint(run_dir.path(), net, &self.optim, state, self.cfg.train.keep_checkpoints)?;
+            if self.opts.crash_after_checkpoint == Some(done) {
+                // A stand-in for SIGKILL at the epoch boundary (crash-safety tests).
+                std::process::abort();
+            }
+            if self.cfg.eval.select == Selection::Val && best_val_epoch(&self.history) == Some(done) {
+                keep_as_best(run_dir, &saved)?;
+            }
+            run_dir.write_epoch_log(&self.history)?;
         }
-        if self.cfg.eval.select == Selection::Val && best_val_epoch(&self.history) == Some(done) {
-            keep_as_best(run_dir, &saved)?;
-        }
-        run_dir.write_epoch_log(&self.history)?;
         if !plan.is_last {
             return Ok(None);
         }
         let Measured { test, val, ortho, .. } = measured;
         let mut metrics = final_metrics(&self.ctx, test.expect("last epoch is evaluated"), val, self.wall_seconds, ortho);
         metrics.selected = self.selected_epoch(net)?;
-        if let Some(confusion) = &metrics.test.confusion {
-            run_dir.write_confusion(confusion)?;
+        if self.world.is_root() {
+            if let Some(confusion) = &metrics.test.confusion {
+                run_dir.write_confusion(confusion)?;
+            }
+            run_dir.write_metrics(&metrics)?;
         }
-        run_dir.write_metrics(&metrics)?;
         Ok(Some(metrics))
     }
 }
@@ -228,6 +235,8 @@ impl Trainer<'_> {
         let Some(epoch) = best_val_epoch(&self.history) else {
             return Err(RblError::Dataset("eval.select = \"val\": no epoch was scored on the validation split".into()));
         };
+        // Rank 0 wrote best/; the other ranks read it once it has.
+        self.world.barrier();
         let best = load_checkpoint(&run_dir.best())?;
         if best.state.epoch != epoch {
             return Err(RblError::Checkpoint {

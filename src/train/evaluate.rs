@@ -35,10 +35,62 @@ pub fn forward_all(
     device: &Device,
     keep_features: bool,
 ) -> Result<ForwardPass> {
+    let world = crate::distributed::world();
+    if world.size > 1 {
+        return forward_sharded(world, net, set, aug, batch_size, device, keep_features);
+    }
+    forward_one(net, set, aug, batch_size, device, keep_features)
+}
+
+/// [`forward_all`] over several ranks: each scores its contiguous slice of the set, and the
+/// logits (and features) are completed from every rank's, so every rank holds the whole pass.
+fn forward_sharded(
+    world: &crate::distributed::World,
+    net: &Network,
+    set: &Arc<ImageSet>,
+    aug: &Arc<Augmenter>,
+    batch_size: usize,
+    device: &Device,
+    keep_features: bool,
+) -> Result<ForwardPass> {
+    let range = world.shard(set.len());
+    let mine: Vec<usize> = range.clone().collect();
+    let part = forward_one(net, &Arc::new(set.subset(&mine)), aug, batch_size, device, keep_features)?;
+    let classes = set.num_classes;
+    let logits = world.gather_rows(&part.logits, range.clone(), set.len(), classes);
+    let features = if keep_features {
+        // The features the head sees are d-dimensional, d the rows of its directions.
+        let width = net.head.class_directions().dims()[0];
+        world.gather_rows(&part.features, range, set.len(), width)
+    } else {
+        Vec::new()
+    };
+    let loss = mean_cross_entropy(&logits, &set.labels, classes);
+    Ok(ForwardPass { features, logits, loss })
+}
+
+/// [`forward_all`] on this process alone.
+fn forward_one(
+    net: &Network,
+    set: &Arc<ImageSet>,
+    aug: &Arc<Augmenter>,
+    batch_size: usize,
+    device: &Device,
+    keep_features: bool,
+) -> Result<ForwardPass> {
     let mut loader = Loader::start(
         set.clone(),
         aug.clone(),
-        LoaderPlan { batch_size, seed: None, drop_last: false, sampler: Default::default(), skip: 0, mixup_alpha: 0.0, workers: 4, shard: (0, 1) },
+        LoaderPlan {
+            batch_size,
+            seed: None,
+            drop_last: false,
+            sampler: Default::default(),
+            skip: 0,
+            mixup_alpha: 0.0,
+            workers: 4,
+            shard: (0, 1),
+        },
     );
     let (c, h, w) = (set.channels, set.height, set.width);
     let mut pass = ForwardPass { features: Vec::new(), logits: Vec::with_capacity(set.len() * set.num_classes), loss: 0.0 };

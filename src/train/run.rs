@@ -12,6 +12,8 @@ use crate::config::ExperimentConfig;
 use crate::config::{Augment, DatasetKind};
 use crate::data::defaults::{self, Choice};
 use crate::data::source::{PreparedData, STATS_SAMPLE, check_decodable, prepare, sampled_channel_stats};
+use crate::distributed::World;
+use crate::distributed::batch_norm::{average_running_stats, restore_own_running_stats};
 use crate::error::{RblError, Result};
 use crate::interrupt;
 use crate::loss::Criterion;
@@ -69,8 +71,10 @@ impl RunOptions {
 
 /// The state of a run between epochs, besides the network (which the steps take by value).
 pub(crate) struct Trainer<'a> {
-    /// The run folder's lock, held for the whole run.
-    _lock: RunLock,
+    /// The run folder's lock, held for the whole run (by rank 0, the one writer).
+    _lock: Option<RunLock>,
+    /// This process's place in the job (one rank of one outside `mpirun`).
+    pub(crate) world: &'static World,
     /// The run's config.
     pub(crate) cfg: ExperimentConfig,
     /// Where and how.
@@ -107,6 +111,15 @@ struct Start {
 /// `None` when stopped early by `stop_after_epoch`.
 pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<FinalMetrics>> {
     interrupt::install();
+    // Over several ranks only rank 0 speaks (and writes); the others train in silence.
+    let world = crate::distributed::world();
+    let quiet_opts;
+    let opts = if world.is_root() {
+        opts
+    } else {
+        quiet_opts = RunOptions { quiet: true, ..opts.clone() };
+        &quiet_opts
+    };
     let (mut trainer, start) = Trainer::start(cfg, opts)?;
     let Start { mut net, epoch: start_epoch, mut partial } = start;
     let epochs = trainer.cfg.train.epochs;
@@ -126,6 +139,8 @@ pub fn train_run(cfg: ExperimentConfig, opts: &RunOptions) -> Result<Option<Fina
                 return Err(RblError::Interrupted { epoch: epoch + 1, kept, run_dir: opts.run_dir.path().display().to_string() });
             }
         };
+        // One model over the ranks before it is evaluated or saved.
+        net = average_running_stats(trainer.world, net)?;
         if let Some(metrics) = trainer.end_epoch(&net, epoch, lr, &stats, started)? {
             return Ok(Some(metrics));
         }
@@ -138,6 +153,19 @@ impl<'a> Trainer<'a> {
     /// checkpoint when resuming, or writes the config into a new run folder.
     fn start(cfg: ExperimentConfig, opts: &'a RunOptions) -> Result<(Trainer<'a>, Start)> {
         let run_dir = &opts.run_dir;
+        let world = crate::distributed::world();
+        if world.size > 1 && cfg.train.batch_size % world.size != 0 {
+            let b = cfg.train.batch_size;
+            let (down, up) = (b / world.size * world.size, b.div_ceil(world.size) * world.size);
+            return Err(RblError::Config {
+                origin: "train.batch_size".into(),
+                msg: format!(
+                    "{b} is the global batch, split over the {} ranks, and must divide by it (e.g. {} or {up})",
+                    world.size,
+                    down.max(world.size)
+                ),
+            });
+        }
         let device = device_for(&cfg)?;
         let train_device = device.clone().autodiff();
         train_device.seed(cfg.seed);
@@ -177,17 +205,26 @@ impl<'a> Trainer<'a> {
         // Nothing is written before the config, the data and the model have passed their checks
         // (nor after an interrupt during them); the lock (which creates the folder) is held
         // from here to the end of the run.
-        interrupt::check()?;
-        let lock = run_dir.lock()?;
-        if !opts.resume {
-            if opts.force && run_dir.holds_run() {
-                run_dir.remove_run(&lock)?;
-            } else {
-                run_dir.check_no_run()?;
-            }
+        if world.any(interrupt::requested()) {
+            return Err(interrupt::while_loading());
         }
+        // Rank 0 alone takes the lock and writes the folder.
+        let lock = if world.is_root() {
+            let lock = run_dir.lock()?;
+            if !opts.resume {
+                if opts.force && run_dir.holds_run() {
+                    run_dir.remove_run(&lock)?;
+                } else {
+                    run_dir.check_no_run()?;
+                }
+            }
+            Some(lock)
+        } else {
+            None
+        };
         let mut trainer = Trainer {
             _lock: lock,
+            world,
             cfg,
             opts,
             ctx,
@@ -207,21 +244,26 @@ impl<'a> Trainer<'a> {
             // Resumed, but nothing to resume from: a fresh start after all.
             start.net = with_init_weights(start.net, &trainer.cfg, opts.quiet)?;
         }
-        if !opts.resume {
-            write_atomic(&run_dir.config(), trainer.cfg.to_toml_string().as_bytes())?;
-        }
         // What predict and export need of the data; runs from before it get one on resume,
         // and a resumed run refuses a tree whose classes were renamed meanwhile.
         let mut card = trainer.ctx.dataset_card()?;
         card.found = input.found.clone();
         card.chosen = input.chosen.clone();
-        match run_dir.read_dataset_card()? {
-            Some(stored) if opts.resume => stored.check_same_classes(&card.class_names)?,
-            _ => run_dir.write_dataset_card(&card)?,
+        let stored_card = run_dir.read_dataset_card()?;
+        if let Some(stored) = stored_card.as_ref().filter(|_| opts.resume) {
+            stored.check_same_classes(&card.class_names)?;
         }
-        run_dir.write_epoch_log(&trainer.history)?;
-        if trainer.cfg.log.tensorboard && trainer.history.len() < trainer.cfg.train.epochs {
-            trainer.tensorboard = Some(EventWriter::create(&run_dir.tensorboard(), trainer.history.len())?);
+        if world.is_root() {
+            if !opts.resume {
+                write_atomic(&run_dir.config(), trainer.cfg.to_toml_string().as_bytes())?;
+            }
+            if stored_card.is_none() || !opts.resume {
+                run_dir.write_dataset_card(&card)?;
+            }
+            run_dir.write_epoch_log(&trainer.history)?;
+            if trainer.cfg.log.tensorboard && trainer.history.len() < trainer.cfg.train.epochs {
+                trainer.tensorboard = Some(EventWriter::create(&run_dir.tensorboard(), trainer.history.len())?);
+            }
         }
         if !opts.quiet {
             let (cfg, ctx) = (&trainer.cfg, &trainer.ctx);
@@ -252,7 +294,19 @@ impl<'a> Trainer<'a> {
                 ),
             });
         }
-        let net = apply_weights(fresh.net, &ckpt)?;
+        let mut net = apply_weights(fresh.net, &ckpt)?;
+        // A multi-rank mid-epoch checkpoint kept each rank's BatchNorm statistics.
+        if let (Some(all), Some(ranks)) = (&ckpt.rank_stats, ckpt.state.ranks) {
+            net = restore_own_running_stats(self.world, net, all, ranks)?;
+        }
+        let trained_on = ckpt.state.ranks.unwrap_or(1);
+        if trained_on != self.world.size && self.world.is_root() {
+            crate::note!(
+                "note: resuming a run trained on {trained_on} rank(s) on {} (the global batch is the same; the BatchNorm \
+                 statistics of the ranks are averaged, so the result is not bit for bit the one the run would have reached)",
+                self.world.size
+            );
+        }
         self.optim = build_optimizer(&self.cfg.train)
             .from_bytes(ckpt.optimizer.clone())
             .map_err(|e| RblError::Checkpoint { path: dir.clone(), msg: e.to_string() })?;
@@ -265,6 +319,7 @@ impl<'a> Trainer<'a> {
         // A stop between an epoch's checkpoint and its copy to best/ leaves best/ behind the
         // log; that epoch's checkpoint is the one just restored, or still on disk.
         if self.cfg.eval.select == Selection::Val
+            && self.world.is_root()
             && let Some(epoch) = best_val_epoch(&self.history)
             && kept_best_epoch(run_dir)? != Some(epoch)
         {
@@ -277,6 +332,7 @@ impl<'a> Trainer<'a> {
             }
             keep_as_best(run_dir, &source)?;
         }
+        self.world.barrier();
         Ok(Start { net, epoch: ckpt.state.epoch, partial: ckpt.state.partial })
     }
 
@@ -294,10 +350,12 @@ impl<'a> Trainer<'a> {
         let val = self.ctx.val.as_ref().map(|v| evaluator.evaluate(&eval_net, v)).transpose()?;
         let mut metrics = final_metrics(&self.ctx, test, val, self.wall_seconds, net.head.rotation().map(|r| r.orthogonality_error()));
         metrics.selected = self.selected_epoch(net)?;
-        if let Some(confusion) = &metrics.test.confusion {
-            run_dir.write_confusion(confusion)?;
+        if self.world.is_root() {
+            if let Some(confusion) = &metrics.test.confusion {
+                run_dir.write_confusion(confusion)?;
+            }
+            run_dir.write_metrics(&metrics)?;
         }
-        run_dir.write_metrics(&metrics)?;
         Ok(Some(metrics))
     }
 }

@@ -46,6 +46,9 @@ pub struct StepBatch<'a> {
     pub labels: &'a [i64],
     /// Mixup: partner labels and λ.
     pub mix: Option<&'a Mix>,
+    /// Images of the whole global batch this is a rank's slice of (its own size on one
+    /// process): the gradients are averaged over the ranks weighted by slice size.
+    pub global: usize,
 }
 
 /// What a step is run with besides the batch.
@@ -71,7 +74,7 @@ pub fn train_step(
     batch: StepBatch<'_>,
     settings: &StepSettings<'_>,
 ) -> (Network, StepReadings) {
-    let StepBatch { images, labels, mix } = batch;
+    let StepBatch { images, labels, mix, global } = batch;
     let StepSettings { criterion, epoch, lr, loss_scale } = *settings;
     let device = &images.device();
     let b = labels.len();
@@ -105,6 +108,8 @@ pub fn train_step(
         net.visit(&mut Unscale { grads: &mut grads, factor: 1.0 / loss_scale });
         grads
     };
+    let mut grads = grads;
+    crate::distributed::gradients::average(crate::distributed::world(), &net, &mut grads, b, global);
     let net = optim.step(lr, net, grads);
     (net, StepReadings { values, batch: b })
 }

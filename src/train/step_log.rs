@@ -101,6 +101,10 @@ impl StepLog {
         let batches: Vec<usize> = self.pending.iter().map(|r| r.batch).collect();
         let values: Vec<f32> =
             Tensor::cat(self.pending.drain(..).map(|r| r.values).collect(), 0).into_data().try_to_vec().expect("f32 step readings");
+        let world = crate::distributed::world();
+        if world.size > 1 {
+            return self.read_over_ranks(world, &values, &batches);
+        }
         for (pair, b) in values.chunks_exact(2).zip(batches) {
             let stats = StepStats::from_pair(pair[0], pair[1]);
             if !stats.loss.is_finite() {
@@ -109,6 +113,26 @@ impl StepLog {
             self.sums.hits += stats.correct;
             self.sums.loss_sum += stats.loss as f64 * b as f64;
             self.sums.images += b;
+            self.sums.steps += 1;
+        }
+        Ok(())
+    }
+
+    /// [`Self::read`] for a run over several ranks: each step's Σ loss × images, correct count
+    /// and images summed over the ranks (one all-reduce per window), so every rank logs the
+    /// global batch's figures and sees a NaN on any rank at the same step.
+    fn read_over_ranks(&mut self, world: &crate::distributed::World, values: &[f32], batches: &[usize]) -> Result<(), NonFinite> {
+        let mut sums: Vec<f64> =
+            values.chunks_exact(2).zip(batches).flat_map(|(pair, &b)| [pair[0] as f64 * b as f64, pair[1] as f64, b as f64]).collect();
+        world.all_reduce_sum_f64(&mut sums);
+        for step in sums.chunks_exact(3) {
+            let (loss_sum, correct, images) = (step[0], step[1], step[2]);
+            if !loss_sum.is_finite() {
+                return Err(NonFinite { step: self.sums.steps, loss: (loss_sum / images) as f32 });
+            }
+            self.sums.hits += correct.round() as usize;
+            self.sums.loss_sum += loss_sum;
+            self.sums.images += images as usize;
             self.sums.steps += 1;
         }
         Ok(())
