@@ -562,6 +562,7 @@ mod tests {
                 skip,
                 mixup_alpha: 0.0,
                 workers: 1,
+                shard: (0, 1),
             };
             let loader = Loader::start(set.clone(), aug.clone(), plan);
             let len = loader.len();
@@ -596,6 +597,7 @@ mod tests {
             skip: 0,
             mixup_alpha: 1.0,
             workers: 1,
+            shard: (0, 1),
         };
         let batch = Loader::start(set.clone(), aug.clone(), plan.clone()).next().unwrap();
         let mix = batch.mix.clone().expect("mixup on");

@@ -377,6 +377,8 @@ mod tests {
             optimizer_crc32: 0,
             weights_crc32: 0,
             partial: None,
+            ranks: None,
+            rank_stats_crc32: None,
         };
         let saved = save_checkpoint(dir.path(), &net, &optim, state, 2).unwrap();
         assert_eq!(latest_checkpoint(dir.path()).unwrap(), Some(saved.clone()));
@@ -409,6 +411,8 @@ mod tests {
             optimizer_crc32: 0,
             weights_crc32: 0,
             partial: None,
+            ranks: None,
+            rank_stats_crc32: None,
         };
         let saved = save_checkpoint(dir.path(), &net, &optim, state, 2).unwrap();
         // Weights of another architecture do not fit.
