@@ -340,6 +340,14 @@ impl ExperimentConfig {
         if self.train.eval_every == 0 {
             return bad("train.eval_every", "must be at least 1".into());
         }
+        if self.train.sync_bn {
+            return bad(
+                "train.sync_bn",
+                "not available: rbl's fused convolution + BatchNorm kernels take the batch moments inside one op and cannot exchange \
+                 them between ranks; each rank normalises by its own slice, as PyTorch's DDP does by default (docs/distributed.md)"
+                    .into(),
+            );
+        }
         if self.train.keep_checkpoints == 0 {
             return bad("train.keep_checkpoints", "must be at least 1 (the newest checkpoint)".into());
         }
@@ -638,6 +646,7 @@ mod tests {
             ("loss.tau=-1e300", "loss.tau"),
             ("name=\"   \"", "name"),
             ("name=\" run\"", "name"),
+            ("train.sync_bn=true", "train.sync_bn"),
         ];
         for (set, key) in cases {
             let err = ExperimentConfig::from_toml_str("", "t", &[set.into()]).unwrap_err().to_string();

@@ -190,3 +190,44 @@ fn batches_that_do_not_divide_and_other_rank_counts() {
     let out = run(2, &["eval", "--checkpoint", r.to_str().unwrap()]);
     assert!(!out.status.success() && stderr(&out).contains("only `rbl train` runs over several ranks"), "{}", stderr(&out));
 }
+
+/// A training image that cannot be decoded, met by one rank in its slice, stops the whole job
+/// at once (that rank aborts it; no rank is left waiting), naming the file.
+#[test]
+fn a_bad_image_on_one_rank_stops_every_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tree");
+    for (c, shade) in [("a", 30u8), ("b", 200)] {
+        for split in ["train", "test"] {
+            for i in 0..12 {
+                let p = root.join(split).join(c).join(format!("{i:02}.png"));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                image::RgbImage::from_fn(20, 20, |x, y| image::Rgb([shade, (x * 9 + y) as u8, i as u8])).save(&p).unwrap();
+            }
+        }
+    }
+    std::fs::write(root.join("train/b/07.png"), b"\x89PNG\r\n\x1a\n not really").unwrap();
+    let t0 = std::time::Instant::now();
+    let out = run(
+        2,
+        &[
+            "train",
+            "--data",
+            root.to_str().unwrap(),
+            "--out",
+            dir.path().join("r").to_str().unwrap(),
+            "-q",
+            "--set",
+            "data.augment=\"imagenet\"",
+            "--set",
+            "data.image_size=16",
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "model.widths=[4,8,8]",
+        ],
+    );
+    assert!(!out.status.success(), "the job fails");
+    assert!(t0.elapsed().as_secs() < 60, "promptly: {:?}", t0.elapsed());
+    assert!(stderr(&out).contains("07.png"), "{}", stderr(&out));
+}

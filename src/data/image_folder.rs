@@ -357,4 +357,26 @@ mod tests {
         let e = read_image_folder(&cfg).unwrap_err().to_string();
         assert!(e.contains("train/c") && e.contains("holds"), "{e}");
     }
+
+    /// A class folder whose name is not UTF-8 is named (it showed as `""`), and a class with no
+    /// image is named by index and name (it was by index only).
+    #[test]
+    fn odd_class_folders_are_named() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for f in ["train/ant/1.png", "train/bee/2.png", "test/ant/3.png", "test/bee/4.png"] {
+            png(&r.join(f));
+        }
+        let odd = r.join("test").join(std::ffi::OsStr::from_bytes(b"caf\xE9"));
+        png(&odd.join("5.png"));
+        let cfg = DataConfig { root: r.display().to_string(), image_size: 8, ..DataConfig::default() };
+        let e = read_image_folder(&cfg).unwrap_err().to_string();
+        assert!(e.contains("not valid UTF-8") && e.contains("caf"), "{e}");
+        std::fs::remove_dir_all(&odd).unwrap();
+        std::fs::create_dir_all(r.join("train/cat")).unwrap();
+        let cfg = DataConfig { dataset: crate::config::DatasetKind::ImageFolder, imbalance_ratio: 1.0, ..cfg };
+        let e = crate::data::source::prepare(&cfg, 0).unwrap_err().to_string();
+        assert!(e.contains("class 2 (\"cat\") has no training image"), "{e}");
+    }
 }

@@ -20,9 +20,11 @@ fn is_running_stat(path: &str) -> bool {
     path.ends_with(".running_mean") || path.ends_with(".running_var")
 }
 
-/// Every BatchNorm running statistic of `net`: (module path, shape, values), in the module's
-/// order (the same on every rank).
-fn running_stats(net: &Network) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+/// One running statistic: its module path, shape and values.
+type Stat = (String, Vec<usize>, Vec<f32>);
+
+/// Every BatchNorm running statistic of `net`, in the module's order (the same on every rank).
+fn running_stats(net: &Network) -> Result<Vec<Stat>> {
     // Fold the pending update of each BatchNorm into its state first (see
     // train::checkpoint::write_checkpoint_files).
     let _ = net.valid();
@@ -40,7 +42,7 @@ fn running_stats(net: &Network) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
 }
 
 /// `net` with its running statistics replaced by `values` (flat, in [`running_stats`]' order).
-fn with_running_stats(net: Network, named: &[(String, Vec<usize>, Vec<f32>)], values: &[f32]) -> Result<Network> {
+fn with_running_stats(net: Network, named: &[Stat], values: &[f32]) -> Result<Network> {
     let mut at = 0;
     let mut bytes: Vec<Vec<u8>> = Vec::with_capacity(named.len());
     for (_, _, v) in named {

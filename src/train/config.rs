@@ -57,6 +57,13 @@ pub struct TrainConfig {
     /// The loss is multiplied by this before the backward pass and the gradients divided by
     /// it after, so that small f16 gradients do not flush to zero (0: 1024 for f16, else 1).
     pub loss_scale: f64,
+    /// Over several ranks (`mpirun`): BatchNorm statistics of the whole global batch, as
+    /// PyTorch's SyncBatchNorm computes them. Not available: rbl's fused convolution +
+    /// BatchNorm kernels have no point at which to exchange the moments, so `true` is refused
+    /// and each rank normalises by its own slice (PyTorch DDP's default); see
+    /// docs/distributed.md.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sync_bn: bool,
 }
 
 /// Evaluation options.
@@ -104,6 +111,7 @@ impl Default for TrainConfig {
             lr_gamma: 0.1,
             precision: crate::model::precision::Precision::F32,
             loss_scale: 0.0,
+            sync_bn: false,
         }
     }
 }

@@ -154,7 +154,7 @@ impl<'a> Trainer<'a> {
     fn start(cfg: ExperimentConfig, opts: &'a RunOptions) -> Result<(Trainer<'a>, Start)> {
         let run_dir = &opts.run_dir;
         let world = crate::distributed::world();
-        if world.size > 1 && cfg.train.batch_size % world.size != 0 {
+        if world.size > 1 && !cfg.train.batch_size.is_multiple_of(world.size) {
             let b = cfg.train.batch_size;
             let (down, up) = (b / world.size * world.size, b.div_ceil(world.size) * world.size);
             return Err(RblError::Config {
