@@ -2,7 +2,9 @@
 # Data-parallel training throughput on this machine: rbl's training step (rbl-bench, an `mpi`
 # build) on 1 and 2 ranks of one thread each under `mpirun`, side by side with PyTorch DDP
 # (gloo, `torchrun --nproc-per-node N`, bench/torch_ddp.py) of the same ResNet-32 + RBL step at
-# the same global batch, eager NCHW and eager channels_last, rounds rotating the order. Writes
+# the same global batch, eager NCHW, eager channels_last and torch.compile + channels_last
+# (COMPILE=0 leaves it out: each process compiles for a minute, excluded from the timing),
+# rounds rotating the order. Writes
 # bench/results/mpi-<time>.jsonl and prints the medians and the ratios (bench/summarise_mpi.py).
 # Usage: bench/mpi.sh [ROUNDS=3] [STEPS=10]   (BATCHES="128 256" INPUT=3x32x32)
 set -euo pipefail
@@ -29,6 +31,9 @@ for round in $(seq 1 "$rounds"); do
       "bench/.venv/bin/torchrun --standalone --nproc-per-node 2 bench/torch_ddp.py --batch $batch --input $input --steps $steps"
       "bench/.venv/bin/torchrun --standalone --nproc-per-node 2 bench/torch_ddp.py --batch $batch --input $input --steps $steps --channels-last"
     )
+    if [ "${COMPILE:-1}" = 1 ]; then
+      cmds+=("bench/.venv/bin/torchrun --standalone --nproc-per-node 2 bench/torch_ddp.py --batch $batch --input $input --steps $steps --channels-last --compile")
+    fi
     n=${#cmds[@]}
     for k in $(seq 0 $((n - 1))); do
       cmd="${cmds[$(( (k + round) % n ))]}"
