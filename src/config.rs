@@ -239,7 +239,7 @@ impl ExperimentConfig {
 
     /// Every real-valued key with the values it admits (`data.imbalance_ratio`, `data.mean` and
     /// `data.std` have checks of their own).
-    fn real_keys(&self) -> [(&'static str, f64, Bound); 15] {
+    fn real_keys(&self) -> [(&'static str, f64, Bound); 17] {
         let (t, l) = (&self.train, &self.loss);
         [
             ("train.lr", t.lr, Bound::Positive),
@@ -256,6 +256,8 @@ impl ExperimentConfig {
             ("loss.ldam_scale", l.ldam_scale, Bound::Positive),
             ("loss.lade_alpha", l.lade_alpha, Bound::NonNegative),
             ("loss.lade_lambda", l.lade_lambda, Bound::NonNegative),
+            ("loss.seesaw_p", l.seesaw_p, Bound::NonNegative),
+            ("loss.seesaw_q", l.seesaw_q, Bound::NonNegative),
             ("eval.tau", self.eval.tau, Bound::Tau),
         ]
     }

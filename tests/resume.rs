@@ -219,3 +219,28 @@ fn a_damaged_newest_checkpoint_costs_one_interval_not_the_run() {
         assert_eq!(metrics(&run), metrics(&straight), "{damage}");
     }
 }
+
+/// Seesaw's accumulated class counts are recomputed from the run's epoch orders on resume: a
+/// Seesaw run crashed mid-epoch and resumed ends with the weights of the uninterrupted run.
+#[test]
+fn a_seesaw_run_resumes_with_its_accumulated_counts() {
+    require_fmnist();
+    let dir = tempfile::tempdir().unwrap();
+    let text = tiny_config("linear", 2).replace("warmup_epochs = 1", "warmup_epochs = 1\ncheckpoint_every_steps = 4")
+        + "[loss]\nname = \"seesaw\"\n";
+    let cfg = write(dir.path(), "c.toml", &text);
+    let c = cfg.to_str().unwrap();
+    let (straight, cut) = (dir.path().join("straight"), dir.path().join("cut"));
+    assert!(rbl(&["train", "--config", c, "--out", straight.to_str().unwrap(), "-q"]).status.success());
+    let crashed = rbl(&["train", "--config", c, "--out", cut.to_str().unwrap(), "-q", "--crash-after-step", "13"]);
+    assert!(!crashed.status.success());
+    let resumed = rbl(&["train", "--resume", cut.to_str().unwrap(), "-q"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_eq!(digest(&cut, "checkpoint-000002"), digest(&straight, "checkpoint-000002"));
+    assert_eq!(metrics(&cut), metrics(&straight));
+    // And Seesaw is not cross-entropy: the same run with CE ends elsewhere.
+    let ce = dir.path().join("ce");
+    let ce_cfg = write(dir.path(), "ce.toml", &text.replace("name = \"seesaw\"", "name = \"ce\""));
+    assert!(rbl(&["train", "--config", ce_cfg.to_str().unwrap(), "--out", ce.to_str().unwrap(), "-q"]).status.success());
+    assert_ne!(digest(&ce, "checkpoint-000002"), digest(&straight, "checkpoint-000002"));
+}

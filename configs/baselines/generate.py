@@ -25,6 +25,7 @@ METHODS = [
     ("ldam_drw", "LDAM-DRW", {"head": "linear", "cosine": True},
      {"name": "ldam", "ldam_max_margin": 0.5, "ldam_scale": 30.0, "drw_epoch": 6, "beta": 0.9999}, {}),
     ("lade", "LADE", {"head": "linear"}, {"name": "lade", "lade_alpha": 0.1, "lade_lambda": 0.1}, {}),
+    ("seesaw", "Seesaw", {"head": "linear"}, {"name": "seesaw", "seesaw_p": 0.8, "seesaw_q": 2.0}, {}),
     ("fixed_dr", "Fixed (ETF + DR loss)", {"head": "etf", "feature_bn_l2": True}, {"name": "dot_regression"}, {}),
     ("fixed", "Fixed (ETF + CE)", {"head": "etf"}, None, {}),
     ("rbl", "RBL", {"head": "rbl"}, None, {}),

@@ -159,7 +159,8 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     // on the CPU), and the clock stops after the last read, so queued GPU work is counted.
     let step_once = |net: Network, optim: &mut _, log: &mut StepLog| -> Result<Network> {
         let x = Tensor::<4>::from_data(TensorData::new(images.clone(), [local, c, h, w]), &train_device);
-        let (net, readings) = train_step(net, optim, StepBatch { images: x, labels: &labels, mix: None, global: batch }, &settings);
+        let (net, readings) =
+            train_step(net, optim, StepBatch { images: x, labels: &labels, mix: None, global: batch, seen: None }, &settings);
         log.push(readings)?;
         Ok(net)
     };

@@ -6,6 +6,7 @@ pub mod dot_regression;
 pub mod lade;
 pub mod ldam;
 pub mod logit_adjusted;
+pub mod seesaw;
 pub mod sigmoid_focal;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -38,6 +39,9 @@ pub enum LossKind {
     Lade,
     /// Features vs. fixed class directions (Yang et al. 2022); use with `model.feature_bn_l2`.
     DotRegression,
+    /// Seesaw (Wang et al. 2021): CE whose negative terms are scaled by the accumulated class
+    /// counts and the predicted probabilities ([`seesaw`]).
+    Seesaw,
 }
 
 /// The form of CB-Focal's focal loss (`loss.focal`).
@@ -83,6 +87,10 @@ pub struct LossConfig {
     pub lade_alpha: f64,
     /// LADE's ReMINE penalty λ.
     pub lade_lambda: f64,
+    /// Seesaw's mitigation exponent p (0.8 in the paper; 0 turns it off).
+    pub seesaw_p: f64,
+    /// Seesaw's compensation exponent q (2 in the paper; 0 turns it off).
+    pub seesaw_q: f64,
 }
 
 impl Default for LossConfig {
@@ -98,6 +106,8 @@ impl Default for LossConfig {
             drw_epoch: 0,
             lade_alpha: 0.1,
             lade_lambda: 0.1,
+            seesaw_p: 0.8,
+            seesaw_q: 2.0,
         }
     }
 }
@@ -106,6 +116,7 @@ impl Default for LossConfig {
 #[derive(Debug, Clone)]
 pub struct Criterion {
     cfg: LossConfig,
+    counts: Vec<f64>,
     log_prior: Vec<f32>,
     cb_weights: Vec<f32>,
     margins: Vec<f32>,
@@ -120,21 +131,30 @@ pub struct LossInputs {
     /// Features and class directions; the training step always passes them, a classifier-only
     /// stage (`rbl stage2`, whose losses are on logits) passes `None`.
     pub features: Option<(Tensor<2>, Tensor<2>)>,
+    /// Images of each class seen so far in training, this batch's included (Seesaw's N); the
+    /// training counts stand in where none are given.
+    pub seen: Option<Vec<f64>>,
 }
 
 impl LossInputs {
     /// Logits alone, for losses on logits.
     pub fn logits(logits: Tensor<2>) -> LossInputs {
-        LossInputs { logits, features: None }
+        LossInputs { logits, features: None, seen: None }
     }
 }
 
 impl Criterion {
+    /// Whether the loss needs the accumulated class counts ([`LossInputs::seen`]).
+    pub fn needs_seen_counts(&self) -> bool {
+        self.cfg.name == LossKind::Seesaw
+    }
+
     /// Binds `cfg` to the training counts.
     pub fn new(cfg: &LossConfig, counts: &[usize]) -> Result<Criterion> {
         let total: usize = counts.iter().sum();
         Ok(Criterion {
             cfg: cfg.clone(),
+            counts: counts.iter().map(|&n| n as f64).collect(),
             log_prior: counts.iter().map(|&n| (n as f64 / total as f64).ln() as f32).collect(),
             cb_weights: class_balanced::effective_number_weights(counts, cfg.beta).into_iter().map(|w| w as f32).collect(),
             margins: ldam::ldam_margins(counts, cfg.ldam_max_margin).into_iter().map(|m| m as f32).collect(),
@@ -182,6 +202,10 @@ impl Criterion {
                 let one_hot = Tensor::<2>::from_data(TensorData::new(one_hot, [b, c]), &device);
                 let pc = cross_entropy(shift_by_prior(logits.clone(), log_prior.clone(), 1.0), y);
                 pc + lade::lade_regularizer(logits, one_hot, log_prior, self.cfg.lade_lambda).mul_scalar(self.cfg.lade_alpha)
+            }
+            LossKind::Seesaw => {
+                let seen = inputs.seen.as_deref().unwrap_or(&self.counts);
+                seesaw::seesaw(logits, labels, seen, self.cfg.seesaw_p, self.cfg.seesaw_q)
             }
             LossKind::DotRegression => {
                 let (features, directions) =

@@ -60,6 +60,9 @@ impl Trainer<'_> {
             shard: (self.world.rank, self.world.size),
         };
         let mut loader = Loader::start(self.ctx.train.clone(), self.ctx.train_aug.clone(), plan);
+        if self.criterion.needs_seen_counts() && self.seen.is_none() {
+            self.seen = Some(crate::train::seen_counts::replay(&self.ctx.train, cfg, epoch, start.steps));
+        }
         let total_steps = start.steps + loader.len();
         let every = cfg.train.checkpoint_every_steps;
         let progress = Progress::new(epoch + 1, cfg.train.epochs, total_steps, self.opts.quiet);
@@ -91,7 +94,11 @@ impl Trainer<'_> {
             }
             let b = batch.len();
             let images = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), &self.train_device);
-            let step_batch = StepBatch { images, labels: &batch.labels, mix: batch.mix.as_ref(), global: batch.global_len };
+            if let Some(seen) = self.seen.as_mut() {
+                crate::train::seen_counts::add_batch(seen, &batch.labels, self.world);
+            }
+            let step_batch =
+                StepBatch { images, labels: &batch.labels, mix: batch.mix.as_ref(), global: batch.global_len, seen: self.seen.as_deref() };
             let (updated, readings) = train_step(net, &mut self.optim, step_batch, &settings);
             net = updated;
             log.push(readings).map_err(|bad| diverged(bad, &progress))?;

@@ -14,6 +14,7 @@ pub mod predict;
 pub mod progress;
 pub mod run;
 pub mod schedule;
+pub mod seen_counts;
 pub mod selection;
 pub mod stage2;
 pub mod step;

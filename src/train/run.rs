@@ -95,6 +95,8 @@ pub(crate) struct Trainer<'a> {
     pub(crate) steps_this_process: usize,
     /// TensorBoard event file of this process (`log.tensorboard`).
     pub(crate) tensorboard: Option<EventWriter>,
+    /// Images of each class fed to the loss so far, for losses that need them (Seesaw).
+    pub(crate) seen: Option<Vec<f64>>,
 }
 
 /// Where a run (re)starts.
@@ -235,6 +237,7 @@ impl<'a> Trainer<'a> {
             wall_seconds: 0.0,
             steps_this_process: 0,
             tensorboard: None,
+            seen: None,
         };
         let mut start = Start { net, epoch: 0, partial: None };
         if opts.resume {

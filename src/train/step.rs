@@ -49,6 +49,8 @@ pub struct StepBatch<'a> {
     /// Images of the whole global batch this is a rank's slice of (its own size on one
     /// process): the gradients are averaged over the ranks weighted by slice size.
     pub global: usize,
+    /// Images of each class seen so far, this batch's included (losses that need them).
+    pub seen: Option<&'a [f64]>,
 }
 
 /// What a step is run with besides the batch.
@@ -74,7 +76,7 @@ pub fn train_step(
     batch: StepBatch<'_>,
     settings: &StepSettings<'_>,
 ) -> (Network, StepReadings) {
-    let StepBatch { images, labels, mix, global } = batch;
+    let StepBatch { images, labels, mix, global, seen } = batch;
     let StepSettings { criterion, epoch, lr, loss_scale } = *settings;
     let device = &images.device();
     let b = labels.len();
@@ -87,7 +89,7 @@ pub fn train_step(
     let features = net.features(images);
     let directions = net.head.class_directions();
     let logits = net.head.logits_with(features.clone(), directions.clone());
-    let inputs = LossInputs { logits: logits.clone(), features: Some((features, directions)) };
+    let inputs = LossInputs { logits: logits.clone(), features: Some((features, directions)), seen: seen.map(<[f64]>::to_vec) };
     let loss =
         targets.iter().map(|&(l, w)| weighted(criterion.forward(&inputs, l, epoch), w)).reduce(|a, b| a + b).expect("at least one target");
     // The loss and the number of correct predictions, left on the device.
