@@ -57,6 +57,12 @@ pub struct Session {
     _universe: Option<mpi::environment::Universe>,
 }
 
+impl Drop for Session {
+    /// Ends this process's part in the job (MPI_Finalize, through the universe it holds): called
+    /// explicitly before `std::process::exit`, which runs no destructors.
+    fn drop(&mut self) {}
+}
+
 /// Joins the MPI job this process was started in, if any. Without the `mpi` feature a process
 /// started as one of several ranks is refused (it would train N independent copies that all
 /// write the same run folder).
