@@ -342,6 +342,24 @@ impl ExperimentConfig {
         if self.train.eval_every == 0 {
             return bad("train.eval_every", "must be at least 1".into());
         }
+        if self.train.mixup == crate::train::config::MixupKind::Unimix {
+            if self.train.mixup_alpha <= 0.0 {
+                return bad("train.mixup_alpha", "UniMix needs α > 0 (the reference uses 0.8)".into());
+            }
+            if !crate::loss::Criterion::has_per_image(self.loss.name) {
+                return bad(
+                    "train.mixup",
+                    format!(
+                        "\"unimix\" weighs each image's own loss by its λ: use loss.name = \"bayias\", \"ce\", \"logit_adjusted\", \
+                         \"balanced_softmax\" or \"seesaw\" (not {})",
+                        self.loss.name
+                    ),
+                );
+            }
+        }
+        if !self.train.unimix_tau.is_finite() || self.train.unimix_tau.abs() > 10.0 {
+            return bad("train.unimix_tau", format!("{} is not a number from -10 to 10", self.train.unimix_tau));
+        }
         if self.train.sync_bn {
             return bad(
                 "train.sync_bn",
@@ -649,6 +667,8 @@ mod tests {
             ("name=\"   \"", "name"),
             ("name=\" run\"", "name"),
             ("train.sync_bn=true", "train.sync_bn"),
+            ("train.mixup=\"unimix\"", "train.mixup_alpha"),
+            ("train.unimix_tau=nan", "train.unimix_tau"),
         ];
         for (set, key) in cases {
             let err = ExperimentConfig::from_toml_str("", "t", &[set.into()]).unwrap_err().to_string();

@@ -399,6 +399,28 @@ fn autoaugment_cutout_and_mixup_train_and_reproduce() {
         dir.path().join("x").to_str().unwrap(),
     ]);
     assert!(!bad.status.success() && stderr(&bad).contains("train.mixup_alpha"));
+
+    // UniMix + Bayias ("Calibrated", issue #35): reproduces, differs from plain mixup, and
+    // refuses a loss it cannot weigh image by image.
+    let calibrated = ["train.mixup_alpha=0.8", "train.mixup=\"unimix\"", "train.unimix_tau=-0.5", "loss.name=\"bayias\""];
+    let (c1, c2) = (train("calibrated_1", &calibrated), train("calibrated_2", &calibrated));
+    assert_eq!(digest(&c1), digest(&c2), "seeded: the same UniMix run twice");
+    let plain_mix = ["train.mixup_alpha=0.8", "loss.name=\"bayias\""];
+    assert_ne!(digest(&c1), digest(&train("plain_mixup", &plain_mix)), "UniMix is not mixup");
+    let bad = rbl(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        "train.mixup_alpha=0.8",
+        "--set",
+        "train.mixup=\"unimix\"",
+        "--set",
+        "loss.name=\"cb_ce\"",
+        "--out",
+        dir.path().join("y").to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success() && stderr(&bad).contains("train.mixup") && stderr(&bad).contains("cb_ce"), "{}", stderr(&bad));
 }
 
 #[test]

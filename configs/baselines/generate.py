@@ -13,7 +13,7 @@ import pathlib
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-# (file stem, table label, [model] extras, [loss] table or None, [data] extras)
+# (file stem, table label, [model] extras, [loss] table or None, [data] extras[, [train] extras])
 METHODS = [
     ("ce", "CE", {"head": "linear"}, None, {}),
     ("cb_sampler", "CE + class-balanced sampling", {"head": "linear"}, None, {"sampler": "class_balanced"}),
@@ -26,6 +26,8 @@ METHODS = [
      {"name": "ldam", "ldam_max_margin": 0.5, "ldam_scale": 30.0, "drw_epoch": 6, "beta": 0.9999}, {}),
     ("lade", "LADE", {"head": "linear"}, {"name": "lade", "lade_alpha": 0.1, "lade_lambda": 0.1}, {}),
     ("seesaw", "Seesaw", {"head": "linear"}, {"name": "seesaw", "seesaw_p": 0.8, "seesaw_q": 2.0}, {}),
+    ("calibrated", "Calibrated (UniMix + Bayias)", {"head": "linear"}, {"name": "bayias"}, {},
+     {"mixup": "unimix", "mixup_alpha": 0.8, "unimix_tau": -0.5}),
     ("fixed_dr", "Fixed (ETF + DR loss)", {"head": "etf", "feature_bn_l2": True}, {"name": "dot_regression"}, {}),
     ("fixed", "Fixed (ETF + CE)", {"head": "etf"}, None, {}),
     ("rbl", "RBL", {"head": "rbl"}, None, {}),
@@ -41,7 +43,7 @@ def value(v):
     return repr(v)
 
 
-def config(stem, label, model, loss, data, ratio):
+def config(stem, label, model, loss, data, ratio, train=None):
     name = f"baseline_fmnist_lt{ratio}_{stem}"
     lines = [
         f"# {label} on Fashion-MNIST-LT, imbalance ratio {ratio}: the baseline budget of",
@@ -83,6 +85,9 @@ def config(stem, label, model, loss, data, ratio):
         "drop_last = true",
         "eval_every = 4",
         'lr_at = "epoch_start"',
+    ]
+    lines += [f"{k} = {value(v)}" for k, v in (train or {}).items()]
+    lines += [
         "",
         "[eval]",
         "tau = 1.0",
@@ -97,7 +102,7 @@ if __name__ == "__main__":
     for old in HERE.glob("*.toml"):
         old.unlink()
     for ratio in RATIOS:
-        for stem, label, model, loss, data in METHODS:
-            name, text = config(stem, label, model, loss, data, ratio)
+        for stem, label, model, loss, data, *train in METHODS:
+            name, text = config(stem, label, model, loss, data, ratio, *train)
             (HERE / f"{name}.toml").write_text(text)
     print(f"wrote {len(RATIOS) * len(METHODS)} configs to {HERE}")

@@ -232,6 +232,7 @@ fn measure_loader(args: &Args, batch: usize, [c, h, w]: [usize; 3], workers: usi
             sampler: Default::default(),
             skip: 0,
             mixup_alpha: 0.0,
+            unimix_tau: None,
             workers,
             shard: (0, 1),
         };

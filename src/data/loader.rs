@@ -33,10 +33,12 @@ pub struct HostBatch {
 /// The mixing of one mixup batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mix {
-    /// Weight of the batch's own images and labels.
+    /// Weight of the batch's own images and labels (mixup: one for the batch).
     pub lambda: f32,
     /// Labels of the partner images (`labels[perm]`).
     pub partner_labels: Vec<i64>,
+    /// UniMix: each image's own weight (then `lambda` is not used).
+    pub lambdas: Option<Vec<f32>>,
 }
 
 impl HostBatch {
@@ -67,6 +69,9 @@ pub struct LoaderPlan {
     pub skip: usize,
     /// Mixup's Beta(α, α) parameter (0 = off); needs a seed (training).
     pub mixup_alpha: f64,
+    /// UniMix's τ: with it, mixup draws partners ∝ n^τ and a λ per image
+    /// ([`crate::data::unimix`]); `None` is plain mixup.
+    pub unimix_tau: Option<f64>,
     /// Loader threads: decoding for on-disk sets, augmentation and normalisation for in-memory
     /// ones (a batch is the same whatever the count).
     pub workers: usize,
@@ -107,6 +112,9 @@ impl Loader {
         let (failure_w, skipped_w) = (failure.clone(), skipped.clone());
         let handle = std::thread::spawn(move || {
             let mut rng = plan.seed.map(ChaCha8Rng::seed_from_u64);
+            // UniMix weighs images by their class's training count.
+            let class_counts: Vec<f64> =
+                if plan.unimix_tau.is_some() { set.class_counts().iter().map(|&c| c as f64).collect() } else { Vec::new() };
             let order: Vec<usize> = match rng.as_mut() {
                 Some(rng) => plan.sampler.epoch_order(&set, rng),
                 None => (0..set.len()).collect(),
@@ -169,7 +177,10 @@ impl Loader {
                 if labels.is_empty() {
                     continue; // every image of the batch was skipped as undecodable
                 }
-                let mix = rng.as_mut().filter(|_| plan.mixup_alpha > 0.0).map(|rng| mixup(&mut images, &labels, n, plan.mixup_alpha, rng));
+                let mix = rng.as_mut().filter(|_| plan.mixup_alpha > 0.0).map(|rng| {
+                    let draw = draw_mix_kind(&labels, &class_counts, &plan, rng);
+                    mix_batch(&mut images, &labels, n, draw)
+                });
                 if b < plan.skip {
                     continue;
                 }
@@ -270,14 +281,65 @@ fn mix_into(dst: &mut [f32], partner: &[f32], lambda: f32) {
     }
 }
 
-/// Mixes a batch in place with a random permutation of itself, λ ~ Beta(α, α).
-fn mixup(images: &mut [f32], labels: &[i64], image_len: usize, alpha: f64, rng: &mut ChaCha8Rng) -> Mix {
-    let (lambda, perm) = draw_mix(labels.len(), alpha, rng);
-    let original = images.to_vec();
-    for (k, &p) in perm.iter().enumerate() {
-        mix_into(&mut images[k * image_len..(k + 1) * image_len], &original[p * image_len..(p + 1) * image_len], lambda);
+/// The partners and weights of one mixup batch: plain mixup's one λ and permutation, or
+/// UniMix's partner and λ per image.
+enum MixDraw {
+    /// λ ~ Beta(α, α) for the batch, partners a permutation.
+    Uniform { lambda: f32, perm: Vec<usize> },
+    /// UniMix ([`crate::data::unimix`]).
+    PerImage { partners: Vec<usize>, lambdas: Vec<f32> },
+}
+
+impl MixDraw {
+    fn partner(&self, k: usize) -> usize {
+        match self {
+            MixDraw::Uniform { perm, .. } => perm[k],
+            MixDraw::PerImage { partners, .. } => partners[k],
+        }
     }
-    Mix { lambda, partner_labels: perm.iter().map(|&p| labels[p]).collect() }
+
+    fn lambda(&self, k: usize) -> f32 {
+        match self {
+            MixDraw::Uniform { lambda, .. } => *lambda,
+            MixDraw::PerImage { lambdas, .. } => lambdas[k],
+        }
+    }
+
+    /// The batch's [`Mix`] for its images `own` (positions in the drawn batch), their partners'
+    /// labels given.
+    fn mix(&self, own: impl Iterator<Item = usize>, partner_labels: Vec<i64>) -> Mix {
+        match self {
+            MixDraw::Uniform { lambda, .. } => Mix { lambda: *lambda, partner_labels, lambdas: None },
+            MixDraw::PerImage { lambdas, .. } => Mix { lambda: f32::NAN, partner_labels, lambdas: Some(own.map(|k| lambdas[k]).collect()) },
+        }
+    }
+}
+
+/// Draws the mixing of a batch of `labels` (plain mixup, or UniMix with the training counts
+/// `class_counts` of each class).
+fn draw_mix_kind(labels: &[i64], class_counts: &[f64], plan: &LoaderPlan, rng: &mut ChaCha8Rng) -> MixDraw {
+    match plan.unimix_tau {
+        None => {
+            let (lambda, perm) = draw_mix(labels.len(), plan.mixup_alpha, rng);
+            MixDraw::Uniform { lambda, perm }
+        }
+        Some(tau) => {
+            let counts: Vec<f64> = labels.iter().map(|&l| class_counts[l as usize]).collect();
+            let (partners, lambdas) = crate::data::unimix::draw(&counts, plan.mixup_alpha, tau, rng);
+            MixDraw::PerImage { partners, lambdas }
+        }
+    }
+}
+
+/// Mixes a batch in place as `draw` says.
+fn mix_batch(images: &mut [f32], labels: &[i64], image_len: usize, draw: MixDraw) -> Mix {
+    let original = images.to_vec();
+    for k in 0..labels.len() {
+        let p = draw.partner(k);
+        mix_into(&mut images[k * image_len..(k + 1) * image_len], &original[p * image_len..(p + 1) * image_len], draw.lambda(k));
+    }
+    let partner_labels = (0..labels.len()).map(|k| labels[draw.partner(k)]).collect();
+    draw.mix(0..labels.len(), partner_labels)
 }
 
 /// A rank's slice of the global batch `idx`: the augmentation draws (or decode seeds) and
@@ -306,11 +368,15 @@ fn sharded_batch(
         None => Draws::Pixels(idx.iter().map(|_| rng.as_mut().map(|r| aug.draw(h, w, r))).collect()),
         Some(_) => Draws::Seeds(idx.iter().map(|_| rng.as_mut().map(|r| r.random())).collect()),
     };
-    let mix = rng.filter(|_| plan.mixup_alpha > 0.0).map(|rng| draw_mix(idx.len(), plan.mixup_alpha, rng));
+    let mix = rng.filter(|_| plan.mixup_alpha > 0.0).map(|rng| {
+        let labels: Vec<i64> = idx.iter().map(|&i| set.labels[i] as i64).collect();
+        let counts: Vec<f64> = if plan.unimix_tau.is_some() { set.class_counts().iter().map(|&c| c as f64).collect() } else { Vec::new() };
+        draw_mix_kind(&labels, &counts, plan, rng)
+    });
     // The positions (in the global batch) whose images this rank needs.
     let mut needed: Vec<usize> = mine.clone().collect();
-    if let Some((_, perm)) = &mix {
-        needed.extend(mine.clone().map(|k| perm[k]));
+    if let Some(draw) = &mix {
+        needed.extend(mine.clone().map(|k| draw.partner(k)));
         needed.sort_unstable();
         needed.dedup();
     }
@@ -344,6 +410,7 @@ fn sharded_batch(
     let mut images = Vec::with_capacity(mine.len() * n);
     let mut labels = Vec::with_capacity(mine.len());
     let mut partner_labels = Vec::new();
+    let mut kept = Vec::with_capacity(mine.len());
     for k in mine {
         let Some(own) = rendered.get(&k) else {
             skipped.fetch_add(1, Ordering::Relaxed);
@@ -352,13 +419,14 @@ fn sharded_batch(
         let start = images.len();
         images.extend_from_slice(own);
         labels.push(set.labels[idx[k]] as i64);
-        if let Some((lambda, perm)) = &mix {
-            let p = if rendered.contains_key(&perm[k]) { perm[k] } else { k };
-            mix_into(&mut images[start..], &rendered[&p], *lambda);
+        kept.push(k);
+        if let Some(draw) = &mix {
+            let p = if rendered.contains_key(&draw.partner(k)) { draw.partner(k) } else { k };
+            mix_into(&mut images[start..], &rendered[&p], draw.lambda(k));
             partner_labels.push(set.labels[idx[p]] as i64);
         }
     }
-    let mix = mix.map(|(lambda, _)| Mix { lambda, partner_labels });
+    let mix = mix.map(|draw| draw.mix(kept.into_iter(), partner_labels));
     Ok(HostBatch { images, labels, mix, global_len: idx.len() })
 }
 
@@ -417,6 +485,7 @@ mod tests {
                 sampler: Sampler::Instance,
                 skip: 0,
                 mixup_alpha: 0.0,
+                unimix_tau: None,
                 workers: 1,
                 shard: (0, 1),
             };
@@ -464,7 +533,15 @@ mod tests {
             ..(*memory).clone()
         });
         let aug = Arc::new(Augmenter { mean: vec![0.4; 3], std: vec![0.2; 3], crop_padding: 2, flip: true, autoaugment: true, cutout: 3 });
-        for (set, mixup_alpha) in [(&memory, 0.0), (&memory, 1.0), (&files, 0.0), (&files, 0.4)] {
+        let cases = [
+            (&memory, 0.0, None),
+            (&memory, 1.0, None),
+            (&memory, 0.8, Some(-0.5)),
+            (&files, 0.0, None),
+            (&files, 0.4, None),
+            (&files, 0.8, Some(-0.5)),
+        ];
+        for (set, mixup_alpha, unimix_tau) in cases {
             let run = |shard: (usize, usize)| {
                 let plan = LoaderPlan {
                     batch_size: 12,
@@ -473,6 +550,7 @@ mod tests {
                     sampler: Sampler::Instance,
                     skip: 0,
                     mixup_alpha,
+                    unimix_tau,
                     workers: 2,
                     shard,
                 };
@@ -489,7 +567,12 @@ mod tests {
                     if let Some(m) = &one.mix {
                         let partners: Vec<i64> = parts.iter().flat_map(|p| p[b].mix.as_ref().unwrap().partner_labels.clone()).collect();
                         assert_eq!(partners, m.partner_labels);
-                        assert!(parts.iter().all(|p| p[b].mix.as_ref().unwrap().lambda == m.lambda));
+                        assert!(parts.iter().all(|p| p[b].mix.as_ref().unwrap().lambda.to_bits() == m.lambda.to_bits()));
+                        let lambdas: Option<Vec<f32>> = m
+                            .lambdas
+                            .as_ref()
+                            .map(|_| parts.iter().flat_map(|p| p[b].mix.as_ref().unwrap().lambdas.clone().unwrap()).collect());
+                        assert_eq!(lambdas, m.lambdas, "per-image λ of UniMix");
                     }
                 }
             }
@@ -519,6 +602,7 @@ mod tests {
                 sampler: Sampler::Instance,
                 skip: 0,
                 mixup_alpha: 0.0,
+                unimix_tau: None,
                 workers,
                 shard: (0, 1),
             };
@@ -561,6 +645,7 @@ mod tests {
                 sampler: Sampler::Instance,
                 skip,
                 mixup_alpha: 0.0,
+                unimix_tau: None,
                 workers: 1,
                 shard: (0, 1),
             };
@@ -596,6 +681,7 @@ mod tests {
             sampler: Sampler::Instance,
             skip: 0,
             mixup_alpha: 1.0,
+            unimix_tau: None,
             workers: 1,
             shard: (0, 1),
         };

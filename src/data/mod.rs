@@ -21,5 +21,6 @@ pub mod resize;
 pub mod sampler;
 pub mod source;
 pub mod split_file;
+pub mod unimix;
 
 pub use image_set::ImageSet;

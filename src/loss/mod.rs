@@ -42,6 +42,10 @@ pub enum LossKind {
     /// Seesaw (Wang et al. 2021): CE whose negative terms are scaled by the accumulated class
     /// counts and the predicted probabilities ([`seesaw`]).
     Seesaw,
+    /// Bayias (Xu et al. 2021, "Calibrated" with UniMix): CE of z + log π_train − log π_test.
+    /// With a uniform test distribution log π_test is a constant, which softmax ignores: the
+    /// loss is Balanced Softmax's, named as the paper's tables name it.
+    Bayias,
 }
 
 /// The form of CB-Focal's focal loss (`loss.focal`).
@@ -144,6 +148,32 @@ impl LossInputs {
 }
 
 impl Criterion {
+    /// The loss of each image of the batch, `[B]`, for losses that are a plain mean over images
+    /// (what UniMix's per-image λ weighs); `None` for the others (weighted means, LADE, DRW,
+    /// dot regression).
+    pub fn per_image(&self, inputs: &LossInputs, labels: &[i64]) -> Option<Tensor<1>> {
+        let logits = inputs.logits.clone();
+        let device = logits.device();
+        let [b, c] = logits.dims();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), &device);
+        let log_prior = || Tensor::<1>::from_data(TensorData::new(self.log_prior.clone(), [c]), &device);
+        Some(match self.cfg.name {
+            LossKind::Ce => cross_entropy_per_image(logits, y),
+            LossKind::LogitAdjusted => cross_entropy_per_image(shift_by_prior(logits, log_prior(), self.cfg.tau), y),
+            LossKind::BalancedSoftmax | LossKind::Bayias => cross_entropy_per_image(shift_by_prior(logits, log_prior(), 1.0), y),
+            LossKind::Seesaw => {
+                let seen = inputs.seen.as_deref().unwrap_or(&self.counts);
+                cross_entropy_per_image(seesaw::seesaw_logits(logits, labels, seen, self.cfg.seesaw_p, self.cfg.seesaw_q), y)
+            }
+            _ => return None,
+        })
+    }
+
+    /// Whether [`Self::per_image`] gives this loss (UniMix needs it).
+    pub fn has_per_image(kind: LossKind) -> bool {
+        matches!(kind, LossKind::Ce | LossKind::LogitAdjusted | LossKind::BalancedSoftmax | LossKind::Bayias | LossKind::Seesaw)
+    }
+
     /// Whether the loss needs the accumulated class counts ([`LossInputs::seen`]).
     pub fn needs_seen_counts(&self) -> bool {
         self.cfg.name == LossKind::Seesaw
@@ -173,7 +203,9 @@ impl Criterion {
         match self.cfg.name {
             LossKind::Ce => cross_entropy(logits, y),
             LossKind::LogitAdjusted => cross_entropy(shift_by_prior(logits, vec1(self.log_prior.clone(), &device), self.cfg.tau), y),
-            LossKind::BalancedSoftmax => cross_entropy(shift_by_prior(logits, vec1(self.log_prior.clone(), &device), 1.0), y),
+            LossKind::BalancedSoftmax | LossKind::Bayias => {
+                cross_entropy(shift_by_prior(logits, vec1(self.log_prior.clone(), &device), 1.0), y)
+            }
             LossKind::CbCe => weighted_mean(cross_entropy_per_image(logits, y), per_image_weights(&self.cb_weights)),
             LossKind::CbFocal if self.cfg.focal == FocalForm::Softmax => {
                 let ce = cross_entropy_per_image(logits, y);
@@ -247,6 +279,34 @@ mod tests {
 
     fn close(a: f64, b: f64) {
         assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+
+    /// Bayias is Balanced Softmax up to a constant; each per-image loss averages to the loss,
+    /// and UniMix's λ-weighted mixture is the f64 one.
+    #[test]
+    fn bayias_per_image_losses_and_the_unimix_mixture_by_hand() {
+        close(loss(named("bayias"), &COUNTS, 0), loss(named("balanced_softmax"), &COUNTS, 0));
+        let device = Device::flex();
+        let logits = Tensor::<2>::from_data(TensorData::new(LOGITS.to_vec(), [2, 3]), &device);
+        let inputs = LossInputs::logits(logits);
+        for name in ["ce", "logit_adjusted", "balanced_softmax", "bayias", "seesaw"] {
+            let c = Criterion::new(&named(name), &COUNTS).unwrap();
+            let per: Vec<f32> = c.per_image(&inputs, &LABELS).unwrap().into_data().try_to_vec().unwrap();
+            let mean: f32 = c.forward(&inputs, &LABELS, 0).into_scalar();
+            close((per[0] + per[1]) as f64 / 2.0, mean as f64);
+        }
+        assert!(Criterion::new(&named("cb_ce"), &COUNTS).unwrap().per_image(&inputs, &LABELS).is_none());
+        // λ·ℓ(y) + (1 − λ)·ℓ(y') per image, averaged: with Bayias, y' = [1, 0], λ = [0.3, 0.9].
+        let c = Criterion::new(&named("bayias"), &COUNTS).unwrap();
+        let [r0, r1] = rows();
+        let lp: Vec<f64> = COUNTS.iter().map(|&n| (n as f64 / 100.0).ln()).collect();
+        let shift = |r: &[f64]| r.iter().zip(&lp).map(|(z, p)| z + p).collect::<Vec<_>>();
+        let (s0, s1) = (shift(&r0), shift(&r1));
+        let want = (0.3 * ce_row(&s0, 0) + 0.7 * ce_row(&s0, 1) + 0.9 * ce_row(&s1, 2) + 0.1 * ce_row(&s1, 0)) / 2.0;
+        let own: Vec<f32> = c.per_image(&inputs, &LABELS).unwrap().into_data().try_to_vec().unwrap();
+        let partner: Vec<f32> = c.per_image(&inputs, &[1, 0]).unwrap().into_data().try_to_vec().unwrap();
+        let got = (0.3 * own[0] as f64 + 0.7 * partner[0] as f64 + 0.9 * own[1] as f64 + 0.1 * partner[1] as f64) / 2.0;
+        close(got, want);
     }
 
     #[test]

@@ -42,6 +42,14 @@ pub fn log_mitigation(labels: &[i64], seen: &[f64], p: f64) -> Vec<f32> {
 /// The Seesaw loss of `logits` `[B, C]` for `labels`, with the accumulated class counts `seen`.
 pub fn seesaw(logits: Tensor<2>, labels: &[i64], seen: &[f64], p: f64, q: f64) -> Tensor<1> {
     let device = logits.device();
+    let b = labels.len();
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), &device);
+    cross_entropy(seesaw_logits(logits, labels, seen, p, q), y)
+}
+
+/// The logits z̃ whose cross-entropy is the Seesaw loss (the factors S held constant).
+pub fn seesaw_logits(logits: Tensor<2>, labels: &[i64], seen: &[f64], p: f64, q: f64) -> Tensor<2> {
+    let device = logits.device();
     let [b, c] = logits.dims();
     let one_hot: Vec<f32> = (0..b * c).map(|k| (labels[k / c] as usize == k % c) as u8 as f32).collect();
     let others = Tensor::<2>::from_data(TensorData::new(one_hot, [b, c]), &device).neg().add_scalar(1.0);
@@ -54,8 +62,7 @@ pub fn seesaw(logits: Tensor<2>, labels: &[i64], seen: &[f64], p: f64, q: f64) -
         let ratio = sigma / own;
         log_s = log_s + ratio.clamp_min(1.0).log().mul_scalar(q);
     }
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), &device);
-    cross_entropy(logits + log_s * others, y)
+    logits + log_s * others
 }
 
 #[cfg(test)]

@@ -4,6 +4,34 @@
 use serde::{Deserialize, Serialize};
 
 use crate::train::schedule::{LrAt, Schedule};
+
+/// Which mixup a run trains with (`train.mixup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MixupKind {
+    /// Zhang et al. 2018: one λ ~ Beta(α, α) for the batch, partners a permutation of it.
+    #[default]
+    Mixup,
+    /// UniMix ([`crate::data::unimix`]): partners drawn ∝ n^τ, a λ per image.
+    Unimix,
+}
+
+impl MixupKind {
+    fn is_plain(&self) -> bool {
+        *self == MixupKind::Mixup
+    }
+}
+
+/// UniMix's τ when not set: the reference's CIFAR-10 value.
+pub const DEFAULT_UNIMIX_TAU: f64 = -0.5;
+
+fn is_default_unimix_tau(t: &f64) -> bool {
+    *t == DEFAULT_UNIMIX_TAU
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
 use crate::train::selection::Selection;
 
 /// Optimiser and learning-rate schedule.
@@ -39,6 +67,16 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Mixup's Beta(α, α) parameter (0 = off; the "Fixed" paper uses α = 1 on CIFAR).
     pub mixup_alpha: f64,
+    /// Which mixup: `mixup` (one λ per batch, partners a permutation) or `unimix` (UniMix,
+    /// Xu et al. 2021: partners ∝ n^τ, a λ per image leaning to the rarer class).
+    #[serde(skip_serializing_if = "MixupKind::is_plain")]
+    pub mixup: MixupKind,
+    /// UniMix's τ (the reference: −0.5 on CIFAR-10, −0.1 on CIFAR-100).
+    #[serde(skip_serializing_if = "is_default_unimix_tau")]
+    pub unimix_tau: f64,
+    /// The 0-based epoch from which mixing stops (0: never).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mixup_stop_epoch: usize,
     /// After warm-up: `cosine` (to 0 at the last epoch) or `step` (× `lr_gamma` at each of
     /// `lr_milestones`, 0-based epochs).
     pub schedule: Schedule,
@@ -106,6 +144,9 @@ impl Default for TrainConfig {
             checkpoint_every_steps: 0,
             keep_checkpoints: 2,
             mixup_alpha: 0.0,
+            mixup: MixupKind::Mixup,
+            unimix_tau: DEFAULT_UNIMIX_TAU,
+            mixup_stop_epoch: 0,
             schedule: Schedule::Cosine,
             lr_milestones: Vec::new(),
             lr_gamma: 0.1,

@@ -55,7 +55,9 @@ impl Trainer<'_> {
             drop_last: cfg.train.drop_last,
             sampler: cfg.data.sampler,
             skip: start.steps,
-            mixup_alpha: cfg.train.mixup_alpha,
+            // Mixing stops at train.mixup_stop_epoch (0: never).
+            mixup_alpha: if cfg.train.mixup_stop_epoch > 0 && epoch >= cfg.train.mixup_stop_epoch { 0.0 } else { cfg.train.mixup_alpha },
+            unimix_tau: (cfg.train.mixup == crate::train::config::MixupKind::Unimix).then_some(cfg.train.unimix_tau),
             workers: cfg.data.workers,
             shard: (self.world.rank, self.world.size),
         };

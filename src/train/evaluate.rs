@@ -88,6 +88,7 @@ fn forward_one(
             sampler: Default::default(),
             skip: 0,
             mixup_alpha: 0.0,
+            unimix_tau: None,
             workers: 4,
             shard: (0, 1),
         },

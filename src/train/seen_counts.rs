@@ -73,6 +73,7 @@ mod tests {
                 sampler: cfg.data.sampler,
                 skip: 0,
                 mixup_alpha: 0.0,
+                unimix_tau: None,
                 workers: 1,
                 shard: (0, 1),
             };

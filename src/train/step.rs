@@ -90,18 +90,33 @@ pub fn train_step(
     let directions = net.head.class_directions();
     let logits = net.head.logits_with(features.clone(), directions.clone());
     let inputs = LossInputs { logits: logits.clone(), features: Some((features, directions)), seen: seen.map(<[f64]>::to_vec) };
-    let loss =
-        targets.iter().map(|&(l, w)| weighted(criterion.forward(&inputs, l, epoch), w)).reduce(|a, b| a + b).expect("at least one target");
-    // The loss and the number of correct predictions, left on the device.
     let predicted = logits.detach().argmax(1).reshape([b]);
-    let correct = targets
-        .iter()
-        .map(|&(l, w)| {
-            let y = Tensor::<1, Int>::from_data(TensorData::new(l.to_vec(), [b]), device);
-            weighted(predicted.clone().equal(y).int().sum().float(), w)
-        })
-        .reduce(|a, b| a + b)
-        .expect("at least one target");
+    let hits = |l: &[i64]| {
+        let y = Tensor::<1, Int>::from_data(TensorData::new(l.to_vec(), [b]), device);
+        predicted.clone().equal(y).int().float()
+    };
+    let (loss, correct) = match mix.and_then(|m| m.lambdas.as_ref().map(|l| (m, l))) {
+        // UniMix: a λ per image, on each image's own loss.
+        Some((m, lambdas)) => {
+            let lam = Tensor::<1>::from_data(TensorData::new(lambdas.clone(), [b]), device);
+            let rest = lam.clone().neg().add_scalar(1.0);
+            let own = criterion.per_image(&inputs, labels).expect("unimix needs a per-image loss (validated)");
+            let partner = criterion.per_image(&inputs, &m.partner_labels).expect("unimix needs a per-image loss (validated)");
+            let loss = (own * lam.clone() + partner * rest.clone()).mean();
+            let correct = (hits(labels) * lam + hits(&m.partner_labels) * rest).sum();
+            (loss, correct)
+        }
+        None => {
+            let loss = targets
+                .iter()
+                .map(|&(l, w)| weighted(criterion.forward(&inputs, l, epoch), w))
+                .reduce(|a, b| a + b)
+                .expect("at least one target");
+            // The loss and the number of correct predictions, left on the device.
+            let correct = targets.iter().map(|&(l, w)| weighted(hits(l).sum(), w)).reduce(|a, b| a + b).expect("at least one target");
+            (loss, correct)
+        }
+    };
     let values = Tensor::cat(vec![loss.clone().detach().reshape([1]), correct], 0);
     let grads = if loss_scale == 1.0 {
         GradientsParams::from_grads(loss.backward(), &net)
