@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces docs/results.md's baseline comparison (issue #5): every method of configs/baselines/ at
 # imbalance ratios 100 and 50, seeds 0 1 2, then the two-stage methods (cRT, LWS, MARC,
-# tau-normalisation, post-hoc logit adjustment) on each CE and CB-CE run, then the tables.
+# tau-normalisation, post-hoc logit adjustment) on each CE and CB-CE run, cRT on each KCL and TSC
+# run (their classifier), then the tables.
 #
 #   scripts/results_baselines.sh            # JOBS=2 runs side by side, one thread each
 #   JOBS=1 SEEDS="0" scripts/results_baselines.sh
@@ -51,6 +52,13 @@ two_stage_one() { # run folder
 }
 export -f two_stage_one
 ls -d "$OUT"/baseline_fmnist_lt*_{ce,cb_ce}-s* | xargs -P "$JOBS" -n 1 bash -c 'two_stage_one "$0"'
+
+# KCL and TSC learn the feature alone: their classifier is cRT's (class-balanced, frozen feature).
+crt_one() { # run folder
+  [[ -f $1/stage2-crt.json ]] || RAYON_NUM_THREADS=1 "$BIN" stage2 --checkpoint "$1" --method crt > /dev/null
+}
+export -f crt_one
+ls -d "$OUT"/baseline_fmnist_lt*_{kcl,tsc}-s* | xargs -P "$JOBS" -n 1 bash -c 'crt_one "$0"'
 
 seeds_csv=$(echo $SEEDS | tr ' ' ',')
 {

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::contrastive::{ContrastiveConfig, ContrastiveKind};
 pub use crate::data::config::{Augment, BadImages, DataConfig, DatasetKind};
 use crate::error::{RblError, Result};
 pub use crate::head::HeadKind;
@@ -36,8 +37,11 @@ pub struct ExperimentConfig {
     pub model: ModelConfig,
     /// Optimiser and schedule.
     pub train: TrainConfig,
-    /// Training loss.
+    /// Training loss (of the classifier, beside a contrastive method's loss).
     pub loss: LossConfig,
+    /// Supervised contrastive learning of the feature (KCL, TSC, HCL); off by default.
+    #[serde(skip_serializing_if = "ContrastiveConfig::is_default")]
+    pub contrastive: ContrastiveConfig,
     /// Evaluation options.
     pub eval: EvalConfig,
     /// Extra logs (TensorBoard).
@@ -56,6 +60,7 @@ impl Default for ExperimentConfig {
             model: ModelConfig::default(),
             train: TrainConfig::default(),
             loss: LossConfig::default(),
+            contrastive: ContrastiveConfig::default(),
             eval: EvalConfig::default(),
             log: LogConfig::default(),
         }
@@ -359,6 +364,18 @@ impl ExperimentConfig {
         }
         if !self.train.unimix_tau.is_finite() || self.train.unimix_tau.abs() > 10.0 {
             return bad("train.unimix_tau", format!("{} is not a number from -10 to 10", self.train.unimix_tau));
+        }
+        if let Err((key, msg)) = self.contrastive.check() {
+            return bad(key, msg);
+        }
+        if self.contrastive.enabled() && self.train.mixup_alpha > 0.0 {
+            return bad(
+                "contrastive.method",
+                format!(
+                    "{} contrasts two views of each image; it does not mix images (set train.mixup_alpha = 0)",
+                    self.contrastive.method
+                ),
+            );
         }
         if self.train.sync_bn {
             return bad(
@@ -669,11 +686,23 @@ mod tests {
             ("train.sync_bn=true", "train.sync_bn"),
             ("train.mixup=\"unimix\"", "train.mixup_alpha"),
             ("train.unimix_tau=nan", "train.unimix_tau"),
+            ("contrastive.temperature=0", "contrastive.temperature"),
+            ("contrastive.temperature=nan", "contrastive.temperature"),
+            ("contrastive.projection_dim=0", "contrastive.projection_dim"),
+            ("contrastive.positives=100000", "contrastive.positives"),
+            ("contrastive.target_repeat=0", "contrastive.target_repeat"),
+            ("contrastive.target_weight=-1", "contrastive.target_weight"),
+            ("contrastive.centroid_momentum=1", "contrastive.centroid_momentum"),
         ];
         for (set, key) in cases {
             let err = ExperimentConfig::from_toml_str("", "t", &[set.into()]).unwrap_err().to_string();
             assert!(err.contains(&format!("{key}: ")), "{set}: {err}");
         }
+        // Two views are not mixed.
+        let err = ExperimentConfig::from_toml_str("", "t", &["contrastive.method=\"kcl\"".into(), "train.mixup_alpha=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("contrastive.method: ") && err.contains("mixup_alpha = 0"), "{err}");
         // The shipped defaults pass.
         ExperimentConfig::default().validate("t").unwrap();
     }

@@ -7,6 +7,7 @@
 //! `rbl-ops` (`crates/rbl-ops`); the command line is the binary's `src/cli/`.
 
 pub mod config;
+pub mod contrastive;
 pub mod data;
 pub mod distributed;
 pub mod error;

@@ -5,6 +5,8 @@ use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::{DeviceKind, ExperimentConfig};
+use crate::contrastive::ContrastiveTraining;
+use crate::contrastive::projection::Projection;
 use crate::error::Result;
 use crate::head::{Head, l2_normalize};
 use crate::model::backbone::{Backbone, BackboneShape};
@@ -19,6 +21,8 @@ pub struct Network {
     pub feature_norm: Option<BatchNorm>,
     /// Classifier.
     pub head: Head,
+    /// The contrastive methods' projection to the sphere (training only; `contrastive.method`).
+    pub projection: Option<Projection>,
 }
 
 impl Network {
@@ -37,13 +41,19 @@ impl Network {
                 .with_cosine(cfg.model.cosine)
                 .with_generator(cfg.model.rotation_generator);
         let feature_norm = cfg.model.feature_bn_l2.then(|| BatchNormConfig::new(dim).init(device));
-        Ok(Network { backbone, feature_norm, head })
+        let projection = ContrastiveTraining::projection_for(&cfg.contrastive, dim, classes, cfg.seed, device);
+        Ok(Network { backbone, feature_norm, head, projection })
     }
 
     /// The eval-mode network with the backbone's BatchNorms folded into their convolutions:
     /// what evaluation runs (one op fewer per layer; the same predictions, tested).
     pub fn fold_batch_norms(&self) -> Network {
-        Network { backbone: self.backbone.fold_batch_norms(), feature_norm: self.feature_norm.clone(), head: self.head.clone() }
+        Network {
+            backbone: self.backbone.fold_batch_norms(),
+            feature_norm: self.feature_norm.clone(),
+            head: self.head.clone(),
+            projection: self.projection.clone(),
+        }
     }
 
     /// Images `[B, C, H, W]` to logits `[B, classes]`.

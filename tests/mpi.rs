@@ -141,10 +141,13 @@ fn a_killed_rank_or_sigterm_stops_the_job_and_the_run_resumes_exactly() {
             .spawn()
             .unwrap();
         wait_for_checkpoint(&cut);
-        std::thread::sleep(std::time::Duration::from_millis(400));
         if how == "sigterm" {
+            // At once: the first checkpoint is 7 steps into an epoch of ~48 (a few hundred ms
+            // on a fast machine); a later signal could land on the epoch's end, where no step
+            // of the next one has finished and nothing newer is saved (seen in CI).
             Command::new("kill").args(["-TERM", &job.id().to_string()]).status().unwrap();
         } else {
+            std::thread::sleep(std::time::Duration::from_millis(400));
             let pid = rank_pid(1, &cut).expect("rank 1 is running");
             Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
         }
@@ -164,7 +167,8 @@ fn a_killed_rank_or_sigterm_stops_the_job_and_the_run_resumes_exactly() {
 }
 
 /// A global batch that does not divide over the ranks is refused naming both numbers; a 2-rank
-/// run resumes on one process (said so); another command than train under mpirun is refused.
+/// run resumes on one process (said so); another command than train under mpirun is refused;
+/// so is a contrastive method over several ranks.
 #[test]
 fn batches_that_do_not_divide_and_other_rank_counts() {
     require_fmnist();
@@ -176,6 +180,11 @@ fn batches_that_do_not_divide_and_other_rank_counts() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("train.batch_size") && err.contains("15") && err.contains("2 ranks") && err.contains("16"), "{err}");
+    assert!(!r.exists(), "nothing written");
+    // A contrastive method needs the whole batch in one place: refused, with the reason.
+    let out = run(2, &["train", "--config", c, "--out", r.to_str().unwrap(), "--set", "contrastive.method=\"kcl\"", "-q"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("contrastive.method") && stderr(&out).contains("one process"), "{}", stderr(&out));
     assert!(!r.exists(), "nothing written");
 
     // Two ranks for the first epoch, then one process for the second.

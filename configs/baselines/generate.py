@@ -28,6 +28,13 @@ METHODS = [
     ("seesaw", "Seesaw", {"head": "linear"}, {"name": "seesaw", "seesaw_p": 0.8, "seesaw_q": 2.0}, {}),
     ("calibrated", "Calibrated (UniMix + Bayias)", {"head": "linear"}, {"name": "bayias"}, {},
      {"mixup": "unimix", "mixup_alpha": 0.8, "unimix_tau": -0.5}),
+    # The contrastive family: two views per image, a 64 -> 64 -> 128 projection, temperature 0.07
+    # (the reference's); KCL and TSC train the feature alone (their classifier: rbl stage2 crt,
+    # which scripts/results_baselines.sh runs), HCL beside CE under its curriculum.
+    ("kcl", "KCL", {"head": "linear"}, None, {}, {}, {"method": "kcl", "positives": 6}),
+    ("tsc", "TSC", {"head": "linear"}, None, {}, {},
+     {"method": "tsc", "positives": 6, "target_repeat": 1, "target_weight": 0.2}),
+    ("hcl", "HCL", {"head": "linear"}, None, {}, {}, {"method": "hcl", "positives": 0}),
     ("fixed_dr", "Fixed (ETF + DR loss)", {"head": "etf", "feature_bn_l2": True}, {"name": "dot_regression"}, {}),
     ("fixed", "Fixed (ETF + CE)", {"head": "etf"}, None, {}),
     ("rbl", "RBL", {"head": "rbl"}, None, {}),
@@ -43,7 +50,7 @@ def value(v):
     return repr(v)
 
 
-def config(stem, label, model, loss, data, ratio, train=None):
+def config(stem, label, model, loss, data, ratio, train=None, contrastive=None):
     name = f"baseline_fmnist_lt{ratio}_{stem}"
     lines = [
         f"# {label} on Fashion-MNIST-LT, imbalance ratio {ratio}: the baseline budget of",
@@ -95,6 +102,8 @@ def config(stem, label, model, loss, data, ratio, train=None):
     ]
     if loss:
         lines += ["", "[loss]"] + [f"{k} = {value(v)}" for k, v in loss.items()]
+    if contrastive:
+        lines += ["", "[contrastive]"] + [f"{k} = {value(v)}" for k, v in contrastive.items()]
     return name, "\n".join(lines) + "\n"
 
 

@@ -154,13 +154,17 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     let images = all_images[mine.start * c * h * w..mine.end * c * h * w].to_vec();
     let labels = all_labels[mine.clone()].to_vec();
 
-    let settings = StepSettings { criterion: &criterion, epoch: 0, lr: 0.01, loss_scale: cfg.loss_scale() };
+    let settings = StepSettings { criterion: &criterion, epoch: 0, lr: 0.01, loss_scale: cfg.loss_scale(), contrast: None };
     // As the training loop does: the losses are read a window of steps at a time (every step
     // on the CPU), and the clock stops after the last read, so queued GPU work is counted.
     let step_once = |net: Network, optim: &mut _, log: &mut StepLog| -> Result<Network> {
         let x = Tensor::<4>::from_data(TensorData::new(images.clone(), [local, c, h, w]), &train_device);
-        let (net, readings) =
-            train_step(net, optim, StepBatch { images: x, labels: &labels, mix: None, global: batch, seen: None }, &settings);
+        let (net, readings) = train_step(
+            net,
+            optim,
+            StepBatch { images: x, labels: &labels, mix: None, global: batch, seen: None, second_view: None },
+            &settings,
+        );
         log.push(readings)?;
         Ok(net)
     };
@@ -235,6 +239,7 @@ fn measure_loader(args: &Args, batch: usize, [c, h, w]: [usize; 3], workers: usi
             unimix_tau: None,
             workers,
             shard: (0, 1),
+            two_views: false,
         };
         let t0 = Instant::now();
         let images: usize = Loader::start(set.clone(), aug.clone(), plan).map(|b| b.len()).sum();

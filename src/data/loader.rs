@@ -28,7 +28,24 @@ pub struct HostBatch {
     /// Images of the whole global batch this batch is a slice of (the batch itself on one
     /// process): what a rank's share of the gradient is weighted by.
     pub global_len: usize,
+    /// The contrastive methods' second view of every image (`LoaderPlan::two_views`).
+    pub second_view: Option<SecondView>,
 }
+
+/// A second augmented view of each image of a batch, drawn from its own stream, and the seed
+/// of the batch's other contrastive draws (KCL's k positives).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecondView {
+    /// Normalised images, B × C × H × W, in the batch's order.
+    pub images: Vec<f32>,
+    /// Seeds the batch's positive sampling.
+    pub pair_seed: u64,
+}
+
+/// Offset of the second view's stream from the epoch seed: the first view's order,
+/// augmentation and everything else drawn from the epoch stream are the same with and without
+/// a second view.
+const SECOND_VIEW_STREAM: u64 = 0x2_71E3_5EC0;
 
 /// The mixing of one mixup batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +97,8 @@ pub struct LoaderPlan {
     /// are drawn for the whole batch from the one stream, so the images do not depend on the
     /// number of ranks. (0, 1) on one process.
     pub shard: (usize, usize),
+    /// Draw a second augmented view of every image ([`SecondView`]; needs a seed, one rank).
+    pub two_views: bool,
 }
 
 /// The seed of epoch `epoch` of a run seeded `seed`: every epoch's order and augmentation
@@ -112,6 +131,7 @@ impl Loader {
         let (failure_w, skipped_w) = (failure.clone(), skipped.clone());
         let handle = std::thread::spawn(move || {
             let mut rng = plan.seed.map(ChaCha8Rng::seed_from_u64);
+            let mut second_rng = plan.seed.filter(|_| plan.two_views).map(|s| ChaCha8Rng::seed_from_u64(s ^ SECOND_VIEW_STREAM));
             // UniMix weighs images by their class's training count.
             let class_counts: Vec<f64> =
                 if plan.unimix_tau.is_some() { set.class_counts().iter().map(|&c| c as f64).collect() } else { Vec::new() };
@@ -139,14 +159,20 @@ impl Loader {
                     }
                     continue;
                 }
-                let (mut images, labels) = match set.files.as_deref() {
+                let (mut images, labels, second_view) = match set.files.as_deref() {
                     None => {
                         // The draws in image order from the one stream, the pixels on `workers`
                         // threads: the same batch whatever the thread count.
                         let draws: Vec<Option<Draw>> = idx.iter().map(|_| rng.as_mut().map(|r| aug.draw(h, w, r))).collect();
                         let mut images = vec![0f32; idx.len() * n];
                         render_batch(&set, &aug, idx, &draws, plan.workers, &mut images);
-                        (images, idx.iter().map(|&i| set.labels[i] as i64).collect::<Vec<i64>>())
+                        let second = second_rng.as_mut().map(|r| {
+                            let draws: Vec<Option<Draw>> = idx.iter().map(|_| Some(aug.draw(h, w, r))).collect();
+                            let mut images = vec![0f32; idx.len() * n];
+                            render_batch(&set, &aug, idx, &draws, plan.workers, &mut images);
+                            SecondView { images, pair_seed: r.random() }
+                        });
+                        (images, idx.iter().map(|&i| set.labels[i] as i64).collect::<Vec<i64>>(), second)
                     }
                     Some(files) => {
                         // One seed per image, drawn in order: the augmentation does not depend on
@@ -154,6 +180,7 @@ impl Loader {
                         let seeds: Vec<Option<u64>> = idx.iter().map(|_| rng.as_mut().map(|r| r.random())).collect();
                         let mut images = Vec::with_capacity(idx.len() * n);
                         let mut labels = Vec::with_capacity(idx.len());
+                        let mut kept = Vec::with_capacity(idx.len());
                         for ((&i, seed), decoded) in idx.iter().zip(&seeds).zip(decode_files(files, idx, &seeds, plan.workers)) {
                             match decoded {
                                 Ok(bytes) => {
@@ -161,6 +188,7 @@ impl Loader {
                                     images.resize(start + n, 0.0);
                                     aug.apply::<ChaCha8Rng>(&bytes, c, h, w, None, &mut images[start..]);
                                     labels.push(set.labels[i] as i64);
+                                    kept.push(i);
                                 }
                                 Err(_) if files.skip_bad && seed.is_some() => {
                                     skipped_w.fetch_add(1, Ordering::Relaxed);
@@ -171,7 +199,32 @@ impl Loader {
                                 }
                             }
                         }
-                        (images, labels)
+                        // The second view: a seed per image from its own stream, the images that
+                        // decoded decoded again.
+                        let second = match second_rng.as_mut() {
+                            None => None,
+                            Some(r) => {
+                                let seeds: Vec<Option<u64>> = idx.iter().map(|_| Some(r.random())).collect();
+                                let kept_seeds: Vec<Option<u64>> =
+                                    idx.iter().zip(&seeds).filter(|(i, _)| kept.contains(i)).map(|(_, s)| *s).collect();
+                                let mut second = Vec::with_capacity(kept.len() * n);
+                                for decoded in decode_files(files, &kept, &kept_seeds, plan.workers) {
+                                    match decoded {
+                                        Ok(bytes) => {
+                                            let start = second.len();
+                                            second.resize(start + n, 0.0);
+                                            aug.apply::<ChaCha8Rng>(&bytes, c, h, w, None, &mut second[start..]);
+                                        }
+                                        Err(e) => {
+                                            *failure_w.lock().expect("failure slot") = Some(e.to_string());
+                                            return;
+                                        }
+                                    }
+                                }
+                                Some(SecondView { images: second, pair_seed: r.random() })
+                            }
+                        };
+                        (images, labels, second)
                     }
                 };
                 if labels.is_empty() {
@@ -185,7 +238,7 @@ impl Loader {
                     continue;
                 }
                 let global_len = labels.len();
-                if tx.send(HostBatch { images, labels, mix, global_len }).is_err() {
+                if tx.send(HostBatch { images, labels, mix, global_len, second_view }).is_err() {
                     return;
                 }
             }
@@ -427,7 +480,7 @@ fn sharded_batch(
         }
     }
     let mix = mix.map(|draw| draw.mix(kept.into_iter(), partner_labels));
-    Ok(HostBatch { images, labels, mix, global_len: idx.len() })
+    Ok(HostBatch { images, labels, mix, global_len: idx.len(), second_view: None })
 }
 
 /// Images rendered per thread at least: below this a thread costs more than it saves.
@@ -488,6 +541,7 @@ mod tests {
                 unimix_tau: None,
                 workers: 1,
                 shard: (0, 1),
+                two_views: false,
             };
             Loader::start(set.clone(), aug.clone(), plan).flat_map(|b| b.labels).collect::<Vec<_>>()
         };
@@ -553,6 +607,7 @@ mod tests {
                     unimix_tau,
                     workers: 2,
                     shard,
+                    two_views: false,
                 };
                 Loader::start(set.clone(), aug.clone(), plan).collect::<Vec<_>>()
             };
@@ -605,6 +660,7 @@ mod tests {
                 unimix_tau: None,
                 workers,
                 shard: (0, 1),
+                two_views: false,
             };
             Loader::start(set.clone(), aug.clone(), plan).map(|b| (b.images, b.labels)).collect::<Vec<_>>()
         };
@@ -648,6 +704,7 @@ mod tests {
                 unimix_tau: None,
                 workers: 1,
                 shard: (0, 1),
+                two_views: false,
             };
             let loader = Loader::start(set.clone(), aug.clone(), plan);
             let len = loader.len();
@@ -684,6 +741,7 @@ mod tests {
             unimix_tau: None,
             workers: 1,
             shard: (0, 1),
+            two_views: false,
         };
         let batch = Loader::start(set.clone(), aug.clone(), plan.clone()).next().unwrap();
         let mix = batch.mix.clone().expect("mixup on");
@@ -698,5 +756,82 @@ mod tests {
         assert_eq!(Loader::start(set.clone(), aug.clone(), plan.clone()).next().unwrap(), batch, "seeded");
         let eval = LoaderPlan { seed: None, ..plan };
         assert!(Loader::start(set, aug, eval).next().unwrap().mix.is_none(), "never at evaluation");
+    }
+
+    /// Issue #35: a second view changes nothing of the first (its own stream), is another
+    /// augmentation of the same images, and is drawn from the seed (in-memory and on-disk sets).
+    #[test]
+    fn a_second_view_is_another_draw_of_the_same_images() {
+        let memory = Arc::new(ImageSet {
+            pixels: (0..12 * 3 * 64).map(|i| (i * 37 % 251) as u8).collect(),
+            labels: (0..12).map(|i| i % 3).collect(),
+            num_classes: 3,
+            channels: 3,
+            height: 8,
+            width: 8,
+            files: None,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<std::path::PathBuf> = (0..12)
+            .map(|i| {
+                let p = std::path::PathBuf::from(format!("{i}.png"));
+                image::RgbImage::from_fn(13, 10, |x, y| image::Rgb([(x * 19 + i) as u8, (y * 23) as u8, (i * 9) as u8]))
+                    .save(dir.path().join(&p))
+                    .unwrap();
+                p
+            })
+            .collect();
+        let files = Arc::new(ImageSet {
+            pixels: Vec::new(),
+            files: Some(Arc::new(FileImages { root: dir.path().into(), paths, size: 8, skip_bad: false })),
+            ..(*memory).clone()
+        });
+        let aug = Arc::new(Augmenter { mean: vec![0.4; 3], std: vec![0.2; 3], crop_padding: 2, flip: true, autoaugment: false, cutout: 0 });
+        for set in [&memory, &files] {
+            let run = |two_views: bool, seed: u64| {
+                let plan = LoaderPlan {
+                    batch_size: 5,
+                    seed: Some(seed),
+                    drop_last: false,
+                    sampler: Sampler::Instance,
+                    skip: 0,
+                    mixup_alpha: 0.0,
+                    unimix_tau: None,
+                    workers: 2,
+                    shard: (0, 1),
+                    two_views,
+                };
+                Loader::start(set.clone(), aug.clone(), plan).collect::<Vec<_>>()
+            };
+            let (one, two) = (run(false, 3), run(true, 3));
+            assert_eq!(one.len(), two.len());
+            for (a, b) in one.iter().zip(&two) {
+                assert_eq!((&a.images, &a.labels), (&b.images, &b.labels), "the first view is untouched");
+                assert!(a.second_view.is_none());
+                let second = b.second_view.as_ref().expect("two views");
+                assert_eq!(second.images.len(), b.images.len());
+                assert_ne!(second.images, b.images, "another augmentation");
+            }
+            // Deterministic from the seed; another seed draws another second view.
+            assert_eq!(run(true, 3), two);
+            let other = run(true, 4);
+            assert_ne!(other[0].second_view, two[0].second_view);
+        }
+        // The un-augmented views of an image are equal: the second view shows the same image.
+        let plain = Arc::new(Augmenter { crop_padding: 0, flip: false, ..(*aug).clone() });
+        let plan = LoaderPlan {
+            batch_size: 12,
+            seed: Some(1),
+            drop_last: false,
+            sampler: Sampler::Instance,
+            skip: 0,
+            mixup_alpha: 0.0,
+            unimix_tau: None,
+            workers: 1,
+            shard: (0, 1),
+            two_views: true,
+        };
+        let batch = Loader::start(memory.clone(), plain, plan).next().unwrap();
+        assert_eq!(batch.second_view.unwrap().images, batch.images);
     }
 }

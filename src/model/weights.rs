@@ -66,7 +66,9 @@ fn store_error(path: &Path, e: impl std::fmt::Display) -> RblError {
 /// `metadata` (e.g. the config) in its header. Returns the tensor names written.
 pub fn export_safetensors(net: &Network, kind: BackboneKind, path: &Path, metadata: HashMap<String, String>) -> Result<Vec<String>> {
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for t in net.collect(None, Some(Box::new(BurnToPyTorchAdapter)), false) {
+    // The contrastive projection head is part of training, not of the classifier a user
+    // deploys: it stays out of exports (and out of what an import expects).
+    for t in net.collect(None, Some(Box::new(BurnToPyTorchAdapter)), false).into_iter().filter(|t| !is_training_only(&t.name)) {
         let name = network_to_torch(kind, &t.name);
         let data = match (name.as_str(), net.head.rotation()) {
             // A in the paper's form, whichever generator trained it (see Rotation::full_form_generator).
@@ -93,6 +95,11 @@ pub fn export_safetensors(net: &Network, kind: BackboneKind, path: &Path, metada
     let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| store_error(path, e))?;
     crate::report::atomic::write_atomic(path, &bytes)?;
     Ok(named.into_iter().map(|(n, _, _)| n).collect())
+}
+
+/// Parts of the network only training uses (the contrastive projection head).
+fn is_training_only(path: &str) -> bool {
+    path.starts_with("projection.")
 }
 
 fn f32_entry(name: String, data: TensorData) -> (String, Vec<usize>, Vec<u8>) {
@@ -195,6 +202,7 @@ fn import_from<S: ModuleStore>(mut net: Network, kind: BackboneKind, path: &Path
     let mut expected: HashMap<String, Vec<usize>> = net
         .collect(None, Some(Box::new(BurnToPyTorchAdapter)), false)
         .into_iter()
+        .filter(|t| !is_training_only(&t.name))
         .map(|t| (network_to_torch(kind, &t.name), t.shape.to_vec()))
         .collect();
     if let Some(frame) = net.head.frame() {

@@ -60,6 +60,7 @@ impl Trainer<'_> {
             unimix_tau: (cfg.train.mixup == crate::train::config::MixupKind::Unimix).then_some(cfg.train.unimix_tau),
             workers: cfg.data.workers,
             shard: (self.world.rank, self.world.size),
+            two_views: self.contrast.is_some(),
         };
         let mut loader = Loader::start(self.ctx.train.clone(), self.ctx.train_aug.clone(), plan);
         if self.criterion.needs_seen_counts() && self.seen.is_none() {
@@ -69,7 +70,8 @@ impl Trainer<'_> {
         let every = cfg.train.checkpoint_every_steps;
         let progress = Progress::new(epoch + 1, cfg.train.epochs, total_steps, self.opts.quiet);
         let (c, h, w) = (self.ctx.train.channels, self.ctx.train.height, self.ctx.train.width);
-        let settings = StepSettings { criterion: &self.criterion, epoch, lr, loss_scale: cfg.loss_scale() };
+        let settings =
+            StepSettings { criterion: &self.criterion, epoch, lr, loss_scale: cfg.loss_scale(), contrast: self.contrast.as_ref() };
         let t0 = Instant::now();
         let resumed = RunningSums { loss_sum: start.loss_sum, hits: start.hits, images: start.images, steps: start.steps };
         // Steps' losses are read a window at a time (every step on the CPU): see step_log.
@@ -99,8 +101,17 @@ impl Trainer<'_> {
             if let Some(seen) = self.seen.as_mut() {
                 crate::train::seen_counts::add_batch(seen, &batch.labels, self.world);
             }
-            let step_batch =
-                StepBatch { images, labels: &batch.labels, mix: batch.mix.as_ref(), global: batch.global_len, seen: self.seen.as_deref() };
+            let second_view = batch
+                .second_view
+                .map(|v| (Tensor::<4>::from_data(TensorData::new(v.images, [b, c, h, w]), &self.train_device), v.pair_seed));
+            let step_batch = StepBatch {
+                images,
+                labels: &batch.labels,
+                mix: batch.mix.as_ref(),
+                global: batch.global_len,
+                seen: self.seen.as_deref(),
+                second_view,
+            };
             let (updated, readings) = train_step(net, &mut self.optim, step_batch, &settings);
             net = updated;
             log.push(readings).map_err(|bad| diverged(bad, &progress))?;

@@ -91,6 +91,7 @@ fn forward_one(
             unimix_tau: None,
             workers: 4,
             shard: (0, 1),
+            two_views: false,
         },
     );
     let (c, h, w) = (set.channels, set.height, set.width);

@@ -97,6 +97,8 @@ pub(crate) struct Trainer<'a> {
     pub(crate) tensorboard: Option<EventWriter>,
     /// Images of each class fed to the loss so far, for losses that need them (Seesaw).
     pub(crate) seen: Option<Vec<f64>>,
+    /// The contrastive method's step state (KCL, TSC, HCL), when the run has one.
+    pub(crate) contrast: Option<crate::contrastive::ContrastiveTraining>,
 }
 
 /// Where a run (re)starts.
@@ -180,6 +182,23 @@ impl<'a> Trainer<'a> {
         let net = if opts.resume { net } else { with_init_weights(net, &cfg, opts.quiet)? };
         let optim = build_optimizer(&cfg.train);
         let criterion = Criterion::new(&cfg.loss, &ctx.train_counts)?;
+        if cfg.contrastive.enabled() && world.size > 1 {
+            return Err(RblError::Config {
+                origin: "contrastive.method".into(),
+                msg: format!(
+                    "{} contrasts every image with the whole batch; split over {} ranks each would see only its slice. Run it as \
+                     one process (several ranks would need an all-gather of the projections, not built yet)",
+                    cfg.contrastive.method, world.size
+                ),
+            });
+        }
+        let contrast = crate::contrastive::ContrastiveTraining::new(
+            &cfg.contrastive,
+            ctx.train.num_classes,
+            cfg.seed,
+            cfg.train.epochs,
+            &train_device,
+        )?;
         // Folder datasets decode their images as they go: a bad test or validation image is
         // found here, before training, not at the first evaluation.
         check_decodable(&ctx.test, "test", cfg.data.workers)?;
@@ -238,6 +257,7 @@ impl<'a> Trainer<'a> {
             steps_this_process: 0,
             tensorboard: None,
             seen: None,
+            contrast,
         };
         let mut start = Start { net, epoch: 0, partial: None };
         if opts.resume {

@@ -76,6 +76,7 @@ mod tests {
                 unimix_tau: None,
                 workers: 1,
                 shard: (0, 1),
+                two_views: false,
             };
             for (step, batch) in Loader::start(set.clone(), aug.clone(), plan).enumerate() {
                 assert_eq!(replay(&set, &cfg, epoch, step), seen, "before epoch {epoch} step {step}");

@@ -7,6 +7,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor, TensorData};
 
+use crate::contrastive::ContrastiveTraining;
 use crate::data::loader::Mix;
 use crate::loss::{Criterion, LossInputs};
 use crate::network::Network;
@@ -51,6 +52,9 @@ pub struct StepBatch<'a> {
     pub global: usize,
     /// Images of each class seen so far, this batch's included (losses that need them).
     pub seen: Option<&'a [f64]>,
+    /// Contrastive methods: the second view of the images (same shape) and the seed of the
+    /// batch's positive sampling.
+    pub second_view: Option<(Tensor<4>, u64)>,
 }
 
 /// What a step is run with besides the batch.
@@ -63,6 +67,8 @@ pub struct StepSettings<'a> {
     pub lr: f64,
     /// Loss scale (mixed precision; 1 leaves the gradients alone).
     pub loss_scale: f64,
+    /// The contrastive method's step state, when the run has one.
+    pub contrast: Option<&'a ContrastiveTraining>,
 }
 
 /// Runs one step on `batch`. With mixup the loss is λ·loss(labels) + (1 − λ)·loss(partner
@@ -70,14 +76,19 @@ pub struct StepSettings<'a> {
 /// `loss_scale`·loss and the gradients are divided by `loss_scale` before the update. Returns
 /// the updated network and the step's readings, on the device; the caller checks the loss for
 /// NaN when it reads them, before trusting the network.
+///
+/// With a contrastive method both views go through the backbone as one batch of 2B images;
+/// the loss is w_con·L_con + w_cls·L_cls ([`crate::contrastive`]), the classifier's on the first
+/// views (detached for KCL and TSC), and the hit count is the classifier's on the first views.
 pub fn train_step(
     net: Network,
     optim: &mut burn::optim::ModuleOptimizer,
     batch: StepBatch<'_>,
     settings: &StepSettings<'_>,
 ) -> (Network, StepReadings) {
-    let StepBatch { images, labels, mix, global, seen } = batch;
-    let StepSettings { criterion, epoch, lr, loss_scale } = *settings;
+    let StepBatch { images, labels, mix, global, seen, second_view } = batch;
+    let StepSettings { criterion, epoch, lr, loss_scale, contrast } = *settings;
+    let mut net = net;
     let device = &images.device();
     let b = labels.len();
     // The labels the loss and the hit count are taken against, with their weights.
@@ -86,7 +97,19 @@ pub fn train_step(
         None => vec![(labels, 1.0)],
     };
     let weighted = |t: Tensor<1>, w: f32| if w == 1.0 { t } else { t.mul_scalar(w) };
-    let features = net.features(images);
+    let (features, contrastive) = match (contrast, second_view) {
+        (Some(c), Some((second, pair_seed))) => {
+            let both = net.features(Tensor::cat(vec![images, second], 0));
+            let projection = net.projection.take().expect("a contrastive network has a projection head");
+            let z = projection.forward(both.clone());
+            let step = c.loss(projection, z, labels, pair_seed);
+            net.projection = Some(step.projection);
+            let first = both.narrow(0, 0, b);
+            let first = if c.cfg.method.feature_only() { first.detach() } else { first };
+            (first, Some((step.loss, c.weights(epoch))))
+        }
+        _ => (net.features(images), None),
+    };
     let directions = net.head.class_directions();
     let logits = net.head.logits_with(features.clone(), directions.clone());
     let inputs = LossInputs { logits: logits.clone(), features: Some((features, directions)), seen: seen.map(<[f64]>::to_vec) };
@@ -116,6 +139,10 @@ pub fn train_step(
             let correct = targets.iter().map(|&(l, w)| weighted(hits(l).sum(), w)).reduce(|a, b| a + b).expect("at least one target");
             (loss, correct)
         }
+    };
+    let loss = match contrastive {
+        Some((con, (w_con, w_cls))) => con.mul_scalar(w_con) + loss.mul_scalar(w_cls),
+        None => loss,
     };
     let values = Tensor::cat(vec![loss.clone().detach().reshape([1]), correct], 0);
     let grads = if loss_scale == 1.0 {
