@@ -74,3 +74,29 @@ fn paper_table_configs_carry_their_recipes() {
         assert_eq!((c.data.dataset, c.data.num_classes, c.model.backbone), (DatasetKind::Folder, 1000, BackboneKind::Resnext50_32x4d));
     }
 }
+
+/// Issue #35: the contrastive rows of Tables 1 and 2 have their configs, with the reference's
+/// stage-1 values (KCL/TSC: temperature 0.07, k = 6, 128-d projection; TSC's target weight 0.2)
+/// and HCL's SupCon branch (every same-class image a positive).
+#[test]
+fn contrastive_paper_configs_carry_their_recipes() {
+    use rbl::config::ContrastiveKind;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper");
+    let load = |name: &str| rbl::ExperimentConfig::load(&dir.join(format!("{name}.toml")), &[]).unwrap();
+    for (name, method, epochs) in [("imagenet_lt_kcl", ContrastiveKind::Kcl, 200), ("imagenet_lt_tsc", ContrastiveKind::Tsc, 400)] {
+        let c = load(name);
+        assert_eq!((c.contrastive.method, c.train.epochs, c.train.batch_size), (method, epochs, 256), "{name}");
+        assert_eq!((c.contrastive.positives, c.contrastive.projection_dim, c.contrastive.temperature), (6, 128, 0.07), "{name}");
+        assert_eq!(c.model.backbone, BackboneKind::Resnet50);
+    }
+    for ds in ["cifar10", "cifar100"] {
+        for ir in [50, 100] {
+            let tsc = load(&format!("{ds}_lt{ir}_tsc"));
+            assert_eq!((tsc.contrastive.method, tsc.contrastive.target_weight, tsc.train.epochs), (ContrastiveKind::Tsc, 0.2, 1000));
+            assert_eq!(tsc.data.imbalance_ratio, ir as f64);
+            let hcl = load(&format!("{ds}_lt{ir}_hcl"));
+            assert_eq!((hcl.contrastive.method, hcl.contrastive.positives), (ContrastiveKind::Hcl, 0));
+            assert_eq!((hcl.model.backbone, hcl.model.head), (BackboneKind::Resnet32, HeadKind::Linear));
+        }
+    }
+}

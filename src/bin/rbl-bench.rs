@@ -72,6 +72,10 @@ struct Args {
     /// crop and flip.
     #[arg(long)]
     full_augment: bool,
+    /// A contrastive method's step (two views per image, the projection and its loss; images/s
+    /// count images, not views): none, kcl, tsc or hcl.
+    #[arg(long, value_enum, default_value = "none")]
+    contrastive: rbl::config::ContrastiveKind,
 }
 
 /// What `rbl-bench` measures.
@@ -114,11 +118,12 @@ fn run(args: Args) -> Result<()> {
                 continue;
             }
             println!(
-                "{{\"impl\":\"rbl\",\"device\":\"{}\",\"backbone\":\"{}\",\"head\":\"{}\",\"precision\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"threads\":{},\"ranks\":{},\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"peak_rss_mb\":{:.1}}}",
+                "{{\"impl\":\"rbl\",\"device\":\"{}\",\"backbone\":\"{}\",\"head\":\"{}\",\"precision\":\"{}\",\"contrastive\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"threads\":{},\"ranks\":{},\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"peak_rss_mb\":{:.1}}}",
                 args.device,
                 args.backbone,
                 args.head,
                 rbl::config::variant_name(&args.precision),
+                args.contrastive,
                 cpu_threads(),
                 world.size,
                 peak_rss_mb()
@@ -138,6 +143,10 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
         cfg.model.feature_dim = 256;
     }
     cfg.train.precision = args.precision;
+    cfg.contrastive.method = args.contrastive;
+    if args.contrastive != rbl::config::ContrastiveKind::None && rbl::distributed::world().size > 1 {
+        bail!("--contrastive runs on one process (rbl refuses contrastive methods over several ranks)");
+    }
     let device = device_for(&cfg)?;
     let train_device = device.clone().autodiff();
     train_device.seed(0);
@@ -154,15 +163,21 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     let images = all_images[mine.start * c * h * w..mine.end * c * h * w].to_vec();
     let labels = all_labels[mine.clone()].to_vec();
 
-    let settings = StepSettings { criterion: &criterion, epoch: 0, lr: 0.01, loss_scale: cfg.loss_scale(), contrast: None };
+    let contrast = rbl::contrastive::ContrastiveTraining::new(&cfg.contrastive, args.classes, 0, 2, &train_device)?;
+    let second: Vec<f32> = (0..images.len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+    // HCL at its second epoch of two: both branches weighted (at epoch 0 the classifier's is 0).
+    let settings =
+        StepSettings { criterion: &criterion, epoch: 1, lr: 0.01, loss_scale: cfg.loss_scale(), contrast: contrast.as_ref() };
     // As the training loop does: the losses are read a window of steps at a time (every step
     // on the CPU), and the clock stops after the last read, so queued GPU work is counted.
     let step_once = |net: Network, optim: &mut _, log: &mut StepLog| -> Result<Network> {
         let x = Tensor::<4>::from_data(TensorData::new(images.clone(), [local, c, h, w]), &train_device);
+        let second_view =
+            contrast.as_ref().map(|_| (Tensor::<4>::from_data(TensorData::new(second.clone(), [local, c, h, w]), &train_device), 7));
         let (net, readings) = train_step(
             net,
             optim,
-            StepBatch { images: x, labels: &labels, mix: None, global: batch, seen: None, second_view: None },
+            StepBatch { images: x, labels: &labels, mix: None, global: batch, seen: None, second_view },
             &settings,
         );
         log.push(readings)?;

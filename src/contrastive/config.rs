@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Which contrastive method (`contrastive.method`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lowercase")]
 pub enum ContrastiveKind {
     /// No contrastive term: the classifier's loss alone.
     #[default]
