@@ -17,7 +17,9 @@
 //! momentum encoder and a 65,536-key queue (positives and negatives come from the queue); their
 //! CIFAR code contrasts within the batch, as rbl does on every dataset. rbl has no momentum
 //! encoder or queue: on ImageNet-LT its positives are drawn from the batch (256 images, 512
-//! views), not from 65,536 keys — say so beside any number compared with the paper's.
+//! views), not from 65,536 keys — say so beside any number compared with the paper's. KCL's own
+//! code (bingykang/BalFeat) takes its k positives by top-k over the queue's 0/1 class mask, in
+//! effect k by queue position; rbl draws them uniformly, as targeted-supcon's reimplementation does.
 
 pub mod config;
 pub mod hungarian;
