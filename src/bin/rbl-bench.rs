@@ -166,20 +166,15 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     let contrast = rbl::contrastive::ContrastiveTraining::new(&cfg.contrastive, args.classes, 0, 2, &train_device)?;
     let second: Vec<f32> = (0..images.len()).map(|_| rng.random_range(-1.0..1.0)).collect();
     // HCL at its second epoch of two: both branches weighted (at epoch 0 the classifier's is 0).
-    let settings =
-        StepSettings { criterion: &criterion, epoch: 1, lr: 0.01, loss_scale: cfg.loss_scale(), contrast: contrast.as_ref() };
+    let settings = StepSettings { criterion: &criterion, epoch: 1, lr: 0.01, loss_scale: cfg.loss_scale(), contrast: contrast.as_ref() };
     // As the training loop does: the losses are read a window of steps at a time (every step
     // on the CPU), and the clock stops after the last read, so queued GPU work is counted.
     let step_once = |net: Network, optim: &mut _, log: &mut StepLog| -> Result<Network> {
         let x = Tensor::<4>::from_data(TensorData::new(images.clone(), [local, c, h, w]), &train_device);
         let second_view =
             contrast.as_ref().map(|_| (Tensor::<4>::from_data(TensorData::new(second.clone(), [local, c, h, w]), &train_device), 7));
-        let (net, readings) = train_step(
-            net,
-            optim,
-            StepBatch { images: x, labels: &labels, mix: None, global: batch, seen: None, second_view },
-            &settings,
-        );
+        let (net, readings) =
+            train_step(net, optim, StepBatch { images: x, labels: &labels, mix: None, global: batch, seen: None, second_view }, &settings);
         log.push(readings)?;
         Ok(net)
     };
