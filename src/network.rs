@@ -45,6 +45,31 @@ impl Network {
         Ok(Network { backbone, feature_norm, head, projection })
     }
 
+    /// The network a run of `cfg` starts from on `device`, the same weights on every device.
+    ///
+    /// burn draws a parameter lazily, on its first use, from the generator of the device it
+    /// lives on, and flex's generator and cubecl's differ: built on the GPU, a seed gave other
+    /// starting weights than on the CPU. So the network is drawn on the CPU, seeded with
+    /// `cfg.seed`, every parameter drawn at once in the order the first training step used to draw them
+    /// in (the CPU's weights are unchanged, tested), then moved.
+    pub fn seeded(cfg: &ExperimentConfig, in_channels: usize, classes: usize, device: &Device) -> Result<Network> {
+        let on_host = rbl_ops::on_flex(device);
+        let host = match (on_host, device.is_autodiff()) {
+            (true, _) => device.clone(),
+            (false, true) => Device::flex().autodiff(),
+            (false, false) => Device::flex(),
+        };
+        host.seed(cfg.seed);
+        let net = Network::from_config(cfg, in_channels, classes, &host)?;
+        // The order the first training step used: features, projection, then head.
+        net.backbone.visit(&mut DrawParameters);
+        net.feature_norm.visit(&mut DrawParameters);
+        net.projection.visit(&mut DrawParameters);
+        net.head.visit(&mut DrawParameters);
+        // `fork`: on the device, each trainable parameter is a leaf of its graph again.
+        Ok(if on_host { net } else { net.fork(device) })
+    }
+
     /// The eval-mode network with the backbone's BatchNorms folded into their convolutions:
     /// what evaluation runs (one op fewer per layer; the same predictions, tested).
     pub fn fold_batch_norms(&self) -> Network {
@@ -68,6 +93,15 @@ impl Network {
             Some(bn) => l2_normalize(rbl_ops::batch_norm(bn, f), 1),
             None => f,
         }
+    }
+}
+
+/// Draws every parameter not drawn yet, in module order (reading a lazy parameter draws it).
+struct DrawParameters;
+
+impl burn::module::ModuleVisitor for DrawParameters {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let _ = param.val();
     }
 }
 
@@ -108,6 +142,57 @@ mod tests {
         // Unset, the frame follows the run's seed (0 here).
         let default = Mat::from_tensor(build(HeadKind::Etf, None).0.head.class_directions());
         assert_eq!(default, Mat::from_tensor(build(HeadKind::Etf, Some(0)).0.head.class_directions()));
+    }
+
+    /// Every float parameter's bits, in module order.
+    fn parameter_bits(net: &Network) -> Vec<Vec<u32>> {
+        use burn::module::{ModuleVisitor, Param};
+        struct Bits(Vec<Vec<u32>>);
+        impl ModuleVisitor for Bits {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let v = param.val().into_data().convert::<f32>().into_vec::<f32>().unwrap();
+                self.0.push(v.iter().map(|x| x.to_bits()).collect());
+            }
+        }
+        let mut bits = Bits(Vec::new());
+        net.visit(&mut bits);
+        bits.0
+    }
+
+    /// `Network::seeded` draws the weights the CPU run drew before it existed, when the
+    /// first training step drew them lazily (backbone and feature norm, projection, head):
+    /// published runs keep their starting point, bit for bit.
+    #[test]
+    fn seeded_draws_what_the_first_step_drew() {
+        let _seeded = crate::SEED_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        for (backbone, head, bn_l2, contrastive) in [
+            (BackboneKind::Resnet32, HeadKind::Rbl, false, false),
+            (BackboneKind::Resnet32, HeadKind::Linear, true, true),
+            (BackboneKind::Resnet50, HeadKind::Etf, true, false),
+            (BackboneKind::Resnext50_32x4d, HeadKind::Linear, false, false),
+        ] {
+            let mut cfg = ExperimentConfig::default();
+            cfg.seed = 7;
+            cfg.model.backbone = backbone;
+            cfg.model.head = head;
+            cfg.model.feature_bn_l2 = bn_l2;
+            cfg.model.widths = [4, 8, 8];
+            cfg.model.feature_dim = 16;
+            if contrastive {
+                cfg.contrastive.method = crate::contrastive::config::ContrastiveKind::Tsc;
+            }
+            let device = Device::flex().autodiff();
+            device.seed(cfg.seed);
+            let lazy = Network::from_config(&cfg, 3, 10, &device).unwrap();
+            // The first step's order of first use.
+            let features = lazy.features(Tensor::<4>::ones([2, 3, 16, 16], &device));
+            if let Some(p) = &lazy.projection {
+                let _ = p.forward(features.clone());
+            }
+            let _ = lazy.head.logits_with(features, lazy.head.class_directions());
+            let seeded = Network::seeded(&cfg, 3, 10, &device).unwrap();
+            assert_eq!(parameter_bits(&lazy), parameter_bits(&seeded), "{backbone} {head}");
+        }
     }
 
     /// Parameter paths as records store them: the backbone enum adds no level of its own, so

@@ -101,9 +101,11 @@ pub struct BottleneckBlock {
     bn1: Option<BatchNorm>,
     conv2: Conv2d,
     bn2: Option<BatchNorm>,
+    /// Before `conv3`, as the forward pass uses them: a run draws its weights in this order
+    /// (`Network::seeded`), the order they used to be drawn in lazily.
+    shortcut: Option<(Conv2d, Option<BatchNorm>)>,
     conv3: Conv2d,
     bn3: Option<BatchNorm>,
-    shortcut: Option<(Conv2d, Option<BatchNorm>)>,
 }
 
 impl BottleneckBlock {

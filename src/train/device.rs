@@ -28,7 +28,7 @@ impl std::fmt::Display for DeviceKind {
 pub fn device_from_kind(kind: DeviceKind) -> Result<Device> {
     match kind {
         DeviceKind::Cpu => Ok(Device::flex()),
-        #[cfg(feature = "vulkan")]
+        #[cfg(feature = "wgpu")]
         DeviceKind::Gpu => {
             // One rank per GPU: several ranks on a node take the discrete GPUs in local-rank
             // order (CUBECL_WGPU_DEFAULT_DEVICE, when set, still decides for a single process).
@@ -40,7 +40,7 @@ pub fn device_from_kind(kind: DeviceKind) -> Result<Device> {
             };
             Ok(Device::wgpu(kind))
         }
-        #[cfg(not(feature = "vulkan"))]
+        #[cfg(not(feature = "wgpu"))]
         DeviceKind::Gpu => Err(RblError::Config {
             origin: "device".into(),
             msg: "this rbl was built without GPU support: cargo build --release --features gpu".into(),

@@ -176,7 +176,7 @@ impl<'a> Trainer<'a> {
 
         let (cfg, data, input) = resolve_input(cfg, opts)?;
         let ctx = context(cfg.clone(), data, device);
-        let net = Network::from_config(&cfg, ctx.train.channels, ctx.train.num_classes, &train_device)?;
+        let net = Network::seeded(&cfg, ctx.train.channels, ctx.train.num_classes, &train_device)?;
         // A new run takes model.init_weights here, before anything is written: a bad file stops
         // it with nothing on disk.
         let net = if opts.resume { net } else { with_init_weights(net, &cfg, opts.quiet)? };
