@@ -150,7 +150,7 @@ mod tests {
         struct Bits(Vec<Vec<u32>>);
         impl ModuleVisitor for Bits {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                let v = param.val().into_data().convert::<f32>().into_vec::<f32>().unwrap();
+                let v = param.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
                 self.0.push(v.iter().map(|x| x.to_bits()).collect());
             }
         }
@@ -171,8 +171,7 @@ mod tests {
             (BackboneKind::Resnet50, HeadKind::Etf, true, false),
             (BackboneKind::Resnext50_32x4d, HeadKind::Linear, false, false),
         ] {
-            let mut cfg = ExperimentConfig::default();
-            cfg.seed = 7;
+            let mut cfg = ExperimentConfig { seed: 7, ..Default::default() };
             cfg.model.backbone = backbone;
             cfg.model.head = head;
             cfg.model.feature_bn_l2 = bn_l2;

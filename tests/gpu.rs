@@ -49,70 +49,91 @@ fn exported(run: &Path) -> BTreeMap<String, Vec<f32>> {
         .collect()
 }
 
-/// A seed means the same starting weights on every device: the network is drawn on the CPU
-/// and moved (`Network::seeded`). Checked through one epoch at lr = 1e-12, which moves no
-/// drawn weight by as much as half an ulp: what is left to differ is BatchNorm's running
-/// statistics (batch moments summed in another order on the GPU, ~1e-7 relative) and the
-/// biases that start at 0 (moved by ~1e-12). A weight drawn from another generator differs by
-/// its whole size (~0.1 to 1), which the 1e-4 tolerance fails at once.
-#[test]
-fn a_seed_starts_from_the_same_weights_on_every_device() {
-    require_fmnist();
-    let dir = tempfile::tempdir().unwrap();
-    let runs: Vec<_> = ["cpu", "gpu"]
-        .iter()
-        .map(|d| train(dir.path(), d, &config(d, 1).replacen("warmup_epochs = 1\n", "warmup_epochs = 0\nlr = 1e-12\n", 1), &[]))
-        .collect();
-    let (cpu, gpu) = (exported(&runs[0]), exported(&runs[1]));
-    assert_eq!(cpu.keys().collect::<Vec<_>>(), gpu.keys().collect::<Vec<_>>());
-    assert!(cpu.len() > 20, "{} tensors", cpu.len());
-    for (name, a) in &cpu {
-        let b = &gpu[name];
-        assert_eq!(a.len(), b.len(), "{name}");
-        let scale = a.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-        let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(diff <= 1e-4 * scale, "{name}: CPU and GPU start {diff} apart (largest value {scale})");
-    }
+/// The config of a run that learns in the linear regime: warm-up to `lr` over the one epoch.
+/// (The tiny config at its lr 0.1 is chaotic: two GPU processes of the same config, differing
+/// by ~1e-8 after one epoch at lr = 0, ended 11 % apart in training loss at lr 0.1, and its test
+/// loss is in the hundreds; a comparison there measures the chaos, not the backends.)
+fn linear_regime(device: &str, lr: &str) -> String {
+    config(device, 1).replacen("warmup_epochs = 1\n", &format!("warmup_epochs = 1\nlr = {lr}\n"), 1)
 }
 
-/// The same short run on the CPU and the GPU ends within tolerance, and the GPU's rotation,
-/// computed in f32 on the device, is orthogonal to 1e-5.
+/// The trainable float tensors of an export (BatchNorm's running statistics left out: they are
+/// batch moments, not updates).
+fn trainable(weights: BTreeMap<String, Vec<f32>>) -> BTreeMap<String, Vec<f32>> {
+    weights.into_iter().filter(|(name, _)| !name.contains("running")).collect()
+}
+
+/// A seed means the same starting weights on every device (the network is drawn on the CPU
+/// and moved: `Network::seeded`), and the GPU's gradients move them as the CPU's do.
 ///
-/// Tolerance: both start from the same weights (above); the two backends sum in different
-/// orders (f32, ~1e-7 relative per operation), the CPU computes the rotation's exponential in
-/// f64 and the GPU in f32 (within 3e-6), and ten SGD steps at lr 0.1 amplify such differences
-/// without changing the path the run takes. A relative 2e-3 on the epoch's training loss (a
-/// mean of ten batch losses) admits that and still fails a wrong kernel, a lost update or a
-/// wrong gradient, which change the loss from the first step by whole percent.
+/// Three runs of one epoch (10 steps of 16): the CPU at lr 0 (a one-epoch cosine schedule
+/// without warm-up ends, and so runs, at lr 0: its export is the starting point), and the CPU
+/// and the GPU warmed up to lr 1e-4, where ten steps stay in the linear regime. Each trainable
+/// tensor's update ΔW = W − W₀ is compared: same direction (cosine ≥ 0.999) and size (norms
+/// within 2 %; BatchNorm's scale and shift 0.995 and 10 %). Measured on lavapipe: projection and head agree to 1e-5, the convolutions'
+/// updates to cosine ≥ 0.99991 and norms within 0.4 %, the disagreement growing from the last
+/// layer (2.5e-4) to the first (1.2e-2 relative): f32 sums in another order through eleven
+/// BatchNorm backward passes, whose centred terms cancel. A network started from other
+/// weights moves by ‖W₀‖ (cosine near 0 or ratios ≫ 1), a wrong or missing gradient term by
+/// whole percent of its direction: both fail at once. The epoch's losses (computed before each
+/// update) agree to 1e-5 relative.
 #[test]
-fn a_short_run_on_the_gpu_matches_the_cpu() {
+fn a_seed_starts_and_moves_the_same_on_every_device() {
     require_fmnist();
     let dir = tempfile::tempdir().unwrap();
+    let start = train(dir.path(), "start", &config("cpu", 1).replacen("warmup_epochs = 1\n", "warmup_epochs = 0\n", 1), &[]);
+    assert_eq!(epoch_log(&start)[0]["lr"].as_f64(), Some(0.0), "the starting point's run must not move");
+    let runs: Vec<_> = ["cpu", "gpu"].iter().map(|d| train(dir.path(), d, &linear_regime(d, "1e-4"), &[])).collect();
     let mut losses = Vec::new();
-    for device in ["cpu", "gpu"] {
-        let run = train(dir.path(), device, &config(device, 1), &[]);
-        let log = epoch_log(&run);
+    for (device, run) in ["cpu", "gpu"].iter().zip(&runs) {
+        let log = epoch_log(run);
         assert_eq!(log.len(), 1);
-        let loss = log[0]["train_loss"].as_f64().unwrap();
-        assert!(loss.is_finite() && loss > 0.0, "{device}: loss {loss}");
         let ortho = log[0]["rotation_orthogonality_error"].as_f64().unwrap();
         assert!(ortho <= 1e-5, "{device}: ‖RᵀR − I‖ = {ortho}");
-        let top1 = metrics(&run)["test"]["raw"]["top1"].as_f64();
+        let top1 = metrics(run)["test"]["raw"]["top1"].as_f64();
         assert!(top1.is_some_and(|a| (0.0..=100.0).contains(&a)), "{device}: top-1 {top1:?}");
-        losses.push(loss);
+        losses.push(log[0]["train_loss"].as_f64().unwrap());
     }
     let rel = (losses[0] - losses[1]).abs() / losses[0];
-    assert!(rel < 2e-3, "training loss: CPU {} vs GPU {} (relative {rel:.2e})", losses[0], losses[1]);
+    assert!(rel < 1e-5, "training loss: CPU {} vs GPU {} (relative {rel:.2e})", losses[0], losses[1]);
+
+    let w0 = trainable(exported(&start));
+    let (cpu, gpu) = (trainable(exported(&runs[0])), trainable(exported(&runs[1])));
+    assert_eq!(cpu.keys().collect::<Vec<_>>(), gpu.keys().collect::<Vec<_>>());
+    assert!(cpu.len() > 20, "{} tensors", cpu.len());
+    let mut compared = 0;
+    for (name, start) in &w0 {
+        let update = |w: &[f32]| -> Vec<f64> { w.iter().zip(start).map(|(a, b)| *a as f64 - *b as f64).collect() };
+        let (dc, dg) = (update(&cpu[name]), update(&gpu[name]));
+        let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let (nc, ng) = (norm(&dc), norm(&dg));
+        if nc == 0.0 {
+            // A fixed tensor (the frame, B0): fixed on the GPU too.
+            assert_eq!(ng, 0.0, "{name}: fixed on the CPU, moved by {ng} on the GPU");
+            continue;
+        }
+        // BatchNorm's scale and shift: their gradients are per-channel sums of terms that
+        // cancel, so they carry the summation order most (measured: cosine ≥ 0.9990, norms
+        // within 2.6 %); every other tensor within the bounds above.
+        let batch_norm = name.contains(".bn") || name.starts_with("backbone.bn");
+        let (min_cosine, max_ratio) = if batch_norm { (0.995, 0.10) } else { (0.999, 0.02) };
+        let cosine = dc.iter().zip(&dg).map(|(a, b)| a * b).sum::<f64>() / (nc * ng).max(1e-300);
+        assert!(cosine >= min_cosine, "{name}: updates point apart (cosine {cosine})");
+        assert!((ng / nc - 1.0).abs() <= max_ratio, "{name}: update norms CPU {nc:.3e} vs GPU {ng:.3e}");
+        compared += 1;
+    }
+    assert!(compared > 20, "{compared} tensors moved");
 }
 
 /// A GPU run killed mid-epoch (abort: no cleanup) resumes from its last checkpoint and ends
-/// where the same run uninterrupted ends: the same epoch log, to the tolerance of the
-/// comparison above (the GPU's sums need not be bitwise repeatable between processes).
+/// where the same run uninterrupted ends: the same epoch log to 1e-4 relative (the GPU's sums
+/// need not be bitwise repeatable between processes: ~1e-8 apart after an epoch at lr 0), at an
+/// lr of 1e-3 that keeps the run out of the chaotic regime (see [`linear_regime`]).
 #[test]
 fn a_killed_gpu_run_resumes() {
     require_fmnist();
     let dir = tempfile::tempdir().unwrap();
-    let text = config("gpu", 2).replacen("batch_size = 16\n", "batch_size = 16\ncheckpoint_every_steps = 4\n", 1);
+    let text = config("gpu", 2).replacen("batch_size = 16\n", "batch_size = 16\ncheckpoint_every_steps = 4\nlr = 1e-3\n", 1);
     let straight = train(dir.path(), "straight", &text, &[]);
     let cfg = write(dir.path(), "cut.toml", &text);
     let cut = dir.path().join("cut");
@@ -127,14 +148,20 @@ fn a_killed_gpu_run_resumes() {
     assert_eq!(b.len(), 2);
     for (x, y) in a.iter().zip(&b) {
         let (lx, ly) = (x["train_loss"].as_f64().unwrap(), y["train_loss"].as_f64().unwrap());
-        assert!((lx - ly).abs() / lx < 2e-3, "epoch {}: train loss {lx} uninterrupted vs {ly} resumed", x["epoch"]);
+        assert!((lx - ly).abs() / lx < 1e-4, "epoch {}: train loss {lx} uninterrupted vs {ly} resumed", x["epoch"]);
     }
     let (ta, tb) = (metrics(&straight)["test"]["raw"]["top1"].as_f64().unwrap(), metrics(&cut)["test"]["raw"]["top1"].as_f64().unwrap());
     assert!((ta - tb).abs() <= 2.0, "top-1 {ta} uninterrupted vs {tb} resumed (100 test images)");
 }
 
+/// Kernels a ResNet-32 + RBL training step may launch on the GPU path (fusion and autotune
+/// on), counted by cubecl's launch observer: 1,324 on lavapipe at batch 4, 1×28×28 (bench/README
+/// lists them by kernel), plus 10 % for autotune picking other kernels elsewhere. A change that
+/// splits a fused chain or adds a pass per layer crosses it.
+const KERNELS_PER_STEP_BOUND: f64 = 1_460.0;
+
 /// The step benchmark runs on the GPU: training steps with the losses read a window at a time,
-/// and eval batches.
+/// and eval batches; its kernel count per training step stays under the recorded bound.
 #[test]
 fn rbl_bench_runs_on_the_gpu() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rbl-bench"))
@@ -145,4 +172,6 @@ fn rbl_bench_runs_on_the_gpu() {
     let line: Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
     assert_eq!(line["device"], "gpu");
     assert!(line["train_img_s"].as_f64().is_some_and(|v| v > 0.0), "{line}");
+    let kernels = line["kernels_per_step"].as_f64().unwrap();
+    assert!(kernels > 100.0 && kernels <= KERNELS_PER_STEP_BOUND, "{kernels} kernels per step (bound {KERNELS_PER_STEP_BOUND}): {line}");
 }

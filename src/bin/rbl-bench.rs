@@ -27,6 +27,7 @@ use rbl::model::backbone::BackboneKind;
 use rbl::model::precision::Precision;
 use rbl::network::Network;
 use rbl::train::device::{DeviceKind, device_for};
+use rbl::train::kernel_count::KernelCount;
 use rbl::train::optimizer::build_optimizer;
 use rbl::train::step::{StepBatch, StepSettings, train_step};
 use rbl::train::step_log::{StepLog, read_every};
@@ -76,6 +77,9 @@ struct Args {
     /// count images, not views): none, kcl, tsc or hcl.
     #[arg(long, value_enum, default_value = "none")]
     contrastive: rbl::config::ContrastiveKind,
+    /// Also list, on stderr, the GPU kernels a training step launches, by name and count.
+    #[arg(long)]
+    kernels: bool,
 }
 
 /// What `rbl-bench` measures.
@@ -112,13 +116,13 @@ fn run(args: Args) -> Result<()> {
                 }
                 continue;
             }
-            let (train, eval) = measure(&args, batch, [c, h, w])?;
+            let Measured { train, eval, kernels_per_step } = measure(&args, batch, [c, h, w])?;
             let world = rbl::distributed::world();
             if !world.is_root() {
                 continue;
             }
             println!(
-                "{{\"impl\":\"rbl\",\"device\":\"{}\",\"backbone\":\"{}\",\"head\":\"{}\",\"precision\":\"{}\",\"contrastive\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"threads\":{},\"ranks\":{},\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"peak_rss_mb\":{:.1}}}",
+                "{{\"impl\":\"rbl\",\"device\":\"{}\",\"backbone\":\"{}\",\"head\":\"{}\",\"precision\":\"{}\",\"contrastive\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"threads\":{},\"ranks\":{},\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"kernels_per_step\":{kernels_per_step:.1},\"peak_rss_mb\":{:.1}}}",
                 args.device,
                 args.backbone,
                 args.head,
@@ -133,8 +137,9 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Train and eval images per second for one batch size and input shape.
-fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64)> {
+/// Train and eval images per second, and kernels per training step, for one batch size and
+/// input shape.
+fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<Measured> {
     let mut cfg = ExperimentConfig { device: args.device, ..Default::default() };
     cfg.model.head = args.head;
     cfg.model.backbone = args.backbone;
@@ -149,8 +154,9 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     }
     let device = device_for(&cfg)?;
     let train_device = device.clone().autodiff();
-    train_device.seed(0);
-    let mut net = Network::from_config(&cfg, c, args.classes, &train_device)?;
+    cfg.seed = 0;
+    train_device.seed(cfg.seed);
+    let mut net = Network::seeded(&cfg, c, args.classes, &train_device)?;
     let mut optim = build_optimizer(&cfg.train);
     let criterion = Criterion::new(&cfg.loss, &vec![1; args.classes])?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -184,15 +190,26 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
     }
     log.read()?;
     let t0 = Instant::now();
+    let counting = KernelCount::start();
     for _ in 0..args.steps {
         net = step_once(net, &mut optim, &mut log)?;
     }
     log.read()?;
+    let kernels = counting.finish();
     let timed = t0.elapsed().as_secs_f64();
     let train = (args.steps * batch) as f64 / timed.max(1e-9);
+    let launched: usize = kernels.values().sum();
+    let kernels_per_step = launched as f64 / args.steps.max(1) as f64;
+    if args.kernels {
+        let mut by_count: Vec<_> = kernels.into_iter().collect();
+        by_count.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+        for (name, n) in by_count {
+            eprintln!("{:>8.1} per step  {}", n as f64 / args.steps.max(1) as f64, short_kernel_name(name));
+        }
+    }
     if world.size > 1 {
         // The data-parallel measurement is the training step; evaluation is not timed.
-        return Ok((train, 0.0));
+        return Ok(Measured { train, eval: 0.0, kernels_per_step });
     }
 
     // Eval: the frozen network as `forward_all` runs it: BatchNorms folded, directions computed
@@ -211,7 +228,35 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<(f64, f64
         }
     }
     let eval = (args.steps * batch) as f64 / timed.max(1e-9);
-    Ok((train, eval))
+    Ok(Measured { train, eval, kernels_per_step })
+}
+
+/// A kernel's type name without its module paths (`KernelBinop<MulOp>`), cut at 120
+/// characters: the matmuls' names run to kilobytes of generic parameters.
+fn short_kernel_name(name: &str) -> String {
+    let mut short = String::new();
+    for (i, part) in name.split("::").enumerate() {
+        if i > 0 {
+            // What precedes a `::` is a module name: drop it.
+            let module_start = short.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |j| j + 1);
+            short.truncate(module_start);
+        }
+        short.push_str(part);
+    }
+    if short.chars().count() > 120 {
+        short = short.chars().take(119).collect::<String>() + "…";
+    }
+    short
+}
+
+/// What one (batch, input) measurement gives.
+struct Measured {
+    /// Training images per second.
+    train: f64,
+    /// Evaluation images per second (0 under several ranks: not timed).
+    eval: f64,
+    /// GPU kernels launched per timed training step (0 on the CPU).
+    kernels_per_step: f64,
 }
 
 /// Images per second the loader delivers for an epoch-like pass over 4,096 random images of
@@ -275,4 +320,20 @@ fn peak_rss_mb() -> f64 {
         .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_kernel_name;
+
+    #[test]
+    fn kernel_names_lose_their_module_paths() {
+        assert_eq!(
+            short_kernel_name("burn_cubecl::kernel::binary::kernel_binop::KernelBinop<burn_cubecl::kernel::binary::MulOp>"),
+            "KernelBinop<MulOp>"
+        );
+        assert_eq!(short_kernel_name("a::B<c::D, e::F<g::H>>"), "B<D, F<H>>");
+        assert_eq!(short_kernel_name("Plain"), "Plain");
+        assert_eq!(short_kernel_name(&format!("m::{}", "X".repeat(200))).chars().count(), 120);
+    }
 }

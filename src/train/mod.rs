@@ -8,6 +8,7 @@ pub mod epoch;
 pub mod epoch_end;
 pub mod evaluate;
 pub mod experiment;
+pub mod kernel_count;
 pub mod optimizer;
 pub mod posthoc;
 pub mod predict;
