@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import resource
+import sys
 import time
 
 import torch
@@ -131,6 +132,8 @@ def measure(args, batch, shape):
         return loss.item(), (logits.argmax(1) == labels).sum().item()
 
     body.train()
+    if args.count_ops:
+        return count_ops(train_step)
     compile_s = 0.0
     if args.compile:
         t0 = time.perf_counter()
@@ -166,6 +169,46 @@ def measure(args, batch, shape):
     return train, evaluate, compile_s
 
 
+# aten operators that allocate or re-describe memory and run no kernel.
+NO_KERNEL = {"aten::empty", "aten::empty_strided", "aten::empty_like", "aten::as_strided", "aten::as_strided_",
+             "aten::resize_", "aten::detach", "aten::detach_", "aten::view", "aten::_unsafe_view", "aten::reshape",
+             "aten::_reshape_alias", "aten::resolve_conj", "aten::resolve_neg", "aten::t", "aten::transpose",
+             "aten::permute", "aten::expand", "aten::alias", "aten::unsqueeze", "aten::squeeze", "aten::select",
+             "aten::slice", "aten::narrow", "aten::lift_fresh", "aten::contiguous", "aten::to", "aten::_to_copy",
+             "aten::result_type", "aten::broadcast_tensors", "aten::numpy_T", "aten::flatten", "aten::unflatten",
+             "aten::is_nonzero", "aten::item", "aten::_local_scalar_dense", "aten::zeros", "aten::ones",
+             "aten::diagonal", "aten::unsqueeze_", "aten::squeeze_", "aten::new_empty"}
+
+
+def count_ops(train_step):
+    """The aten operators of one training step (after two warm-up steps), from torch.profiler on
+    the CPU. `top`: the ones Python's calls dispatch (conv2d, batch_norm, add_, ...). `kernels`:
+    the innermost ones that compute (no computing aten operator inside them, and not one that only
+    allocates or re-describes memory), which are what eager PyTorch runs as kernels: the count to
+    set beside rbl's GPU kernels per step. By name on stderr, most frequent first."""
+    from collections import Counter
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(2):
+        train_step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_step()
+    aten = [e for e in prof.events() if e.name.startswith("aten::")]
+    is_aten = lambda e: e is not None and e.name.startswith("aten::")
+
+    def computes(e):
+        return e.name not in NO_KERNEL or any(computes(c) for c in e.cpu_children if is_aten(c))
+
+    def kernel(e):
+        return e.name not in NO_KERNEL and not any(computes(c) for c in e.cpu_children if is_aten(c))
+
+    top = [e for e in aten if not is_aten(e.cpu_parent)]
+    kernels = [e for e in aten if kernel(e)]
+    for name, n in Counter(e.name for e in kernels).most_common():
+        print(f"{n:>6} kernel  {name}", file=sys.stderr)
+    return {"aten_ops_top": len(top), "aten_kernels": len(kernels), "aten_ops_all": len(aten)}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--batch", default="128")
@@ -178,11 +221,19 @@ def main():
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--backbone", default="resnet32", choices=["resnet32", "resnet50", "resnext50_32x4d"])
+    p.add_argument("--count-ops", action="store_true",
+                   help="count the aten operators of one eager training step (torch.profiler) instead of timing")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     for inp in args.input.split(","):
         shape = tuple(int(d) for d in inp.split("x"))
         for batch in (int(b) for b in args.batch.split(",")):
+            if args.count_ops:
+                counts = measure(args, batch, shape)
+                print(json.dumps({"impl": "pytorch", "setting": "eager" + ("_channels_last" if args.channels_last else ""),
+                                  "device": args.device, "backbone": args.backbone, "head": "rbl", "batch": batch,
+                                  "input": inp, **counts, "torch": torch.__version__}), flush=True)
+                continue
             train, evaluate, compile_s = measure(args, batch, shape)
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
             setting = ("compile" if args.compile else "eager") + ("_channels_last" if args.channels_last else "")

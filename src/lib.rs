@@ -20,6 +20,7 @@ pub mod model;
 pub mod network;
 pub mod report;
 pub mod train;
+pub mod transfer;
 
 pub use config::ExperimentConfig;
 pub use error::{RblError, Result};

@@ -28,3 +28,27 @@ fn rbl_bench_rejects_a_malformed_shape() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected CxHxW"));
 }
+
+/// The transfers of a training step are counted (`rbl::transfer`): on the CPU a step reads
+/// twice, the step log (loss and hit count, 2 × f32) and the rotation generator's 1-norm that
+/// the f64 exponential chooses its scaling by (one f64; the GPU's f32 exponential has a fixed
+/// scaling and no read), and each step uploads its
+/// batch (2 × 1×28×28 f32 = 6,272 bytes) with its labels and the loss's label vector: a few
+/// hundred bytes beside the images.
+#[test]
+fn rbl_bench_counts_the_transfers_of_a_step() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rbl-bench"))
+        .args(["--batch", "2", "--input", "1x28x28", "--steps", "3", "--warmup", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(line["timed_steps"], 3);
+    assert_eq!(line["reads"], 6, "two reads per step on the CPU: {line}");
+    assert_eq!(line["read_bytes_per_step"].as_f64(), Some(16.0), "{line}");
+    let images = (2 * 28 * 28 * 4) as f64;
+    let uploaded = line["upload_bytes_per_step"].as_f64().unwrap();
+    assert!(uploaded >= images && uploaded < images + 1024.0, "{uploaded} bytes uploaded per step: {line}");
+    let uploads = line["uploads_per_step"].as_f64().unwrap();
+    assert!((2.0..=6.0).contains(&uploads), "{uploads} uploads per step: {line}");
+}

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::module::Module;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -31,6 +31,7 @@ use rbl::train::kernel_count::KernelCount;
 use rbl::train::optimizer::build_optimizer;
 use rbl::train::step::{StepBatch, StepSettings, train_step};
 use rbl::train::step_log::{StepLog, read_every};
+use rbl::transfer;
 
 /// Step benchmark of rbl (see bench/README.md).
 #[derive(Parser)]
@@ -116,13 +117,13 @@ fn run(args: Args) -> Result<()> {
                 }
                 continue;
             }
-            let Measured { train, eval, kernels_per_step } = measure(&args, batch, [c, h, w])?;
+            let Measured { train, eval, kernels_per_step, transfers } = measure(&args, batch, [c, h, w])?;
             let world = rbl::distributed::world();
             if !world.is_root() {
                 continue;
             }
             println!(
-                "{{\"impl\":\"rbl\",\"device\":\"{}\",\"backbone\":\"{}\",\"head\":\"{}\",\"precision\":\"{}\",\"contrastive\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"threads\":{},\"ranks\":{},\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"kernels_per_step\":{kernels_per_step:.1},\"peak_rss_mb\":{:.1}}}",
+                "{{\"impl\":\"rbl\",\"device\":\"{}\",\"backbone\":\"{}\",\"head\":\"{}\",\"precision\":\"{}\",\"contrastive\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"threads\":{},\"ranks\":{},\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"kernels_per_step\":{kernels_per_step:.1},{},\"peak_rss_mb\":{:.1}}}",
                 args.device,
                 args.backbone,
                 args.head,
@@ -130,6 +131,7 @@ fn run(args: Args) -> Result<()> {
                 args.contrastive,
                 cpu_threads(),
                 world.size,
+                transfers.json(),
                 peak_rss_mb()
             );
         }
@@ -176,9 +178,8 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<Measured>
     // As the training loop does: the losses are read a window of steps at a time (every step
     // on the CPU), and the clock stops after the last read, so queued GPU work is counted.
     let step_once = |net: Network, optim: &mut _, log: &mut StepLog| -> Result<Network> {
-        let x = Tensor::<4>::from_data(TensorData::new(images.clone(), [local, c, h, w]), &train_device);
-        let second_view =
-            contrast.as_ref().map(|_| (Tensor::<4>::from_data(TensorData::new(second.clone(), [local, c, h, w]), &train_device), 7));
+        let x: Tensor<4> = transfer::upload_vec(images.clone(), [local, c, h, w], &train_device);
+        let second_view = contrast.as_ref().map(|_| (transfer::upload_vec(second.clone(), [local, c, h, w], &train_device), 7));
         let (net, readings) =
             train_step(net, optim, StepBatch { images: x, labels: &labels, mix: None, global: batch, seen: None, second_view }, &settings);
         log.push(readings)?;
@@ -191,10 +192,12 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<Measured>
     log.read()?;
     let t0 = Instant::now();
     let counting = KernelCount::start();
+    let transfers_before = transfer::totals();
     for _ in 0..args.steps {
         net = step_once(net, &mut optim, &mut log)?;
     }
     log.read()?;
+    let transfers = PerStep::of(transfer::totals() - transfers_before, args.steps);
     let kernels = counting.finish();
     let timed = t0.elapsed().as_secs_f64();
     let train = (args.steps * batch) as f64 / timed.max(1e-9);
@@ -209,7 +212,7 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<Measured>
     }
     if world.size > 1 {
         // The data-parallel measurement is the training step; evaluation is not timed.
-        return Ok(Measured { train, eval: 0.0, kernels_per_step });
+        return Ok(Measured { train, eval: 0.0, kernels_per_step, transfers });
     }
 
     // Eval: the frozen network as `forward_all` runs it: BatchNorms folded, directions computed
@@ -219,16 +222,16 @@ fn measure(args: &Args, batch: usize, [c, h, w]: [usize; 3]) -> Result<Measured>
     let mut timed = 0.0;
     for step in 0..args.warmup + args.steps {
         let t0 = Instant::now();
-        let x = Tensor::<4>::from_data(TensorData::new(all_images.clone(), [batch, c, h, w]), &device);
+        let x: Tensor<4> = transfer::upload_vec(all_images.clone(), [batch, c, h, w], &device);
         let logits = eval_net.head.logits_with(eval_net.features(x), directions.clone());
-        let host: Vec<f32> = logits.into_data().try_to_vec().expect("f32 logits");
+        let host: Vec<f32> = transfer::read_f32(logits);
         std::hint::black_box(host);
         if step >= args.warmup {
             timed += t0.elapsed().as_secs_f64();
         }
     }
     let eval = (args.steps * batch) as f64 / timed.max(1e-9);
-    Ok(Measured { train, eval, kernels_per_step })
+    Ok(Measured { train, eval, kernels_per_step, transfers })
 }
 
 /// A kernel's type name without its module paths (`KernelBinop<MulOp>`), cut at 120
@@ -257,6 +260,38 @@ struct Measured {
     eval: f64,
     /// GPU kernels launched per timed training step (0 on the CPU).
     kernels_per_step: f64,
+    /// Host↔device transfers of the timed training steps.
+    transfers: PerStep,
+}
+
+/// The transfers of `steps` training steps (`rbl::transfer`), in total and per step. The
+/// reads include the step log's, one per 32 steps on a GPU and one at the end: the host waits
+/// the training loop has.
+struct PerStep {
+    total: transfer::Transfers,
+    steps: usize,
+}
+
+impl PerStep {
+    fn of(total: transfer::Transfers, steps: usize) -> PerStep {
+        PerStep { total, steps: steps.max(1) }
+    }
+
+    /// The JSON fields: totals over the timed steps and their per-step means.
+    fn json(&self) -> String {
+        let t = &self.total;
+        let per = |v: u64| v as f64 / self.steps as f64;
+        format!(
+            "\"timed_steps\":{},\"reads\":{},\"uploads\":{},\"reads_per_step\":{:.3},\"read_bytes_per_step\":{:.0},\"uploads_per_step\":{:.2},\"upload_bytes_per_step\":{:.0}",
+            self.steps,
+            t.reads,
+            t.uploads,
+            per(t.reads),
+            per(t.read_bytes),
+            per(t.uploads),
+            per(t.upload_bytes)
+        )
+    }
 }
 
 /// Images per second the loader delivers for an epoch-like pass over 4,096 random images of

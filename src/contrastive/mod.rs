@@ -28,7 +28,7 @@ pub mod projection;
 pub mod supcon;
 pub mod targets;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -76,7 +76,7 @@ impl ContrastiveTraining {
         let targets = if cfg.method == ContrastiveKind::Tsc {
             let rows = targets::uniform_targets(classes, cfg.projection_dim, seed ^ TARGET_SEED)?;
             let flat: Vec<f32> = rows.iter().flatten().map(|&x| x as f32).collect();
-            let t = Tensor::from_data(TensorData::new(flat, [classes, cfg.projection_dim]), device);
+            let t = crate::transfer::upload_vec(flat, [classes, cfg.projection_dim], device);
             Some((rows, t))
         } else {
             None
@@ -115,7 +115,7 @@ impl ContrastiveTraining {
             return ContrastiveStep { loss, projection };
         };
         let mut centroids = projection.centroid_rows().expect("a TSC network holds centroids");
-        let first: Vec<f32> = z.clone().detach().narrow(0, 0, b).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 projections");
+        let first: Vec<f32> = crate::transfer::read_f32(z.clone().detach().narrow(0, 0, b));
         targets::update_centroids(&mut centroids, &first, labels, self.cfg.centroid_momentum);
         let target_of_class = targets::assign(&centroids, rows);
         let columns = TargetColumns { target_of_class: &target_of_class, repeat: self.cfg.target_repeat, weight: self.cfg.target_weight };

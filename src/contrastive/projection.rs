@@ -9,7 +9,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -39,7 +39,7 @@ impl Projection {
                 let n = row.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
                 row.iter_mut().for_each(|x| *x = (*x as f64 / n) as f32);
             }
-            Param::from_tensor(Tensor::from_data(TensorData::new(v, [classes, out_dim]), device)).set_require_grad(false)
+            Param::from_tensor(crate::transfer::upload_vec(v, [classes, out_dim], device)).set_require_grad(false)
         });
         Projection { hidden: LinearConfig::new(dim, dim).init(device), out: LinearConfig::new(dim, out_dim).init(device), centroids }
     }
@@ -54,7 +54,7 @@ impl Projection {
     pub fn centroid_rows(&self) -> Option<Vec<Vec<f64>>> {
         let c = self.centroids.as_ref()?.val();
         let [_, p] = c.dims();
-        let v = c.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 centroids");
+        let v = crate::transfer::read_f32(c);
         Some(v.chunks(p).map(|r| r.iter().map(|&x| x as f64).collect()).collect())
     }
 
@@ -65,7 +65,7 @@ impl Projection {
             let device = old.val().device();
             let p = rows.first().map_or(0, Vec::len);
             let flat: Vec<f32> = rows.iter().flatten().map(|&x| x as f32).collect();
-            let t = Tensor::from_data(TensorData::new(flat, [rows.len(), p]), &device);
+            let t = crate::transfer::upload_vec(flat, [rows.len(), p], &device);
             self.centroids = Some(Param::initialized(old.id, t).set_require_grad(false));
         }
         self

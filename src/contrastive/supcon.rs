@@ -9,7 +9,7 @@
 //! and n its row sums it is SupCon's L^sup_out. The reference's `temperature / base_temperature`
 //! factor is 1 in every recipe (both 0.07) and is left out.
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 
 use super::masks::ContrastMasks;
 
@@ -17,7 +17,7 @@ use super::masks::ContrastMasks;
 pub fn supcon_loss(anchors: Tensor<2>, columns: Tensor<2>, masks: &ContrastMasks, temperature: f64) -> Tensor<1> {
     let device = anchors.device();
     let (a, k) = (masks.anchors, masks.columns);
-    let host = |v: &Vec<f32>, shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(v.clone(), shape), &device);
+    let host = |v: &Vec<f32>, shape: [usize; 2]| -> Tensor<2> { crate::transfer::upload_vec(v.clone(), shape, &device) };
     let (w, p, n) = (host(&masks.weight, [a, k]), host(&masks.positive, [a, k]), host(&masks.count, [a, 1]));
     let s = anchors.matmul(columns.transpose()).div_scalar(temperature);
     // log Σ_k W_ik exp(s_ik), shifted by the row maximum (a constant for the gradient).
@@ -35,6 +35,7 @@ mod tests {
     use burn::module::{Module, Param};
     use burn::optim::GradientsParams;
     use burn::tensor::Device;
+    use burn::tensor::TensorData;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 

@@ -17,7 +17,7 @@
 
 use burn::module::{Module, Param};
 use burn::optim::{AdamConfig, GradientsParams};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -65,7 +65,7 @@ pub fn spread_on_sphere(classes: usize, dim: usize, seed: u64, steps: usize) -> 
     let device = Device::flex().autodiff();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let start: Vec<f32> = (0..classes * dim).map(|_| StandardNormal.sample(&mut rng)).collect();
-    let mut points = Points { x: Param::from_tensor(Tensor::from_data(TensorData::new(start, [classes, dim]), &device)) };
+    let mut points = Points { x: Param::from_tensor(crate::transfer::upload_vec(start, [classes, dim], &device)) };
     let mut optim = AdamConfig::new().init();
     let mut best: Option<(f64, Vec<f32>)> = None;
     // The self-similarity 1/τ is left out of the sums: it is a constant that would swamp the
@@ -77,9 +77,9 @@ pub fn spread_on_sphere(classes: usize, dim: usize, seed: u64, steps: usize) -> 
         let s = t.clone().matmul(t.clone().transpose()).div_scalar(UNIFORMITY_TEMPERATURE) + off_diagonal.clone();
         let m = s.clone().detach().max_dim(1);
         let loss = ((s - m.clone()).exp().sum_dim(1).log() + m).mean();
-        let value = loss.clone().into_data().convert::<f64>().try_to_vec::<f64>().expect("f64")[0];
+        let value = crate::transfer::read(loss.clone()).try_to_vec_as::<f64>().expect("a float loss")[0];
         if best.as_ref().is_none_or(|(b, _)| value < *b) {
-            best = Some((value, t.detach().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32")));
+            best = Some((value, crate::transfer::read_f32(t.detach())));
         }
         let grads = GradientsParams::from_grads(loss.backward(), &points);
         points = optim.step(0.01, points, grads);

@@ -34,7 +34,7 @@ fn running_stats(net: &Network) -> Result<Vec<Stat>> {
             continue;
         }
         let name = t.name.clone();
-        let data = burn::store::bridge::into_data(t).map_err(|e| RblError::Model(format!("{name}: {e}")))?.convert::<f32>();
+        let data = crate::transfer::read_collected(t).map_err(|e| RblError::Model(format!("{name}: {e}")))?.convert::<f32>();
         let shape = data.shape().to_vec();
         named.push((name, shape, data.as_slice::<f32>().expect("f32 after convert").to_vec()));
     }

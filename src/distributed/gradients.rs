@@ -51,7 +51,7 @@ impl ModuleVisitor for Pack<'_> {
             return;
         };
         let (shape, device) = (g.dims().to_vec(), g.device());
-        let values = g.into_data().convert::<f32>();
+        let values = crate::transfer::read(g).convert::<f32>();
         let offset = self.buffer.len();
         self.buffer.extend_from_slice(values.as_slice::<f32>().expect("f32 after convert"));
         self.slots.push(Some(Slot { offset, shape, device }));
@@ -73,6 +73,6 @@ impl ModuleVisitor for Unpack<'_> {
         let Some(Slot { offset, shape, device }) = slot else { return };
         let n: usize = shape.iter().product();
         let data = TensorData::new(self.buffer[*offset..offset + n].to_vec(), shape.clone());
-        self.grads.register::<D>(param.id, Tensor::<D>::from_data(data, device));
+        self.grads.register::<D>(param.id, crate::transfer::upload::<D, burn::tensor::Float>(data, device));
     }
 }

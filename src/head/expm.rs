@@ -70,7 +70,7 @@ pub fn expm(x: Tensor<2>) -> Tensor<2> {
 
 /// ‖X‖₁, the largest column sum of |X| (one device→host read): what the scaling is chosen by.
 pub fn norm1(x: &Tensor<2>) -> f64 {
-    let norm: f32 = x.clone().detach().abs().sum_dim(0).max().into_scalar();
+    let norm = crate::transfer::read_scalar(x.clone().detach().abs().sum_dim(0).max());
     norm as f64
 }
 

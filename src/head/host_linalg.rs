@@ -91,7 +91,7 @@ impl Mat {
     /// A device matrix read back to the host.
     pub fn from_tensor(t: Tensor<2>) -> Mat {
         let [rows, cols] = t.dims();
-        let data: Vec<f32> = t.into_data().try_to_vec().expect("an f32 matrix");
+        let data: Vec<f32> = crate::transfer::read_f32(t);
         Mat { rows, cols, data: data.into_iter().map(f64::from).collect() }
     }
 

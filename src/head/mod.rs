@@ -11,7 +11,7 @@ pub mod rotation;
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use crate::error::Result;
 pub use rotation::Rotation;
@@ -53,7 +53,7 @@ impl Head {
     pub fn new(kind: HeadKind, dim: usize, classes: usize, seed: u64, wide: bool, device: &Device) -> Result<Head> {
         let frame = |device: &Device| -> Result<Tensor<2>> {
             let m = etf::simplex_etf(dim, classes, seed ^ 0xE7F)?;
-            Ok(Tensor::from_data(TensorData::new(m.to_f32(), [dim, classes]), device))
+            Ok(crate::transfer::upload_vec(m.to_f32(), [dim, classes], device))
         };
         Ok(match kind {
             HeadKind::Linear => {

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use crate::head::expm::{SKEW_F32_MEASURED_NORM, expm_f64, expm_skew_f32, norm1};
 use crate::head::host_linalg::{Mat, random_orthonormal};
@@ -53,7 +53,7 @@ impl Rotation {
         let b0 = random_orthonormal(dim, dim, seed);
         Rotation {
             a: Param::from_tensor(Tensor::zeros([dim, dim], device)),
-            base: Tensor::from_data(TensorData::new(b0.to_f32(), [dim, dim]), device),
+            base: crate::transfer::upload_vec(b0.to_f32(), [dim, dim], device),
             wide,
             generator: RotationGenerator::Lower,
         }

@@ -9,7 +9,7 @@ pub mod logit_adjusted;
 pub mod seesaw;
 pub mod sigmoid_focal;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub use cross_entropy::cross_entropy;
@@ -155,8 +155,8 @@ impl Criterion {
         let logits = inputs.logits.clone();
         let device = logits.device();
         let [b, c] = logits.dims();
-        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), &device);
-        let log_prior = || Tensor::<1>::from_data(TensorData::new(self.log_prior.clone(), [c]), &device);
+        let y: Tensor<1, Int> = crate::transfer::upload_vec(labels.to_vec(), [b], &device);
+        let log_prior = || -> Tensor<1> { crate::transfer::upload_vec(self.log_prior.clone(), [c], &device) };
         Some(match self.cfg.name {
             LossKind::Ce => cross_entropy_per_image(logits, y),
             LossKind::LogitAdjusted => cross_entropy_per_image(shift_by_prior(logits, log_prior(), self.cfg.tau), y),
@@ -196,10 +196,11 @@ impl Criterion {
         let logits = inputs.logits.clone();
         let device = logits.device();
         let [b, c] = logits.dims();
-        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), &device);
-        let vec1 = |v: Vec<f32>, d: &Device| Tensor::<1>::from_data(TensorData::new(v, [c]), d);
-        let per_image_weights =
-            |w: &[f32]| Tensor::<1>::from_data(TensorData::new(labels.iter().map(|&l| w[l as usize]).collect::<Vec<f32>>(), [b]), &device);
+        let y: Tensor<1, Int> = crate::transfer::upload_vec(labels.to_vec(), [b], &device);
+        let vec1 = |v: Vec<f32>, d: &Device| -> Tensor<1> { crate::transfer::upload_vec(v, [c], d) };
+        let per_image_weights = |w: &[f32]| -> Tensor<1> {
+            crate::transfer::upload_vec(labels.iter().map(|&l| w[l as usize]).collect::<Vec<f32>>(), [b], &device)
+        };
         match self.cfg.name {
             LossKind::Ce => cross_entropy(logits, y),
             LossKind::LogitAdjusted => cross_entropy(shift_by_prior(logits, vec1(self.log_prior.clone(), &device), self.cfg.tau), y),
@@ -214,13 +215,14 @@ impl Criterion {
             }
             LossKind::CbFocal => {
                 let one_hot: Vec<f32> = (0..b * c).map(|k| (labels[k / c] as usize == k % c) as u8 as f32).collect();
-                let one_hot = Tensor::<2>::from_data(TensorData::new(one_hot, [b, c]), &device);
+                let one_hot: Tensor<2> = crate::transfer::upload_vec(one_hot, [b, c], &device);
                 let per_image = sigmoid_focal::sigmoid_focal_per_image(logits, one_hot, self.cfg.gamma);
                 (per_image * per_image_weights(&self.cb_weights)).sum().div_scalar(b as f32)
             }
             LossKind::Ldam => {
                 let shift: Vec<f32> = (0..b * c).map(|k| if labels[k / c] as usize == k % c { self.margins[k % c] } else { 0.0 }).collect();
-                let shifted = (logits - Tensor::<2>::from_data(TensorData::new(shift, [b, c]), &device)).mul_scalar(self.cfg.ldam_scale);
+                let shifted = (logits - crate::transfer::upload_vec::<2, burn::tensor::Float, _>(shift, [b, c], &device))
+                    .mul_scalar(self.cfg.ldam_scale);
                 let per_image = cross_entropy_per_image(shifted, y);
                 if self.cfg.drw_epoch > 0 && epoch >= self.cfg.drw_epoch {
                     weighted_mean(per_image, per_image_weights(&self.cb_weights))
@@ -231,7 +233,7 @@ impl Criterion {
             LossKind::Lade => {
                 let log_prior = vec1(self.log_prior.clone(), &device);
                 let one_hot: Vec<f32> = (0..b * c).map(|k| (labels[k / c] as usize == k % c) as u8 as f32).collect();
-                let one_hot = Tensor::<2>::from_data(TensorData::new(one_hot, [b, c]), &device);
+                let one_hot: Tensor<2> = crate::transfer::upload_vec(one_hot, [b, c], &device);
                 let pc = cross_entropy(shift_by_prior(logits.clone(), log_prior.clone(), 1.0), y);
                 pc + lade::lade_regularizer(logits, one_hot, log_prior, self.cfg.lade_lambda).mul_scalar(self.cfg.lade_alpha)
             }
@@ -251,6 +253,7 @@ impl Criterion {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
 
     const LOGITS: [f32; 6] = [2.0, 0.0, -1.0, 0.5, 0.5, 1.0];
     const LABELS: [i64; 2] = [0, 2];

@@ -15,7 +15,7 @@
 //! softmax of the logits (not differentiated), σ_i floored at ε = 0.01; p = 0.8, q = 2 in the
 //! paper. The factors are constants of the step: the gradient flows through z alone.
 
-use burn::tensor::{Int, Tensor, TensorData, activation::softmax};
+use burn::tensor::{Int, Tensor, activation::softmax};
 
 use crate::loss::cross_entropy::cross_entropy;
 
@@ -43,7 +43,7 @@ pub fn log_mitigation(labels: &[i64], seen: &[f64], p: f64) -> Vec<f32> {
 pub fn seesaw(logits: Tensor<2>, labels: &[i64], seen: &[f64], p: f64, q: f64) -> Tensor<1> {
     let device = logits.device();
     let b = labels.len();
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), &device);
+    let y: Tensor<1, Int> = crate::transfer::upload_vec(labels.to_vec(), [b], &device);
     cross_entropy(seesaw_logits(logits, labels, seen, p, q), y)
 }
 
@@ -52,11 +52,11 @@ pub fn seesaw_logits(logits: Tensor<2>, labels: &[i64], seen: &[f64], p: f64, q:
     let device = logits.device();
     let [b, c] = logits.dims();
     let one_hot: Vec<f32> = (0..b * c).map(|k| (labels[k / c] as usize == k % c) as u8 as f32).collect();
-    let others = Tensor::<2>::from_data(TensorData::new(one_hot, [b, c]), &device).neg().add_scalar(1.0);
-    let mut log_s = Tensor::<2>::from_data(TensorData::new(log_mitigation(labels, seen, p), [b, c]), &device);
+    let others = crate::transfer::upload_vec::<2, burn::tensor::Float, _>(one_hot, [b, c], &device).neg().add_scalar(1.0);
+    let mut log_s: Tensor<2> = crate::transfer::upload_vec(log_mitigation(labels, seen, p), [b, c], &device);
     if q > 0.0 {
         let sigma = softmax(logits.clone().detach(), 1);
-        let y = Tensor::<2, Int>::from_data(TensorData::new(labels.to_vec(), [b, 1]), &device);
+        let y: Tensor<2, Int> = crate::transfer::upload_vec(labels.to_vec(), [b, 1], &device);
         let own = sigma.clone().gather(1, y).clamp_min(EPS);
         // q · log max(σ_j / σ_i, 1): the factor where it exceeds 1, 0 (a factor of 1) elsewhere.
         let ratio = sigma / own;
@@ -69,6 +69,7 @@ pub fn seesaw_logits(logits: Tensor<2>, labels: &[i64], seen: &[f64], p: f64, q:
 mod tests {
     use super::*;
     use burn::tensor::Device;
+    use burn::tensor::TensorData;
 
     /// The loss in f64, straight from the formulas above.
     fn by_hand(z: &[Vec<f64>], labels: &[usize], seen: &[f64], p: f64, q: f64) -> f64 {

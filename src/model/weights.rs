@@ -72,16 +72,16 @@ pub fn export_safetensors(net: &Network, kind: BackboneKind, path: &Path, metada
         let name = network_to_torch(kind, &t.name);
         let data = match (name.as_str(), net.head.rotation()) {
             // A in the paper's form, whichever generator trained it (see Rotation::full_form_generator).
-            ("head.a", Some(r)) => r.full_form_generator().into_data(),
-            _ => burn::store::bridge::into_data(t).map_err(|e| store_error(path, e))?,
+            ("head.a", Some(r)) => crate::transfer::read(r.full_form_generator()),
+            _ => crate::transfer::read_collected(t).map_err(|e| store_error(path, e))?,
         };
         named.push(f32_entry(name, data));
     }
     if let Some(frame) = net.head.frame() {
-        named.push(f32_entry("head.frame".into(), frame.into_data()));
+        named.push(f32_entry("head.frame".into(), crate::transfer::read(frame)));
     }
     if let Some(r) = net.head.rotation() {
-        named.push(f32_entry("head.b0".into(), r.base().into_data()));
+        named.push(f32_entry("head.b0".into(), crate::transfer::read(r.base())));
     }
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let views = named
@@ -325,7 +325,7 @@ fn import_from<S: ModuleStore>(mut net: Network, kind: BackboneKind, path: &Path
     let mut constant = |name: &str| -> Option<Tensor<2>> {
         let c = checked.iter().find(|c| c.name == name)?;
         report.constants.push(name.into());
-        Some(Tensor::from_data(TensorData::new(c.values.clone(), c.shape.clone()), &device))
+        Some(crate::transfer::upload(TensorData::new(c.values.clone(), c.shape.clone()), &device))
     };
     let frame = if net.head.frame().is_some() { constant("head.frame") } else { None };
     let base = if net.head.rotation().is_some() { constant("head.b0") } else { None };

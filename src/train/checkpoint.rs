@@ -111,7 +111,7 @@ pub fn weights_digest(net: &Network) -> u32 {
     struct Digest(crc32fast::Hasher);
     impl burn::module::ModuleVisitor for Digest {
         fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
-            self.0.update(param.val().into_data().as_bytes());
+            self.0.update(crate::transfer::read(param.val()).as_bytes());
         }
     }
     let mut d = Digest(crc32fast::Hasher::new());

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 
 use crate::data::loader::{Loader, LoaderPlan, epoch_seed};
 use crate::distributed::batch_norm::{all_ranks_running_stats, average_running_stats};
@@ -97,13 +97,12 @@ impl Trainer<'_> {
                 return Ok(EpochOutcome::Interrupted { saved });
             }
             let b = batch.len();
-            let images = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), &self.train_device);
+            let images: Tensor<4> = crate::transfer::upload_vec(batch.images, [b, c, h, w], &self.train_device);
             if let Some(seen) = self.seen.as_mut() {
                 crate::train::seen_counts::add_batch(seen, &batch.labels, self.world);
             }
-            let second_view = batch
-                .second_view
-                .map(|v| (Tensor::<4>::from_data(TensorData::new(v.images, [b, c, h, w]), &self.train_device), v.pair_seed));
+            let second_view =
+                batch.second_view.map(|v| (crate::transfer::upload_vec(v.images, [b, c, h, w], &self.train_device), v.pair_seed));
             let step_batch = StepBatch {
                 images,
                 labels: &batch.labels,

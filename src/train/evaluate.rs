@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use crate::data::ImageSet;
 use crate::data::augment::Augmenter;
@@ -103,12 +103,12 @@ fn forward_one(
     let directions = net.head.class_directions();
     for batch in loader.by_ref() {
         let b = batch.len();
-        let x = Tensor::<4>::from_data(TensorData::new(batch.images, [b, c, h, w]), device);
+        let x: Tensor<4> = crate::transfer::upload_vec(batch.images, [b, c, h, w], device);
         let features = net.features(x);
         let out = net.head.logits_with(features.clone(), directions.clone());
-        pass.logits.extend(out.into_data().try_to_vec::<f32>().expect("f32 logits"));
+        pass.logits.extend(crate::transfer::read_f32(out));
         if keep_features {
-            pass.features.extend(features.into_data().try_to_vec::<f32>().expect("f32 features"));
+            pass.features.extend(crate::transfer::read_f32(features));
         }
     }
     if let Some(e) = loader.failure() {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use burn::module::{Module, Param};
 use burn::nn::LinearConfig;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -99,7 +99,7 @@ pub fn run_stage2(run: &TrainedRun, method: Stage2, opts: &Stage2Options) -> Res
     let (train_out, test_out) = (outputs(&ctx.train)?, outputs(&ctx.test)?);
     let width = train_out.len() / ctx.train.len();
     let ad = device.clone().autodiff();
-    let to_tensor = |rows: &[f32], n: usize| Tensor::<2>::from_data(TensorData::new(rows.to_vec(), [n, width]), &ad);
+    let to_tensor = |rows: &[f32], n: usize| -> Tensor<2> { crate::transfer::upload_vec(rows.to_vec(), [n, width], &ad) };
     let train_cfg =
         crate::train::config::TrainConfig { epochs: opts.epochs, lr: opts.lr, warmup_epochs: 0, weight_decay: 5e-4, ..cfg.train.clone() };
     let mut optim = build_optimizer(&train_cfg);
@@ -109,7 +109,7 @@ pub fn run_stage2(run: &TrainedRun, method: Stage2, opts: &Stage2Options) -> Res
     };
     let criterion = Criterion::new(&loss, &counts)?;
     let w_norm: Vec<f32> = Mat::from_tensor(net.head.class_directions()).column_norms().into_iter().map(|n| n as f32).collect();
-    let w_norm_t = |dev: &Device| Tensor::<1>::from_data(TensorData::new(w_norm.clone(), [c]), dev);
+    let w_norm_t = |dev: &Device| -> Tensor<1> { crate::transfer::upload_vec(w_norm.clone(), [c], dev) };
 
     // Index-only "image set" so the usual samplers draw the stage-2 batches.
     let labels_only = Arc::new(ImageSet {
@@ -154,7 +154,7 @@ pub fn run_stage2(run: &TrainedRun, method: Stage2, opts: &Stage2Options) -> Res
     }
 
     let n_test = ctx.test.len();
-    let x = Tensor::<2>::from_data(TensorData::new(test_out, [n_test, width]), device);
+    let x: Tensor<2> = crate::transfer::upload_vec(test_out, [n_test, width], device);
     let (logits, per_class) = match method {
         Stage2::Crt => (crt.expect("trained").valid().forward(x), vec![]),
         Stage2::Lws => {
@@ -167,7 +167,7 @@ pub fn run_stage2(run: &TrainedRun, method: Stage2, opts: &Stage2Options) -> Res
             (x * o.clone().reshape([1, c]) + (b.clone() * w_norm_t(device)).reshape([1, c]), vec![vec_of(o), vec_of(b)])
         }
     };
-    let host: Vec<f32> = logits.into_data().try_to_vec().expect("f32 logits");
+    let host: Vec<f32> = crate::transfer::read_f32(logits);
     let loss = mean_cross_entropy(&host, &ctx.test.labels, c);
     let test = summarize(host, loss, &ctx.test, &counts, cfg.eval.tau, ctx.buckets);
     let after = weights_digest(net);
@@ -178,5 +178,5 @@ pub fn run_stage2(run: &TrainedRun, method: Stage2, opts: &Stage2Options) -> Res
 }
 
 fn vec_of(t: Tensor<1>) -> Vec<f32> {
-    t.into_data().try_to_vec().expect("f32 values")
+    crate::transfer::read_f32(t)
 }

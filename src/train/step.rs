@@ -5,7 +5,7 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 
 use crate::contrastive::ContrastiveTraining;
 use crate::data::loader::Mix;
@@ -115,13 +115,13 @@ pub fn train_step(
     let inputs = LossInputs { logits: logits.clone(), features: Some((features, directions)), seen: seen.map(<[f64]>::to_vec) };
     let predicted = logits.detach().argmax(1).reshape([b]);
     let hits = |l: &[i64]| {
-        let y = Tensor::<1, Int>::from_data(TensorData::new(l.to_vec(), [b]), device);
+        let y: Tensor<1, Int> = crate::transfer::upload_vec(l.to_vec(), [b], device);
         predicted.clone().equal(y).int().float()
     };
     let (loss, correct) = match mix.and_then(|m| m.lambdas.as_ref().map(|l| (m, l))) {
         // UniMix: a λ per image, on each image's own loss.
         Some((m, lambdas)) => {
-            let lam = Tensor::<1>::from_data(TensorData::new(lambdas.clone(), [b]), device);
+            let lam: Tensor<1> = crate::transfer::upload_vec(lambdas.clone(), [b], device);
             let rest = lam.clone().neg().add_scalar(1.0);
             let own = criterion.per_image(&inputs, labels).expect("unimix needs a per-image loss (validated)");
             let partner = criterion.per_image(&inputs, &m.partner_labels).expect("unimix needs a per-image loss (validated)");

@@ -99,8 +99,7 @@ impl StepLog {
             return Ok(());
         }
         let batches: Vec<usize> = self.pending.iter().map(|r| r.batch).collect();
-        let values: Vec<f32> =
-            Tensor::cat(self.pending.drain(..).map(|r| r.values).collect(), 0).into_data().try_to_vec().expect("f32 step readings");
+        let values: Vec<f32> = crate::transfer::read_f32(Tensor::cat(self.pending.drain(..).map(|r| r.values).collect(), 0));
         let world = crate::distributed::world();
         if world.size > 1 {
             return self.read_over_ranks(world, &values, &batches);
