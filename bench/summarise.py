@@ -22,6 +22,10 @@ for line in open(raw):
     runs[(shape, r["batch"], setting)].append(r)
 header = open(raw + ".txt").read().strip() if len(sys.argv) < 3 else ""
 print(f"Source: `{raw}` ({header})\n")
+# rbl-bench says which instruction-set path its kernels took (runs before 2026-12-07 did not).
+paths = sorted({r["cpu_kernels"] for rs in runs.values() for r in rs if "cpu_kernels" in r})
+if paths:
+    print(f"rbl's CPU kernels: {', '.join(paths)} path\n")
 settings = [s for s in ["eager", "eager_channels_last", "compile_channels_last", "compile"] if any(k[2] == s for k in runs)]
 med = lambda rs, key: statistics.median(r[key] for r in rs)
 for what, key in [("train", "train_img_s"), ("eval", "eval_img_s")]:

@@ -10,6 +10,10 @@ use clap::Parser;
 fn main() {
     let _ = rbl_ops::keep_freed_buffers();
     let command = cli::Cli::parse();
+    if let Err(e) = rbl_ops::requested_level() {
+        rbl::note!("error: {e}");
+        std::process::exit(2);
+    }
     let session = match rbl::distributed::init() {
         Ok(session) => session,
         Err(e) => {

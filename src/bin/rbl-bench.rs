@@ -95,6 +95,7 @@ enum Mode {
 fn main() -> Result<()> {
     let _ = rbl_ops::keep_freed_buffers();
     let args = Args::parse();
+    rbl_ops::requested_level().map_err(anyhow::Error::msg)?;
     // Under `mpirun -np N` (an `mpi` build) the training step runs data-parallel: each rank a
     // slice of the global batch, gradients averaged, and rank 0 prints.
     let _session = rbl::distributed::init().map_err(anyhow::Error::msg)?;
@@ -123,13 +124,15 @@ fn run(args: Args) -> Result<()> {
                 continue;
             }
             println!(
-                "{{\"impl\":\"rbl\",\"device\":\"{}\",\"backbone\":\"{}\",\"head\":\"{}\",\"precision\":\"{}\",\"contrastive\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"threads\":{},\"ranks\":{},\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"kernels_per_step\":{kernels_per_step:.1},{},\"peak_rss_mb\":{:.1}}}",
+                "{{\"impl\":\"rbl\",\"device\":\"{}\",\"backbone\":\"{}\",\"head\":\"{}\",\"precision\":\"{}\",\"contrastive\":\"{}\",\"batch\":{batch},\"input\":\"{input}\",\"threads\":{},\"cpu_kernels\":\"{}\",\"cpu_features\":\"{}\",\"ranks\":{},\"train_img_s\":{train:.2},\"eval_img_s\":{eval:.2},\"kernels_per_step\":{kernels_per_step:.1},{},\"peak_rss_mb\":{:.1}}}",
                 args.device,
                 args.backbone,
                 args.head,
                 rbl::config::variant_name(&args.precision),
                 args.contrastive,
                 cpu_threads(),
+                rbl_ops::cpu_features().kernel_path(),
+                rbl_ops::cpu_features().names(),
                 world.size,
                 transfers.json(),
                 peak_rss_mb()

@@ -291,13 +291,14 @@ impl<'a> Trainer<'a> {
         if !opts.quiet {
             let (cfg, ctx) = (&trainer.cfg, &trainer.ctx);
             crate::note!(
-                "{}: {} training images {:?}, {} test images, head {}, {} epochs",
+                "{}: {} training images {:?}, {} test images, head {}, {} epochs, on {}",
                 cfg.name,
                 ctx.train.len(),
                 ctx.train_counts,
                 ctx.test.len(),
                 cfg.model.head,
-                cfg.train.epochs
+                cfg.train.epochs,
+                device_words(cfg.device)
             );
         }
         Ok((trainer, start))
@@ -485,4 +486,13 @@ fn usable_checkpoint(run_dir: &RunDir) -> Result<Option<(PathBuf, LoadedCheckpoi
         path: run_dir.path().into(),
         msg: format!("none of its {} checkpoints can be used (see above); nothing was changed", refused.len()),
     })
+}
+
+/// The device a run computes on, as its first line says it: the CPU with its kernels'
+/// instruction-set path (`rbl_ops::cpu_features`, capped by `RBL_CPU_LEVEL`), or the GPU.
+fn device_words(kind: crate::train::device::DeviceKind) -> String {
+    match kind {
+        crate::train::device::DeviceKind::Cpu => format!("the CPU ({} kernels)", rbl_ops::cpu_features().kernel_path()),
+        crate::train::device::DeviceKind::Gpu => "the GPU".into(),
+    }
 }

@@ -83,13 +83,16 @@ pub(crate) unsafe fn uninit_f32(n: usize) -> Vec<f32> {
     v
 }
 
-/// Whether the CPU has AVX-512F, detected once.
+use crate::cpu_features::CpuLevel;
+
+/// Whether the kernels may use AVX-512F: the CPU has it and `RBL_CPU_LEVEL` does not cap
+/// below it; decided once.
 pub(crate) fn has_avx512f() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::sync::OnceLock;
         static ON: OnceLock<bool> = OnceLock::new();
-        *ON.get_or_init(|| std::is_x86_feature_detected!("avx512f"))
+        *ON.get_or_init(|| std::is_x86_feature_detected!("avx512f") && crate::cpu_features::level_cap() >= CpuLevel::Avx512)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -143,13 +146,18 @@ macro_rules! avx512_twin {
 }
 pub(crate) use avx512_twin;
 
-/// Whether the CPU has AVX2 and FMA, detected once.
+/// Whether the kernels may use AVX2 and FMA: the CPU has them and `RBL_CPU_LEVEL` does not cap
+/// below them; decided once.
 pub(crate) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::sync::OnceLock;
         static ON: OnceLock<bool> = OnceLock::new();
-        *ON.get_or_init(|| std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"))
+        *ON.get_or_init(|| {
+            std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && crate::cpu_features::level_cap() >= CpuLevel::Avx2Fma
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -13,16 +13,9 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Whether this CPU runs the kernel.
+/// Whether this CPU runs the kernel (it has AVX-512F and `RBL_CPU_LEVEL` allows it).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::cpu_common::has_avx512f()
 }
 
 /// Pixels per register tile for `vectors` 16-channel output vectors.
