@@ -18,5 +18,10 @@ level=""
 for f in avx512f avx2 fma avx512_bf16 amx_bf16; do
   case " $flags " in *" $f "*) level="$level $f" ;; esac
 done
-level="features:${level:- none of avx512f avx2 fma avx512_bf16 amx_bf16}${RBL_CPU_LEVEL:+, rbl kernels capped at RBL_CPU_LEVEL=$RBL_CPU_LEVEL}"
+# The AVX2 stand-in caps PyTorch too: ATen's kernels (ATEN_CPU_CAPABILITY) and oneDNN's
+# convolutions (ONEDNN_MAX_CPU_ISA), so both sides run as on an AVX2-only CPU.
+if [ "${RBL_CPU_LEVEL:-}" = avx2 ]; then
+  export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+fi
+level="features:${level:- none of avx512f avx2 fma avx512_bf16 amx_bf16}${RBL_CPU_LEVEL:+, kernels capped at RBL_CPU_LEVEL=$RBL_CPU_LEVEL}${ATEN_CPU_CAPABILITY:+ (PyTorch: ATEN_CPU_CAPABILITY=$ATEN_CPU_CAPABILITY ONEDNN_MAX_CPU_ISA=$ONEDNN_MAX_CPU_ISA)}"
 machine="machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $level; torch $(bench/.venv/bin/python -c 'import torch; print(torch.__version__)')"
