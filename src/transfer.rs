@@ -85,7 +85,7 @@ pub fn read<const D: usize, K: Basic>(t: Tensor<D, K>) -> TensorData {
 
 /// `t`'s f32 values on the host (one read).
 pub fn read_f32<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    read(t).try_to_vec_as::<f32>().expect("a float tensor converts to f32")
+    read(t).try_into_vec_as::<f32>().expect("a float tensor converts to f32")
 }
 
 /// A one-element tensor's value on the host (one read).
@@ -122,7 +122,7 @@ mod tests {
         assert_eq!(sum, 21.0);
         let after = totals() - before;
         assert!(after.reads >= 1 && after.read_bytes >= 4, "{after:?}");
-        assert_eq!(read(y).try_to_vec_as::<i64>().unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(read(y).try_into_vec_as::<i64>().unwrap(), vec![0, 1, 2, 3]);
     }
 
     /// Every tensor read or upload in rbl's sources goes through this module: a bare

@@ -3,14 +3,16 @@
 
 use serde_json::Value;
 
+/// Runs `rbl-bench` with `args`; its JSON lines.
+fn bench(args: &[&str]) -> Vec<Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rbl-bench")).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 #[test]
 fn rbl_bench_runs_one_step_and_reports_json() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rbl-bench"))
-        .args(["--batch", "2", "--input", "1x28x28,3x32x32", "--steps", "1", "--warmup", "0"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines = bench(&["--batch", "2", "--input", "1x28x28,3x32x32", "--steps", "1", "--warmup", "0"]);
     assert_eq!(lines.len(), 2, "one line per input shape");
     for (line, input) in lines.iter().zip(["1x28x28", "3x32x32"]) {
         assert_eq!(line["impl"], "rbl");
@@ -37,12 +39,9 @@ fn rbl_bench_rejects_a_malformed_shape() {
 /// hundred bytes beside the images.
 #[test]
 fn rbl_bench_counts_the_transfers_of_a_step() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rbl-bench"))
-        .args(["--batch", "2", "--input", "1x28x28", "--steps", "3", "--warmup", "1"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let line: Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    let lines = bench(&["--batch", "2", "--input", "1x28x28", "--steps", "3", "--warmup", "1"]);
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
     assert_eq!(line["timed_steps"], 3);
     assert_eq!(line["reads"], 6, "two reads per step on the CPU: {line}");
     assert_eq!(line["read_bytes_per_step"].as_f64(), Some(16.0), "{line}");

@@ -189,17 +189,6 @@ fn rbl_bench_runs_on_the_gpu() {
 /// the hit count and of the loss (measured: 3).
 const UPLOADS_PER_STEP_BOUND: f64 = 3.0;
 
-/// `mpirun -np 2 rbl <args>` (one kernel thread per rank), with `env` passed to both ranks.
-#[cfg(feature = "mpi")]
-fn mpirun_two(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut c = std::process::Command::new("mpirun");
-    c.args(["--allow-run-as-root", "--oversubscribe", "-np", "2", "-x", "RAYON_NUM_THREADS=1"]);
-    for (key, value) in env {
-        c.env(key, value).args(["-x", key]);
-    }
-    c.arg(env!("CARGO_BIN_EXE_rbl")).args(args).output().expect("mpirun runs (apt-get install openmpi-bin)")
-}
-
 /// Data-parallel training on the GPU path: two ranks, one device each. On lavapipe both ranks
 /// share the one software adapter (`CUBECL_WGPU_DEFAULT_DEVICE=Cpu`; on a node with GPUs each
 /// rank takes the discrete GPU of its local rank). The same 2-rank run on the CPU and on the
@@ -219,7 +208,9 @@ fn two_ranks_train_on_the_gpu_path() {
     for device in ["cpu", "gpu"] {
         let cfg = write(dir.path(), &format!("{device}2.toml"), &linear_regime(device, "1e-4"));
         let run = dir.path().join(format!("{device}2"));
-        let out = mpirun_two(&["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"], shared);
+        let out = mpirun(2, shared, &["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"])
+            .output()
+            .expect("mpirun runs (apt-get install openmpi-bin)");
         assert!(out.status.success(), "{device}, 2 ranks: {}", stderr(&out));
         let log = epoch_log(&run);
         assert_eq!(log.len(), 1);
@@ -234,7 +225,9 @@ fn two_ranks_train_on_the_gpu_path() {
         // lavapipe is a CPU-type adapter: no rank has a discrete GPU of its own.
         let cfg = write(dir.path(), "nogpu.toml", &linear_regime("gpu", "1e-4"));
         let run = dir.path().join("nogpu");
-        let out = mpirun_two(&["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"], &[]);
+        let out = mpirun(2, &[], &["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "-q"])
+            .output()
+            .expect("mpirun runs (apt-get install openmpi-bin)");
         assert!(!out.status.success(), "2 ranks without a discrete GPU each must stop");
         let err = stderr(&out);
         assert!(err.contains("discrete GPU") && err.contains("CUBECL_WGPU_DEFAULT_DEVICE"), "{err}");

@@ -11,16 +11,8 @@ use std::process::{Command, Output};
 
 use common::*;
 
-/// `mpirun -np <ranks> rbl <args>`, one kernel thread per rank.
-fn mpirun(ranks: usize, args: &[&str]) -> Command {
-    let mut c = Command::new("mpirun");
-    c.args(["--allow-run-as-root", "--oversubscribe", "-np", &ranks.to_string(), "-x", "RAYON_NUM_THREADS=1"]);
-    c.arg(env!("CARGO_BIN_EXE_rbl")).args(args);
-    c
-}
-
 fn run(ranks: usize, args: &[&str]) -> Output {
-    mpirun(ranks, args).output().expect("mpirun runs (apt-get install openmpi-bin)")
+    mpirun(ranks, &[], args).output().expect("mpirun runs (apt-get install openmpi-bin)")
 }
 
 /// A config with `epochs` epochs of a slice big enough to stop a run partway (200 … 20 images
@@ -135,7 +127,7 @@ fn a_killed_rank_or_sigterm_stops_the_job_and_the_run_resumes_exactly() {
 
     for how in ["kill rank 1", "sigterm"] {
         let cut = dir.path().join(how.replace(' ', "_"));
-        let mut job = mpirun(2, &["train", "--config", c, "--out", cut.to_str().unwrap(), "-q"])
+        let mut job = mpirun(2, &[], &["train", "--config", c, "--out", cut.to_str().unwrap(), "-q"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

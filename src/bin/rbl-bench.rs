@@ -131,7 +131,7 @@ fn run(args: Args) -> Result<()> {
                 rbl::config::variant_name(&args.precision),
                 args.contrastive,
                 cpu_threads(),
-                rbl_ops::cpu_features().kernel_path(),
+                rbl_ops::kernel_path(),
                 rbl_ops::cpu_features().names(),
                 world.size,
                 transfers.json(),

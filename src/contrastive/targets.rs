@@ -77,7 +77,7 @@ pub fn spread_on_sphere(classes: usize, dim: usize, seed: u64, steps: usize) -> 
         let s = t.clone().matmul(t.clone().transpose()).div_scalar(UNIFORMITY_TEMPERATURE) + off_diagonal.clone();
         let m = s.clone().detach().max_dim(1);
         let loss = ((s - m.clone()).exp().sum_dim(1).log() + m).mean();
-        let value = crate::transfer::read(loss.clone()).try_to_vec_as::<f64>().expect("a float loss")[0];
+        let value = crate::transfer::read(loss.clone()).try_into_vec_as::<f64>().expect("a float loss")[0];
         if best.as_ref().is_none_or(|(b, _)| value < *b) {
             best = Some((value, crate::transfer::read_f32(t.detach())));
         }

@@ -489,10 +489,10 @@ fn usable_checkpoint(run_dir: &RunDir) -> Result<Option<(PathBuf, LoadedCheckpoi
 }
 
 /// The device a run computes on, as its first line says it: the CPU with its kernels'
-/// instruction-set path (`rbl_ops::cpu_features`, capped by `RBL_CPU_LEVEL`), or the GPU.
+/// instruction-set path (`rbl_ops::kernel_path`, capped by `RBL_CPU_LEVEL`), or the GPU.
 fn device_words(kind: crate::train::device::DeviceKind) -> String {
     match kind {
-        crate::train::device::DeviceKind::Cpu => format!("the CPU ({} kernels)", rbl_ops::cpu_features().kernel_path()),
+        crate::train::device::DeviceKind::Cpu => format!("the CPU ({} kernels)", rbl_ops::kernel_path()),
         crate::train::device::DeviceKind::Gpu => "the GPU".into(),
     }
 }

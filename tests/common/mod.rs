@@ -64,3 +64,15 @@ pub fn epoch_log(run: &Path) -> Vec<serde_json::Value> {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// `mpirun -np <ranks> rbl <args>` with one kernel thread per rank, and `env` passed to every
+/// rank (CI runs as root: `--allow-run-as-root`; two ranks on two cores: `--oversubscribe`).
+pub fn mpirun(ranks: usize, env: &[(&str, &str)], args: &[&str]) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "-np", &ranks.to_string(), "-x", "RAYON_NUM_THREADS=1"]);
+    for (key, value) in env {
+        c.env(key, value).args(["-x", key]);
+    }
+    c.arg(env!("CARGO_BIN_EXE_rbl")).args(args);
+    c
+}

@@ -39,6 +39,20 @@ pub(crate) fn level_cap() -> CpuLevel {
     requested_level().unwrap_or(CpuLevel::Avx512)
 }
 
+/// The widest path rbl's convolution and BatchNorm kernels take in this process: `avx512` (the
+/// tuned kernels), `avx2-fma` (the portable kernels, 8 lanes with FMA) or `baseline` (as built).
+/// Read from the same once-made decisions the kernels dispatch on, so it cannot disagree with
+/// them (they include [`LEVEL_VARIABLE`]'s cap).
+pub fn kernel_path() -> &'static str {
+    if crate::cpu_common::has_avx512f() {
+        "avx512"
+    } else if crate::cpu_common::has_avx2_fma() {
+        "avx2-fma"
+    } else {
+        "baseline"
+    }
+}
+
 /// The instruction sets that matter to the kernels (x86-64; all false elsewhere).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuFeatures {
@@ -53,7 +67,7 @@ pub struct CpuFeatures {
 }
 
 /// This CPU's features, detected at run time (whatever [`LEVEL_VARIABLE`] caps the kernels to:
-/// [`CpuFeatures::kernel_path`] says what they use).
+/// [`kernel_path`] says what they use).
 pub fn cpu_features() -> CpuFeatures {
     #[cfg(target_arch = "x86_64")]
     {
@@ -83,20 +97,6 @@ fn cpu_reports_amx_bf16() -> bool {
 }
 
 impl CpuFeatures {
-    /// The widest path rbl's convolution and BatchNorm kernels take here, under
-    /// [`LEVEL_VARIABLE`]'s cap: `avx512` (the tuned kernels), `avx2-fma` (the portable kernels,
-    /// 8 lanes with FMA) or `baseline` (as built).
-    pub fn kernel_path(&self) -> &'static str {
-        let cap = level_cap();
-        if self.avx512f && cap >= CpuLevel::Avx512 {
-            "avx512"
-        } else if self.avx2_fma && cap >= CpuLevel::Avx2Fma {
-            "avx2-fma"
-        } else {
-            "baseline"
-        }
-    }
-
     /// The features present, space-separated in the names /proc/cpuinfo uses.
     pub fn names(&self) -> String {
         let all = [(self.avx512f, "avx512f"), (self.avx2_fma, "avx2 fma"), (self.avx512_bf16, "avx512_bf16"), (self.amx_bf16, "amx_bf16")];
@@ -108,19 +108,24 @@ impl CpuFeatures {
 mod tests {
     use super::*;
 
-    /// The path follows the features, widest first, and the detection agrees with the
-    /// standard library's own.
+    /// The names follow the features; the path is the widest the CPU has under the cap.
     #[test]
     fn the_kernel_path_is_the_widest_the_cpu_has() {
         let none = CpuFeatures { avx512f: false, avx2_fma: false, avx512_bf16: false, amx_bf16: false };
-        assert_eq!(none.kernel_path(), "baseline");
         assert_eq!(none.names(), "");
-        let avx2 = CpuFeatures { avx2_fma: true, ..none };
-        assert_eq!(avx2.kernel_path(), "avx2-fma");
         let all = CpuFeatures { avx512f: true, avx2_fma: true, avx512_bf16: true, amx_bf16: true };
-        assert_eq!(all.kernel_path(), "avx512");
         assert_eq!(all.names(), "avx512f avx2 fma avx512_bf16 amx_bf16");
+        let here = cpu_features();
+        let cap = level_cap();
+        let widest = if here.avx512f && cap >= CpuLevel::Avx512 {
+            "avx512"
+        } else if here.avx2_fma && cap >= CpuLevel::Avx2Fma {
+            "avx2-fma"
+        } else {
+            "baseline"
+        };
+        assert_eq!(kernel_path(), widest);
         #[cfg(target_arch = "x86_64")]
-        assert_eq!(cpu_features().avx512f, std::is_x86_feature_detected!("avx512f"));
+        assert_eq!(here.avx512f, std::is_x86_feature_detected!("avx512f"));
     }
 }

@@ -43,7 +43,7 @@ mod pool;
 pub use allocator::keep_freed_buffers;
 pub use batch_norm_op::{batch_norm, update_running_statistics};
 pub use conv2d_op::{ConvShape, conv2d_bias_act, conv2d_square};
-pub use cpu_features::{CpuFeatures, CpuLevel, LEVEL_VARIABLE, cpu_features, requested_level};
+pub use cpu_features::{CpuFeatures, CpuLevel, LEVEL_VARIABLE, cpu_features, kernel_path, requested_level};
 pub use halo::{HaloGeometry, halo_to_nchw, nchw_to_halo};
 pub use halo_conv_norm_op::halo_conv_bn_train;
 pub use halo_conv_op::{ConvInput, halo_conv, halo_conv_affine};
