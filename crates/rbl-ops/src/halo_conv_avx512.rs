@@ -443,20 +443,52 @@ impl WeightRows {
     }
 }
 
-/// taps[ky − kys.start][j][:] += Σ_r x[(r + ky·row_step)·c_in + j] · dy[r, :] for the kernel
-/// rows ky in `kys` (all three: 0..3), j < 3·c_in and the rows r of `rows`; c_out = 16·vectors
-/// (1, 2 or 4) and 3·c_in a multiple of [`weight_tile_inputs`]. The sum over r runs in order
-/// onto what taps holds (blocks carry their partial sums), so the result does not depend on
-/// the blocking or on which kernel rows one call covers, and consecutive calls over
-/// consecutive row ranges give the bits of one call over their union. With
-/// [`WeightRows::Interior`] the skipped ring columns are rows where dy is zero (the caller
-/// zeroes dy's ring); a sum that starts at +0 is never −0, so the skipped x·0 terms (x finite)
-/// would change no bit: the bits of [`WeightRows::All`] over the same range (tested), with 6 %
-/// (32×32) to 18 % (8×8) fewer multiply-adds.
+/// The block of the weight gradient's taps one call forms: the kernel rows `kys` (of 0..3) ×
+/// the kernel inputs `inputs` of each (j < 3·c_in: kernel column j / c_in, input channel
+/// j % c_in) × every output channel, laid out [ky − kys.start][j − inputs.start][c_out]. Each
+/// tap is its own chain of multiply-adds over the rows, so a pool with more threads than image
+/// tasks can hand the blocks of one image task to different threads without changing a bit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapsBlock {
+    /// Kernel rows.
+    pub kys: std::ops::Range<usize>,
+    /// Kernel inputs of each row.
+    pub inputs: std::ops::Range<usize>,
+}
+
+impl TapsBlock {
+    /// Every tap of a convolution with `c_in` input channels.
+    pub fn all(c_in: usize) -> TapsBlock {
+        TapsBlock { kys: 0..3, inputs: 0..3 * c_in }
+    }
+
+    /// Values the block holds for `c_out` output channels.
+    pub fn len(&self, c_out: usize) -> usize {
+        self.kys.len() * self.inputs.len() * c_out
+    }
+}
+
+/// The granularity of [`TapsBlock::inputs`] the kernel takes for `vectors` 16-channel output
+/// vectors: a third of [`weight_tile_inputs`] (a block's inputs are whole tiles, then tiles
+/// of this size).
+pub fn weight_block_inputs(vectors: usize) -> usize {
+    weight_tile_inputs(vectors) / 3
+}
+
+/// taps[ky − kys.start][j − inputs.start][:] += Σ_r x[(r + ky·row_step)·c_in + j] · dy[r, :]
+/// for the taps of `block` ([`TapsBlock`]) and the rows r of `rows`; c_out = 16·vectors (1, 2
+/// or 4), 3·c_in a multiple of [`weight_tile_inputs`] and the block's inputs a multiple of
+/// [`weight_block_inputs`]. The sum over r runs in order onto what taps holds (blocks carry
+/// their partial sums), so the result does not depend on the row blocking or on which taps
+/// one call covers, and consecutive calls over consecutive row ranges give the bits of one
+/// call over their union. With [`WeightRows::Interior`] the skipped ring columns are rows
+/// where dy is zero (the caller zeroes dy's ring); a sum that starts at +0 is never −0, so the
+/// skipped x·0 terms (x finite) would change no bit: the bits of [`WeightRows::All`] over the
+/// same range (tested), with 6 % (32×32) to 18 % (8×8) fewer multiply-adds.
 ///
 /// # Safety
 /// `available()` must hold; with e = rows.end(row_step), x must hold (e − 1 + 2·row_step)·c_in
-/// + 3·c_in values, dy e·c_out, taps kys.len()·3·c_in·c_out.
+/// + 3·c_in values, dy e·c_out, taps block.len(c_out).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn weight_grad_rows(
@@ -467,11 +499,12 @@ pub unsafe fn weight_grad_rows(
     c_in: usize,
     c_out: usize,
     row_step: usize,
-    kys: std::ops::Range<usize>,
+    block: &TapsBlock,
 ) {
     let vectors = c_out / 16;
     assert!(c_out.is_multiple_of(16) && matches!(vectors, 1 | 2 | 4), "weight_grad_rows: c_out {c_out}");
     assert!((3 * c_in).is_multiple_of(weight_tile_inputs(vectors)), "weight_grad_rows: c_in {c_in}");
+    assert!(block.inputs.len().is_multiple_of(weight_block_inputs(vectors)), "weight_grad_rows: inputs {:?}", block.inputs);
     let shape_ok = match rows {
         WeightRows::All(n) => n >= 1,
         WeightRows::Interior { h, w } => h >= 1 && (1..=row_step).contains(&w),
@@ -479,49 +512,62 @@ pub unsafe fn weight_grad_rows(
     let end = if shape_ok { rows.end(row_step) } else { 0 };
     assert!(
         shape_ok
-            && kys.end <= 3
+            && block.kys.end <= 3
+            && block.inputs.end <= 3 * c_in
             && x.len() >= (end - 1 + 2 * row_step) * c_in + 3 * c_in
             && dy.len() >= end * c_out
-            && taps.len() >= kys.len() * 3 * c_in * c_out,
+            && taps.len() >= block.len(c_out),
         "weight_grad_rows: sizes"
     );
     // SAFETY: sizes asserted above; the feature is the caller's promise.
     unsafe {
         match vectors {
-            1 => weight_rows::<1, 24>(x, dy, taps, rows, c_in, row_step, kys),
-            2 => weight_rows::<2, 12>(x, dy, taps, rows, c_in, row_step, kys),
-            _ => weight_rows::<4, 6>(x, dy, taps, rows, c_in, row_step, kys),
+            1 => weight_rows::<1, 24, 8>(x, dy, taps, rows, c_in, row_step, block),
+            2 => weight_rows::<2, 12, 4>(x, dy, taps, rows, c_in, row_step, block),
+            _ => weight_rows::<4, 6, 2>(x, dy, taps, rows, c_in, row_step, block),
         }
     }
 }
 
+/// The block's taps in tiles of J inputs, the rest (a block split off for another thread) in
+/// tiles of JS = J / 3.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn weight_rows<const CB: usize, const J: usize>(
+unsafe fn weight_rows<const CB: usize, const J: usize, const JS: usize>(
     x: &[f32],
     dy: &[f32],
     taps: &mut [f32],
     rows: WeightRows,
     c_in: usize,
     row_step: usize,
-    kys: std::ops::Range<usize>,
+    block: &TapsBlock,
 ) {
-    let (c_out, k) = (CB * 16, 3 * c_in);
+    let c_out = CB * 16;
+    let (first, inputs) = (block.inputs.start, block.inputs.len());
     for (r0, runs) in rows.blocks(row_step) {
-        for ky in kys.clone() {
-            for j0 in (0..k).step_by(J) {
-                // SAFETY: the block's rows from r0 of x (from kernel row ky, inputs j0..j0 + J)
-                // and of dy, and taps rows (ky − kys.start)·k + j0.., all inside the bounds
-                // `weight_grad_rows` asserted.
-                unsafe {
-                    weight_tile::<CB, J>(
-                        x.as_ptr().add((r0 + ky * row_step) * c_in + j0),
+        for ky in block.kys.clone() {
+            let row_taps = (ky - block.kys.start) * inputs;
+            let mut j = 0;
+            while j < inputs {
+                // SAFETY: offsets of the block's rows from r0 of x (kernel row ky, input
+                // first + j) and of dy, and taps row row_taps + j: all inside the bounds
+                // `weight_grad_rows` asserted (j < inputs).
+                let (xt, dyt, tt) = unsafe {
+                    (
+                        x.as_ptr().add((r0 + ky * row_step) * c_in + first + j),
                         dy.as_ptr().add(r0 * c_out),
-                        taps.as_mut_ptr().add(((ky - kys.start) * k + j0) * c_out),
-                        runs,
-                        c_in,
+                        taps.as_mut_ptr().add((row_taps + j) * c_out),
                     )
                 };
+                if j + J <= inputs {
+                    // SAFETY: J inputs from first + j lie inside the block (checked just above).
+                    unsafe { weight_tile::<CB, J>(xt, dyt, tt, runs, c_in) };
+                    j += J;
+                } else {
+                    // SAFETY: the block's inputs are a multiple of JS (asserted by the caller).
+                    unsafe { weight_tile::<CB, JS>(xt, dyt, tt, runs, c_in) };
+                    j += JS;
+                }
             }
         }
     }

@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use super::cpu_common::{WEIGHT_GRAD_TASK_IMAGES, gemm_f32, images_per_task, uninit_f32};
 use super::halo::{HaloGeometry, with_zero_ring, zero_ring};
+use super::halo_conv_avx512::{TapsBlock, WeightRows};
 
 /// One 3×3, padding-1 convolution between halo tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,13 +451,13 @@ pub(crate) fn halo_conv_backward_by_image(
     let tasks = g.batch.div_ceil(WEIGHT_GRAD_TASK_IMAGES);
     // The input gradient's geometry, as `input_grad` forms it.
     let t = HaloConv { c_in: co, c_out: ci, ..*g };
-    // weight_grad's choice for every task: per image unless split by kernel row (the last
+    // weight_grad's choice for every task: per image unless split into taps blocks (the last
     // task is the smallest, and a task fits if its rows do).
     let smallest_task = g.batch - (tasks - 1) * WEIGHT_GRAD_TASK_IMAGES;
     let fits = g.stride == 1
         && !g.via_columns()
         && (dx_plus.is_none() || !t.via_columns())
-        && (!want_dw || (!weight_grad_split_by_kernel_row(g) && weight_kernel_fits(g, task_rows(g, smallest_task))));
+        && (!want_dw || (!weight_grad_split_by_taps(g) && weight_kernel_fits(g, task_rows(g, smallest_task))));
     if !fits {
         return None;
     }
@@ -494,7 +495,7 @@ pub(crate) fn halo_conv_backward_by_image(
                 }
                 if want_dw {
                     let xb = &x[image * i.image_len()..][..i.image_len()];
-                    weight_grad_image(xb, &dyb[q0 * co..], &mut taps, g, 0..3);
+                    weight_grad_image(xb, &dyb[q0 * co..], &mut taps, g, &TapsBlock::all(ci));
                 }
             }
             taps
@@ -592,8 +593,8 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
     let (ci, co, wp) = (g.c_in, g.c_out, i.wp());
     let (q0, m) = g.rows();
     let k = 9 * ci;
-    if weight_grad_split_by_kernel_row(g) {
-        return taps_to_weight(&weight_grad_by_kernel_row(x, dy, g), ci, co);
+    if weight_grad_split_by_taps(g) {
+        return taps_to_weight(&weight_grad_split(x, dy, g), ci, co);
     }
     let partials: Vec<Vec<f32>> = x
         .par_chunks(WEIGHT_GRAD_TASK_IMAGES * i.image_len())
@@ -626,7 +627,7 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
                     // changes no bit, so this equals the one long sum over the task's
                     // contiguous rows (tested).
                     for (xb, dyb) in xs.chunks(i.image_len()).zip(dys.chunks(o.image_len())) {
-                        weight_grad_image(xb, &dyb[q0 * co..], &mut taps, g, 0..3);
+                        weight_grad_image(xb, &dyb[q0 * co..], &mut taps, g, &TapsBlock::all(ci));
                     }
                     return taps;
                 }
@@ -655,9 +656,9 @@ fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     taps
 }
 
-/// Whether [`weight_grad`] splits its image tasks by kernel row: a pool with more threads than
+/// Whether [`weight_grad`] splits its image tasks into taps blocks: a pool with more threads than
 /// tasks, and the halo kernels' sums.
-fn weight_grad_split_by_kernel_row(g: &HaloConv) -> bool {
+fn weight_grad_split_by_taps(g: &HaloConv) -> bool {
     rayon::current_num_threads() > g.batch.div_ceil(WEIGHT_GRAD_TASK_IMAGES) && !g.via_columns() && weight_kernel_fits(g, g.rows().1)
 }
 
@@ -681,57 +682,83 @@ fn weight_kernel_fits(g: &HaloConv, rows: usize) -> bool {
 const SKIP_RING_COLUMNS_MAX_W: usize = 16;
 
 /// One image's weight-gradient terms added onto `taps` by the AVX-512 kernel where the CPU has
-/// it, else by its portable twin (the same bits), for the kernel rows `kys`: dy from the first
+/// it, else by its portable twin (the same bits), for the taps of `block`: dy from the first
 /// interior pixel; the ring's columns skipped where the image is narrow
 /// ([`SKIP_RING_COLUMNS_MAX_W`]; always by the twin, which has no wide runs to keep), the same
 /// bits either way (dy's ring is zero). Only where [`weight_kernel_fits`] holds; xb is one
-/// input image, dy holds the output image's rows from q0, taps kys.len()·3·c_in·c_out values
-/// (the kernels assert the sizes).
-fn weight_grad_image(xb: &[f32], dy: &[f32], taps: &mut [f32], g: &HaloConv, kys: std::ops::Range<usize>) {
-    use super::halo_conv_avx512::WeightRows;
+/// input image, dy holds the output image's rows from q0, taps block.len(c_out) values (the
+/// kernels assert the sizes).
+fn weight_grad_image(xb: &[f32], dy: &[f32], taps: &mut [f32], g: &HaloConv, block: &TapsBlock) {
     let (ci, co, wp) = (g.c_in, g.c_out, g.input().wp());
     let interior = WeightRows::Interior { h: g.h, w: g.w };
     #[cfg(target_arch = "x86_64")]
     if super::halo_conv_avx512::available() {
         let rows = if g.w <= SKIP_RING_COLUMNS_MAX_W { interior } else { WeightRows::All(g.rows().1) };
         // SAFETY: the feature is detected; c_out and c_in fit the kernel's tiles (the caller's
-        // `weight_kernel_fits`); the kernel asserts the sizes, for either set of rows (both
-        // end at the image's last interior pixel).
-        unsafe { super::halo_conv_avx512::weight_grad_rows(xb, dy, taps, rows, ci, co, wp, kys) };
+        // `weight_kernel_fits`), the block's inputs its smaller tiles (`taps_blocks`); the
+        // kernel asserts the sizes, for either set of rows (both end at the image's last
+        // interior pixel).
+        unsafe { super::halo_conv_avx512::weight_grad_rows(xb, dy, taps, rows, ci, co, wp, block) };
         return;
     }
-    super::halo_conv_portable::weight_grad_rows(xb, dy, taps, interior, ci, co, wp, kys);
+    super::halo_conv_portable::weight_grad_rows(xb, dy, taps, interior, ci, co, wp, block);
 }
 
-/// The halo kernels' weight gradient of [`weight_grad`] with each image task split in three by kernel
-/// row, for pools with more threads than image tasks (4 at batch 128, whatever the core count:
-/// the tasks are fixed so that the bits do not depend on the pool). Every taps entry is the
-/// same sum in the same order, over the same images, the tasks' partial sums added in the same
-/// order, so the result is bitwise that of the unsplit pass (tested). Not used on fewer
-/// threads: on 2 cores the split costs 6–7 % (the three kernel rows no longer share their
-/// blocks of x and dy in cache).
-fn weight_grad_by_kernel_row(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
+/// Most blocks one kernel row's taps are cut into ([`taps_blocks`]): enough for 32 threads at
+/// batch 128 (4 image tasks × 3 kernel rows × 3) and 64 at batch 64 with the 64-channel
+/// stages; more would shrink a block below a few register tiles.
+const MAX_BLOCKS_PER_KERNEL_ROW: usize = 6;
+
+/// The taps blocks each image task of [`weight_grad_split`] is cut into for a pool of
+/// `threads`: by kernel row, then each row's inputs into near-equal runs of the kernel's
+/// smaller tile ([`weight_block_inputs`](super::halo_conv_avx512::weight_block_inputs)), as
+/// many as the threads need (at most [`MAX_BLOCKS_PER_KERNEL_ROW`]). Which blocks there are
+/// changes no bit (each tap is its own sum); only how many threads can share the pass.
+fn taps_blocks(g: &HaloConv, threads: usize) -> Vec<TapsBlock> {
+    let image_tasks = g.batch.div_ceil(WEIGHT_GRAD_TASK_IMAGES);
+    let unit = super::halo_conv_avx512::weight_block_inputs(g.c_out / 16);
+    let units = 3 * g.c_in / unit;
+    let per_row = threads.div_ceil(3 * image_tasks).clamp(1, MAX_BLOCKS_PER_KERNEL_ROW.min(units));
+    (0..3)
+        .flat_map(|ky| {
+            (0..per_row).map(move |b| TapsBlock { kys: ky..ky + 1, inputs: b * units / per_row * unit..(b + 1) * units / per_row * unit })
+        })
+        .collect()
+}
+
+/// The halo kernels' weight gradient of [`weight_grad`] with each image task split into taps
+/// blocks ([`taps_blocks`]), for pools with more threads than image tasks (4 at batch 128,
+/// whatever the core count: the image tasks are fixed so that the bits do not depend on the
+/// pool): 12 to 72 tasks at batch 128. Every taps entry is the same sum in the same order,
+/// over the same images, the image tasks' partial sums added in the same order, so the result
+/// is bitwise that of the unsplit pass (tested). Not used on fewer threads: on 2 cores
+/// splitting by kernel row cost 6–7 % (the blocks no longer share their rows of x and dy in
+/// cache).
+fn weight_grad_split(x: &[f32], dy: &[f32], g: &HaloConv) -> Vec<f32> {
     let (i, o) = (g.input(), g.output());
     let (ci, co) = (g.c_in, g.c_out);
     let (q0, _) = g.rows();
-    let per_row = 3 * ci * co;
+    let k = 3 * ci;
+    let blocks = taps_blocks(g, rayon::current_num_threads());
     let (xs, dys) = (x.chunks(WEIGHT_GRAD_TASK_IMAGES * i.image_len()), dy.chunks(WEIGHT_GRAD_TASK_IMAGES * o.image_len()));
-    let tasks: Vec<(&[f32], &[f32], usize)> = xs.zip(dys).flat_map(|(x, dy)| (0..3).map(move |ky| (x, dy, ky))).collect();
+    let tasks: Vec<(&[f32], &[f32], &TapsBlock)> = xs.zip(dys).flat_map(|(x, dy)| blocks.iter().map(move |b| (x, dy, b))).collect();
     let parts: Vec<Vec<f32>> = tasks
         .into_par_iter()
-        .map(|(xs, dys, ky)| {
-            let mut taps = vec![0.0f32; per_row];
+        .map(|(xs, dys, block)| {
+            let mut taps = vec![0.0f32; block.len(co)];
             for (xb, dyb) in xs.chunks(i.image_len()).zip(dys.chunks(o.image_len())) {
-                // xb is one image, dyb from q0 holds m rows, taps one kernel row.
-                weight_grad_image(xb, &dyb[q0 * co..], &mut taps, g, ky..ky + 1);
+                // xb is one image, dyb from q0 holds m rows.
+                weight_grad_image(xb, &dyb[q0 * co..], &mut taps, g, block);
             }
             taps
         })
         .collect();
     // Image task by image task, in order, as the unsplit pass adds its partial sums.
     let mut taps = vec![0.0f32; 9 * ci * co];
-    for (task, part) in parts.iter().enumerate() {
-        for (d, s) in taps[(task % 3) * per_row..][..per_row].iter_mut().zip(part) {
+    for (part, block) in parts.iter().zip(blocks.iter().cycle()) {
+        let ky = block.kys.start;
+        let dst = &mut taps[(ky * k + block.inputs.start) * co..][..block.inputs.len() * co];
+        for (d, s) in dst.iter_mut().zip(part) {
             *d += s;
         }
     }
@@ -904,7 +931,6 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn skipping_the_ring_rows_between_images_changes_no_bit() {
-        use crate::halo_conv_avx512::WeightRows;
         if !crate::halo_conv_avx512::available() {
             return;
         }
@@ -927,7 +953,7 @@ mod tests {
                     c_in,
                     c_out,
                     i.wp(),
-                    0..3,
+                    &TapsBlock::all(c_in),
                 )
             };
             assert_eq!(o.len(), dy.len());
@@ -942,8 +968,9 @@ mod tests {
     #[test]
     fn bitwise_the_same_on_any_number_of_threads() {
         // 16 output channels: the AVX-512 kernels where the CPU has them; 8: the gemm crate;
-        // stride 2 with 16 → 32 channels: the stride-2 backward kernels.
-        for (stride, c_in, c_out, side) in [(1, 8, 16, 6), (1, 8, 8, 6), (2, 8, 8, 6), (2, 16, 32, 8)] {
+        // stride 2 with 16 → 32 channels: the stride-2 backward kernels; 16 → 16 and 16 → 32
+        // split each kernel row's taps into up to 6 blocks (both tile sizes).
+        for (stride, c_in, c_out, side) in [(1, 8, 16, 6), (1, 16, 16, 5), (1, 16, 32, 4), (1, 8, 8, 6), (2, 8, 8, 6), (2, 16, 32, 8)] {
             let g = HaloConv { batch: 70, c_in, h: side, w: side, c_out, stride };
             let x = nchw_to_halo(&values(70 * c_in * side * side, 4), 70, c_in, side, side);
             let o = g.output();
@@ -954,9 +981,10 @@ mod tests {
                 pool.install(|| (halo_conv_forward(&x, &w, &g), halo_conv_input_grad(&dy, &w, &g), halo_conv_weight_grad(&x, &dy, &g)))
             };
             let (y1, dx1, dw1) = on(1);
-            // 70 images are 3 weight-gradient tasks: from 4 threads on, the AVX-512 pass splits
-            // each by kernel row.
-            for threads in [2, 3, 4, 7] {
+            // 70 images are 3 weight-gradient tasks: from 4 threads on, the halo kernels' pass
+            // splits each into taps blocks, by kernel row (4, 7 threads), then 2 (16), 5 (40) or
+            // 6 (64) blocks of each row's inputs where the inputs allow.
+            for threads in [2, 3, 4, 7, 16, 40, 64] {
                 let (y, dx, dw) = on(threads);
                 assert_eq!(
                     (bits(&y), bits(&dx), bits(&dw)),
@@ -964,6 +992,31 @@ mod tests {
                     "stride {stride}, {c_in} → {c_out}, {threads} threads"
                 );
             }
+        }
+    }
+
+    /// The taps blocks of a split weight gradient cover every tap once, in the kernel's tile
+    /// sizes, and there are enough for the pool: at batch 128 (4 image tasks) 32 threads
+    /// get 36 tasks in every stage of the ResNet (16, 32 and 64 channels).
+    #[test]
+    fn taps_blocks_cover_every_tap_once_and_feed_32_threads_at_batch_128() {
+        for (c_in, c_out) in [(16, 16), (16, 32), (32, 32), (32, 64), (64, 64)] {
+            let g = HaloConv { batch: 128, c_in, h: 8, w: 8, c_out, stride: 1 };
+            for threads in [5, 12, 13, 32, 64, 256] {
+                let blocks = taps_blocks(&g, threads);
+                let mut seen = vec![0u8; 9 * c_in];
+                for b in &blocks {
+                    assert_eq!(b.kys.len(), 1);
+                    assert!(b.inputs.len().is_multiple_of(crate::halo_conv_avx512::weight_block_inputs(c_out / 16)), "{b:?}");
+                    for j in b.inputs.clone() {
+                        seen[b.kys.start * 3 * c_in + j] += 1;
+                    }
+                }
+                assert!(seen.iter().all(|&n| n == 1), "{c_in} → {c_out}, {threads} threads");
+                let tasks = 4 * blocks.len();
+                assert!(tasks >= threads.min(4 * 3 * MAX_BLOCKS_PER_KERNEL_ROW), "{c_in} → {c_out}: {tasks} tasks for {threads} threads");
+            }
+            assert_eq!(4 * taps_blocks(&g, 32).len(), 36, "{c_in} → {c_out}");
         }
     }
 

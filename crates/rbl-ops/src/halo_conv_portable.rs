@@ -19,7 +19,7 @@
 //! channels (weight gradient) keep the accumulators in registers for AVX2's 16.
 
 use super::cpu_common::fma_twin;
-use super::halo_conv_avx512::WeightRows;
+use super::halo_conv_avx512::{TapsBlock, WeightRows};
 
 /// Output channels per pass: 16 (two AVX2 vectors), so that a tile's 12 accumulators and one
 /// kernel input's weights fit AVX2's 16 registers; 32 and 64 channels take two and four passes
@@ -126,9 +126,9 @@ fn tile<const G: usize, const P: usize>(
 }
 
 /// [`halo_conv_avx512::weight_grad_rows`](super::halo_conv_avx512::weight_grad_rows)'s values,
-/// bit for bit: taps[ky − kys.start][j][:] += Σ_r x[(r + ky·row_step)·c_in + j] · dy[r, :] over
-/// the rows of `rows` in order, each entry one chain of fused multiply-adds continuing from what
-/// taps holds; c_out 16, 32 or 64.
+/// bit for bit: taps[ky − kys.start][j − inputs.start][:] += Σ_r x[(r + ky·row_step)·c_in + j]
+/// · dy[r, :] for the taps of `block` over the rows of `rows` in order, each entry one chain of
+/// fused multiply-adds continuing from what taps holds; c_out 16, 32 or 64.
 #[allow(clippy::too_many_arguments)]
 pub fn weight_grad_rows(
     x: &[f32],
@@ -138,19 +138,20 @@ pub fn weight_grad_rows(
     c_in: usize,
     c_out: usize,
     row_step: usize,
-    kys: std::ops::Range<usize>,
+    block: &TapsBlock,
 ) {
     let end = rows.end(row_step);
     assert!(
         end >= 1
-            && kys.end <= 3
+            && block.kys.end <= 3
+            && block.inputs.end <= 3 * c_in
             && x.len() >= (end - 1 + 2 * row_step) * c_in + 3 * c_in
             && dy.len() >= end * c_out
-            && taps.len() >= kys.len() * 3 * c_in * c_out,
+            && taps.len() >= block.len(c_out),
         "weight_grad_rows: sizes"
     );
     match c_out {
-        16 | 32 | 64 => weight_rows::<GROUP, 6>(x, dy, taps, rows, c_in, c_out, row_step, kys),
+        16 | 32 | 64 => weight_rows::<GROUP, 6>(x, dy, taps, rows, c_in, c_out, row_step, block),
         _ => panic!("weight_grad_rows: c_out {c_out}"),
     }
 }
@@ -167,21 +168,21 @@ fma_twin! {
         c_in: usize,
         c_out: usize,
         row_step: usize,
-        kys: std::ops::Range<usize>,
+        block: &TapsBlock,
     ) {
-        let k = 3 * c_in;
+        let (first, inputs) = (block.inputs.start, block.inputs.len());
         for (r0, runs) in rows.blocks(row_step) {
-            for ky in kys.clone() {
-                let xk = &x[(r0 + ky * row_step) * c_in..];
-                let dst = &mut taps[(ky - kys.start) * k * c_out..][..k * c_out];
+            for ky in block.kys.clone() {
+                let xk = &x[(r0 + ky * row_step) * c_in + first..];
+                let dst = &mut taps[(ky - block.kys.start) * inputs * c_out..][..inputs * c_out];
                 for group in (0..c_out).step_by(G) {
                     let d = &dy[r0 * c_out + group..];
                     let mut j0 = 0;
-                    while j0 + J <= k {
+                    while j0 + J <= inputs {
                         weight_tile::<G, J>(&xk[j0..], d, &mut dst[j0 * c_out + group..], runs, c_in, c_out);
                         j0 += J;
                     }
-                    while j0 < k {
+                    while j0 < inputs {
                         weight_tile::<G, 1>(&xk[j0..], d, &mut dst[j0 * c_out + group..], runs, c_in, c_out);
                         j0 += 1;
                     }
@@ -307,15 +308,16 @@ mod tests {
                 }
             }
             let start = values(9 * c_in * c_out, 5);
-            for kys in [0..3, 1..2] {
-                let len = kys.len() * k * c_out;
+            for block in [TapsBlock::all(c_in), TapsBlock { kys: 1..2, inputs: 0..k }, TapsBlock { kys: 0..2, inputs: 1..k - 2 }] {
+                let (kys, inputs) = (block.kys.clone(), block.inputs.clone());
+                let len = block.len(c_out);
                 let mut all = start[..len].to_vec();
-                weight_grad_rows(&x, &dy, &mut all, WeightRows::All(n), c_in, c_out, row_step, kys.clone());
+                weight_grad_rows(&x, &dy, &mut all, WeightRows::All(n), c_in, c_out, row_step, &block);
                 let mut interior = start[..len].to_vec();
-                weight_grad_rows(&x, &dy, &mut interior, WeightRows::Interior { h, w }, c_in, c_out, row_step, kys.clone());
+                weight_grad_rows(&x, &dy, &mut interior, WeightRows::Interior { h, w }, c_in, c_out, row_step, &block);
                 assert_eq!(bits(&all), bits(&interior), "{c_in}→{c_out} {h}×{w}");
-                for (ky, j, o) in kys.clone().flat_map(|ky| (0..k).flat_map(move |j| (0..c_out).map(move |o| (ky, j, o)))) {
-                    let at = ((ky - kys.start) * k + j) * c_out + o;
+                for (ky, j, o) in kys.clone().flat_map(|ky| inputs.clone().flat_map(move |j| (0..c_out).map(move |o| (ky, j, o)))) {
+                    let at = ((ky - kys.start) * inputs.len() + j - inputs.start) * c_out + o;
                     let mut chain = start[at];
                     for r in 0..n {
                         chain = x[(r + ky * row_step) * c_in + j].mul_add(dy[r * c_out + o], chain);
@@ -350,11 +352,17 @@ mod tests {
                 }
             }
             let dy = values(m * c_out, 8);
-            let (mut ta, mut tb) = (values(9 * c_in * c_out, 9), values(9 * c_in * c_out, 9));
-            weight_grad_rows(&x, &dy, &mut ta, WeightRows::All(m), c_in, c_out, row_step, 0..3);
-            // SAFETY: as above.
-            unsafe { crate::halo_conv_avx512::weight_grad_rows(&x, &dy, &mut tb, WeightRows::All(m), c_in, c_out, row_step, 0..3) };
-            assert_eq!(bits(&ta), bits(&tb), "weight gradient {c_in}→{c_out}");
+            // Every tap, and a block of one kernel row's inputs split off for another thread
+            // (whole tiles, then the smaller ones).
+            let split = TapsBlock { kys: 1..2, inputs: crate::halo_conv_avx512::weight_block_inputs(c_out / 16)..3 * c_in };
+            for block in [TapsBlock::all(c_in), split] {
+                let len = block.len(c_out);
+                let (mut ta, mut tb) = (values(len, 9), values(len, 9));
+                weight_grad_rows(&x, &dy, &mut ta, WeightRows::All(m), c_in, c_out, row_step, &block);
+                // SAFETY: as above.
+                unsafe { crate::halo_conv_avx512::weight_grad_rows(&x, &dy, &mut tb, WeightRows::All(m), c_in, c_out, row_step, &block) };
+                assert_eq!(bits(&ta), bits(&tb), "weight gradient {c_in}→{c_out} {block:?}");
+            }
         }
     }
 }
