@@ -24,9 +24,11 @@ use rayon::prelude::*;
 
 /// Products below this many multiply-adds run as one call (splitting costs more than it saves).
 const MIN_SPLIT_MULTIPLY_ADDS: usize = 1 << 21;
-/// Fewest rows in a block (gemm's register tile is a few rows; blocks of many tiles keep the
-/// packing of B amortised).
-const MIN_BLOCK_ROWS: usize = 32;
+/// Fewest rows in a block: 32 blocks at batch 128 and in the rotation's 128×128 products, so a
+/// 32-thread pool has work for every thread (blocks of 32 rows stopped at 4). Each block packs
+/// B again (k·n copies against rows·k·n multiply-adds), a cost only pools of more than
+/// m / 32 threads pay: below that the block count is the thread count, as before.
+const MIN_BLOCK_ROWS: usize = 4;
 
 /// The backend extension.
 #[backend_extension(Flex, Autodiff)]
@@ -148,8 +150,20 @@ mod tests {
         }
     }
 
+    /// A 32-thread pool gets 32 blocks of the rotation's products and of a batch of 128 rows;
+    /// 2 threads get 2, small products 1.
+    #[test]
+    fn enough_blocks_for_32_threads_at_batch_128() {
+        assert_eq!(row_blocks(256, 256, 256, 32), 32);
+        assert_eq!(row_blocks(128, 256, 256, 32), 32);
+        assert_eq!(row_blocks(128, 256, 256, 64), 32);
+        assert_eq!(row_blocks(128, 256, 256, 2), 2);
+        assert_eq!(row_blocks(128, 64, 10, 32), 1);
+    }
+
     /// Every block count gives flex's whole product bit for bit, in f64 and f32, at the rotation
-    /// head's shapes, an odd one, and through a transposed (strided) left operand.
+    /// head's shapes, an odd one, and through a transposed (strided) left operand, down to
+    /// blocks of one or two rows (128 blocks).
     #[test]
     fn row_blocks_give_the_whole_products_bits() {
         for (m, k, n) in [(256, 256, 256), (128, 256, 10), (200, 77, 300)] {
@@ -159,7 +173,7 @@ mod tests {
                 let at = Flex::float_transpose(flex_random(k, m, 3, dtype));
                 let whole = flex_bits(Flex::float_matmul(a.clone(), b.clone()));
                 let whole_t = flex_bits(Flex::float_matmul(at.clone(), b.clone()));
-                for blocks in 1..=5 {
+                for blocks in (1..=5).chain([8, 16, 32, 64, 128]) {
                     let split = flex_bits(matmul_in_row_blocks(a.clone(), b.clone(), blocks));
                     assert!(split == whole, "{m}×{k}×{n} {dtype:?} in {blocks} blocks");
                     let split_t = flex_bits(matmul_in_row_blocks(at.clone(), b.clone(), blocks));
