@@ -704,21 +704,33 @@ fn weight_grad_image(xb: &[f32], dy: &[f32], taps: &mut [f32], g: &HaloConv, blo
     super::halo_conv_portable::weight_grad_rows(xb, dy, taps, interior, ci, co, wp, block);
 }
 
-/// Most blocks one kernel row's taps are cut into ([`taps_blocks`]): enough for 32 threads at
-/// batch 128 (4 image tasks × 3 kernel rows × 3) and 64 at batch 64 with the 64-channel
-/// stages; more would shrink a block below a few register tiles.
+/// Most blocks one kernel row's taps are cut into ([`taps_blocks`]): 72 tasks at batch 128
+/// (4 image tasks × 3 kernel rows × 6); more would shrink a block below a few register tiles.
 const MAX_BLOCKS_PER_KERNEL_ROW: usize = 6;
 
 /// The taps blocks each image task of [`weight_grad_split`] is cut into for a pool of
-/// `threads`: by kernel row, then each row's inputs into near-equal runs of the kernel's
-/// smaller tile ([`weight_block_inputs`](super::halo_conv_avx512::weight_block_inputs)), as
-/// many as the threads need (at most [`MAX_BLOCKS_PER_KERNEL_ROW`]). Which blocks there are
-/// changes no bit (each tap is its own sum); only how many threads can share the pass.
+/// `threads`: by kernel row, then each row's inputs into p equal runs of the kernel's smaller
+/// tile ([`weight_block_inputs`](super::halo_conv_avx512::weight_block_inputs)), p a divisor of
+/// the runs available and at most [`MAX_BLOCKS_PER_KERNEL_ROW`], the one whose equal tasks the
+/// pool finishes in the least time (⌈tasks / threads⌉ rounds of 1 / tasks of the pass; the
+/// smaller p on a tie: fewer passes over x and dy). Which blocks there are changes no bit (each
+/// tap is its own sum); only how many threads can share the pass.
 fn taps_blocks(g: &HaloConv, threads: usize) -> Vec<TapsBlock> {
     let image_tasks = g.batch.div_ceil(WEIGHT_GRAD_TASK_IMAGES);
     let unit = super::halo_conv_avx512::weight_block_inputs(g.c_out / 16);
     let units = 3 * g.c_in / unit;
-    let per_row = threads.div_ceil(3 * image_tasks).clamp(1, MAX_BLOCKS_PER_KERNEL_ROW.min(units));
+    // Time in units of the whole pass: rounds / tasks, compared as fractions r1·t2 < r2·t1.
+    let time = |p: usize| {
+        let tasks = image_tasks * 3 * p;
+        (tasks.div_ceil(threads.max(1)), tasks)
+    };
+    let per_row = (1..=MAX_BLOCKS_PER_KERNEL_ROW.min(units))
+        .filter(|p| units.is_multiple_of(*p))
+        .reduce(|best, p| {
+            let ((rb, tb), (rp, tp)) = (time(best), time(p));
+            if rp * tb < rb * tp { p } else { best }
+        })
+        .unwrap_or(1);
     (0..3)
         .flat_map(|ky| {
             (0..per_row).map(move |b| TapsBlock { kys: ky..ky + 1, inputs: b * units / per_row * unit..(b + 1) * units / per_row * unit })
@@ -996,8 +1008,9 @@ mod tests {
     }
 
     /// The taps blocks of a split weight gradient cover every tap once, in the kernel's tile
-    /// sizes, and there are enough for the pool: at batch 128 (4 image tasks) 32 threads
-    /// get 36 tasks in every stage of the ResNet (16, 32 and 64 channels).
+    /// sizes and equal runs, and there are enough for the pool: at batch 128 (4 image tasks)
+    /// 32 threads get 72 or 48 tasks in every stage of the ResNet (16, 32 and 64 channels),
+    /// which they finish in the rounds of 1 / 24 of the pass (3 / 72 or 2 / 48).
     #[test]
     fn taps_blocks_cover_every_tap_once_and_feed_32_threads_at_batch_128() {
         for (c_in, c_out) in [(16, 16), (16, 32), (32, 32), (32, 64), (64, 64)] {
@@ -1007,16 +1020,22 @@ mod tests {
                 let mut seen = vec![0u8; 9 * c_in];
                 for b in &blocks {
                     assert_eq!(b.kys.len(), 1);
+                    assert_eq!(b.inputs.len(), blocks[0].inputs.len(), "equal blocks");
                     assert!(b.inputs.len().is_multiple_of(crate::halo_conv_avx512::weight_block_inputs(c_out / 16)), "{b:?}");
                     for j in b.inputs.clone() {
                         seen[b.kys.start * 3 * c_in + j] += 1;
                     }
                 }
                 assert!(seen.iter().all(|&n| n == 1), "{c_in} → {c_out}, {threads} threads");
-                let tasks = 4 * blocks.len();
-                assert!(tasks >= threads.min(4 * 3 * MAX_BLOCKS_PER_KERNEL_ROW), "{c_in} → {c_out}: {tasks} tasks for {threads} threads");
+                // The pool finishes the tasks within twice the time of an ideal split.
+                let (tasks, ideal) = (4 * blocks.len(), threads.min(4 * 3 * MAX_BLOCKS_PER_KERNEL_ROW));
+                assert!(tasks.div_ceil(threads) * ideal <= 2 * tasks, "{c_in} → {c_out}: {tasks} tasks for {threads} threads");
             }
-            assert_eq!(4 * taps_blocks(&g, 32).len(), 36, "{c_in} → {c_out}");
+            let tasks = 4 * taps_blocks(&g, 32).len();
+            assert!(tasks.div_ceil(32) * 24 == tasks, "{c_in} → {c_out}: {tasks} tasks on 32 threads");
+            // Up to the image tasks' count the pass is not split at all; at 12 threads the
+            // kernel rows suffice.
+            assert_eq!(taps_blocks(&g, 12).len(), 3, "{c_in} → {c_out}");
         }
     }
 
