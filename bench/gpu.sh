@@ -8,8 +8,8 @@
 #      f16; with fusion off (a build without burn's fusion) and autotune at its lowest level, to
 #      keep what is fastest; ResNet-50 and ResNeXt-50 at 224 px batch 64, f32 and f16.
 #   2. The loader: images/s with the full CIFAR augmentation on 1/4/8/16 threads.
-#   3. The CPU side of issue #15: rbl-bench (and PyTorch, if the machine has it) at 1/2/4/8/16
-#      threads.
+#   3. The CPU side of issues #15 and #38: rbl-bench (and PyTorch, if the machine has it) at
+#      1/2/4/8/16 threads, against the scaling model in bench/README.md.
 #   4. PyTorch on the same GPU, if `import torch` works there: eager and channels_last,
 #      ResNet-32 and ResNeXt-50, the same step.
 #   5. A real training run, RBL on Fashion-MNIST-LT IR100 (14,886 images), EPOCHS epochs on
@@ -49,7 +49,7 @@ done
 log "2. loader, full CIFAR augmentation"
 bench 40 "$BIN/rbl-bench" --mode loader --full-augment --batch 256 --input 3x32x32 --workers 1,4,8,16
 
-log "3. CPU thread scaling (issue #15)"
+log "3. CPU thread scaling (issues #15, #38: compare with bench/scaling_model.py)"
 have_torch=0; python3 -c 'import torch' 2>/dev/null && have_torch=1
 for t in 1 2 4 8 16; do
   RAYON_NUM_THREADS=$t bench 40 "$BIN/rbl-bench" --batch 128 --input 3x32x32 --warmup 2 --steps 5

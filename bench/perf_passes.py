@@ -9,8 +9,10 @@ Only samples with a frame matching the first argument count (train_step: the tra
 is inside a parallel pass when a rayon iterator frame is on its stack; the pass is named by the
 first rbl / rbl_ops / flex function above the outermost such frame. The rest is serial: it runs
 on one thread whatever the pool (flex's element-wise ops, the head's small products, autodiff
-bookkeeping, the allocator). Use it on 1 thread: on more, a stolen task's stack starts at the
-rayon worker and has no train_step frame.
+bookkeeping, the allocator). The row-block products (rbl_ops::matmul_rows_op) count as a
+pass of their own: on 1 thread they are one block and call no rayon iterator, on more they
+split. Use it on 1 thread: on more, a stolen task's stack starts at the rayon worker and has
+no train_step frame.
 """
 import collections
 import re
@@ -39,7 +41,9 @@ def count(frames):
         return
     samples += 1
     inside = [i for i, f in enumerate(frames) if parallel.search(f)]
-    if inside:
+    if any("matmul_rows_op" in f for f in frames):
+        passes["rbl_ops::matmul_rows_op (row blocks)"] += 1
+    elif inside:
         passes[short(next((f for f in frames[inside[-1] + 1:] if owner.search(f)), "?"))] += 1
     else:
         serial[short(frames[0])] += 1

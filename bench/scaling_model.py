@@ -58,6 +58,10 @@ def backward_tasks(n, after):
 
 def split(name, n, after):
     """[(fraction of the pass, tasks)] for the pass named `name` on n threads."""
+    if "matmul_rows_op" in name:
+        # The rotation's 256×256 products and the batch's rows (128): blocks of at least 32
+        # rows before, 4 after, at most one per thread; taken at 128 rows (the smaller).
+        return [(1.0, min(n, 128 // (4 if after else 32)))]
     if "halo_conv_bn_train_backward" in name:
         return backward_tasks(n, after)
     if "halo_grad_sums" in name or "moments_from_rows" in name:
