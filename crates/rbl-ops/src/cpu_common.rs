@@ -101,17 +101,18 @@ pub(crate) fn has_avx512f() -> bool {
 }
 
 /// Defines `fn $name(args) [-> ret] { body }` so that the body, a plain-Rust kernel, runs
-/// compiled with AVX-512F enabled where the CPU has it, and as built (SSE2 on x86-64) elsewhere.
-/// Both builds stay reachable as `$name::baseline` and `$name::wide` (a module of the same
-/// name), for the tests that compare them.
+/// compiled with AVX-512F enabled where the kernels may use it, with AVX2 and FMA where they
+/// may use those (a CPU without AVX-512, or `RBL_CPU_LEVEL=avx2`), and as built (SSE2 on
+/// x86-64) elsewhere. The three builds stay reachable as `$name::baseline`, `$name::avx2` and
+/// `$name::wide` (a module of the same name), for the tests that compare them.
 ///
 /// The BatchNorm passes are loops over 16–64 channels per pixel; built for baseline x86-64
 /// they run four SSE lanes at a time and are bound by their own instruction count, not by
-/// memory. Compiled for AVX-512 the same source does the same IEEE operations per lane, in
-/// the same order (Rust never fuses a multiply and an add, nor reorders float sums), so the
-/// results are the same bits: only the register width changes. The tests compare the two
-/// builds bit for bit.
-macro_rules! avx512_twin {
+/// memory. Compiled for AVX-512 or AVX2 the same source does the same IEEE operations per lane,
+/// in the same order (Rust never fuses a multiply and an add, nor reorders float sums; an
+/// explicit `mul_add` is one rounding in every build), so the results are the same bits: only
+/// the register width changes. The tests compare the builds bit for bit.
+macro_rules! vector_builds {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
         #[allow(clippy::too_many_arguments)]
@@ -121,10 +122,15 @@ macro_rules! avx512_twin {
                 // SAFETY: `wide` needs AVX-512F, which the CPU has (detected at run time).
                 return unsafe { $name::wide($($arg),*) };
             }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::cpu_common::has_avx2_fma() {
+                // SAFETY: `avx2` needs AVX2 and FMA, which the CPU has (detected at run time).
+                return unsafe { $name::avx2($($arg),*) };
+            }
             $name::baseline($($arg),*)
         }
 
-        /// The two builds of the function of the same name.
+        /// The three builds of the function of the same name.
         mod $name {
             #[allow(unused_imports)]
             use super::*;
@@ -133,6 +139,14 @@ macro_rules! avx512_twin {
             #[inline(always)]
             #[allow(clippy::too_many_arguments)]
             pub(super) fn baseline($($arg: $ty),*) $(-> $ret)? $body
+
+            /// With AVX2 and FMA enabled.
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) fn avx2($($arg: $ty),*) $(-> $ret)? {
+                baseline($($arg),*)
+            }
 
             /// With AVX-512F enabled.
             #[cfg(target_arch = "x86_64")]
@@ -144,7 +158,7 @@ macro_rules! avx512_twin {
         }
     };
 }
-pub(crate) use avx512_twin;
+pub(crate) use vector_builds;
 
 /// Whether the kernels may use AVX2 and FMA: the CPU has them and `RBL_CPU_LEVEL` does not cap
 /// below them; decided once.

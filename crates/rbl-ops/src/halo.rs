@@ -61,7 +61,7 @@ impl HaloGeometry {
     }
 }
 
-crate::cpu_common::avx512_twin! {
+crate::cpu_common::vector_builds! {
     /// Sets the ring of one image to zero, in memory order (the pieces between rows).
     pub fn zero_ring(image: &mut [f32], g: &HaloGeometry) {
         for r in 1..=g.h + 1 {

@@ -241,7 +241,7 @@ fn im2col(x: &[f32], g: &HaloConv, col: &mut [f32]) {
     }
 }
 
-super::cpu_common::avx512_twin! {
+super::cpu_common::vector_builds! {
     /// Adds a column-matrix gradient back onto the input it came from (the adjoint of
     /// [`im2col`]): col holds the rows of output pixels `qs` (all of them: `g.rows()`, or one
     /// output row's interior), added in order; runs of 3·c_in additions, compiled for AVX-512
@@ -575,7 +575,7 @@ fn input_grad(dy: &[f32], weight: &[f32], g: &HaloConv, other: Option<&[f32]>) -
     dx
 }
 
-super::cpu_common::avx512_twin! {
+super::cpu_common::vector_builds! {
     /// own[j] = own[j] + other[j]: burn-flex's in-place add (its gradient accumulation), the
     /// same IEEE operation per value.
     fn add_in_place(own: &mut [f32], other: &[f32]) {

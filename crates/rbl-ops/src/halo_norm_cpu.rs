@@ -12,9 +12,9 @@
 //! - backward: one pass for the per-channel sums (Σg, Σg·(x − centre)) with g = dy masked where
 //!   ReLU was off, one pass writing dx (and the residual's gradient, which is g).
 //!
-//! The per-pixel loops are plain Rust, compiled twice: for baseline x86-64 and with AVX-512F
-//! enabled, the latter run where the CPU has it ([`avx512_twin`]; the same IEEE operations in
-//! the same order, so the same bits, tested). Built for SSE2 alone they were bound by their
+//! The per-pixel loops are plain Rust, compiled three times: for baseline x86-64, with AVX2 and
+//! FMA, and with AVX-512F enabled, the widest the kernels may use running ([`vector_builds`];
+//! the same IEEE operations in the same order, so the same bits, tested). Built for SSE2 alone they were bound by their
 //! instruction count rather than by memory.
 //!
 //! Rows of `w·c` values are summed in f32, rows into f64 (131,072 values per channel at batch
@@ -23,7 +23,7 @@
 
 use rayon::prelude::*;
 
-use super::cpu_common::{avx512_twin, uninit_f32};
+use super::cpu_common::{uninit_f32, vector_builds};
 use super::halo::{HaloGeometry, zero_ring_before_row};
 
 /// Images per reduction task (fixed: the order of the sums does not depend on the pool).
@@ -115,7 +115,7 @@ pub(crate) fn moments_from_rows(
         .unzip()
 }
 
-avx512_twin! {
+vector_builds! {
     /// The first image's mean per channel (f64 sums of its interior, rounded to f32): the
     /// centre subtracted before squaring, so that Σ (x − centre)² does not cancel.
     pub(crate) fn moments_centre(first_image: &[f32], g: &HaloGeometry) -> Vec<f32> {
@@ -132,7 +132,7 @@ avx512_twin! {
     }
 }
 
-avx512_twin! {
+vector_builds! {
     /// One interior row's Σ (x − centre) and Σ (x − centre)² per channel, into `s` and `q`
     /// (which are zero).
     pub(crate) fn row_moments(row: &[f32], centre: &[f32], s: &mut [f32], q: &mut [f32]) {
@@ -232,7 +232,7 @@ pub fn halo_affine_in_place(image: &mut [f32], residual: Option<&[f32]>, scale: 
     affine_image(image, None, residual, scale, shift, relu, false, g);
 }
 
-avx512_twin! {
+vector_builds! {
     /// out ← act(src·scale + shift [+ residual]) on one image's interior, src = out when `None`;
     /// with `ring`, the ring zeroed too (in the same pass).
     fn affine_image(
@@ -304,7 +304,7 @@ fn affine_row_any(row: &mut [f32], src: Option<&[f32]>, res: Option<&[f32]>, sca
     }
 }
 
-avx512_twin! {
+vector_builds! {
     /// One image of [`halo_grad_apply`]: dx (and the residual's gradient, g) with zero rings.
     pub(crate) fn grad_apply_image(
         dxb: &mut [f32],
@@ -394,7 +394,7 @@ pub fn halo_grad_sums(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bo
     channel_sums(g, |at, len, sg, sgx| row_grad_sums(&x[at..][..len], &y[at..][..len], &dy[at..][..len], centre, relu, sg, sgx))
 }
 
-avx512_twin! {
+vector_builds! {
     /// One interior row's Σ g and Σ g·(x − centre) per channel, into zeroed `sg`, `sgx`.
     fn row_grad_sums(x: &[f32], y: &[f32], dy: &[f32], centre: &[f32], relu: bool, sg: &mut [f32], sgx: &mut [f32]) {
         match centre.len() {
@@ -573,7 +573,7 @@ mod tests {
     /// The kernels compiled for AVX-512 (where this CPU has it) give the bits of the same source
     /// built for baseline x86-64, for every channel width they specialise (16, 32, 64) and a
     /// runtime one, with and without ReLU and residual; values include exact zeros and −0 so
-    /// that ReLU's mask and max(·, 0) are exercised.
+    /// that ReLU's mask and max(·, 0) are exercised. The AVX2 builds: below.
     #[test]
     fn avx512_builds_give_the_baseline_bits() {
         use crate::bits;
@@ -615,6 +615,64 @@ mod tests {
                     grad_apply_image::baseline(&mut dx_base, with.then_some(&mut dr_base[..]), &x, &y, &dy, &p1, &p2, &p3, relu, &g);
                     assert_eq!(bits(&dx_wide), bits(&dx_base), "{what}: dx, relu {relu}");
                     assert_eq!(bits(&dr_wide), bits(&dr_base), "{what}: d residual, relu {relu}");
+                }
+            }
+        }
+    }
+
+    /// The AVX2 + FMA builds (what a CPU without AVX-512 runs) give the baseline build's bits,
+    /// for every channel width and with and without ReLU and residual.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_builds_give_the_baseline_bits() {
+        use crate::bits;
+        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+            return;
+        }
+        for c in [16, 32, 64, 5] {
+            let g = HaloGeometry { batch: 1, h: 5, w: 7, c };
+            let v = |seed: usize, offset: f32| {
+                let mut x = values(g.len(), seed, offset);
+                x.iter_mut().step_by(7).for_each(|e| *e = 0.0);
+                x.iter_mut().skip(3).step_by(11).for_each(|e| *e = -0.0);
+                x
+            };
+            let (x, y, dy, res) = (v(1, 0.3), v(2, 0.0), v(3, 0.0), v(4, 0.0));
+            let (p1, p2, p3) = (values(c, 5, 0.5), values(c, 6, 0.0), values(c, 7, 0.0));
+            let what = format!("{c} channels");
+            // SAFETY (every call below): the CPU has AVX2 and FMA (checked above).
+            let centre = unsafe { moments_centre::avx2(&x, &g) };
+            assert_eq!(bits(&centre), bits(&moments_centre::baseline(&x, &g)), "{what}: centre");
+            let row = &x[g.interior_rows().next().unwrap()..][..g.w * c];
+            let pair = |f: &dyn Fn(&mut [f32], &mut [f32])| {
+                let (mut a, mut b) = (vec![0.0f32; c], vec![0.0f32; c]);
+                f(&mut a, &mut b);
+                (bits(&a), bits(&b))
+            };
+            assert_eq!(
+                pair(&|s, q| unsafe { row_moments::avx2(row, &p1, s, q) }),
+                pair(&|s, q| row_moments::baseline(row, &p1, s, q)),
+                "{what}: moments"
+            );
+            let (yr, dr) = (&y[..row.len()], &dy[..row.len()]);
+            for relu in [false, true] {
+                assert_eq!(
+                    pair(&|a, b| unsafe { row_grad_sums::avx2(row, yr, dr, &p1, relu, a, b) }),
+                    pair(&|a, b| row_grad_sums::baseline(row, yr, dr, &p1, relu, a, b)),
+                    "{what}: gradient sums, relu {relu}"
+                );
+                for residual in [None, Some(&res[..])] {
+                    let (mut avx2, mut base) = (vec![1.0f32; g.len()], vec![1.0f32; g.len()]);
+                    unsafe { affine_image::avx2(&mut avx2, Some(&x), residual, &p1, &p2, relu, true, &g) };
+                    affine_image::baseline(&mut base, Some(&x), residual, &p1, &p2, relu, true, &g);
+                    assert_eq!(bits(&avx2), bits(&base), "{what}: affine, relu {relu}");
+                    let (mut dx_avx2, mut dr_avx2) = (vec![1.0f32; g.len()], vec![1.0f32; g.len()]);
+                    let (mut dx_base, mut dr_base) = (dx_avx2.clone(), dr_avx2.clone());
+                    let with = residual.is_some();
+                    unsafe { grad_apply_image::avx2(&mut dx_avx2, with.then_some(&mut dr_avx2[..]), &x, &y, &dy, &p1, &p2, &p3, relu, &g) };
+                    grad_apply_image::baseline(&mut dx_base, with.then_some(&mut dr_base[..]), &x, &y, &dy, &p1, &p2, &p3, relu, &g);
+                    assert_eq!(bits(&dx_avx2), bits(&dx_base), "{what}: dx, relu {relu}");
+                    assert_eq!(bits(&dr_avx2), bits(&dr_base), "{what}: d residual, relu {relu}");
                 }
             }
         }
