@@ -570,65 +570,23 @@ mod tests {
 
     use crate::assert_close;
 
-    /// The kernels compiled for AVX-512 (where this CPU has it) give the bits of the same source
-    /// built for baseline x86-64, for every channel width they specialise (16, 32, 64) and a
-    /// runtime one, with and without ReLU and residual; values include exact zeros and −0 so
-    /// that ReLU's mask and max(·, 0) are exercised. The AVX2 builds: below.
-    #[test]
-    fn avx512_builds_give_the_baseline_bits() {
-        use crate::bits;
-        for c in [16, 32, 64, 5] {
-            let g = HaloGeometry { batch: 1, h: 5, w: 7, c };
-            let v = |seed: usize, offset: f32| {
-                let mut x = values(g.len(), seed, offset);
-                x.iter_mut().step_by(7).for_each(|e| *e = 0.0);
-                x.iter_mut().skip(3).step_by(11).for_each(|e| *e = -0.0);
-                x
-            };
-            let (x, y, dy, res) = (v(1, 0.3), v(2, 0.0), v(3, 0.0), v(4, 0.0));
-            let (p1, p2, p3) = (values(c, 5, 0.5), values(c, 6, 0.0), values(c, 7, 0.0));
-            let what = format!("{c} channels");
-            assert_eq!(bits(&moments_centre(&x, &g)), bits(&moments_centre::baseline(&x, &g)), "{what}: centre");
-            let row = &x[g.interior_rows().next().unwrap()..][..g.w * c];
-            let pair = |f: &dyn Fn(&mut [f32], &mut [f32])| {
-                let (mut a, mut b) = (vec![0.0f32; c], vec![0.0f32; c]);
-                f(&mut a, &mut b);
-                (bits(&a), bits(&b))
-            };
-            assert_eq!(pair(&|s, q| row_moments(row, &p1, s, q)), pair(&|s, q| row_moments::baseline(row, &p1, s, q)), "{what}: moments");
-            let (yr, dr) = (&y[..row.len()], &dy[..row.len()]);
-            for relu in [false, true] {
-                assert_eq!(
-                    pair(&|a, b| row_grad_sums(row, yr, dr, &p1, relu, a, b)),
-                    pair(&|a, b| row_grad_sums::baseline(row, yr, dr, &p1, relu, a, b)),
-                    "{what}: gradient sums, relu {relu}"
-                );
-                for residual in [None, Some(&res[..])] {
-                    let (mut wide, mut base) = (vec![1.0f32; g.len()], vec![1.0f32; g.len()]);
-                    affine_image(&mut wide, Some(&x), residual, &p1, &p2, relu, true, &g);
-                    affine_image::baseline(&mut base, Some(&x), residual, &p1, &p2, relu, true, &g);
-                    assert_eq!(bits(&wide), bits(&base), "{what}: affine, relu {relu}");
-                    let (mut dx_wide, mut dr_wide) = (vec![1.0f32; g.len()], vec![1.0f32; g.len()]);
-                    let (mut dx_base, mut dr_base) = (dx_wide.clone(), dr_wide.clone());
-                    let with = residual.is_some();
-                    grad_apply_image(&mut dx_wide, with.then_some(&mut dr_wide[..]), &x, &y, &dy, &p1, &p2, &p3, relu, &g);
-                    grad_apply_image::baseline(&mut dx_base, with.then_some(&mut dr_base[..]), &x, &y, &dy, &p1, &p2, &p3, relu, &g);
-                    assert_eq!(bits(&dx_wide), bits(&dx_base), "{what}: dx, relu {relu}");
-                    assert_eq!(bits(&dr_wide), bits(&dr_base), "{what}: d residual, relu {relu}");
-                }
-            }
-        }
+    /// One build of the BatchNorm kernels, as plain function pointers (their signatures are
+    /// the kernels' own).
+    #[allow(clippy::type_complexity)]
+    struct Build {
+        centre: fn(&[f32], &HaloGeometry) -> Vec<f32>,
+        moments: fn(&[f32], &[f32], &mut [f32], &mut [f32]),
+        grad_sums: fn(&[f32], &[f32], &[f32], &[f32], bool, &mut [f32], &mut [f32]),
+        affine: fn(&mut [f32], Option<&[f32]>, Option<&[f32]>, &[f32], &[f32], bool, bool, &HaloGeometry),
+        grad_apply: fn(&mut [f32], Option<&mut [f32]>, &[f32], &[f32], &[f32], &[f32], &[f32], &[f32], bool, &HaloGeometry),
     }
 
-    /// The AVX2 + FMA builds (what a CPU without AVX-512 runs) give the baseline build's bits,
-    /// for every channel width and with and without ReLU and residual.
-    #[test]
-    #[cfg(target_arch = "x86_64")]
-    fn avx2_builds_give_the_baseline_bits() {
+    /// `build` gives the bits of the same source built for baseline x86-64, for every channel
+    /// width the kernels specialise (16, 32, 64) and a runtime one, with and without ReLU and
+    /// residual; values include exact zeros and −0 so that ReLU's mask and max(·, 0) are
+    /// exercised.
+    fn assert_gives_the_baseline_bits(name: &str, build: Build) {
         use crate::bits;
-        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
-            return;
-        }
         for c in [16, 32, 64, 5] {
             let g = HaloGeometry { batch: 1, h: 5, w: 7, c };
             let v = |seed: usize, offset: f32| {
@@ -639,10 +597,8 @@ mod tests {
             };
             let (x, y, dy, res) = (v(1, 0.3), v(2, 0.0), v(3, 0.0), v(4, 0.0));
             let (p1, p2, p3) = (values(c, 5, 0.5), values(c, 6, 0.0), values(c, 7, 0.0));
-            let what = format!("{c} channels");
-            // SAFETY (every call below): the CPU has AVX2 and FMA (checked above).
-            let centre = unsafe { moments_centre::avx2(&x, &g) };
-            assert_eq!(bits(&centre), bits(&moments_centre::baseline(&x, &g)), "{what}: centre");
+            let what = format!("{name}, {c} channels");
+            assert_eq!(bits(&(build.centre)(&x, &g)), bits(&moments_centre::baseline(&x, &g)), "{what}: centre");
             let row = &x[g.interior_rows().next().unwrap()..][..g.w * c];
             let pair = |f: &dyn Fn(&mut [f32], &mut [f32])| {
                 let (mut a, mut b) = (vec![0.0f32; c], vec![0.0f32; c]);
@@ -650,32 +606,69 @@ mod tests {
                 (bits(&a), bits(&b))
             };
             assert_eq!(
-                pair(&|s, q| unsafe { row_moments::avx2(row, &p1, s, q) }),
+                pair(&|s, q| (build.moments)(row, &p1, s, q)),
                 pair(&|s, q| row_moments::baseline(row, &p1, s, q)),
                 "{what}: moments"
             );
             let (yr, dr) = (&y[..row.len()], &dy[..row.len()]);
             for relu in [false, true] {
                 assert_eq!(
-                    pair(&|a, b| unsafe { row_grad_sums::avx2(row, yr, dr, &p1, relu, a, b) }),
+                    pair(&|a, b| (build.grad_sums)(row, yr, dr, &p1, relu, a, b)),
                     pair(&|a, b| row_grad_sums::baseline(row, yr, dr, &p1, relu, a, b)),
                     "{what}: gradient sums, relu {relu}"
                 );
                 for residual in [None, Some(&res[..])] {
-                    let (mut avx2, mut base) = (vec![1.0f32; g.len()], vec![1.0f32; g.len()]);
-                    unsafe { affine_image::avx2(&mut avx2, Some(&x), residual, &p1, &p2, relu, true, &g) };
+                    let (mut out, mut base) = (vec![1.0f32; g.len()], vec![1.0f32; g.len()]);
+                    (build.affine)(&mut out, Some(&x), residual, &p1, &p2, relu, true, &g);
                     affine_image::baseline(&mut base, Some(&x), residual, &p1, &p2, relu, true, &g);
-                    assert_eq!(bits(&avx2), bits(&base), "{what}: affine, relu {relu}");
-                    let (mut dx_avx2, mut dr_avx2) = (vec![1.0f32; g.len()], vec![1.0f32; g.len()]);
-                    let (mut dx_base, mut dr_base) = (dx_avx2.clone(), dr_avx2.clone());
+                    assert_eq!(bits(&out), bits(&base), "{what}: affine, relu {relu}");
+                    let (mut dx_out, mut dr_out) = (vec![1.0f32; g.len()], vec![1.0f32; g.len()]);
+                    let (mut dx_base, mut dr_base) = (dx_out.clone(), dr_out.clone());
                     let with = residual.is_some();
-                    unsafe { grad_apply_image::avx2(&mut dx_avx2, with.then_some(&mut dr_avx2[..]), &x, &y, &dy, &p1, &p2, &p3, relu, &g) };
+                    (build.grad_apply)(&mut dx_out, with.then_some(&mut dr_out[..]), &x, &y, &dy, &p1, &p2, &p3, relu, &g);
                     grad_apply_image::baseline(&mut dx_base, with.then_some(&mut dr_base[..]), &x, &y, &dy, &p1, &p2, &p3, relu, &g);
-                    assert_eq!(bits(&dx_avx2), bits(&dx_base), "{what}: dx, relu {relu}");
-                    assert_eq!(bits(&dr_avx2), bits(&dr_base), "{what}: d residual, relu {relu}");
+                    assert_eq!(bits(&dx_out), bits(&dx_base), "{what}: dx, relu {relu}");
+                    assert_eq!(bits(&dr_out), bits(&dr_base), "{what}: d residual, relu {relu}");
                 }
             }
         }
+    }
+
+    /// The build the kernels dispatch to (AVX-512 where this CPU has it) gives the baseline
+    /// build's bits.
+    #[test]
+    fn dispatched_builds_give_the_baseline_bits() {
+        assert_gives_the_baseline_bits(
+            "dispatched",
+            Build {
+                centre: moments_centre,
+                moments: row_moments,
+                grad_sums: row_grad_sums,
+                affine: affine_image,
+                grad_apply: grad_apply_image,
+            },
+        );
+    }
+
+    /// The AVX2 + FMA builds (what a CPU without AVX-512 runs) give the baseline build's bits.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_builds_give_the_baseline_bits() {
+        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+            return;
+        }
+        // SAFETY (each closure): the CPU has AVX2 and FMA, the features the builds enable
+        // (checked above); the tests call them on this thread only.
+        assert_gives_the_baseline_bits(
+            "avx2",
+            Build {
+                centre: |x, g| unsafe { moments_centre::avx2(x, g) },
+                moments: |r, c, s, q| unsafe { row_moments::avx2(r, c, s, q) },
+                grad_sums: |x, y, d, c, relu, a, b| unsafe { row_grad_sums::avx2(x, y, d, c, relu, a, b) },
+                affine: |o, s, r, sc, sh, relu, ring, g| unsafe { affine_image::avx2(o, s, r, sc, sh, relu, ring, g) },
+                grad_apply: |dx, dr, x, y, dy, a, b, k, relu, g| unsafe { grad_apply_image::avx2(dx, dr, x, y, dy, a, b, k, relu, g) },
+            },
+        );
     }
 
     /// Without residual or ReLU the fused op is plain training BatchNorm: compare with the NCHW
