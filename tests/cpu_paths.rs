@@ -63,7 +63,7 @@ fn every_cpu_path_trains_the_same_bits() {
     }
     assert!(runs[1].1.0.contains("(avx2-fma kernels)") || runs[1].1.0.contains("(baseline kernels)"), "{}", runs[1].1.0);
     let (_, (_, crc, log, top1)) = &runs[0];
-    assert!(runs[3].1.0.contains("(avx512 kernels)") == runs[0].1.0.contains("(avx512 kernels)"), "{}", runs[3].1.0);
+    assert_eq!(runs[3].1.0.contains("(avx512 kernels)"), runs[0].1.0.contains("(avx512 kernels)"), "{}", runs[3].1.0);
     for (level, (_, c, l, t)) in &runs[1..] {
         assert_eq!(c, crc, "{level}: weights differ from the widest path's");
         assert_eq!(l, log, "{level}: epoch log differs");

@@ -994,8 +994,8 @@ mod tests {
             };
             let (y1, dx1, dw1) = on(1);
             // 70 images are 3 weight-gradient tasks: from 4 threads on, the halo kernels' pass
-            // splits each into taps blocks, by kernel row (4, 7 threads), then 2 (16), 5 (40) or
-            // 6 (64) blocks of each row's inputs where the inputs allow.
+            // splits each into taps blocks: by kernel row, and on the larger pools each row's
+            // inputs into 2, 3 or 6 runs where the inputs allow (`taps_blocks`).
             for threads in [2, 3, 4, 7, 16, 40, 64] {
                 let (y, dx, dw) = on(threads);
                 assert_eq!(

@@ -14,8 +14,8 @@
 //!
 //! The per-pixel loops are plain Rust, compiled three times: for baseline x86-64, with AVX2 and
 //! FMA, and with AVX-512F enabled, the widest the kernels may use running ([`vector_builds`];
-//! the same IEEE operations in the same order, so the same bits, tested). Built for SSE2 alone they were bound by their
-//! instruction count rather than by memory.
+//! the same IEEE operations in the same order, so the same bits, tested). Built for SSE2 alone
+//! they were bound by their instruction count rather than by memory.
 //!
 //! Rows of `w·c` values are summed in f32, rows into f64 (131,072 values per channel at batch
 //! 128 and 32×32). Sums run over fixed groups of images, added in order, so results do not
